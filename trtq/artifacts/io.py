@@ -1,0 +1,211 @@
+"""Atomic writes, content hashes, metadata and validated load/save of artifacts."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from trtq import __version__
+from trtq.errors import ArtifactError
+
+# Packages whose versions change results; recorded in every artifact that can see them.
+_TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "nvidia-modelopt",
+    "pulp",
+    "highspy",
+    "numpy",
+    "pandas",
+    "tensorrt-llm",
+    "aiperf",
+    "genai-perf",
+)
+
+
+class StrictModel(BaseModel):
+    """Base for every settings and artifact model: a typo is an error, not a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class InputRef(StrictModel):
+    path: str
+    sha256: str | None = None
+
+
+class Metadata(StrictModel):
+    created_at: str
+    trtq_version: str
+    command: list[str] = []
+    versions: dict[str, str] = {}
+    inputs: dict[str, InputRef] = {}
+    seed: int | None = None
+    notes: list[str] = []
+
+
+class Artifact(StrictModel):
+    """An artifact: `artifact` names its kind, `schema_version` its layout."""
+
+    KIND: ClassVar[str] = ""
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    artifact: str
+    schema_version: int
+    metadata: Metadata
+
+
+A = TypeVar("A", bound=Artifact)
+
+
+def installed_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    versions = {"python": platform.python_version(), "trtq": __version__}
+    for name in _TRACKED_PACKAGES:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    versions.update(extra or {})
+    return versions
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_ref(path: str | os.PathLike[str]) -> InputRef:
+    p = Path(path)
+    return InputRef(path=str(p), sha256=sha256_file(p) if p.is_file() else None)
+
+
+def make_metadata(
+    inputs: dict[str, str | os.PathLike[str] | InputRef] | None = None,
+    seed: int | None = None,
+    notes: list[str] | None = None,
+    versions: dict[str, str] | None = None,
+) -> Metadata:
+    refs = {
+        name: value if isinstance(value, InputRef) else input_ref(value)
+        for name, value in (inputs or {}).items()
+    }
+    return Metadata(
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        trtq_version=__version__,
+        command=list(sys.argv),
+        versions=installed_versions(versions),
+        inputs=refs,
+        seed=seed,
+        notes=list(notes or []),
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only on success.
+
+    For writers that want a path (pandas, safetensors, plotly) rather than a string.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def dump_artifact(artifact: Artifact, fmt: str) -> str:
+    data = artifact.model_dump(mode="json")
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, width=120)
+    return json.dumps(data, indent=1) + "\n"
+
+
+def _format_for(path: Path) -> str:
+    return "yaml" if path.suffix.lower() in (".yaml", ".yml") else "json"
+
+
+def save_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
+    target = Path(path)
+    return atomic_write_text(target, dump_artifact(artifact, _format_for(target)))
+
+
+def read_structured(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse a YAML or JSON file; any failure becomes one ArtifactError line naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise ArtifactError(f"{what} is not a file: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{what} {p} is not valid YAML/JSON: {first}") from None
+
+
+def _first_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err.get("loc", ())) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {err.get('msg', 'invalid')}{more}"
+
+
+def load_artifact(path: str | os.PathLike[str], cls: type[A]) -> A:
+    """Load and validate an artifact of kind `cls.KIND`; every failure is one line."""
+    what = f"{cls.KIND} artifact"
+    data = read_structured(path, what)
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: not a {cls.KIND} artifact (expected a mapping at the top level)")
+    kind = data.get("artifact")
+    if kind != cls.KIND:
+        raise ArtifactError(f"{path}: expected a {cls.KIND} artifact, found {kind!r}")
+    version = data.get("schema_version")
+    if version != cls.SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: {cls.KIND} schema_version {version!r} is not supported "
+            f"(this trtq reads version {cls.SCHEMA_VERSION})"
+        )
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ArtifactError(f"{path}: invalid {cls.KIND} artifact: {_first_validation_error(exc)}") from None
+
+
+def validate_model(cls: type[BaseModel], data: Any, where: str) -> Any:
+    """Validate settings data against a pydantic model; one-line error naming `where`."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ArtifactError(f"{where}: {_first_validation_error(exc)}") from None

@@ -1,0 +1,89 @@
+"""plan.yaml: one format per layer, the budgets it meets, its predicted totals, its Pareto front."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from trtq.artifacts.io import Artifact, InputRef, StrictModel
+
+
+class Budget(StrictModel):
+    point: str                        # workload point, e.g. "decode@16"
+    phase: Literal["decode", "prefill"]
+    tokens: int                       # GEMM M at that point
+    spec: str                         # as the user wrote it, e.g. "decode@16=0.6"
+    fraction: float | None = None     # of all-bf16 GEMM time, when given as a fraction
+    limit_ns: float                   # the resolved limit on summed GEMM latency
+    bf16_ns: float                    # all-bf16 summed GEMM latency at that point
+
+
+class FormatCost(StrictModel):
+    """The ILP's matrices for one group and one candidate format."""
+
+    omega: float
+    weight_bytes: int
+    latency_ns: dict[str, float]      # workload point -> fused-GEMM latency
+
+
+class GroupChoice(StrictModel):
+    group: str
+    kind: str
+    block: int | None
+    members: list[str]
+    in_features: int
+    out_features: int
+    format: str
+    group_size: int | None
+    costs: dict[str, FormatCost]      # every candidate format, the chosen one included
+
+
+class Totals(StrictModel):
+    latency_ns: dict[str, float]      # workload point -> summed GEMM latency
+    bf16_latency_ns: dict[str, float]
+    weight_bytes: int                 # all weights, the fixed bf16 part included
+    bf16_weight_bytes: int
+    sensitivity: float                # sum of omega over groups
+
+
+class ParetoPoint(StrictModel):
+    fraction: float                   # common fraction of all-bf16 applied to every latency budget
+    status: Literal["optimal", "infeasible"]
+    totals: Totals | None = None
+    formats: list[str] = []           # one format per group, in `groups` order
+    chosen: bool = False
+
+
+class SolverInfo(StrictModel):
+    name: str
+    version: str
+    status: str
+    solve_time_s: float
+    objective: float | None
+    mip_rel_gap: float
+
+
+class Plan(Artifact):
+    KIND: ClassVar[str] = "plan"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    model: str
+    gpu: str
+    profile_backend: str
+    launch_cost_ns: float
+    sensitivity_method: str
+    budgets: list[Budget]
+    memory_budget_bytes: int | None = None
+    candidate_formats: list[str]
+    fixed_parameter_bytes: int
+    solver: SolverInfo
+    groups: list[GroupChoice]
+    totals: Totals
+    pareto: list[ParetoPoint] = []
+    notes: list[str] = []
+
+    def layer_formats(self) -> dict[str, tuple[str, int | None]]:
+        """layer name -> (format, group size): what `trtq quantize` applies."""
+        return {m: (g.format, g.group_size) for g in self.groups for m in g.members}
+
+    def input_hash(self, name: str) -> InputRef | None:
+        return self.metadata.inputs.get(name)

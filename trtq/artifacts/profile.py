@@ -1,0 +1,51 @@
+"""The latency table: (gpu, GEMM shape, format, tokens) -> nanoseconds."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from trtq.artifacts.io import Artifact, StrictModel
+
+
+class ProfileRow(StrictModel):
+    out_features: int     # GEMM N
+    in_features: int      # GEMM K
+    tokens: int           # GEMM M
+    format: str
+    status: Literal["ok", "noisy", "unsupported"]
+    latency_ns: float | None          # median; None when unsupported
+    method: str                       # how the number was obtained (formula or kernel name)
+    repeats: int | None = None
+    cv: float | None = None           # coefficient of variation of the repeats
+    min_ns: float | None = None
+    max_ns: float | None = None
+    reason: str | None = None         # why unsupported / why noisy
+    details: dict[str, Any] = {}      # backend-specific raw numbers (bytes, flops, bound ...)
+
+
+class Profile(Artifact):
+    KIND: ClassVar[str] = "profile"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    model: str
+    gpu: str                          # registry name; "cpu" for the cpu backend
+    backend: str                      # roofline | cpu | cuda
+    launch_cost_ns: float             # fixed cost included in every latency_ns (0 = pure kernel time)
+    tokens: list[int]
+    formats: list[str]
+    device: dict[str, Any] = {}       # what was measured on: CPU/GPU name, clocks, driver ...
+    settings: dict[str, Any] = {}     # backend settings (warm-up, repeats, fractions, calibration)
+    rows: list[ProfileRow]
+
+    def latency_map(self) -> dict[tuple[int, int, int, str], float]:
+        """(out, in, tokens, format) -> latency_ns for rows with a number."""
+        return {
+            (r.out_features, r.in_features, r.tokens, r.format): r.latency_ns
+            for r in self.rows
+            if r.latency_ns is not None
+        }
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([r.model_dump(exclude={"details"}) for r in self.rows])

@@ -1,0 +1,46 @@
+"""Per-layer, per-format quality cost Omega, the planner's objective."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from trtq.artifacts.io import Artifact, StrictModel
+
+
+class SensitivityRow(StrictModel):
+    layer: str
+    format: str
+    group_size: int | None
+    weight_error: float               # ||Q_f(W) - W||_F^2
+    omega: float                      # the cost the planner minimises
+    hessian_trace: float | None = None
+
+
+class TraceEstimate(StrictModel):
+    """Hutchinson estimate of tr(H) for one layer's weights (method=hessian)."""
+
+    layer: str
+    trace: float
+    iterations: int
+    relative_change: float
+    converged: bool
+
+
+class Sensitivity(Artifact):
+    KIND: ClassVar[str] = "sensitivity"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    model: str
+    method: Literal["weight", "hessian"]
+    formats: list[str]
+    settings: dict[str, Any] = {}
+    rows: list[SensitivityRow]
+    traces: list[TraceEstimate] = []
+
+    def omega_map(self) -> dict[tuple[str, str], float]:
+        return {(r.layer, r.format): r.omega for r in self.rows}
+
+    def to_frame(self):
+        import pandas as pd
+
+        return pd.DataFrame([r.model_dump() for r in self.rows])

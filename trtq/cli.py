@@ -1,0 +1,56 @@
+"""The trtq command line: parse and dispatch only.
+
+Each stage contributes its subcommands through a `commands` module that imports
+nothing heavy at module level; torch, modelopt and tensorrt_llm are imported
+inside the handler that needs them, so `trtq --help` stays instant. Known errors
+(TrtqError) become one line on stderr and exit code 2, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from trtq import __version__
+from trtq.errors import TrtqError
+
+# Every subcommand module, in the order `trtq --help` lists them: one visible place.
+COMMAND_MODULES = (
+    "trtq.registry.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trtq",
+        description=(
+            "Per-layer mixed precision for TensorRT-LLM, planned against measured latency "
+            "on the target GPU."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"trtq {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except TrtqError as exc:
+        print(f"trtq: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("trtq: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The format registry: the search space, one entry per precision, registered here.
+
+Each format knows its bit widths, the compute rate it runs at, its block/group
+sizes along a layer's input width, how many bytes a weight matrix takes in it,
+the ModelOpt config it maps to, and the first GPU architecture that runs it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from trtq.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    weight_dtype: str
+    act_dtype: str
+    weight_bits: float
+    act_bits: float
+    # The tensor-core rate a GEMM in this format runs at: a key of GpuSpec.peak_flops.
+    compute: str
+    # Candidate block/group sizes along in_features, preferred first; () = no blocks.
+    block_sizes: tuple[int, ...]
+    # Bytes per scale: per block when block_sizes, per output channel when per_channel.
+    scale_bytes: float
+    per_channel_scales: bool
+    # Extra per-input-channel vector stored with the weight (AWQ / SmoothQuant scales, bf16).
+    input_scale_vector: bool
+    modelopt_config: str | None
+    min_sm: int
+    # ModelOpt's fake quantization runs on CPU (NVFP4's dynamic block quantizer asserts CUDA).
+    modelopt_on_cpu: bool
+
+    def group_size_for(self, in_features: int) -> int | None:
+        """The block size this format uses for a layer of that input width.
+
+        None for formats without blocks. Raises ValueError when no candidate divides
+        `in_features` (ModelOpt cannot pack partial blocks): use `available_for` first.
+        """
+        if not self.block_sizes:
+            return None
+        for size in self.block_sizes:
+            if in_features % size == 0:
+                return size
+        raise ValueError(
+            f"{self.name}: no block size in {self.block_sizes} divides input width {in_features}"
+        )
+
+    def available_for(self, in_features: int) -> bool:
+        return not self.block_sizes or any(in_features % s == 0 for s in self.block_sizes)
+
+    def weight_bytes(self, out_features: int, in_features: int, group_size: int | None = None) -> int:
+        """Bytes of one (out, in) weight matrix in this format, scales included."""
+        n, k = out_features, in_features
+        total = n * k * self.weight_bits / 8
+        if self.block_sizes:
+            g = group_size if group_size is not None else self.group_size_for(k)
+            total += n * math.ceil(k / g) * self.scale_bytes
+        elif self.per_channel_scales:
+            total += n * self.scale_bytes
+        else:
+            total += self.scale_bytes
+        if self.input_scale_vector:
+            total += k * 2
+        return int(math.ceil(total))
+
+    def activation_bytes(self, tokens: int, in_features: int) -> float:
+        """Bytes of the GEMM's input activations as the kernel reads them."""
+        return tokens * in_features * self.act_bits / 8
+
+
+_FORMATS: tuple[Format, ...] = (
+    Format(
+        name="bf16",
+        description="BF16 weights and activations (no quantization)",
+        weight_dtype="bf16", act_dtype="bf16", weight_bits=16, act_bits=16,
+        compute="bf16", block_sizes=(), scale_bytes=0, per_channel_scales=False,
+        input_scale_vector=False, modelopt_config=None, min_sm=80, modelopt_on_cpu=True,
+    ),
+    Format(
+        name="fp8",
+        description="FP8 E4M3 weights and activations, per-tensor scales",
+        weight_dtype="fp8_e4m3", act_dtype="fp8_e4m3", weight_bits=8, act_bits=8,
+        compute="fp8", block_sizes=(), scale_bytes=4, per_channel_scales=False,
+        input_scale_vector=False, modelopt_config="FP8_DEFAULT_CFG", min_sm=89, modelopt_on_cpu=True,
+    ),
+    Format(
+        name="int8_sq",
+        description="INT8 per-channel weights, INT8 per-tensor activations (SmoothQuant)",
+        weight_dtype="int8", act_dtype="int8", weight_bits=8, act_bits=8,
+        compute="int8", block_sizes=(), scale_bytes=4, per_channel_scales=True,
+        input_scale_vector=True, modelopt_config="INT8_SMOOTHQUANT_CFG", min_sm=80, modelopt_on_cpu=True,
+    ),
+    Format(
+        name="int4_awq",
+        description="INT4 weights in groups (AWQ), BF16 activations (W4A16)",
+        weight_dtype="int4", act_dtype="bf16", weight_bits=4, act_bits=16,
+        compute="bf16", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False,
+        input_scale_vector=True, modelopt_config="INT4_AWQ_CFG", min_sm=80, modelopt_on_cpu=True,
+    ),
+    Format(
+        name="w4a8_awq",
+        description="INT4 weights in groups (AWQ), FP8 activations",
+        weight_dtype="int4", act_dtype="fp8_e4m3", weight_bits=4, act_bits=8,
+        compute="fp8", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False,
+        input_scale_vector=True, modelopt_config="W4A8_AWQ_BETA_CFG", min_sm=90, modelopt_on_cpu=True,
+    ),
+    Format(
+        name="nvfp4",
+        description="NVFP4: E2M1 values in 16-element blocks with E4M3 block scales, FP32 global scale",
+        weight_dtype="e2m1", act_dtype="e2m1", weight_bits=4, act_bits=4,
+        compute="fp4", block_sizes=(16,), scale_bytes=1, per_channel_scales=False,
+        input_scale_vector=False, modelopt_config="NVFP4_DEFAULT_CFG", min_sm=100, modelopt_on_cpu=False,
+    ),
+)
+
+FORMATS: dict[str, Format] = {f.name: f for f in _FORMATS}
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name.strip().lower()]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown format {name!r}; known formats: {', '.join(FORMATS)}"
+        ) from None
+
+
+def parse_formats(spec: str | None) -> list[Format]:
+    """'fp8,int4_awq' -> formats (bf16 always first); None -> all formats."""
+    if not spec:
+        return list(FORMATS.values())
+    chosen = [get_format(part) for part in spec.split(",") if part.strip()]
+    if FORMATS["bf16"] not in chosen:
+        chosen.insert(0, FORMATS["bf16"])
+    return chosen

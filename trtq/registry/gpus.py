@@ -1,0 +1,85 @@
+"""The GPU registry, read from profiles/gpus.yaml (data with a source per GPU)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from trtq.artifacts.io import StrictModel, read_structured, validate_model
+from trtq.errors import UnknownNameError, UnsupportedError
+from trtq.registry.formats import FORMATS, Format
+
+
+def profiles_dir() -> Path:
+    """The shipped data directory; TRTQ_PROFILES_DIR overrides it (e.g. in a container)."""
+    override = os.environ.get("TRTQ_PROFILES_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "profiles"
+
+
+class Achievable(StrictModel):
+    compute: float = Field(gt=0, le=1)
+    bandwidth: float = Field(gt=0, le=1)
+    launch_cost_ns: float = Field(ge=0)
+    source: str
+
+
+class GpuSpec(StrictModel):
+    name: str
+    aliases: list[str] = []
+    sm: int
+    sm_count: int
+    memory_bytes: int
+    l2_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+    peak_flops: dict[str, float]
+    source: str
+    achievable: Achievable | None = None
+
+    def supports(self, fmt: Format) -> bool:
+        return self.sm >= fmt.min_sm and fmt.compute in self.peak_flops
+
+    @property
+    def formats(self) -> list[Format]:
+        return [f for f in FORMATS.values() if self.supports(f)]
+
+    def require(self, fmt: Format) -> None:
+        if not self.supports(fmt):
+            raise UnsupportedError(
+                f"format {fmt.name} is not supported on {self.name} (sm{self.sm}): "
+                f"it needs sm{fmt.min_sm}+; {self.name} runs {', '.join(f.name for f in self.formats)}"
+            )
+
+
+class _GpuFile(StrictModel):
+    schema_version: int
+    achievable_default: Achievable
+    gpus: list[GpuSpec]
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: str) -> tuple[GpuSpec, ...]:
+    data = read_structured(path, "GPU registry")
+    parsed: _GpuFile = validate_model(_GpuFile, data, path)
+    if parsed.schema_version != 1:
+        raise UnknownNameError(f"{path}: GPU registry schema_version {parsed.schema_version} not supported")
+    return tuple(
+        gpu if gpu.achievable else gpu.model_copy(update={"achievable": parsed.achievable_default})
+        for gpu in parsed.gpus
+    )
+
+
+def list_gpus() -> list[GpuSpec]:
+    return list(_load(str(profiles_dir() / "gpus.yaml")))
+
+
+def get_gpu(name: str) -> GpuSpec:
+    wanted = name.strip().lower()
+    for gpu in list_gpus():
+        if wanted == gpu.name.lower() or wanted in (a.lower() for a in gpu.aliases):
+            return gpu
+    raise UnknownNameError(
+        f"unknown GPU {name!r}; known GPUs: {', '.join(g.name for g in list_gpus())}"
+    )
