@@ -18,6 +18,11 @@ from trtq.errors import TrtqError
 # Every subcommand module, in the order `trtq --help` lists them: one visible place.
 COMMAND_MODULES = (
     "trtq.registry.commands",
+    "trtq.model.commands",
+    "trtq.profile.commands",
+    "trtq.sensitivity.commands",
+    "trtq.plan.commands",
+    "trtq.quantize.commands",
 )
 
 

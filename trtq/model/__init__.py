@@ -1,0 +1,1 @@
+"""Models: built-in aliases and shipped configs (zoo), and the layer graph (layers)."""

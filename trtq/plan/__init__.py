@@ -1,0 +1,1 @@
+"""The planner: budgets, the ILP (no torch), the Pareto sweep, plan.yaml."""

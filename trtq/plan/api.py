@@ -1,0 +1,187 @@
+"""Library entry point of the plan stage: artifacts in, plan.yaml out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trtq.artifacts import input_ref, load_artifact, make_metadata
+from trtq.artifacts.layers import LayerGraph
+from trtq.artifacts.plan import Budget, FormatCost, GroupChoice, ParetoPoint, Plan, SolverInfo
+from trtq.artifacts.profile import Profile
+from trtq.artifacts.sensitivity import Sensitivity
+from trtq.console import fmt_bytes, fmt_ns
+from trtq.errors import InfeasibleError, InputError
+from trtq.plan.budgets import BudgetSpec, parse_budgets, parse_memory_gb
+from trtq.plan.costs import CostModel, build_cost_model
+from trtq.plan.ilp import Constraint, IlpProblem, minimum_of, min_common_scale, solve
+from trtq.registry import GpuSpec, get_gpu, parse_formats
+
+_TOL = 1e-9
+
+
+@dataclass
+class PlanRequest:
+    budgets: list[str]
+    memory_gb: float | None = None
+    pareto: int = 0
+    formats: str | None = None
+    solver: str = "highs"
+    mip_rel_gap: float = 1e-6
+
+
+def candidate_formats(gpu: GpuSpec, spec: str | None):
+    fmts = parse_formats(spec)
+    if spec:
+        for f in fmts:
+            gpu.require(f)
+        return fmts
+    return [f for f in fmts if gpu.supports(f)]
+
+
+def problem_for(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None,
+                scale: float | None = None) -> tuple[IlpProblem, list[Budget]]:
+    """The ILP for these budgets; `scale` replaces every latency limit by scale x all-bf16."""
+    bf16 = costs.bf16_index()
+    constraints, resolved = [], []
+    for b in budgets:
+        lat = costs.latency[b.point]
+        bf16_ns = float(lat[:, bf16].sum())
+        limit = scale * bf16_ns if scale is not None else b.limit_ns(bf16_ns)
+        constraints.append(Constraint(b.spec, np.where(costs.allowed, lat, np.inf), limit))
+        resolved.append(Budget(point=b.point, phase=b.phase, tokens=b.tokens, spec=b.spec,
+                               fraction=b.fraction, limit_ns=limit, bf16_ns=bf16_ns))
+    if memory_bytes is not None:
+        constraints.append(Constraint("memory", np.where(costs.allowed, costs.weight_bytes, np.inf),
+                                      memory_bytes - costs.fixed_bytes))
+    objective = np.where(costs.allowed, costs.omega, np.inf)
+    return IlpProblem(objective, constraints), resolved
+
+
+def explain_infeasible(problem: IlpProblem, budgets: list[Budget], costs: CostModel, gpu: GpuSpec,
+                       solver: str) -> InfeasibleError:
+    reasons = []
+    for i, c in enumerate(problem.constraints):
+        smallest = minimum_of(problem, i, solver)
+        if smallest is None or smallest <= c.limit * (1 + 1e-9) + _TOL:
+            continue
+        if c.name == "memory":
+            reasons.append(f"memory budget {fmt_bytes(c.limit + costs.fixed_bytes)} cannot be met: the smallest "
+                           f"feasible weight memory is {(smallest + costs.fixed_bytes) / 1e9:.4g} GB")
+        else:
+            b = budgets[i]
+            reasons.append(f"budget {b.spec} cannot be met on {gpu.name}: the smallest feasible is "
+                           f"{smallest / b.bf16_ns:.4g} of all-bf16 ({fmt_ns(smallest)}) at {b.point}")
+    if not reasons:
+        reasons.append("each budget can be met alone but not all together: loosen one of "
+                       + ", ".join(c.name for c in problem.constraints))
+    return InfeasibleError("; ".join(reasons))
+
+
+def group_choices(costs: CostModel, choice: np.ndarray) -> list[GroupChoice]:
+    out = []
+    for g, group in enumerate(costs.groups):
+        per_format = {
+            name: FormatCost(omega=float(costs.omega[g, f]), weight_bytes=int(costs.weight_bytes[g, f]),
+                             latency_ns={p: float(m[g, f]) for p, m in costs.latency.items()})
+            for f, name in enumerate(costs.formats) if costs.allowed[g, f]
+        }
+        f = int(choice[g])
+        out.append(GroupChoice(group=group.name, kind=group.kind, block=group.block, members=list(group.members),
+                               in_features=group.in_features, out_features=group.out_features,
+                               format=costs.formats[f], group_size=costs.group_sizes[g][f], costs=per_format))
+    return out
+
+
+def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None, points: int,
+                 solver: str, mip_rel_gap: float) -> list[ParetoPoint]:
+    """Sweep one common fraction of all-bf16 over every latency budget, fastest feasible to 1.0."""
+    problem, _ = problem_for(costs, budgets, memory_bytes, scale=1.0)
+    latency_rows = list(range(len(budgets)))
+    t_min = min_common_scale(problem, latency_rows, solver)
+    if t_min is None:
+        return []
+    front = []
+    for t in np.linspace(t_min, 1.0, points) if points > 1 else [t_min]:
+        p, _ = problem_for(costs, budgets, memory_bytes, scale=float(t) * (1 + 1e-12))
+        sol = solve(p, solver, mip_rel_gap)
+        if sol.feasible:
+            front.append(ParetoPoint(fraction=float(t), status="optimal", totals=costs.totals(sol.choice),
+                                     formats=[costs.formats[f] for f in sol.choice]))
+        else:
+            front.append(ParetoPoint(fraction=float(t), status="infeasible"))
+    return front
+
+
+def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gpu: GpuSpec,
+               request: PlanRequest, inputs: dict | None = None) -> Plan:
+    if profile.backend != "cpu" and profile.gpu != gpu.name:
+        raise InputError(f"profile was measured for {profile.gpu}, the plan targets {gpu.name}: "
+                         f"profile {gpu.name} first")
+    budgets = parse_budgets(request.budgets)
+    if not budgets:
+        raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
+    memory_bytes = parse_memory_gb(request.memory_gb)
+    formats = candidate_formats(gpu, request.formats)
+    costs = build_cost_model(graph, profile, sensitivity, formats, {b.point: b.tokens for b in budgets})
+    problem, resolved = problem_for(costs, budgets, memory_bytes)
+    notes = list(costs.notes)
+    if profile.model != graph.model:
+        notes.append(f"latencies from a profile of {profile.model} (same GEMM shapes)")
+    for c, b in zip(problem.constraints, resolved):
+        worst = float(np.nanmax(np.where(costs.allowed, costs.latency[b.point], np.nan), axis=1).sum())
+        if worst <= c.limit:
+            notes.append(f"budget {b.spec} is met by every assignment (slowest possible: "
+                         f"{worst / b.bf16_ns:.3g} of all-bf16)")
+    sol = solve(problem, request.solver, request.mip_rel_gap)
+    if not sol.feasible:
+        raise explain_infeasible(problem, resolved, costs, gpu, request.solver)
+    totals = costs.totals(sol.choice)
+    front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver,
+                         request.mip_rel_gap) if request.pareto else []
+    chosen = [costs.formats[f] for f in sol.choice]
+    marked = False
+    for point in front:
+        if point.formats == chosen:
+            point.chosen = marked = True
+    if front and not marked:
+        fraction = max(totals.latency_ns[b.point] / totals.bf16_latency_ns[b.point] for b in budgets)
+        front.append(ParetoPoint(fraction=fraction, status="optimal", totals=totals, formats=chosen, chosen=True))
+        front.sort(key=lambda p: p.fraction)
+    return Plan(
+        artifact=Plan.KIND,
+        schema_version=Plan.SCHEMA_VERSION,
+        metadata=make_metadata(inputs=inputs or {}, notes=[]),
+        model=graph.model,
+        gpu=gpu.name,
+        profile_backend=profile.backend,
+        launch_cost_ns=profile.launch_cost_ns,
+        sensitivity_method=sensitivity.method,
+        budgets=resolved,
+        memory_budget_bytes=memory_bytes,
+        candidate_formats=costs.formats,
+        fixed_parameter_bytes=costs.fixed_bytes,
+        solver=SolverInfo(name=sol.solver, version=sol.solver_version, status=sol.status,
+                          solve_time_s=sol.solve_time_s, objective=sol.objective, mip_rel_gap=request.mip_rel_gap),
+        groups=group_choices(costs, sol.choice),
+        totals=totals,
+        pareto=front,
+        notes=notes,
+    )
+
+
+def make_plan(model: str, profile_path: str | Path, sensitivity_path: str | Path, gpu_name: str,
+              request: PlanRequest, graph: LayerGraph | None = None) -> Plan:
+    from trtq.model.layers import build_layer_graph
+    from trtq.model.zoo import resolve_model
+
+    profile = load_artifact(profile_path, Profile)
+    sensitivity = load_artifact(sensitivity_path, Sensitivity)
+    gpu = get_gpu(gpu_name)
+    if graph is None:
+        include_lm_head = bool(sensitivity.settings.get("include_lm_head", False))
+        graph = build_layer_graph(resolve_model(model), include_lm_head=include_lm_head)
+    inputs = {"profile": input_ref(profile_path), "sensitivity": input_ref(sensitivity_path)}
+    return solve_plan(graph, profile, sensitivity, gpu, request, inputs)

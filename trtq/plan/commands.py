@@ -1,0 +1,34 @@
+"""`trtq plan MODEL --profile P --sensitivity S --gpu GPU --budget decode@16=0.6 ... -o plan.yaml`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="solve the per-layer format ILP under latency and memory budgets")
+    p.add_argument("model", help="built-in alias, HF id or local path")
+    p.add_argument("--profile", required=True, help="latency table from `trtq profile`")
+    p.add_argument("--sensitivity", required=True, help="table from `trtq sensitivity`")
+    p.add_argument("--gpu", required=True, help="target GPU from `trtq gpus`")
+    p.add_argument("--budget", action="append", default=[], metavar="PHASE@TOKENS=VALUE",
+                   help="latency budget: decode@16=0.6 (fraction of all-bf16) or prefill@2048=12ms; repeatable")
+    p.add_argument("--memory-gb", type=float, help="weight-memory budget in GB (1e9 bytes), all weights")
+    p.add_argument("--pareto", type=int, default=0, metavar="N", help="also sweep N budget fractions (Pareto front)")
+    p.add_argument("--formats", help="restrict the candidate formats (comma-separated)")
+    p.add_argument("--solver", choices=("highs", "cbc"), default="highs")
+    p.add_argument("-o", "--output", required=True, help="plan file (YAML)")
+    p.set_defaults(handler=run_plan)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from trtq.artifacts import save_artifact
+    from trtq.plan.api import PlanRequest, make_plan
+    from trtq.plan.summary import print_plan_summary
+
+    plan = make_plan(args.model, args.profile, args.sensitivity, args.gpu,
+                     PlanRequest(args.budget, args.memory_gb, args.pareto, args.formats, args.solver))
+    save_artifact(plan, args.output)
+    print_plan_summary([plan])
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,43 @@
+"""A readable summary of plans: per plan, format counts, predicted latency vs bf16, weight memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from trtq.artifacts.plan import Plan
+from trtq.console import fmt_bytes, fmt_ns, stdout_console
+
+
+def format_counts(plan: Plan) -> Counter:
+    return Counter(g.format for g in plan.groups for _ in g.members)
+
+
+def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
+    from rich.table import Table
+
+    points = list(dict.fromkeys(b.point for plan in plans for b in plan.budgets))
+    table = Table(title=title)
+    for col in ("GPU", "layers per format", *[f"{p} (vs all-bf16)" for p in points], "weights", "Σ Ω"):
+        table.add_column(col)
+    for plan in plans:
+        cells = []
+        for p in points:
+            if p in plan.totals.latency_ns:
+                ratio = plan.totals.latency_ns[p] / plan.totals.bf16_latency_ns[p]
+                cells.append(f"{fmt_ns(plan.totals.latency_ns[p])} ({ratio:.2f}x)")
+            else:
+                cells.append("-")
+        table.add_row(
+            plan.gpu, ", ".join(f"{f} {n}" for f, n in format_counts(plan).most_common()), *cells,
+            f"{fmt_bytes(plan.totals.weight_bytes)} ({plan.totals.weight_bytes / plan.totals.bf16_weight_bytes:.2f}x)",
+            f"{plan.totals.sensitivity:.4g}",
+        )
+    console = stdout_console()
+    console.print(table)
+    for plan in plans:
+        budgets = ", ".join(b.spec for b in plan.budgets)
+        console.print(f"{plan.model} on {plan.gpu}: budgets {budgets}; {plan.solver.name} {plan.solver.status} "
+                      f"in {plan.solver.solve_time_s * 1e3:.0f} ms; latencies from the {plan.profile_backend} profile"
+                      + (" (kernel time, launch cost 0)" if plan.launch_cost_ns == 0 else ""))
+        for note in plan.notes:
+            console.print(f"  note: {note}")

@@ -1,0 +1,1 @@
+"""Per-layer latency tables. Backends are registered in trtq.profile.backends."""

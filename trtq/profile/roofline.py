@@ -1,0 +1,110 @@
+"""The roofline backend: datasheet peaks and bandwidth, runs anywhere.
+
+latency = max(flops / (peak[compute] * compute_fraction),
+              bytes / (hbm_bandwidth * bandwidth_fraction)) + launch_cost
+
+bytes = weight bytes in the format (scales included) + input activations as the
+kernel reads them + bf16 output. INT4-AWQ computes at the bf16 rate but moves a
+quarter of the weight bytes; W4A8 computes at the FP8 rate.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from trtq.artifacts.io import StrictModel
+from trtq.artifacts.profile import ProfileRow
+from trtq.profile.harness import GemmCase
+from trtq.registry.formats import get_format
+from trtq.registry.gpus import GpuSpec
+
+OUTPUT_BYTES = 2  # GEMM outputs are bf16
+
+
+class RooflineParams(StrictModel):
+    """Achievable fractions per format (a calibration fits them) and the launch cost."""
+
+    compute_fraction: dict[str, float] = Field(default_factory=dict)
+    bandwidth_fraction: dict[str, float] = Field(default_factory=dict)
+    default_compute_fraction: float = Field(gt=0, le=1)
+    default_bandwidth_fraction: float = Field(gt=0, le=1)
+    launch_cost_ns: float = Field(ge=0)
+    source: str
+
+    @classmethod
+    def for_gpu(cls, gpu: GpuSpec, launch_cost_ns: float | None = None) -> "RooflineParams":
+        ach = gpu.achievable
+        return cls(
+            default_compute_fraction=ach.compute,
+            default_bandwidth_fraction=ach.bandwidth,
+            launch_cost_ns=ach.launch_cost_ns if launch_cost_ns is None else launch_cost_ns,
+            source=ach.source,
+        )
+
+    def compute(self, fmt: str) -> float:
+        return self.compute_fraction.get(fmt, self.default_compute_fraction)
+
+    def bandwidth(self, fmt: str) -> float:
+        return self.bandwidth_fraction.get(fmt, self.default_bandwidth_fraction)
+
+
+def gemm_flops(case: GemmCase) -> float:
+    return 2.0 * case.tokens * case.out_features * case.in_features
+
+
+def gemm_bytes(case: GemmCase, group_size: int | None) -> float:
+    fmt = get_format(case.format)
+    return (
+        fmt.weight_bytes(case.out_features, case.in_features, group_size)
+        + fmt.activation_bytes(case.tokens, case.in_features)
+        + case.tokens * case.out_features * OUTPUT_BYTES
+    )
+
+
+def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> ProfileRow:
+    fmt = get_format(case.format)
+    base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
+                format=case.format, method="roofline")
+    if not gpu.supports(fmt):
+        return ProfileRow(**base, status="unsupported", latency_ns=None,
+                          reason=f"{gpu.name} (sm{gpu.sm}) does not run {fmt.name} (needs sm{fmt.min_sm}+)")
+    if not fmt.available_for(case.in_features):
+        return ProfileRow(**base, status="unsupported", latency_ns=None,
+                          reason=f"no {fmt.name} block size in {fmt.block_sizes} divides input width {case.in_features}")
+    group_size = fmt.group_size_for(case.in_features)
+    flops = gemm_flops(case)
+    nbytes = gemm_bytes(case, group_size)
+    compute_ns = flops / (gpu.peak_flops[fmt.compute] * params.compute(fmt.name)) * 1e9
+    memory_ns = nbytes / (gpu.hbm_bandwidth_bytes_per_s * params.bandwidth(fmt.name)) * 1e9
+    latency = max(compute_ns, memory_ns) + params.launch_cost_ns
+    return ProfileRow(
+        **base, status="ok", latency_ns=latency,
+        details={"flops": flops, "bytes": nbytes, "compute_ns": compute_ns, "memory_ns": memory_ns,
+                 "launch_cost_ns": params.launch_cost_ns, "bound": "compute" if compute_ns >= memory_ns else "memory",
+                 "group_size": group_size},
+    )
+
+
+class RooflineBackend:
+    name = "roofline"
+    measures = False
+
+    def __init__(self, gpu: GpuSpec, params: RooflineParams):
+        self.gpu = gpu
+        self.params = params
+        self.launch_cost_ns = params.launch_cost_ns
+
+    def device_info(self) -> dict:
+        return {"gpu": self.gpu.name, "sm": self.gpu.sm, "source": self.gpu.source}
+
+    def settings(self) -> dict:
+        return {"roofline": self.params.model_dump()}
+
+    def profile(self, cases, on_row=None) -> list[ProfileRow]:
+        rows = []
+        for case in cases:
+            row = roofline_row(self.gpu, case, self.params)
+            rows.append(row)
+            if on_row:
+                on_row(row)
+        return rows

@@ -1,0 +1,1 @@
+"""Per-layer, per-format sensitivity: reference quantizers, weight and Hessian methods."""
