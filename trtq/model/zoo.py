@@ -156,7 +156,10 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32"):
     as safetensors (loading a GGUF costs ~20 s, the cached copy ~1 s)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     if not resolved.has_weights:
         raise InputError(
             f"model {resolved.name} has no weights here (config only): this step needs a model "

@@ -122,8 +122,8 @@ def _build(problem: IlpProblem, objective: np.ndarray, constraints: list[Constra
     x: dict[tuple[int, int], pulp.LpVariable] = {}
     for g in range(groups):
         for f in np.flatnonzero(allowed[g]):
-            x[g, int(f)] = pulp.LpVariable(f"x_{g}_{int(f)}", cat=pulp.LpBinary)
-    t = pulp.LpVariable("t", lowBound=0) if extra_var else None
+            x[g, int(f)] = prob.add_variable(f"x_{g}_{int(f)}", cat=pulp.LpBinary)
+    t = prob.add_variable("t", lowBound=0) if extra_var else None
     # Normalising every row keeps HiGHS's tolerances meaningful whatever the units (ns, bytes).
     obj_scale = float(np.nanmax(np.abs(np.where(allowed, objective, np.nan)))) if x else 1.0
     obj = _scaled(objective, obj_scale)

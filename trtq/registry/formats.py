@@ -28,6 +28,8 @@ class Format:
     # Bytes per scale: per block when block_sizes, per output channel when per_channel.
     scale_bytes: float
     per_channel_scales: bool
+    # Bytes of per-tensor scales (FP8 scale, NVFP4 global scale).
+    tensor_scale_bytes: float
     # Extra per-input-channel vector stored with the weight (AWQ / SmoothQuant scales, bf16).
     input_scale_vector: bool
     modelopt_config: str | None
@@ -62,8 +64,7 @@ class Format:
             total += n * math.ceil(k / g) * self.scale_bytes
         elif self.per_channel_scales:
             total += n * self.scale_bytes
-        else:
-            total += self.scale_bytes
+        total += self.tensor_scale_bytes
         if self.input_scale_vector:
             total += k * 2
         return int(math.ceil(total))
@@ -78,42 +79,42 @@ _FORMATS: tuple[Format, ...] = (
         name="bf16",
         description="BF16 weights and activations (no quantization)",
         weight_dtype="bf16", act_dtype="bf16", weight_bits=16, act_bits=16,
-        compute="bf16", block_sizes=(), scale_bytes=0, per_channel_scales=False,
+        compute="bf16", block_sizes=(), scale_bytes=0, per_channel_scales=False, tensor_scale_bytes=0,
         input_scale_vector=False, modelopt_config=None, min_sm=80, modelopt_on_cpu=True,
     ),
     Format(
         name="fp8",
         description="FP8 E4M3 weights and activations, per-tensor scales",
         weight_dtype="fp8_e4m3", act_dtype="fp8_e4m3", weight_bits=8, act_bits=8,
-        compute="fp8", block_sizes=(), scale_bytes=4, per_channel_scales=False,
+        compute="fp8", block_sizes=(), scale_bytes=0, per_channel_scales=False, tensor_scale_bytes=4,
         input_scale_vector=False, modelopt_config="FP8_DEFAULT_CFG", min_sm=89, modelopt_on_cpu=True,
     ),
     Format(
         name="int8_sq",
         description="INT8 per-channel weights, INT8 per-tensor activations (SmoothQuant)",
         weight_dtype="int8", act_dtype="int8", weight_bits=8, act_bits=8,
-        compute="int8", block_sizes=(), scale_bytes=4, per_channel_scales=True,
+        compute="int8", block_sizes=(), scale_bytes=4, per_channel_scales=True, tensor_scale_bytes=0,
         input_scale_vector=True, modelopt_config="INT8_SMOOTHQUANT_CFG", min_sm=80, modelopt_on_cpu=True,
     ),
     Format(
         name="int4_awq",
         description="INT4 weights in groups (AWQ), BF16 activations (W4A16)",
         weight_dtype="int4", act_dtype="bf16", weight_bits=4, act_bits=16,
-        compute="bf16", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False,
+        compute="bf16", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False, tensor_scale_bytes=0,
         input_scale_vector=True, modelopt_config="INT4_AWQ_CFG", min_sm=80, modelopt_on_cpu=True,
     ),
     Format(
         name="w4a8_awq",
         description="INT4 weights in groups (AWQ), FP8 activations",
         weight_dtype="int4", act_dtype="fp8_e4m3", weight_bits=4, act_bits=8,
-        compute="fp8", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False,
+        compute="fp8", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False, tensor_scale_bytes=4,
         input_scale_vector=True, modelopt_config="W4A8_AWQ_BETA_CFG", min_sm=90, modelopt_on_cpu=True,
     ),
     Format(
         name="nvfp4",
         description="NVFP4: E2M1 values in 16-element blocks with E4M3 block scales, FP32 global scale",
         weight_dtype="e2m1", act_dtype="e2m1", weight_bits=4, act_bits=4,
-        compute="fp4", block_sizes=(16,), scale_bytes=1, per_channel_scales=False,
+        compute="fp4", block_sizes=(16,), scale_bytes=1, per_channel_scales=False, tensor_scale_bytes=4,
         input_scale_vector=False, modelopt_config="NVFP4_DEFAULT_CFG", min_sm=100, modelopt_on_cpu=False,
     ),
 )

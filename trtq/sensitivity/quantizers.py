@@ -47,11 +47,19 @@ def int4_blockwise(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return q.reshape(out_features, in_features)
 
 
+# Midpoints between neighbouring E2M1 values, and whether a tie there rounds up: round to
+# nearest, ties to the value with an even mantissa (0.75 -> 1, 1.25 -> 1, 5 -> 4), as cvt does.
+_E2M1_MIDPOINTS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+_E2M1_TIE_UP = torch.tensor([False, True, False, True, False, True, False])
+
+
 def _round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     grid = E2M1_GRID.to(x.dtype)
     magnitude = x.abs().clamp(max=E2M1_MAX)
-    nearest = grid[(magnitude.unsqueeze(-1) - grid).abs().argmin(dim=-1)]
-    return torch.sign(x) * nearest
+    index = torch.bucketize(magnitude, _E2M1_MIDPOINTS.to(x.dtype))  # ties go down
+    at_tie = torch.bucketize(magnitude, _E2M1_MIDPOINTS.to(x.dtype), right=True) != index
+    index = index + (at_tie & _E2M1_TIE_UP[index.clamp(max=6)]).long()
+    return torch.sign(x) * grid[index]
 
 
 def nvfp4(w: torch.Tensor, block_size: int = 16) -> torch.Tensor:
@@ -93,4 +101,5 @@ def quantize_dequantize(w: torch.Tensor, fmt: Format, group_size: int | None = N
 def weight_error(w: torch.Tensor, fmt: Format, group_size: int | None = None) -> float:
     """||Q_f(W) - W||_F^2 in float64."""
     w32 = w.detach().float()
-    return float((quantize_dequantize(w32, fmt, group_size) - w32).double().pow(2).sum())
+    diff = quantize_dequantize(w32, fmt, group_size) - w32
+    return float(torch.linalg.vector_norm(diff, dtype=torch.float64) ** 2)

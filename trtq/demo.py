@@ -1,0 +1,69 @@
+"""`trtq demo`: the whole planning pipeline on the embedded SmolLM2-135M, on this machine.
+
+layers -> roofline profiles for H100, A100 and B200 -> sensitivity -> one plan per GPU
+at the same budget -> a summary table. SmolLM2's GEMMs are far below a GPU's launch
+cost, so the demo plans against kernel time (launch cost 0) and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEMO_MODEL = "smollm2-135m"
+DEMO_GPUS = ("H100-SXM", "A100-SXM-80GB", "B200")
+DEMO_BUDGETS = ("decode@16=0.6", "prefill@2048=0.9")
+DEMO_TOKENS = "1,16,128,2048"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="plan SmolLM2-135M for H100, A100 and B200 end to end on this machine")
+    p.add_argument("-o", "--out-dir", default="engines/demo", help="where the demo's artifacts go")
+    p.add_argument("--budget", action="append", default=None, metavar="PHASE@TOKENS=VALUE",
+                   help=f"latency budgets (default: {' '.join(DEMO_BUDGETS)})")
+    p.add_argument("--pareto", type=int, default=12, help="Pareto points per GPU")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from trtq.artifacts import save_artifact
+    from trtq.console import stderr_console, stdout_console
+    from trtq.model.layers import build_layer_graph
+    from trtq.model.zoo import load_pretrained, require_embedded_model
+    from trtq.plan.api import PlanRequest, make_plan
+    from trtq.plan.summary import print_plan_summary
+    from trtq.profile.api import build_profile, parse_tokens
+    from trtq.sensitivity.api import weight_sensitivity
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = stderr_console()
+    budgets = args.budget or list(DEMO_BUDGETS)
+    resolved = require_embedded_model()
+
+    log.print(f"[1/4] layers of {DEMO_MODEL}")
+    graph = build_layer_graph(resolved)
+    save_artifact(graph, out / "layers.json")
+    log.print(f"      {len(graph.layers)} quantizable layers, {len(graph.groups)} fused groups, "
+              f"{len(graph.unique_shapes())} unique GEMM shapes")
+
+    log.print("[2/4] roofline profiles (kernel time: launch cost 0)")
+    profiles = {}
+    for gpu in DEMO_GPUS:
+        profile = build_profile(graph, "roofline", gpu, parse_tokens(DEMO_TOKENS), launch_cost_ns=0.0)
+        profiles[gpu] = save_artifact(profile, out / f"profile-{gpu}.json")
+
+    log.print("[3/4] weight sensitivity on the real model")
+    model, _tokenizer = load_pretrained(resolved)
+    sensitivity_path = save_artifact(weight_sensitivity(DEMO_MODEL, model=model), out / "sensitivity-weight.json")
+
+    log.print(f"[4/4] one plan per GPU at {', '.join(budgets)}")
+    plans = []
+    for gpu in DEMO_GPUS:
+        plan = make_plan(DEMO_MODEL, profiles[gpu], sensitivity_path, gpu,
+                         PlanRequest(budgets=budgets, pareto=args.pareto), graph=graph)
+        save_artifact(plan, out / f"plan-{gpu}.yaml")
+        plans.append(plan)
+    print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU (roofline kernel time)")
+    stdout_console().print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-weight.json, plan-*.yaml")
+    return 0
