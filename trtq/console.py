@@ -8,7 +8,7 @@ import sys
 def stdout_console():
     from rich.console import Console
 
-    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=max(100, _width()))
+    return Console(file=sys.stdout, highlight=False, soft_wrap=False, width=max(140, _width()))
 
 
 def stderr_console():

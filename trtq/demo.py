@@ -12,13 +12,14 @@ from pathlib import Path
 
 DEMO_MODEL = "smollm2-135m"
 DEMO_GPUS = ("H100-SXM", "A100-SXM-80GB", "B200")
-DEMO_BUDGETS = ("decode@16=0.6", "prefill@2048=0.9")
+DEMO_BUDGETS = ("decode@16=0.45", "prefill@2048=0.9")
 DEMO_TOKENS = "1,16,128,2048"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="plan SmolLM2-135M for H100, A100 and B200 end to end on this machine")
     p.add_argument("-o", "--out-dir", default="engines/demo", help="where the demo's artifacts go")
+    p.add_argument("--report", default="reports/demo-compare.html", help="the hardware comparison report")
     p.add_argument("--budget", action="append", default=None, metavar="PHASE@TOKENS=VALUE",
                    help=f"latency budgets (default: {' '.join(DEMO_BUDGETS)})")
     p.add_argument("--pareto", type=int, default=12, help="Pareto points per GPU")
@@ -65,5 +66,11 @@ def run_demo(args: argparse.Namespace) -> int:
         save_artifact(plan, out / f"plan-{gpu}.yaml")
         plans.append(plan)
     print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU (roofline kernel time)")
-    stdout_console().print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-weight.json, plan-*.yaml")
+
+    from trtq.report.render import write_comparison_report
+
+    report = write_comparison_report([out / f"plan-{gpu}.yaml" for gpu in DEMO_GPUS], args.report)
+    console = stdout_console()
+    console.print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-weight.json, plan-*.yaml")
+    console.print(f"hardware comparison report: {report}")
     return 0

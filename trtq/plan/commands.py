@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pareto", type=int, default=0, metavar="N", help="also sweep N budget fractions (Pareto front)")
     p.add_argument("--formats", help="restrict the candidate formats (comma-separated)")
     p.add_argument("--solver", choices=("highs", "cbc"), default="highs")
+    p.add_argument("--mip-gap", type=float, default=1e-3,
+                   help="relative optimality gap of the ILP (default 0.001; 0 = exact optimum)")
     p.add_argument("-o", "--output", required=True, help="plan file (YAML)")
     p.set_defaults(handler=run_plan)
 
@@ -27,7 +29,8 @@ def run_plan(args: argparse.Namespace) -> int:
     from trtq.plan.summary import print_plan_summary
 
     plan = make_plan(args.model, args.profile, args.sensitivity, args.gpu,
-                     PlanRequest(args.budget, args.memory_gb, args.pareto, args.formats, args.solver))
+                     PlanRequest(args.budget, args.memory_gb, args.pareto, args.formats, args.solver,
+                                 args.mip_gap))
     save_artifact(plan, args.output)
     print_plan_summary([plan])
     print(f"wrote {args.output}")

@@ -127,16 +127,19 @@ def _build(problem: IlpProblem, objective: np.ndarray, constraints: list[Constra
     # Normalising every row keeps HiGHS's tolerances meaningful whatever the units (ns, bytes).
     obj_scale = float(np.nanmax(np.abs(np.where(allowed, objective, np.nan)))) if x else 1.0
     obj = _scaled(objective, obj_scale)
-    prob += pulp.lpSum(float(obj[g, f]) * v for (g, f), v in x.items()) + (t if t is not None else 0)
+    terms = [(v, float(obj[g, f])) for (g, f), v in x.items()]
+    if t is not None:
+        terms.append((t, 1.0))
+    prob += pulp.LpAffineExpression(terms)
     for g in range(groups):
-        prob += pulp.lpSum(x[g, int(f)] for f in np.flatnonzero(allowed[g])) == 1, f"one_{g}"
+        prob += pulp.LpAffineExpression([(x[g, int(f)], 1.0) for f in np.flatnonzero(allowed[g])]) == 1, f"one_{g}"
     return prob, x, t
 
 
 def _add_constraints(prob, x, constraints: list[Constraint], t=None, scale_rows: set[int] = frozenset()):
     for i, c in enumerate(constraints):
         scale = abs(c.limit) if c.limit != 0 else 1.0
-        lhs = pulp.lpSum(float(c.coeffs[g, f] / scale) * v for (g, f), v in x.items())
+        lhs = pulp.LpAffineExpression([(v, float(c.coeffs[g, f] / scale)) for (g, f), v in x.items()])
         if i in scale_rows:
             prob += lhs - t * (c.limit / scale) <= 0, f"c{i}"
         else:
@@ -199,3 +202,78 @@ def min_common_scale(problem: IlpProblem, scaled: list[int], solver: str = "high
     if not sol.feasible:
         return None
     return max(evaluate(problem.constraints[i].coeffs, sol.choice) / problem.constraints[i].limit for i in scaled)
+
+
+class ParametricIlp:
+    """One model, many right-hand sides: the Pareto sweep changes only the limits.
+
+    PuLP builds the model once; with HiGHS, later solves change the row bounds of the
+    HiGHS model PuLP made and start from the previous solution (sweeping from tight to
+    loose budgets, each solution is feasible for the next point). CBC rebuilds per solve.
+    """
+
+    def __init__(self, problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-3):
+        problem.check()
+        self.problem = problem
+        self.solver = solver
+        self.mip_rel_gap = mip_rel_gap
+        self.prob, self.x, _ = _build(problem, problem.objective, problem.constraints)
+        _add_constraints(self.prob, self.x, problem.constraints)
+        self._solved_once = False
+        self._previous: np.ndarray | None = None
+
+    def solve(self, limits: list[float], start: np.ndarray | None = None) -> IlpSolution:
+        """Solve with these limits; `start`, a feasible choice, seeds HiGHS's incumbent."""
+        if start is not None:
+            self._previous = start
+        constraints = [Constraint(c.name, c.coeffs, limit) for c, limit in zip(self.problem.constraints, limits)]
+        problem = IlpProblem(self.problem.objective, constraints)
+        highs = getattr(self.prob, "solverModel", None)
+        if not self._solved_once or highs is None or self.solver != "highs":
+            sol = solve(problem, self.solver, self.mip_rel_gap) if self._solved_once else self._first(problem)
+        else:
+            sol = self._resolve(highs, problem)
+        if sol.feasible:
+            self._previous = sol.choice
+        return sol
+
+    def _first(self, problem: IlpProblem) -> IlpSolution:
+        for i, c in enumerate(problem.constraints):
+            self.prob.constraints[f"c{i}"].constant = -c.limit / _row_scale(self.problem.constraints[i])
+        sol = _solve(self.prob, self.x, problem.objective.shape[0], self.solver, self.mip_rel_gap, None)
+        self._solved_once = True
+        if sol.feasible:
+            sol.objective = evaluate(problem.objective, sol.choice)
+        return sol
+
+    def _resolve(self, highs, problem: IlpProblem) -> IlpSolution:
+        import highspy
+
+        for i, c in enumerate(problem.constraints):
+            row = self.prob.constraints[f"c{i}"].index
+            highs.changeRowBounds(row, -highspy.kHighsInf, c.limit / _row_scale(self.problem.constraints[i]))
+        if self._previous is not None and all(
+            evaluate(c.coeffs, self._previous) <= c.limit for c in problem.constraints
+        ):
+            start = highspy.HighsSolution()
+            values = [0.0] * highs.getNumCol()
+            for g, f in enumerate(self._previous):
+                values[self.x[g, int(f)].index] = 1.0
+            start.col_value = values
+            highs.setSolution(start)
+        begin = time.perf_counter()
+        highs.run()
+        elapsed = time.perf_counter() - begin
+        _, name, version = _solver_cmd("highs", self.mip_rel_gap, None)
+        if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            return IlpSolution("infeasible", None, None, elapsed, name, version)
+        col = highs.getSolution().col_value
+        choice = np.full(problem.objective.shape[0], -1, dtype=int)
+        for (g, f), v in self.x.items():
+            if col[v.index] > 0.5:
+                choice[g] = f
+        return IlpSolution("optimal", choice, evaluate(problem.objective, choice), elapsed, name, version)
+
+
+def _row_scale(c: Constraint) -> float:
+    return abs(c.limit) if c.limit != 0 else 1.0

@@ -29,30 +29,64 @@ def gemm_cases(graph: LayerGraph, tokens: list[int], formats: list[str]) -> list
     return [GemmCase(n, k, m, f) for (n, k) in graph.unique_shapes() for f in formats for m in tokens]
 
 
+def _resolve_auto_gpu() -> str:
+    from trtq.profile.cuda import detect_registry_gpu
+
+    gpu, _ = detect_registry_gpu()
+    return gpu.name
+
+
 def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens: list[int],
                   formats: str | None = None, launch_cost_ns: float | None = None,
-                  harness: dict | None = None, seed: int = 0, on_row=None) -> Profile:
-    gpu_spec = get_gpu(gpu) if gpu and gpu != "auto" else None
+                  harness: dict | None = None, seed: int = 0, on_row=None,
+                  options: dict | None = None, inputs: dict | None = None) -> Profile:
+    """`options`: cuda_graphs (cuda backend); calibration, a RooflineCalibration (roofline backend).
+    `inputs`: files the table depends on (a calibration, a measured table), recorded with sha256."""
+    options = dict(options or {})
+    calibration = options.get("calibration")
+    if calibration is not None and backend_name != "roofline":
+        raise InputError(f"a roofline calibration applies to the roofline backend, not {backend_name}")
+    if calibration is not None and not gpu:
+        gpu = calibration.gpu
+    measures_gpu_in_hand = backend_name == "cuda"
+    if gpu == "auto" and not measures_gpu_in_hand:
+        gpu = _resolve_auto_gpu()
+    backend = make_backend(backend_name, BackendRequest(
+        gpu=None if gpu == "auto" else gpu, launch_cost_ns=launch_cost_ns, harness=harness or {}, seed=seed,
+        options=options))
+    if measures_gpu_in_hand:
+        gpu_spec = backend.registry_gpu
+        if gpu and gpu != "auto" and get_gpu(gpu).name != gpu_spec.name:
+            raise InputError(f"--gpu {gpu}, but the GPU here is {backend.device_info().get('name')} "
+                             f"({gpu_spec.name}): the cuda backend measures the GPU in hand; use --gpu auto")
+    else:
+        gpu_spec = get_gpu(gpu) if gpu else None
     fmts = parse_formats(formats)
     if gpu_spec is not None:
         if formats:
             for f in fmts:
                 gpu_spec.require(f)
-        else:
+        elif not measures_gpu_in_hand:
+            # A measuring backend keeps every format: what it cannot run is an unsupported row with a reason.
             fmts = [f for f in fmts if gpu_spec.supports(f)]
-    backend = make_backend(backend_name, BackendRequest(gpu=gpu, launch_cost_ns=launch_cost_ns,
-                                                        harness=harness or {}, seed=seed))
     format_names = [f.name for f in fmts]
     rows = backend.profile(gemm_cases(graph, tokens, format_names), on_row=on_row)
     device = backend.device_info()
+    notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
+    if getattr(backend, "measures", False):
+        notes.append(f"latencies are medians of measured {backend.name} kernel times; no launch cost added")
+    elif backend.launch_cost_ns == 0:
+        notes.append("launch_cost_ns = 0: pure kernel time")
+    else:
+        notes.append(f"every latency includes a launch cost of {backend.launch_cost_ns:g} ns")
+    if calibration is not None:
+        notes.append(f"roofline calibrated on {calibration.source_profile.path} "
+                     f"(sha256 {calibration.source_profile.sha256}): median |error| "
+                     f"{calibration.before.median_abs_rel_error:.1%} -> {calibration.after.median_abs_rel_error:.1%}")
     return Profile(
         artifact=Profile.KIND,
         schema_version=Profile.SCHEMA_VERSION,
-        metadata=make_metadata(seed=seed, notes=[
-            f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers",
-            "launch_cost_ns = 0: pure kernel time" if backend.launch_cost_ns == 0 and backend_name == "roofline"
-            else f"every latency includes a launch cost of {backend.launch_cost_ns:g} ns",
-        ]),
+        metadata=make_metadata(inputs=inputs or {}, seed=seed, notes=notes),
         model=graph.model,
         gpu=device.get("gpu", backend_name) if gpu_spec is None else gpu_spec.name,
         backend=backend.name,

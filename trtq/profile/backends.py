@@ -7,8 +7,8 @@ Factories import their heavy dependencies themselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from trtq.errors import UnknownNameError
 
@@ -19,6 +19,8 @@ class BackendRequest:
     launch_cost_ns: float | None
     harness: dict
     seed: int
+    # Backend-specific options: cuda_graphs (cuda); calibration, a RooflineCalibration (roofline).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def _roofline(req: BackendRequest):
@@ -29,19 +31,35 @@ def _roofline(req: BackendRequest):
     if not req.gpu:
         raise InputError("the roofline backend needs --gpu (see `trtq gpus`)")
     gpu = get_gpu(req.gpu)
+    calibration = req.options.get("calibration")
+    if calibration is not None:
+        from trtq.profile.calibrate import CalibratedRooflineBackend
+
+        return CalibratedRooflineBackend(gpu, calibration, req.launch_cost_ns)
     return RooflineBackend(gpu, RooflineParams.for_gpu(gpu, req.launch_cost_ns))
 
 
 def _cpu(req: BackendRequest):
+    from trtq.artifacts.io import validate_model
     from trtq.profile.cpu import CpuBackend
     from trtq.profile.harness import HarnessSettings
 
-    return CpuBackend(HarnessSettings(**req.harness), seed=req.seed)
+    return CpuBackend(validate_model(HarnessSettings, req.harness, "--repeats/--warmup"), seed=req.seed)
+
+
+def _cuda(req: BackendRequest):
+    from trtq.artifacts.io import validate_model
+    from trtq.profile.cuda import CudaBackend
+    from trtq.profile.harness import HarnessSettings
+
+    return CudaBackend(validate_model(HarnessSettings, req.harness, "--repeats/--warmup"), seed=req.seed,
+                       cuda_graphs=bool(req.options.get("cuda_graphs", False)))
 
 
 PROFILER_BACKENDS: dict[str, Callable[[BackendRequest], object]] = {
     "roofline": _roofline,
     "cpu": _cpu,
+    "cuda": _cuda,
 }
 
 

@@ -1,0 +1,199 @@
+"""trtq build: formats read from the checkpoint's own files, GPU refusals, generated commands and config."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.gating import requires_ngc
+from trtq.build.checkpoint import read_checkpoint
+from trtq.build.trtllm import BuildOptions, plan_build
+from trtq.cli import main
+from trtq.errors import ArtifactError, InputError, UnsupportedError
+from trtq.registry import get_gpu
+
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+
+
+def _plan(name: str, gpu: str, tmp_path: Path, **kw):
+    return plan_build(read_checkpoint(CHECKPOINTS / name), BuildOptions(gpu=get_gpu(gpu), **kw), tmp_path / "out")
+
+
+def _flag(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+@pytest.mark.parametrize("name, formats", [
+    ("fp8_int4awq", ["bf16", "fp8", "int4_awq"]),
+    ("int8sq_int4awq", ["bf16", "int4_awq", "int8_sq"]),
+    ("fp8_w4a8awq_kvfp8", ["bf16", "fp8", "w4a8_awq"]),
+    ("fp8_nvfp4", ["bf16", "fp8", "nvfp4"]),
+    ("int4awq_tp2", ["bf16", "int4_awq"]),
+    ("fp8_only", ["bf16", "fp8"]),
+])
+def test_formats_come_from_the_checkpoint_files(name, formats):
+    checkpoint = read_checkpoint(CHECKPOINTS / name)
+    assert checkpoint.format_names == formats
+    summary = checkpoint.summary()
+    if name != "fp8_only":
+        assert summary.quant_algo == "MIXED_PRECISION" and summary.layers
+
+
+@pytest.mark.parametrize("name, gpu, refused", [
+    ("fp8_int4awq", "A100", "fp8"),
+    ("fp8_w4a8awq_kvfp8", "L40S", "w4a8_awq"),
+    ("fp8_nvfp4", "H100", "nvfp4"),
+    ("fp8_nvfp4", "A100", "fp8"),
+])
+def test_gpu_lacking_a_format_is_refused_before_anything_runs(name, gpu, refused, tmp_path, capsys):
+    with pytest.raises(UnsupportedError, match=f"format {refused} is not supported on"):
+        _plan(name, gpu, tmp_path)
+    # Through the CLI: one line, exit 2, nothing written, not even without --dry-run.
+    assert main(["build", str(CHECKPOINTS / name), "--gpu", gpu, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"format {refused} is not supported" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_h100_mixed_fp8_int4_command(tmp_path):
+    plan = _plan("fp8_int4awq", "H100", tmp_path, max_batch_size=64, max_seq_len=4096, max_num_tokens=8192)
+    c = plan.command
+    assert c[0] == "trtllm-build"
+    assert _flag(c, "--checkpoint_dir") == str(CHECKPOINTS / "fp8_int4awq" / "trtllm")
+    assert _flag(c, "--output_dir") == str(tmp_path / "out" / "engine")
+    assert _flag(c, "--kv_cache_type") == "paged"
+    assert _flag(c, "--gemm_plugin") == "auto"
+    assert _flag(c, "--use_fp8_context_fmha") == "enable"     # FP8 attention projections
+    assert (_flag(c, "--max_batch_size"), _flag(c, "--max_seq_len"), _flag(c, "--max_num_tokens")) == ("64", "4096", "8192")
+    assert "--max_input_len" not in c                          # not given: trtllm-build's default
+    assert _flag(c, "--workers") == "1"
+    assert plan.serve_command[:4] == ["trtllm-serve", str(tmp_path / "out" / "engine"), "--backend", "tensorrt"]
+    assert all(isinstance(a, str) for a in c)
+
+
+def test_a100_int8_int4_has_no_fp8_attention(tmp_path):
+    plan = _plan("int8sq_int4awq", "A100", tmp_path)
+    assert _flag(plan.command, "--use_fp8_context_fmha") == "disable"
+    assert "sm80" in plan.flags_why["--use_fp8_context_fmha"] or "no FP8" in plan.flags_why["--use_fp8_context_fmha"]
+
+
+def test_fp8_kv_cache_turns_on_fp8_attention_and_pytorch_kv_dtype(tmp_path):
+    assert _flag(_plan("fp8_w4a8awq_kvfp8", "H200", tmp_path).command, "--use_fp8_context_fmha") == "enable"
+    plan = _plan("fp8_w4a8awq_kvfp8", "H200", tmp_path, backend="pytorch", tp=2)
+    assert plan.command is None and plan.engine_dir is None
+    assert plan.extra_llm_api_options == {"kv_cache_config": {"dtype": "fp8"}}
+    s = plan.serve_command
+    assert s[:4] == ["trtllm-serve", str(CHECKPOINTS / "fp8_w4a8awq_kvfp8" / "hf"), "--backend", "pytorch"]
+    assert _flag(s, "--tp_size") == "2" and _flag(s, "--pp_size") == "1"
+    assert _flag(s, "--extra_llm_api_options") == str(tmp_path / "out" / "extra_llm_api_options.yaml")
+
+
+def test_b200_builds_nvfp4(tmp_path):
+    plan = _plan("fp8_nvfp4", "B200", tmp_path)
+    assert _flag(plan.command, "--gemm_plugin") == "auto"
+    assert "NVFP4" in plan.flags_why["--gemm_plugin auto"]
+
+
+def test_tp_pp_follow_the_exported_mapping(tmp_path):
+    plan = _plan("int4awq_tp2", "A100", tmp_path)
+    assert (plan.tp, plan.pp) == (2, 1)
+    assert _flag(plan.command, "--workers") == "2"
+    assert _flag(plan.serve_command, "--tp_size") == "2"
+    assert any("0 rank*.safetensors" in w for w in plan.warnings)
+    with pytest.raises(InputError, match="exported for tp=2 pp=1, not tp=4 pp=1"):
+        _plan("int4awq_tp2", "A100", tmp_path, tp=4)
+    with pytest.raises(InputError, match="exported for tp=1 pp=1, not tp=1 pp=2"):
+        _plan("fp8_int4awq", "H100", tmp_path, pp=2)
+    with pytest.raises(InputError, match="positive"):
+        _plan("fp8_int4awq", "H100", tmp_path, max_batch_size=0)
+
+
+def _copy(tmp_path: Path, name: str) -> Path:
+    target = tmp_path / name
+    shutil.copytree(CHECKPOINTS / name, target)
+    return target
+
+
+def test_unknown_quant_algo_is_refused(tmp_path):
+    ckpt = _copy(tmp_path, "fp8_only")
+    for path in (ckpt / "trtllm" / "config.json", ckpt / "hf" / "hf_quant_config.json"):
+        data = json.loads(path.read_text())
+        (data.get("quantization") or data)["quant_algo"] = "W8A16"
+        path.write_text(json.dumps(data))
+    with pytest.raises(UnsupportedError, match="W8A16"):
+        read_checkpoint(ckpt)
+
+
+def test_group_size_without_a_kernel_is_refused(tmp_path):
+    ckpt = _copy(tmp_path, "int4awq_tp2")
+    for path in (ckpt / "trtllm" / "quant_cfg.json", ckpt / "hf" / "hf_quant_config.json"):
+        path.write_text(path.read_text().replace('"group_size": 64', '"group_size": 32'))
+    with pytest.raises(UnsupportedError, match="int4_awq with group size 32"):
+        read_checkpoint(ckpt)
+
+
+def test_exports_that_disagree_are_refused(tmp_path):
+    ckpt = _copy(tmp_path, "fp8_int4awq")
+    path = ckpt / "hf" / "hf_quant_config.json"
+    path.write_text(path.read_text().replace('"W4A16_AWQ"', '"W8A8_SQ_PER_CHANNEL"'))
+    with pytest.raises(ArtifactError, match="disagree"):
+        read_checkpoint(ckpt)
+
+
+def test_malformed_and_missing_files_are_one_line_errors(tmp_path, capsys):
+    ckpt = _copy(tmp_path, "fp8_int4awq")
+    (ckpt / "trtllm" / "quant_cfg.json").write_text('{"quant_algo": "MIXED_')
+    assert main(["build", str(ckpt), "--gpu", "H100", "-o", str(tmp_path / "o"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "quant_cfg.json: not valid JSON" in err
+    (ckpt / "trtllm" / "quant_cfg.json").unlink()
+    with pytest.raises(ArtifactError, match="quant_cfg.json not found"):
+        read_checkpoint(ckpt)
+    with pytest.raises(InputError, match="not found"):
+        read_checkpoint(tmp_path / "nope")
+
+
+def test_bare_trtllm_checkpoint_dir_is_accepted(tmp_path):
+    checkpoint = read_checkpoint(CHECKPOINTS / "fp8_int4awq" / "trtllm")
+    assert checkpoint.hf_dir is None and checkpoint.format_names == ["bf16", "fp8", "int4_awq"]
+    with pytest.raises(InputError, match="no Hugging Face checkpoint"):
+        plan_build(checkpoint, BuildOptions(gpu=get_gpu("H100"), backend="pytorch"), tmp_path)
+
+
+def test_dry_run_prints_the_command_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "engines" / "x"
+    assert main(["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--max-batch-size", "8",
+                 "-o", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "trtllm-build --checkpoint_dir" in text and "--use_fp8_context_fmha enable" in text
+    assert "trtllm-serve" in text
+    assert not out.exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_llm") is not None, reason="TensorRT-LLM is installed here")
+@pytest.mark.parametrize("backend", ["tensorrt", "pytorch"])
+def test_without_tensorrt_llm_build_is_one_line(tmp_path, capsys, backend):
+    assert main(["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--backend", backend,
+                 "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "trtq: error: TensorRT-LLM is not installed here, run inside the container in docker/"
+    assert not (tmp_path / "o").exists()
+
+
+@requires_ngc
+def test_real_engine_build_in_the_container(tmp_path):
+    """A real build: needs a quantized checkpoint (TRTQ_TEST_CHECKPOINT=engines/NAME) and a GPU."""
+    checkpoint = os.environ.get("TRTQ_TEST_CHECKPOINT")
+    gpu = os.environ.get("TRTQ_TEST_GPU", "H100")
+    if not checkpoint:
+        pytest.skip("set TRTQ_TEST_CHECKPOINT to a trtq quantize output directory")
+    out = tmp_path / "engine_out"
+    assert main(["build", checkpoint, "--gpu", gpu, "--max-batch-size", "8", "-o", str(out)]) == 0
+    record = json.loads((out / "build_record.json").read_text())
+    assert record["status"] == "built" and (out / "engine" / "config.json").is_file()
+    assert "tensorrt-llm" in record["metadata"]["versions"]

@@ -1,0 +1,97 @@
+"""The comparison report as a person sees it: opened in headless Chromium, charts drawn, screenshot kept.
+
+Needs Debian's chromium (`make test` installs it with scripts/ensure-chromium.sh where it can);
+skips with the reason where it is missing. Screenshots go to tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.report.browser import Browser, find_chromium
+from trtq.report.render import write_comparison_report, write_plan_report
+
+# Git-ignored (/tests/artifacts/ in .gitignore); a folder of its own beside the artifacts package tests.
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "report"
+
+CHARTS_STATE = """
+Array.from(document.querySelectorAll('.chart[data-figure]')).map(div => ({
+  id: div.id,
+  drawn: div.getAttribute('data-drawn') === '1',
+  svg: div.querySelectorAll('svg.main-svg').length,
+  marks: Array.from(div.querySelectorAll(
+      'svg.main-svg g.trace path, svg.main-svg g.point path, svg.main-svg .heatmaplayer image'))
+    .filter(e => e.tagName.toLowerCase() === 'image'
+      ? (e.getAttribute('href') || e.getAttribute('xlink:href') || '').startsWith('data:image')
+      : (e.getAttribute('d') || '').length > 2).length,
+  width: div.getBoundingClientRect().width,
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    pytest.importorskip("websockets", reason="the Chromium test drives DevTools with the websockets package")
+    path = find_chromium()
+    if path is None:
+        pytest.skip("chromium is not installed: run `bash scripts/ensure-chromium.sh` (Debian: apt-get install chromium)")
+    return path
+
+
+def _open_and_check(chromium: str, html: Path, screenshot: Path) -> dict:
+    from PIL import Image, ImageStat
+
+    with Browser(chromium) as browser:
+        page = browser.page
+        page.send("Network.enable")
+        page = browser.open(html.as_uri())
+        page.wait_for("document.body.getAttribute('data-charts-ready') === '1'", timeout=120)
+        charts = page.evaluate(CHARTS_STATE)
+        state = page.evaluate("({scripts: document.querySelectorAll('script').length, "
+                              "pwned: typeof window.__pwned, text: document.body.innerText})")
+        page.screenshot(screenshot)
+        page.drain(0.5)
+        errors = page.console_errors()
+        requests = [e["params"]["request"]["url"] for e in page.events
+                    if e.get("method") == "Network.requestWillBeSent"]
+    assert errors == [], f"console errors in {html.name}: {errors}"
+    assert all(url.startswith(("file:", "data:", "blob:")) for url in requests), requests
+    assert charts, "no chart containers on the page"
+    for chart in charts:
+        assert chart["drawn"] and chart["svg"] >= 1 and chart["marks"] > 0 and chart["width"] > 300, chart
+    image = Image.open(screenshot).convert("RGB")
+    assert image.width >= 1200 and image.height >= 1500
+    colours = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64).getcolors()
+    assert len(colours) > 20, "screenshot looks blank"
+    assert max(ImageStat.Stat(image.convert("L")).stddev) > 20, "screenshot has no contrast"
+    return {"charts": charts, **state}
+
+
+def test_comparison_report_renders_in_chromium(chromium, plan_dir, bench_table):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    html = write_comparison_report([plan_dir], ARTIFACTS / "report-compare.html", bench_tables=[bench_table])
+    state = _open_and_check(chromium, html, ARTIFACTS / "report-compare.png")
+    ids = {c["id"] for c in state["charts"]}
+    assert {"chart-latency", "chart-tokens", "chart-memory", "chart-formats", "chart-bench-throughput"} <= ids
+    assert "B200 is fastest" in state["text"]
+
+
+def test_plan_report_renders_in_chromium(chromium, plan_paths, bench_table, eval_path, sensitivity_path):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    html = write_plan_report(plan_paths["H100-SXM"], ARTIFACTS / "report-plan.html", sensitivity=sensitivity_path,
+                             eval_result=eval_path, bench_table=bench_table)
+    state = _open_and_check(chromium, html, ARTIFACTS / "report-plan.png")
+    ids = {c["id"] for c in state["charts"]}
+    assert {"chart-pareto", "chart-perplexity", "chart-layers", "chart-sensitivity", "chart-latency-share",
+            "chart-predicted-vs-measured"} <= ids
+
+
+def test_hostile_strings_stay_text_in_the_browser(chromium, tmp_path):
+    from tests.report.test_render import PAYLOAD, render_hostile
+
+    for html in render_hostile(tmp_path):
+        state = _open_and_check(chromium, html, tmp_path / f"{html.stem}.png")
+        assert state["pwned"] == "undefined" and state["scripts"] == 2
+        assert PAYLOAD in state["text"], "the payload should be visible as text"

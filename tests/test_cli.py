@@ -1,0 +1,128 @@
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from trtq.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_is_instant_and_imports_no_torch():
+    probe = ("import sys, time; t = time.perf_counter(); from trtq.cli import build_parser; "
+             "build_parser().format_help(); print(time.perf_counter() - t); "
+             "print(sorted(m for m in ('torch', 'pandas', 'modelopt', 'transformers', 'tensorrt_llm', 'pulp') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[1] == "[]", f"heavy modules imported by --help: {out[1]}"
+    assert float(out[0]) < 1.0
+    start = time.perf_counter()
+    help_text = subprocess.run([sys.executable, "-m", "trtq", "--help"], capture_output=True, text=True, check=True).stdout
+    assert time.perf_counter() - start < 5
+    for command in ("gpus", "formats", "layers", "profile", "sensitivity", "plan", "demo"):
+        assert command in help_text
+
+
+def test_gpus_and_formats(capsys):
+    code, out, _ = run(capsys, "gpus", "--json")
+    gpus = {g["name"]: g for g in json.loads(out)}
+    assert code == 0 and gpus["A100-SXM-80GB"]["formats"] == ["bf16", "int8_sq", "int4_awq"]
+    code, out, _ = run(capsys, "formats", "--json")
+    formats = {f["name"]: f for f in json.loads(out)}
+    assert formats["w4a8_awq"]["modelopt_config"] == "W4A8_AWQ_BETA_CFG" and formats["nvfp4"]["min_sm"] == 100
+    code, out, _ = run(capsys, "gpus")
+    assert code == 0 and "B200" in out and "9000 T" in out
+
+
+def test_layers_command_writes_the_graph(capsys, tmp_path):
+    code, out, _ = run(capsys, "layers", "llama-3.1-70b", "-o", str(tmp_path / "layers.json"))
+    assert code == 0 and "unique GEMM shapes (out x in): 10240x8192, 8192x8192, 57344x8192, 8192x28672" in out
+    assert len(json.loads((tmp_path / "layers.json").read_text())["layers"]) == 560
+
+
+def test_profile_sensitivity_plan_end_to_end(capsys, tmp_path, smollm2_weight_sensitivity):
+    from trtq.artifacts import save_artifact
+
+    sens = save_artifact(smollm2_weight_sensitivity, tmp_path / "sens.json")
+    profile = tmp_path / "h100.json"
+    code, _, err = run(capsys, "profile", "smollm2-135m", "--gpu", "h100", "--launch-cost", "0",
+                       "--tokens", "16,2048", "-o", str(profile))
+    assert code == 0 and "4 unique GEMM shapes x 5 formats x 2 token counts = 40 rows" in err.replace("\n", " ")
+    assert json.loads(profile.read_text())["launch_cost_ns"] == 0
+    plan = tmp_path / "plan.yaml"
+    code, out, _ = run(capsys, "plan", "smollm2-135m", "--profile", str(profile), "--sensitivity", str(sens),
+                       "--gpu", "h100", "--budget", "decode@16=0.45", "--budget", "prefill@2048=0.9",
+                       "--pareto", "6", "-o", str(plan))
+    assert code == 0 and "H100-SXM" in out
+    data = yaml.safe_load(plan.read_text())
+    assert data["artifact"] == "plan" and data["schema_version"] == 1
+    assert data["metadata"]["inputs"]["profile"]["sha256"] and data["metadata"]["inputs"]["sensitivity"]["sha256"]
+    assert data["totals"]["latency_ns"]["decode@16"] <= 0.45 * data["totals"]["bf16_latency_ns"]["decode@16"] * (1 + 1e-9)
+    # real weight sensitivity: 4-bit formats cost orders of magnitude more than 8-bit ones
+    rows = {(r.layer, r.format): r.omega for r in smollm2_weight_sensitivity.rows}
+    layer = "model.layers.7.mlp.down_proj"
+    assert rows[layer, "bf16"] < rows[layer, "int8_sq"] < rows[layer, "fp8"] < rows[layer, "int4_awq"]
+    assert rows[layer, "int4_awq"] < rows[layer, "w4a8_awq"]
+
+
+BAD_INPUTS = [
+    (["layers", "no-such-model"], "unknown model 'no-such-model'"),
+    (["profile", "smollm2-135m", "--gpu", "v100", "-o", "{tmp}/p.json"], "unknown GPU 'v100'"),
+    (["profile", "smollm2-135m", "--gpu", "a100", "--formats", "fp8", "-o", "{tmp}/p.json"],
+     "format fp8 is not supported on A100-SXM-80GB"),
+    (["profile", "smollm2-135m", "--gpu", "h100", "--formats", "int3", "-o", "{tmp}/p.json"], "unknown format 'int3'"),
+    (["profile", "smollm2-135m", "--gpu", "h100", "--tokens", "16,x", "-o", "{tmp}/p.json"], "--tokens must be"),
+    (["profile", "smollm2-135m", "--backend", "tpu", "--gpu", "h100", "-o", "{tmp}/p.json"], "unknown profiler backend 'tpu'"),
+    (["profile", "smollm2-135m", "--backend", "roofline", "-o", "{tmp}/p.json"], "the roofline backend needs --gpu"),
+    (["sensitivity", "llama-3.1-8b", "-o", "{tmp}/s.json"], "has no weights here"),
+    (["plan", "smollm2-135m", "--profile", "{tmp}/missing.json", "--sensitivity", "{tmp}/s.json", "--gpu", "h100",
+      "--budget", "decode@16=0.5", "-o", "{tmp}/plan.yaml"], "profile artifact not found"),
+    (["plan", "smollm2-135m", "--profile", "{tmp}/garbage.json", "--sensitivity", "{tmp}/s.json", "--gpu", "h100",
+      "--budget", "decode@16=0.5", "-o", "{tmp}/plan.yaml"], "is not valid YAML/JSON"),
+    (["plan", "smollm2-135m", "--profile", "{tmp}/p.json", "--sensitivity", "{tmp}/s.json", "--gpu", "h100",
+      "--budget", "decode16=0.5", "-o", "{tmp}/plan.yaml"], "bad budget 'decode16=0.5'"),
+    (["plan", "smollm2-135m", "--profile", "{tmp}/p.json", "--sensitivity", "{tmp}/s.json", "--gpu", "h100",
+      "--budget", "decode@16=0.05", "-o", "{tmp}/plan.yaml"], "budget decode@16=0.05 cannot be met on H100-SXM"),
+    (["plan", "smollm2-135m", "--profile", "{tmp}/p.json", "--sensitivity", "{tmp}/s.json", "--gpu", "h100",
+      "--budget", "decode@16=0.5", "--memory-gb", "-1", "-o", "{tmp}/plan.yaml"], "--memory-gb must be positive"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_dir(tmp_path_factory, smollm2_graph):
+    from trtq.artifacts import make_metadata, save_artifact
+    from trtq.artifacts.sensitivity import Sensitivity, SensitivityRow
+    from trtq.profile.api import build_profile
+
+    tmp = tmp_path_factory.mktemp("bad")
+    save_artifact(build_profile(smollm2_graph, "roofline", "h100", [16], launch_cost_ns=0), tmp / "p.json")
+    rows = [SensitivityRow(layer=layer.name, format=f, group_size=64 if "4" in f else None, weight_error=1.0,
+                           omega={"bf16": 0.0, "fp8": 1.0, "int8_sq": 1.0, "int4_awq": 2.0, "w4a8_awq": 2.0}[f])
+            for layer in smollm2_graph.layers for f in ("bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq")]
+    save_artifact(Sensitivity(artifact="sensitivity", schema_version=1, metadata=make_metadata(),
+                              model="smollm2-135m", method="weight", formats=[], rows=rows), tmp / "s.json")
+    (tmp / "garbage.json").write_text("{ this is : [ not json")
+    return tmp
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_one_line_and_exit_2(capsys, bad_input_dir, argv, message):
+    code, out, err = run(capsys, *[a.replace("{tmp}", str(bad_input_dir)) for a in argv])
+    assert code == 2
+    assert err.startswith("trtq: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (bad_input_dir / "plan.yaml").exists()
+
+
+def test_bad_input_through_the_console_script_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "trtq", "plan", "smollm2-135m", "--profile", str(tmp_path / "x"),
+                           "--sensitivity", str(tmp_path / "y"), "--gpu", "h100", "--budget", "decode@16=0.5",
+                           "-o", str(tmp_path / "plan.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
