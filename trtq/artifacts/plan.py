@@ -47,7 +47,7 @@ class Totals(StrictModel):
 
 class ParetoPoint(StrictModel):
     fraction: float                   # common fraction of all-bf16 applied to every latency budget
-    status: Literal["optimal", "infeasible"]
+    status: Literal["optimal", "time_limit", "infeasible"]
     totals: Totals | None = None
     formats: list[str] = []           # one format per group, in `groups` order
     chosen: bool = False
@@ -56,10 +56,12 @@ class ParetoPoint(StrictModel):
 class SolverInfo(StrictModel):
     name: str
     version: str
-    status: str
+    status: str                       # optimal | time_limit (best plan found, within proven_gap)
     solve_time_s: float
     objective: float | None
-    mip_rel_gap: float
+    mip_rel_gap: float                # the gap asked for
+    proven_gap: float | None = None   # the gap HiGHS proved for this plan
+    time_limit_s: float | None = None
 
 
 class Plan(Artifact):

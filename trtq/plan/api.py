@@ -33,6 +33,10 @@ class PlanRequest:
     # sensitivity estimates are noisier than that, and proving the last 0.1% on a 70B model
     # costs 4x the time. --mip-gap 0 asks for the exact optimum.
     mip_rel_gap: float = 1e-3
+    # A hard instance stops here with its best plan; the plan records the gap it proved.
+    time_limit_s: float = 10.0
+    # Each Pareto point gets this long: the front is for choosing, the chosen plan is solved fully.
+    pareto_time_limit_s: float = 2.0
 
 
 def candidate_formats(gpu: GpuSpec, spec: str | None):
@@ -64,10 +68,10 @@ def problem_for(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int |
 
 
 def explain_infeasible(problem: IlpProblem, budgets: list[Budget], costs: CostModel, gpu: GpuSpec,
-                       solver: str) -> InfeasibleError:
+                       request: PlanRequest) -> InfeasibleError:
     reasons = []
     for i, c in enumerate(problem.constraints):
-        smallest = minimum_of(problem, i, solver)
+        smallest = minimum_of(problem, i, request.solver, request.time_limit_s)
         if smallest is None or smallest <= c.limit * (1 + 1e-9) + _TOL:
             continue
         if c.name == "memory":
@@ -99,7 +103,7 @@ def group_choices(costs: CostModel, choice: np.ndarray) -> list[GroupChoice]:
 
 
 def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None, points: int,
-                 solver: str, mip_rel_gap: float) -> list[ParetoPoint]:
+                 solver: str, mip_rel_gap: float, time_limit_s: float | None = None) -> list[ParetoPoint]:
     """Sweep one common fraction of all-bf16 over every latency budget, fastest feasible to 1.0.
 
     The feasible set only grows with the fraction, so when the solutions at two fractions
@@ -107,18 +111,20 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
     sweep bisects and solves only where the front changes.
     """
     problem, resolved = problem_for(costs, budgets, memory_bytes, scale=1.0)
-    t_min = min_common_scale(problem, list(range(len(budgets))), solver)
+    t_min = min_common_scale(problem, list(range(len(budgets))), solver, time_limit_s)
     if t_min is None:
         return []
     fractions = [float(t) for t in np.linspace(t_min, 1.0, points)] if points > 1 else [t_min]
     fixed_limits = [c.limit for c in problem.constraints[len(resolved):]]
-    sweep = ParametricIlp(problem, solver, mip_rel_gap)
+    sweep = ParametricIlp(problem, solver, mip_rel_gap, time_limit_s)
     solutions: dict[int, np.ndarray | None] = {}
+    statuses: dict[int, str] = {}
 
     def solve_at(i: int, start: np.ndarray | None) -> None:
         limits = [fractions[i] * (1 + 1e-12) * b.bf16_ns for b in resolved] + fixed_limits
         sol = sweep.solve(limits, start=start)
         solutions[i] = sol.choice if sol.feasible else None
+        statuses[i] = sol.status if sol.feasible else "infeasible"
 
     def fill(lo: int, hi: int) -> None:
         if hi - lo <= 1:
@@ -127,6 +133,7 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
         if a is not None and b is not None and np.array_equal(a, b):
             for i in range(lo + 1, hi):
                 solutions[i] = a
+                statuses[i] = statuses[lo] if statuses[lo] == statuses[hi] else "time_limit"
             return
         mid = (lo + hi) // 2
         solve_at(mid, a)
@@ -143,7 +150,7 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
         if choice is None:
             front.append(ParetoPoint(fraction=t, status="infeasible"))
         else:
-            front.append(ParetoPoint(fraction=t, status="optimal", totals=costs.totals(choice),
+            front.append(ParetoPoint(fraction=t, status=statuses[i], totals=costs.totals(choice),
                                      formats=[costs.formats[f] for f in choice]))
     return front
 
@@ -168,12 +175,15 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         if worst <= c.limit:
             notes.append(f"budget {b.spec} is met by every assignment (slowest possible: "
                          f"{worst / b.bf16_ns:.3g} of all-bf16)")
-    sol = solve(problem, request.solver, request.mip_rel_gap)
+    sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s)
     if not sol.feasible:
-        raise explain_infeasible(problem, resolved, costs, gpu, request.solver)
+        raise explain_infeasible(problem, resolved, costs, gpu, request)
+    if sol.status == "time_limit":
+        notes.append(f"the solver stopped at the {request.time_limit_s:g} s time limit with a plan proven within "
+                     f"{sol.gap:.2%} of the optimum (--time-limit raises it)")
     totals = costs.totals(sol.choice)
-    front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver,
-                         request.mip_rel_gap) if request.pareto else []
+    front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver, request.mip_rel_gap,
+                         request.pareto_time_limit_s) if request.pareto else []
     chosen = [costs.formats[f] for f in sol.choice]
     marked = False
     for point in front:
@@ -197,7 +207,8 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         candidate_formats=costs.formats,
         fixed_parameter_bytes=costs.fixed_bytes,
         solver=SolverInfo(name=sol.solver, version=sol.solver_version, status=sol.status,
-                          solve_time_s=sol.solve_time_s, objective=sol.objective, mip_rel_gap=request.mip_rel_gap),
+                          solve_time_s=sol.solve_time_s, objective=sol.objective, mip_rel_gap=request.mip_rel_gap,
+                          proven_gap=sol.gap, time_limit_s=request.time_limit_s),
         groups=group_choices(costs, sol.choice),
         totals=totals,
         pareto=front,

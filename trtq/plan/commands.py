@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=("highs", "cbc"), default="highs")
     p.add_argument("--mip-gap", type=float, default=1e-3,
                    help="relative optimality gap of the ILP (default 0.001; 0 = exact optimum)")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="S",
+                   help="stop the solver after S seconds with its best plan and the gap it proved (default 10)")
     p.add_argument("-o", "--output", required=True, help="plan file (YAML)")
     p.set_defaults(handler=run_plan)
 
@@ -30,7 +32,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
     plan = make_plan(args.model, args.profile, args.sensitivity, args.gpu,
                      PlanRequest(args.budget, args.memory_gb, args.pareto, args.formats, args.solver,
-                                 args.mip_gap))
+                                 args.mip_gap, args.time_limit))
     save_artifact(plan, args.output)
     print_plan_summary([plan])
     print(f"wrote {args.output}")

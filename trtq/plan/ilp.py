@@ -54,16 +54,17 @@ class IlpProblem:
 
 @dataclass
 class IlpSolution:
-    status: str                        # "optimal" | "infeasible" | solver status text
+    status: str                        # "optimal" | "time_limit" (best found, see gap) | "infeasible" | other
     choice: np.ndarray | None          # (G,) option index per group
     objective: float | None
     solve_time_s: float
     solver: str
     solver_version: str
+    gap: float | None = None           # proven relative optimality gap of `choice`
 
     @property
     def feasible(self) -> bool:
-        return self.status == "optimal"
+        return self.status in ("optimal", "time_limit") and self.choice is not None
 
 
 def _silence_highs_banner() -> None:
@@ -146,20 +147,43 @@ def _add_constraints(prob, x, constraints: list[Constraint], t=None, scale_rows:
             prob += lhs <= c.limit / scale, f"c{i}"
 
 
+def _highs_outcome(highs) -> tuple[str, float | None]:
+    """HiGHS's own status: PuLP reports a time-limited incumbent as optimal."""
+    import highspy
+
+    status = highs.getModelStatus()
+    info = highs.getInfo()
+    gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else None
+    if status == highspy.HighsModelStatus.kOptimal:
+        return "optimal", gap
+    if status == highspy.HighsModelStatus.kTimeLimit and info.primal_solution_status == 2:
+        return "time_limit", gap
+    if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
+        return "infeasible", None
+    return highs.modelStatusToString(status).lower(), None
+
+
+def _choice_from(x, groups: int, value) -> np.ndarray:
+    choice = np.full(groups, -1, dtype=int)
+    for (g, f), v in x.items():
+        if value(v) is not None and value(v) > 0.5:
+            choice[g] = f
+    return choice
+
+
 def _solve(prob, x, groups: int, solver: str, mip_rel_gap: float, time_limit: float | None):
     cmd, name, version = _solver_cmd(solver, mip_rel_gap, time_limit)
     start = time.perf_counter()
     prob.solve(cmd)
     elapsed = time.perf_counter() - start
-    status = pulp.LpStatus[prob.status].lower()
-    if status != "optimal":
-        return IlpSolution("infeasible" if status in ("infeasible", "undefined") else status,
-                           None, None, elapsed, name, version)
-    choice = np.full(groups, -1, dtype=int)
-    for (g, f), v in x.items():
-        if v.value() is not None and v.value() > 0.5:
-            choice[g] = f
-    return IlpSolution("optimal", choice, None, elapsed, name, version)
+    if name == "HiGHS":
+        status, gap = _highs_outcome(prob.solverModel)
+    else:
+        status = pulp.LpStatus[prob.status].lower()
+        status, gap = ("infeasible" if status in ("infeasible", "undefined") else status), None
+    if status not in ("optimal", "time_limit"):
+        return IlpSolution(status, None, None, elapsed, name, version)
+    return IlpSolution(status, _choice_from(x, groups, lambda v: v.value()), None, elapsed, name, version, gap)
 
 
 def solve(problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-6,
@@ -177,7 +201,8 @@ def evaluate(matrix: np.ndarray, choice: np.ndarray) -> float:
     return float(matrix[np.arange(len(choice)), choice].sum())
 
 
-def minimum_of(problem: IlpProblem, index: int, solver: str = "highs") -> float | None:
+def minimum_of(problem: IlpProblem, index: int, solver: str = "highs",
+               time_limit: float | None = None) -> float | None:
     """The smallest value constraint `index`'s left side can take while every other
     constraint holds; None when the others cannot hold together."""
     problem.check()
@@ -186,11 +211,12 @@ def minimum_of(problem: IlpProblem, index: int, solver: str = "highs") -> float 
     objective = np.where(problem.allowed, target.coeffs, np.inf)
     prob, x, _ = _build(problem, objective, others)
     _add_constraints(prob, x, others)
-    sol = _solve(prob, x, objective.shape[0], solver, 1e-9, None)
+    sol = _solve(prob, x, objective.shape[0], solver, 1e-9, time_limit)
     return evaluate(target.coeffs, sol.choice) if sol.feasible else None
 
 
-def min_common_scale(problem: IlpProblem, scaled: list[int], solver: str = "highs") -> float | None:
+def min_common_scale(problem: IlpProblem, scaled: list[int], solver: str = "highs",
+                     time_limit: float | None = None) -> float | None:
     """The smallest t such that constraints `scaled` hold with limits multiplied by t
     (and the rest as given): how far all latency budgets can shrink together."""
     problem.check()
@@ -198,7 +224,7 @@ def min_common_scale(problem: IlpProblem, scaled: list[int], solver: str = "high
     prob, x, t = _build(problem, zero, problem.constraints, extra_var=True)
     prob.setObjective(t)
     _add_constraints(prob, x, problem.constraints, t=t, scale_rows=set(scaled))
-    sol = _solve(prob, x, zero.shape[0], solver, 1e-9, None)
+    sol = _solve(prob, x, zero.shape[0], solver, 1e-9, time_limit)
     if not sol.feasible:
         return None
     return max(evaluate(problem.constraints[i].coeffs, sol.choice) / problem.constraints[i].limit for i in scaled)
@@ -212,11 +238,13 @@ class ParametricIlp:
     loose budgets, each solution is feasible for the next point). CBC rebuilds per solve.
     """
 
-    def __init__(self, problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-3):
+    def __init__(self, problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-3,
+                 time_limit: float | None = None):
         problem.check()
         self.problem = problem
         self.solver = solver
         self.mip_rel_gap = mip_rel_gap
+        self.time_limit = time_limit
         self.prob, self.x, _ = _build(problem, problem.objective, problem.constraints)
         _add_constraints(self.prob, self.x, problem.constraints)
         self._solved_once = False
@@ -230,7 +258,8 @@ class ParametricIlp:
         problem = IlpProblem(self.problem.objective, constraints)
         highs = getattr(self.prob, "solverModel", None)
         if not self._solved_once or highs is None or self.solver != "highs":
-            sol = solve(problem, self.solver, self.mip_rel_gap) if self._solved_once else self._first(problem)
+            sol = (solve(problem, self.solver, self.mip_rel_gap, self.time_limit) if self._solved_once
+                   else self._first(problem))
         else:
             sol = self._resolve(highs, problem)
         if sol.feasible:
@@ -240,7 +269,7 @@ class ParametricIlp:
     def _first(self, problem: IlpProblem) -> IlpSolution:
         for i, c in enumerate(problem.constraints):
             self.prob.constraints[f"c{i}"].constant = -c.limit / _row_scale(self.problem.constraints[i])
-        sol = _solve(self.prob, self.x, problem.objective.shape[0], self.solver, self.mip_rel_gap, None)
+        sol = _solve(self.prob, self.x, problem.objective.shape[0], self.solver, self.mip_rel_gap, self.time_limit)
         self._solved_once = True
         if sol.feasible:
             sol.objective = evaluate(problem.objective, sol.choice)
@@ -265,14 +294,12 @@ class ParametricIlp:
         highs.run()
         elapsed = time.perf_counter() - begin
         _, name, version = _solver_cmd("highs", self.mip_rel_gap, None)
-        if highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-            return IlpSolution("infeasible", None, None, elapsed, name, version)
+        status, gap = _highs_outcome(highs)
+        if status not in ("optimal", "time_limit"):
+            return IlpSolution(status, None, None, elapsed, name, version)
         col = highs.getSolution().col_value
-        choice = np.full(problem.objective.shape[0], -1, dtype=int)
-        for (g, f), v in self.x.items():
-            if col[v.index] > 0.5:
-                choice[g] = f
-        return IlpSolution("optimal", choice, evaluate(problem.objective, choice), elapsed, name, version)
+        choice = _choice_from(self.x, problem.objective.shape[0], lambda v: col[v.index])
+        return IlpSolution(status, choice, evaluate(problem.objective, choice), elapsed, name, version, gap)
 
 
 def _row_scale(c: Constraint) -> float:

@@ -74,7 +74,7 @@ def pareto_figure(report: PlanReport):
         rows=1, cols=len(points), shared_yaxes=True, horizontal_spacing=0.06,
         subplot_titles=[f"at {esc(p.point)}" + ("" if p.limit_ns is not None else " (not budgeted)") for p in points],
     )
-    feasible = [p for p in report.pareto if p.status == "optimal" and p.sensitivity is not None]
+    feasible = [p for p in report.pareto if p.status != "infeasible" and p.sensitivity is not None]
     for col, pt in enumerate(points, start=1):
         front = sorted((p for p in feasible if pt.point in p.latency_ns), key=lambda p: p.latency_ns[pt.point])
         # The sweep scales the budgeted points; at other points the same plans are not a front,

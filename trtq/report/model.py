@@ -397,7 +397,7 @@ def _candidates(loaded: LoadedPlan) -> list[_Candidate]:
     chosen_fraction = next(iter(fractions)) if len(fractions) == 1 else None
     out = [_Candidate(loaded, plan.totals, [g.format for g in plan.groups], chosen_fraction, True)]
     for p in plan.pareto:
-        if p.status != "optimal" or p.totals is None or len(p.formats) != len(plan.groups):
+        if p.status == "infeasible" or p.totals is None or len(p.formats) != len(plan.groups):
             continue
         out.append(_Candidate(loaded, p.totals, list(p.formats), p.fraction, p.chosen))
     return out
