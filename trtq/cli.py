@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "trtq.profile.commands",
     "trtq.sensitivity.commands",
     "trtq.plan.commands",
+    "trtq.quantize.commands",
     "trtq.build.commands",
     "trtq.bench.commands",
     "trtq.report.commands",

@@ -1,0 +1,57 @@
+"""Library entry point of the quantize stage: plan file in, engines/NAME/ out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from trtq.artifacts import load_artifact
+from trtq.artifacts.plan import Plan
+from trtq.errors import InputError
+
+
+def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path: str | None = None,
+                       calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0) -> Path:
+    """Everything cheap is checked before the model loads: the plan, its formats on this machine, the text."""
+    from trtq.console import fmt_bytes, stderr_console
+    from trtq.data import CALIBRATION_PATH, read_text_file, token_batches
+    from trtq.model.zoo import resolve_model
+    from trtq.quantize.apply import check_runnable_here
+    from trtq.quantize.quant_cfg import plan_layers
+
+    plan = load_artifact(plan_path, Plan)
+    layers = plan_layers(plan)
+    check_runnable_here(plan)
+    resolved = resolve_model(model_spec)
+    if plan.model != resolved.name:
+        raise InputError(f"plan {plan_path} was made for model {plan.model!r}, not {resolved.name!r}")
+    text_path = Path(calib_path) if calib_path else CALIBRATION_PATH
+    text = read_text_file(text_path)
+    if calib_samples < 1 or calib_seq_len < 2:
+        raise InputError(f"--calib-samples must be >= 1 and --calib-seq-len >= 2, got {calib_samples}, {calib_seq_len}")
+
+    from trtq.model.zoo import load_pretrained
+    from trtq.quantize.apply import export_checkpoint, quantize_model
+
+    console = stderr_console()
+    started = time.perf_counter()
+    model, tokenizer = load_pretrained(resolved)
+    batches = token_batches(tokenizer, text, calib_samples, calib_seq_len, seed)
+    console.print(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
+                  f"{len(layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}")
+    started = time.perf_counter()
+    quantize_model(model, plan, batches)
+    console.print(f"quantized in {time.perf_counter() - started:.0f} s; exporting")
+    out = export_checkpoint(
+        model, tokenizer, plan, output, plan_path=plan_path, model_name=resolved.name,
+        calibration={"path": str(text_path), "samples": calib_samples, "seq_len": calib_seq_len, "seed": seed},
+    )
+    counts: dict[str, int] = {}
+    for _, fmt, _ in layers:
+        counts[fmt.name] = counts.get(fmt.name, 0) + 1
+    size = sum(f.stat().st_size for f in (out / "hf").glob("*.safetensors"))
+    console.print(
+        f"wrote {out}: " + ", ".join(f"{n} {name}" for name, n in counts.items())
+        + f" layers; hf/ {fmt_bytes(size)}" + ("; trtllm/" if (out / "trtllm").is_dir() else "; no trtllm/ (see summary)")
+    )
+    return out

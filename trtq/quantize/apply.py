@@ -1,0 +1,340 @@
+"""Apply a plan with ModelOpt: insert quantizers, calibrate stage by stage, export the checkpoint.
+
+Library functions (torch and modelopt are imported here, never by `commands.py`):
+  * `quantize_model(model, plan, calib_batches)`: `mtq.quantize` in place with the plan's
+    `quant_cfg`, then one `mtq.calibrate` per algorithm over only the layers that use it;
+  * `export_checkpoint(model, tokenizer, plan, out_dir)`: engines/NAME/ with hf/, trtllm/,
+    plan.yaml and quantize_summary.json, written beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from trtq.artifacts import make_metadata, save_artifact
+from trtq.artifacts.io import InputRef, atomic_write_text, sha256_file
+from trtq.artifacts.plan import Plan
+from trtq.errors import InputError, UnsupportedError
+from trtq.quantize.quant_cfg import (
+    INPUT_QUANTIZER,
+    WEIGHT_QUANTIZER,
+    PlanLike,
+    build_quant_cfg,
+    calibration_stages,
+    plan_layers,
+)
+from trtq.quantize.summary import LayerQuantization, QuantizerState, QuantizeSummary
+
+# TensorRT-LLM decoder type per Hugging Face model_type, for the models ModelOpt exports.
+TRTLLM_DECODER_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen"}
+_NAMES_SHOWN = 6
+
+
+def _name_list(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return shown + (f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else "")
+
+
+def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> None:
+    """Refuse, in one line, a plan whose formats ModelOpt quantizes only on a GPU this machine lacks."""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if cuda_available:
+        return
+    by_format: dict[str, list[str]] = {}
+    for layer, fmt, _ in plan_layers(plan):
+        if not fmt.modelopt_on_cpu:
+            by_format.setdefault(fmt.name, []).append(layer)
+    if by_format:
+        parts = [f"{len(layers)} layers in {name} ({_name_list(layers)})" for name, layers in by_format.items()]
+        raise UnsupportedError(
+            "the plan puts " + "; ".join(parts) + ", which ModelOpt quantizes only on a CUDA GPU "
+            "and this machine has none: run trtq quantize on a GPU machine or re-plan without "
+            + ", ".join(by_format)
+        )
+
+
+def check_plan_matches_model(plan: PlanLike, model: Any) -> None:
+    """Every planned layer is a Linear of this model, and its group size divides its input width."""
+    import torch
+
+    modules = dict(model.named_modules())
+    for layer, fmt, group_size in plan_layers(plan):
+        module = modules.get(layer)
+        if module is None:
+            raise InputError(f"plan layer {layer} is not a module of this model")
+        if not isinstance(module, torch.nn.Linear):
+            raise InputError(f"plan layer {layer} is a {type(module).__name__}, not a Linear layer")
+        if group_size is not None and module.in_features % group_size:
+            raise InputError(f"plan layer {layer}: {fmt.name} group size {group_size} does not divide "
+                             f"its input width {module.in_features}")
+
+
+def _tensor_quantizers(module: Any) -> list[Any]:
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return [m for m in module.modules() if isinstance(m, TensorQuantizer)]
+
+
+@contextlib.contextmanager
+def _only_enabled(model: Any, layers: Iterable[str]):
+    """Disable every enabled quantizer outside `layers` for the block; re-enable them after."""
+    modules = dict(model.named_modules())
+    keep = {id(q) for layer in layers for q in _tensor_quantizers(modules[layer])}
+    paused = [q for q in _tensor_quantizers(model) if q.is_enabled and id(q) not in keep]
+    for quantizer in paused:
+        quantizer.disable()
+    try:
+        yield
+    finally:
+        for quantizer in paused:
+            quantizer.enable()
+
+
+def forward_loop_over(batches: Any, batch_size: int = 4):
+    """A ModelOpt forward_loop over a [samples, seq_len] LongTensor of token ids."""
+    import torch
+
+    if batches is None or getattr(batches, "ndim", 0) != 2 or batches.shape[0] < 1:
+        raise InputError("calibration batches must be a non-empty [samples, seq_len] tensor of token ids")
+
+    def loop(model: Any) -> None:
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for start in range(0, batches.shape[0], batch_size):
+                model(batches[start:start + batch_size].to(device))
+
+    return loop
+
+
+def quantize_model(model: Any, plan: PlanLike, calib_batches: Any, batch_size: int = 4) -> Any:
+    """Quantize `model` in place as the plan says (fake quantization) and return it.
+
+    One `mtq.quantize` inserts and configures every quantizer from `build_quant_cfg(plan)`
+    without calibrating; then each calibration algorithm the plan's formats use runs over
+    only its own layers (SmoothQuant for int8_sq, AWQ-lite for INT4/W4A8, max for FP8),
+    because one ModelOpt algorithm applied to a mixed model would treat every layer alike.
+    """
+    import modelopt.torch.quantization as mtq
+
+    check_runnable_here(plan)
+    check_plan_matches_model(plan, model)
+    loop = forward_loop_over(calib_batches, batch_size)
+    config = build_quant_cfg(plan)
+    model.eval()
+    with _quiet_modelopt():
+        mtq.quantize(model, {"quant_cfg": config["quant_cfg"], "algorithm": None}, forward_loop=None)
+        for algorithm, layers in calibration_stages(plan):
+            with _only_enabled(model, layers):
+                mtq.calibrate(model, algorithm=copy.deepcopy(algorithm), forward_loop=loop)
+    _check_applied(model, plan)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_modelopt():
+    """ModelOpt prints per-module notes and warns per skipped module; keep the terminal to trtq."""
+    import io
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+
+
+def _check_applied(model: Any, plan: PlanLike) -> None:
+    """What the model now carries agrees with the plan, layer by layer (a wrong pattern would not)."""
+    modules = dict(model.named_modules())
+    for layer, fmt, _ in plan_layers(plan):
+        weight_on = getattr(modules[layer], WEIGHT_QUANTIZER).is_enabled
+        if weight_on != (fmt.name != "bf16"):
+            raise InputError(f"layer {layer}: weight quantizer is {'on' if weight_on else 'off'} "
+                             f"after quantization, the plan says {fmt.name}")
+
+
+def _stats(tensor: Any) -> dict[str, Any] | None:
+    if tensor is None:
+        return None
+    t = tensor.detach().float()
+    return {"shape": list(t.shape), "min": float(t.min()), "max": float(t.max()), "mean": float(t.mean())}
+
+
+def _quantizer_state(quantizer: Any) -> list[QuantizerState]:
+    from modelopt.torch.quantization.nn import SequentialQuantizer
+
+    stages = list(quantizer) if isinstance(quantizer, SequentialQuantizer) else [quantizer]
+    states = []
+    for q in stages:
+        num_bits = q.num_bits
+        block_sizes = q.block_sizes
+        states.append(QuantizerState(
+            enabled=bool(q.is_enabled),
+            num_bits=list(num_bits) if isinstance(num_bits, (tuple, list)) else num_bits,
+            axis=list(q.axis) if isinstance(q.axis, (tuple, list)) else q.axis,
+            block_sizes={str(k): v for k, v in block_sizes.items()} if block_sizes else None,
+            amax=_stats(getattr(q, "amax", None)) if q.is_enabled else None,
+            pre_quant_scale=_stats(getattr(q, "pre_quant_scale", None)) if q.is_enabled else None,
+        ))
+    return states
+
+
+def layer_summary(model: Any, plan: PlanLike) -> list[LayerQuantization]:
+    modules = dict(model.named_modules())
+    return [
+        LayerQuantization(
+            layer=layer, format=fmt.name, group_size=group_size,
+            weight_quantizer=_quantizer_state(getattr(modules[layer], WEIGHT_QUANTIZER)),
+            input_quantizer=_quantizer_state(getattr(modules[layer], INPUT_QUANTIZER)),
+        )
+        for layer, fmt, group_size in plan_layers(plan)
+    ]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _bf16_copy(model: Any) -> Any:
+    """The exporters work on a bf16 copy: the model stays usable, and unquantized weights (bf16
+    layers, embeddings, norms) are written in bf16 as TensorRT-LLM builds them, whatever dtype
+    calibration ran in (float32 on CPU). Quantizer scales follow, as when calibrating in bf16."""
+    import torch
+
+    return copy.deepcopy(model).to(torch.bfloat16)
+
+
+def _export_trtllm(model: Any, directory: Path) -> str | None:
+    """TensorRT-LLM checkpoint where ModelOpt can write one; else the reason it cannot."""
+    import torch
+    from modelopt.torch.export import export_tensorrt_llm_checkpoint
+
+    model_type = getattr(model.config, "model_type", None)
+    decoder_type = TRTLLM_DECODER_TYPES.get(model_type)
+    if decoder_type is None:
+        return f"no TensorRT-LLM checkpoint: ModelOpt's exporter has no decoder type for model_type {model_type!r}"
+    try:
+        with _quiet_modelopt():
+            export_tensorrt_llm_checkpoint(
+                _bf16_copy(model), decoder_type=decoder_type, dtype=torch.bfloat16,
+                export_dir=directory, inference_tensor_parallel=1, inference_pipeline_parallel=1,
+            )
+    except Exception as exc:  # ModelOpt raises bare Exceptions for unsupported combinations
+        shutil.rmtree(directory, ignore_errors=True)
+        return f"no TensorRT-LLM checkpoint: ModelOpt's export failed: {_first_line(exc)}"
+    return None
+
+
+def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
+    import torch
+    from modelopt.torch.export import export_hf_checkpoint
+
+    if not getattr(model.config, "architectures", None):
+        # A GGUF-loaded config has none and ModelOpt's export needs it.
+        model.config.architectures = [type(model).__name__]
+    try:
+        with _quiet_modelopt():
+            export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory)
+    except Exception as exc:  # a ModelOpt failure is this plan failing to export: one line
+        raise UnsupportedError(f"ModelOpt could not export the Hugging Face checkpoint: {_first_line(exc)}") from None
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+
+
+def export_checkpoint(
+    model: Any,
+    tokenizer: Any,
+    plan: PlanLike,
+    out_dir: str | os.PathLike[str],
+    *,
+    plan_path: str | os.PathLike[str] | None = None,
+    calibration: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write out_dir/{hf/, trtllm/, plan.yaml, quantize_summary.json}; return out_dir.
+
+    Built in a temporary directory beside `out_dir` and renamed into place, so a failed
+    export never leaves a half-written engines/NAME/. The model is left as it was (each
+    exporter works on a copy). `calibration` = {"path", "samples", "seq_len", "seed"}.
+    """
+    import modelopt
+
+    target = Path(out_dir)
+    if target.exists() and not overwrite:
+        raise InputError(f"output directory {target} exists")
+    if target.exists() and not target.is_dir():
+        raise InputError(f"output {target} exists and is not a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    work.chmod(0o755)
+    try:
+        notes = []
+        _export_hf(model, tokenizer, work / "hf")
+        trtllm_note = _export_trtllm(model, work / "trtllm")
+        if trtllm_note:
+            notes.append(trtllm_note)
+        inputs: dict[str, Any] = {}
+        plan_sha = None
+        if isinstance(plan, Plan):
+            if plan_path is not None:
+                shutil.copyfile(plan_path, work / "plan.yaml")
+                inputs["plan"] = InputRef(path=str(plan_path), sha256=sha256_file(plan_path))
+            else:
+                save_artifact(plan, work / "plan.yaml")
+                inputs["plan"] = InputRef(path="plan.yaml", sha256=sha256_file(work / "plan.yaml"))
+            plan_sha = inputs["plan"].sha256
+        else:
+            text = json.dumps({k: list(v) for k, v in plan.items()}, indent=1) + "\n"
+            atomic_write_text(work / "assignment.json", text)
+            notes.append("applied a layer assignment, not a plan.yaml: assignment.json holds it")
+        calibration = dict(calibration or {})
+        if calibration.get("path"):
+            inputs["calibration"] = calibration["path"]
+        metadata = make_metadata(inputs=inputs, seed=calibration.get("seed"), notes=notes,
+                                 versions={"nvidia-modelopt": modelopt.__version__})
+        summary = QuantizeSummary(
+            artifact=QuantizeSummary.KIND,
+            schema_version=QuantizeSummary.SCHEMA_VERSION,
+            metadata=metadata,
+            model=model_name or _model_name(model),
+            plan_sha256=plan_sha,
+            calibration_sha256=metadata.inputs["calibration"].sha256 if "calibration" in metadata.inputs else None,
+            calibration_samples=calibration.get("samples"),
+            calibration_seq_len=calibration.get("seq_len"),
+            calibration_stages=[
+                {"algorithm": algorithm if isinstance(algorithm, str) else algorithm.get("method"),
+                 "layers": len(layers)}
+                for algorithm, layers in calibration_stages(plan)
+            ],
+            kv_cache="not quantized (the plan does not quantize the KV cache)",
+            hf_checkpoint="hf",
+            trtllm_checkpoint=None if trtllm_note else "trtllm",
+            layers=layer_summary(model, plan),
+        )
+        save_artifact(summary, work / "quantize_summary.json")
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(target, backup)
+            os.replace(work, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _model_name(model: Any) -> str:
+    return str(getattr(model.config, "_name_or_path", "") or type(model).__name__)

@@ -1,0 +1,200 @@
+"""A plan -> one ModelOpt `quant_cfg`: an ordered list, later entries override earlier ones.
+
+The list is: disable every quantizer; ModelOpt's own default exclusions (routers,
+BatchNorm, vision towers ...); then, for every planned layer in plan order, one
+weight-quantizer and one input-quantizer entry taken from its format's ModelOpt
+preset (INT4 block size replaced by the plan's group size), or two `enable: False`
+entries for a bf16 layer. The per-layer entries come last, as in ModelOpt's own
+`get_auto_quantize_config`, so a layer the plan quantizes (lm_head included) is
+quantized even where a default exclusion would match it. KV-cache quantizers are
+never enabled: the plan does not ask for them.
+
+ModelOpt 0.47 has one calibration algorithm per `mtq.quantize` call, applied to
+every enabled quantizer (awq_lite would AWQ-scale FP8 and INT8 layers too;
+smoothquant would leave FP8 input quantizers per-channel). So the plan is
+calibrated in stages, one per algorithm, each over only the layers whose format
+asks for it: `calibration_stages(plan)`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Union
+
+from trtq.artifacts.plan import Plan
+from trtq.errors import InputError, UnknownNameError
+from trtq.registry.formats import Format, get_format
+
+# The quantizers of a Linear that a per-layer entry sets.
+WEIGHT_QUANTIZER = "weight_quantizer"
+INPUT_QUANTIZER = "input_quantizer"
+
+# Calibration algorithm per format, as its ModelOpt preset names it, and the order
+# stages run in: weight-rewriting smoothing first, plain max calibration last.
+_STAGE_ORDER = ("smoothquant", "awq_lite", "max")
+
+
+def _preset(fmt: Format) -> dict[str, Any]:
+    """A deep copy of the format's ModelOpt preset (never the module-level dict itself)."""
+    import modelopt.torch.quantization as mtq
+
+    if fmt.modelopt_config is None:
+        raise InputError(f"format {fmt.name} has no ModelOpt config")
+    preset = getattr(mtq, fmt.modelopt_config, None)
+    if not isinstance(preset, dict):
+        raise InputError(f"this ModelOpt has no preset {fmt.modelopt_config} for format {fmt.name}")
+    return copy.deepcopy(preset)
+
+
+def _preset_entry(preset: dict[str, Any], quantizer: str) -> dict[str, Any]:
+    """The preset's `*<quantizer>` entry without its name: {'cfg': ...} or {'enable': ...}."""
+    for entry in preset["quant_cfg"]:
+        if entry.get("quantizer_name") == f"*{quantizer}" and "parent_class" not in entry:
+            return {k: v for k, v in entry.items() if k != "quantizer_name"}
+    raise InputError(f"ModelOpt preset has no '*{quantizer}' entry")
+
+
+def _with_group_size(cfg: Any, group_size: int) -> Any:
+    """The quantizer cfg with every block size along the last axis set to `group_size`.
+
+    W4A8's weight cfg is a list (INT4 blocks, then per-tensor FP8): only blocked stages change.
+    """
+    if isinstance(cfg, list):
+        return [_with_group_size(c, group_size) for c in cfg]
+    cfg = dict(cfg)
+    blocks = cfg.get("block_sizes")
+    if blocks:
+        blocks = dict(blocks)
+        blocks.pop("-1", None)
+        blocks[-1] = group_size
+        cfg["block_sizes"] = blocks
+    return cfg
+
+
+def format_entries(fmt: Format, group_size: int | None) -> dict[str, dict[str, Any]]:
+    """{'weight_quantizer': {...}, 'input_quantizer': {...}} (without names) for one format."""
+    if fmt.name == "bf16":
+        return {WEIGHT_QUANTIZER: {"enable": False}, INPUT_QUANTIZER: {"enable": False}}
+    preset = _preset(fmt)
+    entries = {q: _preset_entry(preset, q) for q in (WEIGHT_QUANTIZER, INPUT_QUANTIZER)}
+    if fmt.block_sizes:
+        if group_size is None:
+            raise InputError(f"format {fmt.name} needs a group size and the plan gives none")
+        entries[WEIGHT_QUANTIZER]["cfg"] = _with_group_size(entries[WEIGHT_QUANTIZER]["cfg"], group_size)
+    return entries
+
+
+def format_algorithm(fmt: Format) -> str | None:
+    """The calibration method of the format's ModelOpt preset; None for bf16."""
+    if fmt.name == "bf16":
+        return None
+    algorithm = _preset(fmt).get("algorithm")
+    method = algorithm.get("method") if isinstance(algorithm, dict) else algorithm
+    return method or "max"
+
+
+def _format_algorithm_cfg(fmt: Format) -> Any:
+    return _preset(fmt).get("algorithm") or "max"
+
+
+# What `trtq quantize` applies: a plan, or {layer: (format name, group size)} as
+# `Plan.layer_formats()` returns it (the benchmark builds those for AutoQuantize's plans).
+Assignment = Mapping[str, tuple[str, "int | None"]]
+PlanLike = Union[Plan, Assignment]
+
+
+def _check_group_size(where: str, fmt: Format, group_size: int | None, in_features: int | None) -> None:
+    if fmt.block_sizes:
+        if group_size is None:
+            raise InputError(f"{where}: format {fmt.name} needs a group_size")
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+            raise InputError(f"{where}: group_size must be a positive integer, got {group_size!r}")
+        if in_features is not None and in_features % group_size:
+            raise InputError(f"{where}: group_size {group_size} does not divide its input width {in_features}")
+    elif group_size is not None:
+        raise InputError(f"{where}: format {fmt.name} takes no group_size (got {group_size})")
+
+
+def plan_layers(plan: PlanLike) -> list[tuple[str, Format, int | None]]:
+    """(layer, format, group size) in plan order, checked: known format, group size where it belongs."""
+    if isinstance(plan, Plan):
+        rows = [(m, g.format, g.group_size, g.in_features, f"plan group {g.group}")
+                for g in plan.groups for m in g.members]
+        empty = [g.group for g in plan.groups if not g.members]
+        if empty:
+            raise InputError(f"plan group {empty[0]} has no member layers")
+    else:
+        rows = []
+        for layer, choice in plan.items():
+            if not isinstance(choice, (tuple, list)) or len(choice) != 2:
+                raise InputError(f"layer {layer}: expected (format, group_size), got {choice!r}")
+            rows.append((layer, choice[0], choice[1], None, f"layer {layer}"))
+    layers: list[tuple[str, Format, int | None]] = []
+    seen: set[str] = set()
+    for layer, format_name, group_size, in_features, where in rows:
+        try:
+            fmt = get_format(str(format_name))
+        except UnknownNameError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        _check_group_size(where, fmt, group_size, in_features)
+        if layer in seen:
+            raise InputError(f"plan names layer {layer} more than once")
+        seen.add(layer)
+        layers.append((layer, fmt, group_size))
+    if not layers:
+        raise InputError("plan has no layers")
+    return layers
+
+
+def _default_exclusions() -> list[dict[str, Any]]:
+    """ModelOpt's standard exclusions, as every preset carries them after its own entries."""
+    preset = _preset(get_format("fp8"))
+    own = {"*", f"*{WEIGHT_QUANTIZER}", f"*{INPUT_QUANTIZER}"}
+    return [e for e in preset["quant_cfg"] if e.get("quantizer_name") not in own or "parent_class" in e]
+
+
+def layer_pattern(layer: str, quantizer: str) -> str:
+    # The leading '*' keeps the pattern valid when the model is wrapped (a prefix on every name).
+    return f"*{layer}.{quantizer}"
+
+
+def primary_algorithm(plan: PlanLike) -> Any:
+    """The algorithm a single `mtq.quantize` call would use: awq_lite if any AWQ layer, else
+    smoothquant if any INT8-SQ layer, else max (what `trtq quantize` runs is `calibration_stages`)."""
+    by_method: dict[str, Any] = {}
+    for _, fmt, _ in plan_layers(plan):
+        method = format_algorithm(fmt)
+        if method is not None:
+            by_method.setdefault(method, _format_algorithm_cfg(fmt))
+    for method in ("awq_lite", "smoothquant"):
+        if method in by_method:
+            return by_method[method]
+    return "max"
+
+
+def build_quant_cfg(plan: PlanLike) -> dict[str, Any]:
+    """The plan as one ModelOpt quantize config: {'quant_cfg': [...], 'algorithm': ...}."""
+    quant_cfg: list[dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
+    quant_cfg.extend(_default_exclusions())
+    cache: dict[tuple[str, int | None], dict[str, dict[str, Any]]] = {}
+    for layer, fmt, group_size in plan_layers(plan):
+        key = (fmt.name, group_size)
+        if key not in cache:
+            cache[key] = format_entries(fmt, group_size)
+        for quantizer in (WEIGHT_QUANTIZER, INPUT_QUANTIZER):
+            quant_cfg.append({"quantizer_name": layer_pattern(layer, quantizer),
+                              **copy.deepcopy(cache[key][quantizer])})
+    return {"quant_cfg": quant_cfg, "algorithm": primary_algorithm(plan)}
+
+
+def calibration_stages(plan: PlanLike) -> list[tuple[Any, list[str]]]:
+    """[(algorithm cfg, layers it calibrates)], one stage per algorithm the plan's formats use."""
+    stages: dict[str, tuple[Any, list[str]]] = {}
+    for layer, fmt, _ in plan_layers(plan):
+        method = format_algorithm(fmt)
+        if method is None:
+            continue
+        stages.setdefault(method, (_format_algorithm_cfg(fmt), []))[1].append(layer)
+    unknown = [m for m in stages if m not in _STAGE_ORDER]
+    order = [m for m in _STAGE_ORDER if m in stages] + unknown
+    return [stages[m] for m in order]
