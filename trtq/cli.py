@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "trtq.sensitivity.commands",
     "trtq.plan.commands",
     "trtq.quantize.commands",
+    "trtq.eval.commands",
     "trtq.build.commands",
     "trtq.bench.commands",
     "trtq.report.commands",
@@ -30,8 +31,15 @@ COMMAND_MODULES = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are bad input too: one line on stderr, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"trtq: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trtq",
         description=(
             "Per-layer mixed precision for TensorRT-LLM, planned against measured latency "

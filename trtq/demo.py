@@ -1,7 +1,8 @@
 """`trtq demo`: the whole planning pipeline on the embedded SmolLM2-135M, on this machine.
 
-layers -> roofline profiles for H100, A100 and B200 -> sensitivity -> one plan per GPU
-at the same budget -> a summary table. SmolLM2's GEMMs are far below a GPU's launch
+layers -> roofline profiles for H100, A100 and B200 -> weight and Hessian sensitivity ->
+one plan per GPU at the same budgets -> a summary table -> the H100 plan applied with
+ModelOpt and its perplexity against bf16 -> the hardware comparison report. SmolLM2's GEMMs are far below a GPU's launch
 cost, so the demo plans against kernel time (launch cost 0) and says so.
 """
 
@@ -14,6 +15,9 @@ DEMO_MODEL = "smollm2-135m"
 DEMO_GPUS = ("H100-SXM", "A100-SXM-80GB", "B200")
 DEMO_BUDGETS = ("decode@16=0.45", "prefill@2048=0.9")
 DEMO_TOKENS = "1,16,128,2048"
+# Hutchinson settings that keep the demo to a minute or two on 2 CPU cores.
+DEMO_HESSIAN_SAMPLES, DEMO_HESSIAN_SEQ_LEN, DEMO_HESSIAN_PROBES = 4, 256, 6
+DEMO_EVAL_GPU = "H100-SXM"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from trtq.plan.api import PlanRequest, make_plan
     from trtq.plan.summary import print_plan_summary
     from trtq.profile.api import build_profile, parse_tokens
-    from trtq.sensitivity.api import weight_sensitivity
+    from trtq.sensitivity.api import hessian_sensitivity, weight_sensitivity
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -42,35 +46,47 @@ def run_demo(args: argparse.Namespace) -> int:
     budgets = args.budget or list(DEMO_BUDGETS)
     resolved = require_embedded_model()
 
-    log.print(f"[1/4] layers of {DEMO_MODEL}")
+    log.print(f"[1/5] layers of {DEMO_MODEL}")
     graph = build_layer_graph(resolved)
     save_artifact(graph, out / "layers.json")
     log.print(f"      {len(graph.layers)} quantizable layers, {len(graph.groups)} fused groups, "
               f"{len(graph.unique_shapes())} unique GEMM shapes")
 
-    log.print("[2/4] roofline profiles (kernel time: launch cost 0)")
+    log.print("[2/5] roofline profiles (kernel time: launch cost 0)")
     profiles = {}
     for gpu in DEMO_GPUS:
         profile = build_profile(graph, "roofline", gpu, parse_tokens(DEMO_TOKENS), launch_cost_ns=0.0)
         profiles[gpu] = save_artifact(profile, out / f"profile-{gpu}.json")
 
-    log.print("[3/4] weight sensitivity on the real model")
-    model, _tokenizer = load_pretrained(resolved)
-    sensitivity_path = save_artifact(weight_sensitivity(DEMO_MODEL, model=model), out / "sensitivity-weight.json")
+    log.print("[3/5] sensitivity on the real model: weight, then Hessian (HAWQ, Hutchinson traces)")
+    model, tokenizer = load_pretrained(resolved)
+    save_artifact(weight_sensitivity(DEMO_MODEL, model=model), out / "sensitivity-weight.json")
+    hessian = hessian_sensitivity(DEMO_MODEL, DEMO_HESSIAN_SAMPLES, DEMO_HESSIAN_SEQ_LEN, 0, model=model,
+                                  tokenizer=tokenizer, max_iterations=DEMO_HESSIAN_PROBES)
+    sensitivity_path = save_artifact(hessian, out / "sensitivity-hessian.json")
 
-    log.print(f"[4/4] one plan per GPU at {', '.join(budgets)}")
+    log.print(f"[4/5] one plan per GPU at {', '.join(budgets)} (Hessian sensitivity)")
     plans = []
     for gpu in DEMO_GPUS:
         plan = make_plan(DEMO_MODEL, profiles[gpu], sensitivity_path, gpu,
                          PlanRequest(budgets=budgets, pareto=args.pareto), graph=graph)
         save_artifact(plan, out / f"plan-{gpu}.yaml")
         plans.append(plan)
-    print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU (roofline kernel time)")
+    print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU (roofline kernel time, Hessian sensitivity)")
+
+    log.print(f"[5/5] perplexity of the {DEMO_EVAL_GPU} plan after ModelOpt fake quantization")
+    from trtq.eval.gate import EvalRequest, evaluate, verdict
+
+    result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{DEMO_EVAL_GPU}.yaml"), seq_len=256,
+                                  max_windows=16, calib_samples=8, calib_seq_len=256),
+                      model=model, tokenizer=tokenizer)
+    save_artifact(result, out / f"eval-{DEMO_EVAL_GPU}.json")
 
     from trtq.report.render import write_comparison_report
 
     report = write_comparison_report([out / f"plan-{gpu}.yaml" for gpu in DEMO_GPUS], args.report)
     console = stdout_console()
-    console.print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-weight.json, plan-*.yaml")
+    console.print(f"{DEMO_EVAL_GPU} plan on the evaluation text: {verdict(result)}")
+    console.print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-*.json, plan-*.yaml, eval-*.json")
     console.print(f"hardware comparison report: {report}")
     return 0

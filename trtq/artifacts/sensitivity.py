@@ -31,7 +31,7 @@ class Sensitivity(Artifact):
     SCHEMA_VERSION: ClassVar[int] = 1
 
     model: str
-    method: Literal["weight", "hessian"]
+    method: Literal["weight", "hessian", "fisher"]
     formats: list[str]
     settings: dict[str, Any] = {}
     rows: list[SensitivityRow]

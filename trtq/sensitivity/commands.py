@@ -8,19 +8,46 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sensitivity", help="per-layer, per-format quality cost (weight or Hessian-weighted)")
     p.add_argument("model", help="a model with weights: smollm2-135m or a local directory with safetensors")
-    p.add_argument("--method", choices=("weight", "hessian"), default="weight",
-                   help="weight: ||Q(W)-W||^2; hessian: Hutchinson tr(H) x ||Q(W)-W||^2 (HAWQ-V2/V3)")
+    p.add_argument("--method", choices=("weight", "hessian", "fisher"), default="weight",
+                   help="weight: ||Q(W)-W||^2; hessian: Hutchinson tr(H) x ||Q(W)-W||^2 (HAWQ-V2/V3); "
+                        "fisher: Fisher-weighted output error of quantized weights and activations")
     p.add_argument("--formats", help="comma-separated formats (default: all)")
     p.add_argument("--include-lm-head", action="store_true")
+    p.add_argument("--calib", metavar="FILE",
+                   help="hessian/fisher: UTF-8 calibration text (default: the shipped calibration text)")
+    p.add_argument("--samples", type=_positive_int, default=8,
+                   help="hessian/fisher: calibration windows (default: 8)")
+    p.add_argument("--seq-len", type=_positive_int, default=512,
+                   help="hessian/fisher: tokens per window (default: 512)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="hessian: stop a layer when its running trace mean changes by less than this "
+                        "fraction (default: 0.05)")
+    p.add_argument("--max-iterations", type=_positive_int, default=None,
+                   help="hessian: most Hutchinson probes (default: 12)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="sensitivity table (JSON or YAML)")
     p.set_defaults(handler=run_sensitivity)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     from trtq.console import stderr_console
     from trtq.sensitivity.api import compute_sensitivity
 
-    table = compute_sensitivity(args)
+    console = stderr_console()
+
+    def progress(iteration: int, active: int, total: int) -> None:
+        console.print(f"hessian: probe {iteration}, {total - active}/{total} layers converged")
+
+    table = compute_sensitivity(args, progress=progress)
     stderr_console().print(f"wrote {args.output}: {len(table.rows)} rows, method {table.method}")
     return 0

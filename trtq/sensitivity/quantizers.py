@@ -16,6 +16,17 @@ FP8_E4M3_MAX = 448.0
 E2M1_MAX = 6.0
 # The non-negative values an E2M1 (FP4) element can take.
 E2M1_GRID = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+# Midpoints between neighbouring E2M1 values; a tie at 0.75, 1.75 or 3.5 rounds up to the
+# value with an even mantissa (1.0, 2.0, 4.0), at the others down (round half to even).
+_E2M1_BOUNDS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+_E2M1_ROUND_UP_TIES = _E2M1_BOUNDS[[1, 3, 5]]
+# ModelOpt treats an amax at or below this as zero (the smallest FP16 subnormal).
+_ZERO_AMAX = 1.0 / (1 << 24)
+
+# The arithmetic below follows ModelOpt 0.47's CPU fake quantization operation for
+# operation (modelopt/torch/quantization/tensor_quant.py: _fp8_eager, _tensor_quant;
+# qtensor/nvfp4_tensor.py: NVFP4QTensor), so that rounding ties land on the same side:
+# the weights of a model shipped as a GGUF sit on a grid where ties are common.
 
 
 def _safe(scale: torch.Tensor) -> torch.Tensor:
@@ -23,17 +34,26 @@ def _safe(scale: torch.Tensor) -> torch.Tensor:
 
 
 def fp8_e4m3(x: torch.Tensor, amax: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-tensor (or broadcast `amax`) FP8 E4M3 quantize-dequantize."""
-    amax = x.abs().amax() if amax is None else amax
-    scale = _safe(amax / FP8_E4M3_MAX)
-    return (x / scale).to(torch.float8_e4m3fn).to(x.dtype) * scale
+    """Per-tensor (or broadcast `amax`) FP8 E4M3 quantize-dequantize: x * (448/amax) -> e4m3 -> / that."""
+    amax = (x.abs().amax() if amax is None else amax).to(torch.float32)
+    scale = 448.0 / torch.where(amax <= _ZERO_AMAX, torch.ones_like(amax), amax)
+    q = (x.to(torch.float32) * scale).clamp(min=-FP8_E4M3_MAX, max=FP8_E4M3_MAX).to(torch.float8_e4m3fn)
+    return (q.to(torch.float32) * (1 / scale)).to(x.dtype)
 
 
 def int_symmetric(x: torch.Tensor, bits: int, amax: torch.Tensor) -> torch.Tensor:
-    """Symmetric integer quantize-dequantize with scale amax / (2^(bits-1) - 1)."""
-    bound = 2 ** (bits - 1) - 1
-    scale = _safe(amax / bound)
-    return torch.clamp(torch.round(x / scale), -bound - 1, bound) * scale
+    """Symmetric integer quantize-dequantize, codes in [-2^(b-1), 2^(b-1) - 1], scale (2^(b-1) - 1) / amax.
+
+    A zero amax quantizes its values to zero.
+    """
+    amax = amax.to(torch.float32)
+    bound = 2.0 ** (bits - 1) - 1
+    zero = amax <= _ZERO_AMAX
+    # tensor / tensor, as ModelOpt divides: `float / tensor` is computed as reciprocal x float,
+    # which rounds differently and moves ties.
+    scale = torch.where(zero, torch.zeros_like(amax), torch.tensor(bound) / amax)
+    codes = torch.clamp((x.to(torch.float32) * scale).round_(), -bound - 1, bound)
+    return (codes / torch.where(zero, torch.ones_like(scale), scale)).to(x.dtype)
 
 
 def int8_per_channel(w: torch.Tensor) -> torch.Tensor:
@@ -47,34 +67,36 @@ def int4_blockwise(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return q.reshape(out_features, in_features)
 
 
-# Midpoints between neighbouring E2M1 values, and whether a tie there rounds up: round to
-# nearest, ties to the value with an even mantissa (0.75 -> 1, 1.25 -> 1, 5 -> 4), as cvt does.
-_E2M1_MIDPOINTS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
-_E2M1_TIE_UP = torch.tensor([False, True, False, True, False, True, False])
+def e2m1_codes(x: torch.Tensor) -> torch.Tensor:
+    """Index into E2M1_GRID of |x| rounded to nearest, ties to even, saturating at 6."""
+    magnitude = x.abs().to(torch.float32)
+    index = torch.searchsorted(_E2M1_BOUNDS, magnitude)
+    return index + (magnitude.unsqueeze(-1) == _E2M1_ROUND_UP_TIES).any(dim=-1).to(index.dtype)
 
 
-def _round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
-    grid = E2M1_GRID.to(x.dtype)
-    magnitude = x.abs().clamp(max=E2M1_MAX)
-    index = torch.bucketize(magnitude, _E2M1_MIDPOINTS.to(x.dtype))  # ties go down
-    at_tie = torch.bucketize(magnitude, _E2M1_MIDPOINTS.to(x.dtype), right=True) != index
-    index = index + (at_tie & _E2M1_TIE_UP[index.clamp(max=6)]).long()
-    return torch.sign(x) * grid[index]
+def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * E2M1_GRID.to(x.dtype)[e2m1_codes(x)]
+
+
+def nvfp4_scales(w: torch.Tensor, block_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E4M3 block scales [out, in/block], FP32 global scale): global = amax(W) / (6 * 448),
+    block = amax_b / (6 * global) clamped to E4M3's [2^-9, 448] (an all-zero block gets 1)."""
+    out_features, in_features = w.shape
+    blocks = w.reshape(out_features, in_features // block_size, block_size)
+    global_scale = w.abs().amax().to(torch.float32) / (E2M1_MAX * FP8_E4M3_MAX)
+    block_scale = blocks.abs().amax(dim=-1).to(torch.float32) / (E2M1_MAX * _safe(global_scale))
+    block_scale[block_scale == 0] = 1.0
+    return block_scale.clamp(min=2**-9, max=FP8_E4M3_MAX).to(torch.float8_e4m3fn), global_scale
 
 
 def nvfp4(w: torch.Tensor, block_size: int = 16) -> torch.Tensor:
-    """NVFP4: E2M1 elements, one E4M3 scale per 16-element block, one FP32 global scale.
-
-    global_scale = amax(W) / (6 * 448) so that block scales fit E4M3's range; each
-    block scale amax_b / 6 is stored in E4M3 in units of the global scale.
-    """
+    """NVFP4: E2M1 elements, one E4M3 scale per 16-element block, one FP32 global scale."""
     out_features, in_features = w.shape
-    blocks = w.reshape(out_features, in_features // block_size, block_size)
-    global_scale = _safe(w.abs().amax() / (E2M1_MAX * FP8_E4M3_MAX))
-    block_amax = blocks.abs().amax(dim=-1, keepdim=True)
-    block_scale = (block_amax / E2M1_MAX / global_scale).to(torch.float8_e4m3fn).to(w.dtype) * global_scale
-    q = _round_to_e2m1(blocks / _safe(block_scale)) * block_scale
-    return q.reshape(out_features, in_features)
+    blocks = w.reshape(out_features, in_features // block_size, block_size).to(torch.float32)
+    block_scale, global_scale = nvfp4_scales(w, block_size)
+    scale = (block_scale.to(torch.float32) * _safe(global_scale)).unsqueeze(-1)
+    q = round_to_e2m1(blocks / scale) * scale
+    return q.reshape(out_features, in_features).to(w.dtype)
 
 
 def quantize_dequantize(w: torch.Tensor, fmt: Format, group_size: int | None = None) -> torch.Tensor:
@@ -92,7 +114,9 @@ def quantize_dequantize(w: torch.Tensor, fmt: Format, group_size: int | None = N
         return int4_blockwise(w, group_size)
     if fmt.name == "w4a8_awq":
         # ModelOpt's W4A8 weight quantizer is INT4 blocks followed by a per-tensor FP8 stage.
-        return fp8_e4m3(int4_blockwise(w, group_size))
+        # Calibration collects every stage's amax with quantization off, so the FP8 stage's
+        # amax is that of W itself, not of the INT4 result (they differ in the last bits).
+        return fp8_e4m3(int4_blockwise(w, group_size), amax=w.abs().amax())
     if fmt.name == "nvfp4":
         return nvfp4(w, group_size)
     raise ValueError(f"no reference quantizer for format {fmt.name}")

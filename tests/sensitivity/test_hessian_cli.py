@@ -1,0 +1,60 @@
+"""`trtq sensitivity --method hessian` on the real SmolLM2, and its malformed inputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from trtq.artifacts import load_artifact
+from trtq.artifacts.sensitivity import Sensitivity
+from trtq.cli import main
+
+
+def test_hessian_table_on_the_real_model(tmp_path, capsys, smollm2_graph):
+    out = tmp_path / "hessian.json"
+    code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--samples", "2", "--seq-len", "32",
+                 "--max-iterations", "3", "--formats", "fp8,int4_awq,nvfp4", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    table = load_artifact(out, Sensitivity)
+    assert table.method == "hessian" and table.formats == ["bf16", "fp8", "int4_awq", "nvfp4"]
+    assert table.settings["samples"] == 2 and table.settings["seq_len"] == 32
+    layers = [layer.name for layer in smollm2_graph.layers]
+    assert [t.layer for t in table.traces] == layers
+    for trace in table.traces:
+        assert 2 <= trace.iterations <= 3
+        assert trace.converged == (trace.relative_change < 0.05)
+    # Same schema as --method weight: one row per (layer, format), omega = max(mean trace, 0) x error.
+    assert len(table.rows) == len(layers) * 4
+    traces = {t.layer: t for t in table.traces}
+    numel = {layer.name: layer.in_features * layer.out_features for layer in smollm2_graph.layers}
+    for row in table.rows:
+        mean_trace = traces[row.layer].trace / numel[row.layer]
+        assert row.hessian_trace == pytest.approx(mean_trace)
+        assert row.omega == pytest.approx(max(mean_trace, 0.0) * row.weight_error)
+    # The loss curves upwards along most layers of a trained model (3 probes are noisy, so loosely).
+    assert sum(t.trace > 0 for t in table.traces) > 0.5 * len(layers)
+    assert sum(t.trace for t in table.traces) > 0
+    by_format = {f: sum(r.omega for r in table.rows if r.format == f) for f in table.formats}
+    assert by_format["bf16"] < by_format["fp8"] < by_format["int4_awq"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--calib", "no-such-file.txt"], "text file not found"),
+    (["--tolerance", "2"], "tolerance must be between 0 and 1"),
+    (["--max-iterations", "1"], "max iterations must be at least 2"),
+    (["--samples", "100000", "--seq-len", "512"], "windows of 512, fewer than the 100000 asked for"),
+])
+def test_malformed_hessian_inputs_exit_2_with_one_line(tmp_path, capsys, extra, needle):
+    out = tmp_path / "s.json"
+    code = main(["sensitivity", "smollm2-135m", "--method", "hessian", *extra, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("trtq: error:") and err.count("\n") == 1 and needle in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, needle", [(["--samples", "0"], "must be at least 1"),
+                                           (["--seq-len", "x"], "not an integer")])
+def test_bad_numbers_are_usage_errors(tmp_path, capsys, extra, needle):
+    with pytest.raises(SystemExit) as info:
+        main(["sensitivity", "smollm2-135m", "--method", "hessian", *extra, "-o", str(tmp_path / "s.json")])
+    assert info.value.code == 2 and needle in capsys.readouterr().err

@@ -1,0 +1,145 @@
+"""The reference quantize-dequantize against ModelOpt (the truth) and against NVFP4 by hand.
+
+ModelOpt side: the weight_quantizer of every quantizable Linear of the real
+SmolLM2, configured from the format's ModelOpt preset with the block size the
+registry picks for that layer, calibrated with plain max calibration and input
+quantizers off. That isolates the quantizer arithmetic: AWQ's pre_quant_scale
+and SmoothQuant's smoothing rewrite the weight before quantization, which the
+reference (round-to-nearest on W itself) deliberately does not model.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from trtq.registry import get_format
+from trtq.sensitivity import quantizers
+from trtq.sensitivity.quantizers import quantize_dequantize
+
+MODELOPT_CPU_FORMATS = ["fp8", "int8_sq", "int4_awq", "w4a8_awq"]
+
+
+def _weight_only_config(fmt, layer_groups: dict[str, int | None]) -> dict:
+    """The format's preset, max calibration, input quantizers off, per-layer block sizes."""
+    import modelopt.torch.quantization as mtq
+
+    preset = copy.deepcopy(getattr(mtq, fmt.modelopt_config))
+    weight_cfg = next(e["cfg"] for e in preset["quant_cfg"] if e.get("quantizer_name") == "*weight_quantizer")
+    entries = [{"quantizer_name": "*", "enable": False}]
+    for key, group_size in layer_groups.items():
+        cfg = copy.deepcopy(weight_cfg)
+        for stage in cfg if isinstance(cfg, list) else [cfg]:
+            if "block_sizes" in stage:
+                stage["block_sizes"][-1] = group_size
+        entries.append({"quantizer_name": f"*{key}.weight_quantizer", "cfg": cfg})
+    return {"quant_cfg": entries, "algorithm": "max"}
+
+
+@pytest.fixture(scope="module")
+def model_linears(smollm2_model, smollm2_graph):
+    modules = dict(smollm2_model[0].named_modules())
+    return {layer.name: modules[layer.name] for layer in smollm2_graph.layers}
+
+
+@pytest.mark.parametrize("format_name", MODELOPT_CPU_FORMATS)
+def test_reference_matches_modelopt_weight_fake_quant_on_every_layer(format_name, model_linears):
+    import modelopt.torch.quantization as mtq
+
+    fmt = get_format(format_name)
+    keys = {name: name.replace(".", "_") for name in model_linears}
+    holder = torch.nn.ModuleDict({keys[name]: copy.deepcopy(linear) for name, linear in model_linears.items()})
+    groups = {keys[name]: fmt.group_size_for(linear.in_features) for name, linear in model_linears.items()}
+    if fmt.block_sizes:
+        assert set(groups.values()) == {64, 128}  # SmolLM2: 576 -> 64, 1536 (down_proj) -> 128
+
+    def forward_loop(module):
+        for linear in module.values():
+            linear(torch.zeros(1, linear.in_features))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mtq.quantize(holder, _weight_only_config(fmt, groups), forward_loop)
+
+    mismatched = []
+    with torch.no_grad():
+        for name, linear in model_linears.items():
+            quantized = holder[keys[name]]
+            assert quantized.weight_quantizer.is_enabled and not quantized.input_quantizer.is_enabled
+            truth = quantized.weight_quantizer(quantized.weight)
+            reference = quantize_dequantize(linear.weight, fmt, groups[keys[name]])
+            assert not torch.equal(truth, linear.weight)  # the quantizer really quantized
+            if not torch.equal(truth, reference):
+                mismatched.append(f"{name}: {int((truth != reference).sum())} elements")
+    assert not mismatched, f"{format_name}: reference differs from ModelOpt on {len(mismatched)} layers, " \
+                           f"e.g. {mismatched[:3]}"
+
+
+def test_nvfp4_reference_matches_modelopt_export_path_on_real_layers(model_linears):
+    # ModelOpt's NVFP4 fake quantizer needs CUDA, but the export path's NVFP4QTensor
+    # quantize/dequantize is plain torch: a second, independent check on the real weights.
+    from modelopt.torch.quantization.qtensor.nvfp4_tensor import NVFP4QTensor
+
+    for name in ["model.layers.0.self_attn.q_proj", "model.layers.11.mlp.down_proj",
+                 "model.layers.29.self_attn.v_proj"]:
+        weight = model_linears[name].weight.detach()
+        packed, block_scale, global_scale = NVFP4QTensor.quantize(weight.clone(), 16)
+        truth = packed.dequantize(dtype=torch.float32, scale=block_scale, double_scale=global_scale,
+                                  block_sizes={-1: 16})
+        assert torch.equal(quantize_dequantize(weight, get_format("nvfp4")), truth), name
+
+
+# --- NVFP4 by hand -----------------------------------------------------------------------------
+
+def test_nvfp4_hand_computed_block():
+    # One 16-element block holds the tensor's amax, 6.0: global scale = 6 / (6 * 448) = 1/448,
+    # block scale = 6 / (6 * global) = 448 exactly in E4M3, so the step is 448 * (1/448) = 1 and
+    # the elements round straight onto the E2M1 grid {0, .5, 1, 1.5, 2, 3, 4, 6}, ties to even.
+    block = torch.tensor([6.0, -6.0, 0.24, 0.25, 0.26, 0.75, -0.75, 1.25,
+                          1.75, 2.5, 3.5, 5.0, 5.1, -2.9, 0.0, 4.4])
+    expected = torch.tensor([6.0, -6.0, 0.0, 0.0, 0.5, 1.0, -1.0, 1.0,
+                             2.0, 2.0, 4.0, 4.0, 6.0, -3.0, 0.0, 4.0])
+    w = block.reshape(1, 16)
+    block_scale, global_scale = quantizers.nvfp4_scales(w)
+    assert global_scale.item() == pytest.approx(1 / 448, rel=1e-7)
+    assert block_scale.dtype == torch.float8_e4m3fn and block_scale.float().item() == 448.0
+    assert torch.equal(quantize_dequantize(w, get_format("nvfp4"))[0], expected)
+
+
+def test_nvfp4_hand_computed_two_blocks_with_e4m3_scale_rounding():
+    # Tensor amax 10.5 = 6 * 448 / 256: global scale = 2^-8 exactly.
+    # Block 0 holds the amax: block scale 10.5 / (6 * 2^-8) = 448, step 448 * 2^-8 = 1.75.
+    # Block 1's amax is 1.3: block scale 1.3 / (6 * 2^-8) = 55.47, which E4M3 (step 4 between 32
+    # and 64) stores as 56, so its step is 56 * 2^-8 = 0.21875.
+    first = torch.zeros(16)
+    first[:4] = torch.tensor([10.5, -2.625, 4.375, 0.7875])
+    second = torch.zeros(16)
+    second[:5] = torch.tensor([1.3, -0.3, 0.55, 0.546875, 0.3828125])
+    w = torch.cat([first, second]).reshape(1, 32)
+    block_scale, global_scale = quantizers.nvfp4_scales(w)
+    assert global_scale.item() == 2.0**-8
+    assert block_scale.float().tolist() == [[448.0, 56.0]]
+    q = quantize_dequantize(w, get_format("nvfp4"))[0]
+    # /1.75: 6, -1.5, 2.5 (tie -> 2, even mantissa), 0.45 -> 0.5
+    assert q[:4].tolist() == [10.5, -2.625, 2 * 1.75, 0.5 * 1.75]
+    step = 0.21875
+    # /step: 5.94 -> 6; -1.37 -> -1.5; 2.51 -> 3; 2.5 (tie) -> 2; 1.75 (tie) -> 2
+    assert q[16:21].tolist() == [6 * step, -1.5 * step, 3 * step, 2 * step, 2 * step]
+    assert torch.count_nonzero(q[4:16]) == 0 and torch.count_nonzero(q[21:]) == 0
+
+
+def test_nvfp4_all_zero_block_stays_zero_and_needs_16_wide_rows():
+    w = torch.zeros(2, 32)
+    w[0, 0] = 1.0
+    q = quantize_dequantize(w, get_format("nvfp4"))
+    assert torch.equal(q, w)
+    assert not get_format("nvfp4").available_for(24)
+
+
+def test_int8_rounds_ties_like_modelopt():
+    # x * (127 / amax) = 63.5 exactly: rounds half to even (64), as torch.round in ModelOpt does.
+    w = torch.tensor([[127.0, 63.5, -63.5, 62.5]])
+    assert quantize_dequantize(w, get_format("int8_sq")).tolist() == [[127.0, 64.0, -64.0, 62.0]]

@@ -1,0 +1,1 @@
+"""The quality gate: perplexity and lm-evaluation-harness tasks, reference against quantized."""

@@ -1,0 +1,226 @@
+"""`trtq eval`: perplexity (and lm-eval tasks) of the reference model against the quantized one.
+
+The quantized model for a plan is the other stages' own: `quantize_model` (ModelOpt
+fake quantization, calibrated stage by stage) on a copy of the loaded model. NVFP4
+layers, which ModelOpt quantizes only on CUDA, get their weights replaced by trtq's
+reference NVFP4 quantize-dequantize on a CPU machine (weights only; said in the notes).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trtq.artifacts import load_artifact, make_metadata
+from trtq.artifacts.eval import EvalResult, TaskResult
+from trtq.artifacts.io import sha256_file
+from trtq.artifacts.plan import Plan
+from trtq.errors import InputError, UnsupportedError
+
+DEFAULT_MAX_WINDOWS = 32
+DEFAULT_CALIB_SAMPLES = 16
+
+
+@dataclass
+class EvalRequest:
+    model: str
+    plan: str | None = None
+    checkpoint: str | None = None
+    text: str | None = None
+    seq_len: int = 512
+    max_windows: int | None = DEFAULT_MAX_WINDOWS
+    max_ppl_increase: float = 5.0
+    lm_eval: str | None = None
+    lm_eval_limit: int | None = None
+    calib: str | None = None
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    calib_seq_len: int = 512
+    seed: int = 0
+
+
+def check_request(request: EvalRequest) -> None:
+    """Everything cheap, before a model loads."""
+    if (request.plan is None) == (request.checkpoint is None):
+        raise InputError("trtq eval needs exactly one of --plan FILE or --checkpoint DIR")
+    if request.seq_len < 2:
+        raise InputError(f"--seq-len must be at least 2, got {request.seq_len}")
+    if request.max_windows is not None and request.max_windows < 1:
+        raise InputError(f"--windows must be at least 1, got {request.max_windows}")
+    if not request.max_ppl_increase >= 0:
+        raise InputError(f"--max-ppl-increase must be >= 0 percent, got {request.max_ppl_increase}")
+    if request.calib_samples < 1 or request.calib_seq_len < 2:
+        raise InputError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
+    if request.lm_eval_limit is not None and request.lm_eval_limit < 1:
+        raise InputError(f"--lm-eval-limit must be at least 1, got {request.lm_eval_limit}")
+    if request.checkpoint is not None:
+        refuse_checkpoint(Path(request.checkpoint))
+
+
+def refuse_checkpoint(directory: Path) -> None:
+    """An exported checkpoint cannot be scored on CPU: say so in one line (see the report of issue 4).
+
+    ModelOpt's unified HF export stores packed INT4 (uint8, two per byte), INT8 and FP8
+    weights with their scales and AWQ/SmoothQuant pre_quant_scale vectors; transformers
+    5 refuses to load it as a float model (shape mismatch on the packed weights), and
+    ModelOpt's restore path needs the modelopt_state that the export does not write.
+    """
+    hf = directory / "hf" if (directory / "hf").is_dir() else directory
+    if not directory.exists():
+        raise InputError(f"checkpoint directory not found: {directory}")
+    if not (hf / "hf_quant_config.json").is_file():
+        raise InputError(f"{directory} is not a trtq/ModelOpt checkpoint (no hf_quant_config.json)")
+    raise UnsupportedError(
+        f"cannot score the exported checkpoint {directory} here: its packed quantized weights do not load "
+        "as a float model on CPU; evaluate the plan it came from instead: trtq eval MODEL --plan "
+        f"{directory / 'plan.yaml'}"
+    )
+
+
+def split_plan(plan: Plan, cuda_available: bool) -> tuple[dict[str, tuple[str, int | None]], dict[str, int]]:
+    """(layers ModelOpt quantizes here, NVFP4 layers -> block size for the reference substitute)."""
+    from trtq.registry import get_format
+
+    modelopt_layers: dict[str, tuple[str, int | None]] = {}
+    reference_layers: dict[str, int] = {}
+    for layer, (format_name, group_size) in plan.layer_formats().items():
+        fmt = get_format(format_name)
+        if fmt.name == "bf16":
+            continue
+        if fmt.modelopt_on_cpu or cuda_available:
+            modelopt_layers[layer] = (fmt.name, group_size)
+        else:
+            reference_layers[layer] = group_size or 16
+    return modelopt_layers, reference_layers
+
+
+def quantized_copy(model: Any, plan: Plan, calib_batches: Any) -> tuple[Any, list[str]]:
+    """A fake-quantized copy of `model` as the plan says, and notes on how it was made."""
+    import torch
+
+    from trtq.quantize.apply import quantize_model
+    from trtq.registry import get_format
+    from trtq.sensitivity.quantizers import quantize_dequantize
+
+    modelopt_layers, reference_layers = split_plan(plan, torch.cuda.is_available())
+    quantized = copy.deepcopy(model)
+    notes = []
+    if modelopt_layers:
+        quantize_model(quantized, modelopt_layers, calib_batches)
+        notes.append(f"{len(modelopt_layers)} layers fake-quantized by ModelOpt "
+                     "(trtq.quantize.apply.quantize_model: weights and activations as each format says)")
+    if reference_layers:
+        modules = dict(quantized.named_modules())
+        nvfp4 = get_format("nvfp4")
+        with torch.no_grad():
+            for layer, block in reference_layers.items():
+                weight = modules[layer].weight
+                weight.copy_(quantize_dequantize(weight, nvfp4, block))
+        notes.append(f"{len(reference_layers)} NVFP4 layers: weights replaced by trtq's reference NVFP4 "
+                     "quantize-dequantize (ModelOpt's NVFP4 needs CUDA); activations NOT quantized")
+    return quantized, notes
+
+
+def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, progress=None) -> EvalResult:
+    """Run the gate; the caller saves the artifact and turns `passed` into an exit code."""
+    import torch
+
+    from trtq.data import CALIBRATION_PATH, EVALUATION_PATH, encode_text, read_text_file, text_sha256, token_batches
+    from trtq.eval.lm_eval import degradation, evaluate_tasks, parse_task_spec
+    from trtq.eval.perplexity import evenly_spaced_windows, perplexity
+    from trtq.model.zoo import load_pretrained, resolve_model
+
+    say = progress or (lambda message: None)
+    check_request(request)
+    tasks = parse_task_spec(request.lm_eval) if request.lm_eval else {}
+    plan = load_artifact(request.plan, Plan)
+    resolved = resolve_model(request.model)
+    if plan.model != resolved.name:
+        raise InputError(f"plan {request.plan} was made for model {plan.model!r}, not {resolved.name!r}")
+    text_path = Path(request.text) if request.text else EVALUATION_PATH
+    text = read_text_file(text_path)
+    calib_path = Path(request.calib) if request.calib else CALIBRATION_PATH
+    calib_text = read_text_file(calib_path)
+    if text_sha256(text) == text_sha256(calib_text):
+        raise InputError(f"the evaluation text {text_path} is the calibration text: score on other text")
+
+    if model is None or tokenizer is None:
+        started = time.perf_counter()
+        model, tokenizer = load_pretrained(resolved)
+        say(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s")
+    windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
+    started = time.perf_counter()
+    reference = perplexity(model, windows)
+    say(f"reference perplexity {reference.ppl:.3f} over {reference.windows} x {request.seq_len} tokens "
+        f"({time.perf_counter() - started:.0f} s)")
+
+    calib_batches = token_batches(tokenizer, calib_text, request.calib_samples, request.calib_seq_len, request.seed)
+    started = time.perf_counter()
+    quantized, notes = quantized_copy(model, plan, calib_batches)
+    say(f"quantized as {request.plan} in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    result = perplexity(quantized, windows)
+    say(f"quantized perplexity {result.ppl:.3f} ({time.perf_counter() - started:.0f} s)")
+    increase = result.ppl / reference.ppl - 1.0
+    threshold = request.max_ppl_increase / 100.0
+    ppl_passed = increase <= threshold
+
+    task_results = []
+    if tasks:
+        names = list(tasks)
+        say(f"lm-eval {', '.join(names)} on the reference model")
+        before = evaluate_tasks(model, tokenizer, names, limit=request.lm_eval_limit)
+        say(f"lm-eval {', '.join(names)} on the quantized model")
+        after = evaluate_tasks(quantized, tokenizer, names, limit=request.lm_eval_limit)
+        for name in names:
+            metric, ref_value, samples = before[name]
+            q_value = after[name][1]
+            drop = degradation(ref_value, q_value)
+            limit = tasks[name] / 100.0
+            task_results.append(TaskResult(task=name, metric=metric, reference=ref_value, quantized=q_value,
+                                           degradation=drop, threshold=limit, passed=drop <= limit,
+                                           samples=samples))
+    del quantized
+
+    counts: dict[str, int] = {}
+    for fmt_name, _ in plan.layer_formats().values():
+        counts[fmt_name] = counts.get(fmt_name, 0) + 1
+    notes.append(f"reference: the unquantized model ({next(model.parameters()).dtype}); "
+                 f"windows: {reference.windows} non-overlapping, evenly spaced over the text")
+    if tasks:
+        notes.append("lm-eval degradation = relative drop of the task metric, (reference - quantized) / reference")
+    return EvalResult(
+        artifact=EvalResult.KIND,
+        schema_version=EvalResult.SCHEMA_VERSION,
+        metadata=make_metadata(inputs={"plan": request.plan, "text": text_path, "calib": calib_path},
+                               seed=request.seed, notes=notes,
+                               versions={"torch_threads": str(torch.get_num_threads())}),
+        model=resolved.name,
+        source="plan",
+        plan=str(request.plan),
+        plan_sha256=sha256_file(request.plan),
+        text=str(text_path),
+        text_sha256=text_sha256(text),
+        seq_len=request.seq_len,
+        windows=reference.windows,
+        tokens=reference.tokens,
+        ppl_bf16=reference.ppl,
+        ppl_quant=result.ppl,
+        relative_increase=increase,
+        threshold=threshold,
+        passed=ppl_passed and all(t.passed for t in task_results),
+        lm_eval=task_results,
+        layer_formats=counts,
+    )
+
+
+def verdict(result: EvalResult) -> str:
+    """One line: what passed or failed, and by how much."""
+    parts = [f"perplexity {result.ppl_bf16:.3f} -> {result.ppl_quant:.3f} "
+             f"({100 * result.relative_increase:+.2f}%, limit {100 * result.threshold:g}%)"]
+    for task in result.lm_eval:
+        parts.append(f"{task.task} {task.metric} {task.reference:.4f} -> {task.quantized:.4f} "
+                     f"({-100 * task.degradation:+.2f}%, limit -{100 * task.threshold:g}%)")
+    return ("PASS: " if result.passed else "FAIL: ") + "; ".join(parts)

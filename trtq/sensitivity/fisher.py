@@ -1,0 +1,141 @@
+"""Fisher sensitivity: the loss cost of quantizing a layer's weights *and* its inputs.
+
+HAWQ's Omega = mean tr(H_W) x ||Q_f(W) - W||^2 sees only the weights. It cannot tell FP8
+(per-tensor FP8 activations) from INT8-SmoothQuant (per-tensor INT8 activations after
+SmoothQuant moves every input channel's range into the weights), yet on real models the
+second costs far more. This method measures, per layer and format, the change of the
+layer's output when the kernel's quantized operands replace the exact ones,
+
+    dY_f = Q_a(X') Q_w(W')^T - X W^T        (X', W': SmoothQuant-migrated for int8_sq)
+
+and weights it element by element with the empirical Fisher of the loss with respect to
+that output, Omega = 1/2 sum (dL/dY)^2 dY_f^2: the second-order change of the loss,
+with the Fisher standing in for the Hessian of the output. One forward and one backward
+per calibration batch serve every layer and format; quantized weights are made once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from trtq.artifacts.layers import LayerGraph
+from trtq.registry.formats import Format
+from trtq.sensitivity.quantizers import fp8_e4m3, int_symmetric, nvfp4, quantize_dequantize
+
+SMOOTHQUANT_ALPHA = 1.0  # ModelOpt's SmoothQuant default
+
+
+def smoothquant_scales(x: torch.Tensor) -> torch.Tensor:
+    """Per-input-channel SmoothQuant scales max|X_j|^alpha (alpha = 1: all range to the weights)."""
+    return x.abs().amax(dim=0).clamp(min=1e-5).pow(SMOOTHQUANT_ALPHA)
+
+
+def quantized_inputs(x: torch.Tensor, fmt: Format, smooth: torch.Tensor | None) -> torch.Tensor:
+    """Q_a(X') as format f's kernel multiplies it; x is [tokens, in]."""
+    if fmt.act_dtype == "bf16":
+        return x.to(torch.bfloat16).to(x.dtype)
+    if fmt.act_dtype == "fp8_e4m3":
+        return fp8_e4m3(x)
+    if fmt.act_dtype == "int8":
+        smoothed = x / smooth
+        return int_symmetric(smoothed, 8, smoothed.abs().amax())
+    if fmt.act_dtype == "e2m1":
+        return nvfp4(x, fmt.group_size_for(x.shape[1]))
+    raise ValueError(f"no reference activation quantizer for {fmt.name} ({fmt.act_dtype})")
+
+
+class FisherScores:
+    """Hooks that keep each layer's input on the forward pass and score every format on the backward."""
+
+    def __init__(self, model: torch.nn.Module, graph: LayerGraph, formats: list[Format], smooth_batches):
+        self.modules = dict(model.named_modules())
+        self.graph = graph
+        self.formats = {layer.name: [f for f in formats if f.available_for(layer.in_features)]
+                        for layer in graph.layers}
+        self.scores: dict[tuple[str, str], float] = defaultdict(float)
+        self.smooth = self._smoothing(model, smooth_batches)
+        self.weights = self._quantized_weights()
+        self._inputs: dict[str, torch.Tensor] = {}
+        self._handles = []
+
+    def _smoothing(self, model, batches) -> dict[str, torch.Tensor]:
+        """SmoothQuant scales from the calibration set's per-channel input maxima, as ModelOpt calibrates."""
+        amax: dict[str, torch.Tensor] = {}
+
+        def hook(name):
+            def record(module, inputs, output):
+                x = inputs[0].detach().reshape(-1, module.in_features).float().abs().amax(dim=0)
+                amax[name] = torch.maximum(amax[name], x) if name in amax else x
+            return record
+
+        handles = [self.modules[layer.name].register_forward_hook(hook(layer.name)) for layer in self.graph.layers]
+        try:
+            with torch.no_grad():
+                for ids in batches:
+                    model(input_ids=ids.reshape(1, -1), use_cache=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {name: a.clamp(min=1e-5).pow(SMOOTHQUANT_ALPHA) for name, a in amax.items()}
+
+    def _quantized_weights(self) -> dict[tuple[str, str], torch.Tensor]:
+        out = {}
+        with torch.no_grad():
+            for layer in self.graph.layers:
+                w = self.modules[layer.name].weight.detach().float()
+                for fmt in self.formats[layer.name]:
+                    kernel_w = w * self.smooth[layer.name] if fmt.act_dtype == "int8" else w
+                    out[layer.name, fmt.name] = quantize_dequantize(kernel_w, fmt).t().contiguous()
+        return out
+
+    def __enter__(self) -> "FisherScores":
+        for layer in self.graph.layers:
+            module = self.modules[layer.name]
+            self._handles.append(module.register_forward_hook(self._keep_input(layer.name)))
+            self._handles.append(module.register_full_backward_hook(self._score(layer.name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._inputs.clear()
+
+    def _keep_input(self, name: str):
+        def hook(module, inputs, output):
+            self._inputs[name] = inputs[0].detach().reshape(-1, module.in_features)
+        return hook
+
+    def _score(self, name: str):
+        def hook(module, grad_input, grad_output):
+            with torch.no_grad():
+                x = self._inputs.pop(name).float()
+                grad = grad_output[0].detach().reshape(x.shape[0], -1).float().pow(2)
+                exact = x @ module.weight.detach().float().t()
+                for fmt in self.formats[name]:
+                    delta = quantized_inputs(x, fmt, self.smooth[name]) @ self.weights[name, fmt.name] - exact
+                    self.scores[name, fmt.name] += 0.5 * float((grad * delta.pow(2)).sum(dtype=torch.float64))
+        return hook
+
+
+def fisher_scores(model: torch.nn.Module, graph: LayerGraph, formats: list[Format],
+                  batches: torch.Tensor) -> dict[tuple[str, str], float]:
+    """(layer, format) -> Omega over `batches` ([n, seq_len] token ids), summed over batches."""
+    parameters = list(model.parameters())
+    saved = [p.requires_grad for p in parameters]
+    scorer = FisherScores(model, graph, formats, batches)
+    try:
+        for p in parameters:
+            p.requires_grad_(False)
+        with scorer:
+            for ids in batches:
+                ids = ids.reshape(1, -1)
+                embeddings = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+                loss = model(inputs_embeds=embeddings, labels=ids, use_cache=False).loss
+                loss.backward()
+    finally:
+        for p, flag in zip(parameters, saved):
+            p.requires_grad_(flag)
+    return dict(scorer.scores)
