@@ -62,6 +62,7 @@ class SolverInfo(StrictModel):
     mip_rel_gap: float                # the gap asked for
     proven_gap: float | None = None   # the gap HiGHS proved for this plan
     time_limit_s: float | None = None
+    pareto_mip_rel_gap: float | None = None  # the gap each Pareto point was solved to
 
 
 class Plan(Artifact):

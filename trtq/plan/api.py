@@ -35,7 +35,9 @@ class PlanRequest:
     mip_rel_gap: float = 1e-3
     # A hard instance stops here with its best plan; the plan records the gap it proved.
     time_limit_s: float = 10.0
-    # Each Pareto point gets this long: the front is for choosing, the chosen plan is solved fully.
+    # The front is for choosing, and the chosen plan is solved at mip_rel_gap: each Pareto point
+    # stops at 0.5% (sum of Omega within 0.3% of the 0.1% solutions on a 70B, at 2.3x the speed).
+    pareto_mip_rel_gap: float = 5e-3
     pareto_time_limit_s: float = 2.0
 
 
@@ -182,7 +184,7 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         notes.append(f"the solver stopped at the {request.time_limit_s:g} s time limit with a plan proven within "
                      f"{sol.gap:.2%} of the optimum (--time-limit raises it)")
     totals = costs.totals(sol.choice)
-    front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver, request.mip_rel_gap,
+    front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver, request.pareto_mip_rel_gap,
                          request.pareto_time_limit_s) if request.pareto else []
     chosen = [costs.formats[f] for f in sol.choice]
     marked = False
@@ -208,7 +210,8 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         fixed_parameter_bytes=costs.fixed_bytes,
         solver=SolverInfo(name=sol.solver, version=sol.solver_version, status=sol.status,
                           solve_time_s=sol.solve_time_s, objective=sol.objective, mip_rel_gap=request.mip_rel_gap,
-                          proven_gap=sol.gap, time_limit_s=request.time_limit_s),
+                          proven_gap=sol.gap, time_limit_s=request.time_limit_s,
+                          pareto_mip_rel_gap=request.pareto_mip_rel_gap if front else None),
         groups=group_choices(costs, sol.choice),
         totals=totals,
         pareto=front,
