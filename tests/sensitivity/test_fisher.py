@@ -67,3 +67,18 @@ def test_smoothquant_migration_is_exact_before_quantization():
     s = smoothquant_scales(x)
     assert torch.allclose((x / s) @ (w * s).t(), x @ w.t(), rtol=1e-4, atol=1e-4)
     assert (x / s).abs().amax() == pytest.approx(1.0)
+
+
+def test_fisher_method_on_the_real_model_fills_the_shared_table(smollm2_model, tmp_path):
+    from trtq.artifacts import load_artifact, save_artifact
+    from trtq.artifacts.sensitivity import Sensitivity
+    from trtq.sensitivity.api import fisher_sensitivity
+
+    model, tokenizer = smollm2_model
+    table = fisher_sensitivity("smollm2-135m", samples=1, seq_len=64, model=model, tokenizer=tokenizer,
+                               formats="fp8,int8_sq,int4_awq")
+    assert table.method == "fisher" and len(table.rows) == 210 * 4
+    assert all(r.omega >= 0 and r.weight_error >= 0 for r in table.rows)
+    omega = table.omega_map()
+    assert all(omega[layer, "bf16"] <= omega[layer, "int4_awq"] for layer, _ in omega)
+    assert load_artifact(save_artifact(table, tmp_path / "fisher.json"), Sensitivity) == table

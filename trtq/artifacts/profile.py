@@ -29,7 +29,7 @@ class Profile(Artifact):
 
     model: str
     gpu: str                          # registry name; "cpu" for the cpu backend
-    backend: str                      # roofline | cpu | cuda
+    backend: str                      # roofline | roofline-calibrated | cpu | cuda
     launch_cost_ns: float             # fixed cost included in every latency_ns (0 = pure kernel time)
     tokens: list[int]
     formats: list[str]

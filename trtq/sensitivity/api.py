@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from trtq.artifacts import make_metadata, save_artifact
 from trtq.artifacts.sensitivity import Sensitivity
@@ -41,6 +42,40 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
     )
 
 
+@dataclass
+class _Calibrated:
+    """What the data-driven methods share: the layer graph, formats, loaded model and windows."""
+
+    resolved: object
+    graph: object
+    formats: list
+    model: object
+    batches: object
+    inputs: dict
+
+
+def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, tokenizer,
+                formats: str | None, include_lm_head: bool, calib: str | None) -> _Calibrated:
+    """`samples` windows of `seq_len` tokens drawn (seeded) from the shipped calibration text or `calib`."""
+    from trtq.data import calibration_text, read_text_file, token_batches
+    from trtq.data.texts import CALIBRATION_PATH
+    from trtq.model.layers import build_layer_graph
+    from trtq.model.zoo import load_pretrained, resolve_model
+
+    resolved = resolve_model(model_spec)
+    graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
+    fmts = parse_formats(formats)
+    text = read_text_file(calib) if calib else calibration_text()
+    if model is None or tokenizer is None:
+        loaded_model, loaded_tokenizer = load_pretrained(resolved)
+        model = model if model is not None else loaded_model
+        tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
+    inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
+    if resolved.weights and resolved.weights.is_file():
+        inputs["weights"] = str(resolved.weights)
+    return _Calibrated(resolved, graph, fmts, model, token_batches(tokenizer, text, samples, seq_len, seed), inputs)
+
+
 def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
                         model=None, tokenizer=None, *, formats: str | None = None,
                         include_lm_head: bool = False, calib: str | None = None,
@@ -53,10 +88,6 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
     """
     import torch
 
-    from trtq.data import calibration_text, read_text_file, token_batches
-    from trtq.data.texts import CALIBRATION_PATH
-    from trtq.model.layers import build_layer_graph
-    from trtq.model.zoo import load_pretrained, resolve_model
     from trtq.sensitivity.hessian import (
         DEFAULT_MAX_ITERATIONS,
         DEFAULT_TOLERANCE,
@@ -71,21 +102,11 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         raise InputError(f"tolerance must be between 0 and 1, got {tolerance}")
     if max_iterations < 2:
         raise InputError(f"max iterations must be at least 2, got {max_iterations}")
-    resolved = resolve_model(model_spec)
-    graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
-    fmts = parse_formats(formats)
-    text = read_text_file(calib) if calib else calibration_text()
-    if model is None or tokenizer is None:
-        loaded_model, loaded_tokenizer = load_pretrained(resolved)
-        model = model if model is not None else loaded_model
-        tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
-    batches = token_batches(tokenizer, text, samples, seq_len, seed)
-    run = model_traces(model, graph, batches, tolerance=tolerance, max_iterations=max_iterations,
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
+    run = model_traces(model, graph, c.batches, tolerance=tolerance, max_iterations=max_iterations,
                        seed=seed, progress=progress)
     rows = hessian_rows(model, graph, fmts, run)
-    inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
-    if resolved.weights and resolved.weights.is_file():
-        inputs["weights"] = str(resolved.weights)
     converged = sum(stats.converged for stats in run.traces.values())
     return Sensitivity(
         artifact=Sensitivity.KIND,
@@ -118,32 +139,18 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
 
     import torch
 
-    from trtq.data import calibration_text, read_text_file, token_batches
-    from trtq.data.texts import CALIBRATION_PATH
-    from trtq.model.layers import build_layer_graph
-    from trtq.model.zoo import load_pretrained, resolve_model
     from trtq.sensitivity.fisher import fisher_scores
     from trtq.sensitivity.weight import weight_rows
 
-    resolved = resolve_model(model_spec)
-    graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
-    fmts = parse_formats(formats)
-    text = read_text_file(calib) if calib else calibration_text()
-    if model is None or tokenizer is None:
-        loaded_model, loaded_tokenizer = load_pretrained(resolved)
-        model = model if model is not None else loaded_model
-        tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
-    batches = token_batches(tokenizer, text, samples, seq_len, seed)
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     torch.manual_seed(seed)
     start = time.perf_counter()
-    scores = fisher_scores(model, graph, fmts, batches)
+    scores = fisher_scores(model, graph, fmts, c.batches)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         rows = [row.model_copy(update={"omega": scores[row.layer, row.format]})
                 for row in weight_rows(model, graph, fmts)]
-    inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
-    if resolved.weights and resolved.weights.is_file():
-        inputs["weights"] = str(resolved.weights)
     return Sensitivity(
         artifact=Sensitivity.KIND,
         schema_version=Sensitivity.SCHEMA_VERSION,
