@@ -21,7 +21,8 @@ DEMO_EVAL_GPU = "H100-SXM"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="plan SmolLM2-135M for H100, A100 and B200 end to end on this machine")
+    p = sub.add_parser("demo", help="plan SmolLM2-135M for H100, A100 and B200, quantize one plan, "
+                                    "write the comparison report")
     p.add_argument("-o", "--out-dir", default="engines/demo", help="where the demo's artifacts go")
     p.add_argument("--report", default="reports/demo-compare.html", help="the hardware comparison report")
     p.add_argument("--budget", action="append", default=None, metavar="PHASE@TOKENS=VALUE",

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sensitivity", help="per-layer, per-format quality cost (weight or Hessian-weighted)")
+    p = sub.add_parser("sensitivity", help="per-layer, per-format quality cost (weight, Hessian or Fisher)")
     p.add_argument("model", help="a model with weights: smollm2-135m or a local directory with safetensors")
     p.add_argument("--method", choices=("weight", "hessian", "fisher"), default="weight",
                    help="weight: ||Q(W)-W||^2; hessian: Hutchinson tr(H) x ||Q(W)-W||^2 (HAWQ-V2/V3); "
