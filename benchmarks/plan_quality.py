@@ -13,7 +13,7 @@ evaluation text after ModelOpt fake quantization (trtq.quantize.apply.quantize_m
 calibration windows for every plan) of:
   1. trtq's plan with Hessian sensitivity,  2. trtq's plan with weight sensitivity,
   3. mtq.auto_quantize (same formats, calibration and scoring windows, lm_head disabled), its
-     effective_bits bisected for the largest value whose plan meets both budgets under the same
+     effective_bits searched (grid, then bisection) for the largest value whose plan meets both budgets under the same
      profile (the plan read back per layer and costed with trtq.plan.costs like trtq's own),
   4. the best uniform format that meets both budgets.
 
@@ -353,7 +353,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-windows", type=int, default=32, help="evaluation windows of --seq-len tokens")
     parser.add_argument("--eval-batch", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bisect-steps", type=int, default=24, help="AutoQuantize effective_bits bisection steps")
+    parser.add_argument("--bisect-steps", type=int, default=8, help="AutoQuantize effective_bits bisection steps")
+    parser.add_argument("--aq-grid-step", type=float, default=0.5,
+                        help="AutoQuantize effective_bits grid, 16 down to 6, scanned before bisecting")
     parser.add_argument("--cache", help="cache directory (default ~/.cache/trtq/bench/plan_quality)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
@@ -419,12 +421,14 @@ def main(argv=None) -> int:
             sol = solve(p)
             if sol.feasible:
                 row["plans"][method] = bench.assignment(costs[method], sol.choice)
-        # AutoQuantize: bisect effective_bits for the largest target whose plan meets both budgets.
-        low, high = 6.0, 16.0
-        best_bits = None
-        if meets(totals_of(aq_plan(high)), fraction):
-            best_bits = high
-        elif meets(totals_of(aq_plan(low)), fraction):
+        # AutoQuantize: the largest effective_bits target whose plan meets both budgets. The set of
+        # targets that meet them need not reach down to the lowest target (low-bit plans pick
+        # INT4-AWQ, which misses prefill), so scan a grid from 16 bits down, then bisect between the
+        # first target that meets the budgets and the grid point above it.
+        grid = [16.0 - args.aq_grid_step * i for i in range(int(10.0 / args.aq_grid_step) + 1)]
+        best_bits = next((bits for bits in grid if meets(totals_of(aq_plan(bits)), fraction)), None)
+        if best_bits is not None and best_bits < 16.0:
+            low, high = best_bits, best_bits + args.aq_grid_step
             for _ in range(args.bisect_steps):
                 mid = (low + high) / 2
                 if meets(totals_of(aq_plan(mid)), fraction):
