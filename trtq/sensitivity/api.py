@@ -112,7 +112,7 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         artifact=Sensitivity.KIND,
         schema_version=Sensitivity.SCHEMA_VERSION,
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
-            "omega = max(mean trace, 0) x ||Q_f(W) - W||_F^2 (HAWQ-V3); rows' hessian_trace is the mean "
+            "omega = max(mean trace, floor) x ||Q_f(W) - W||_F^2 (HAWQ-V3; floor = 1e-3 x smallest positive mean trace); rows' hessian_trace is the mean "
             "trace tr(H)/numel(W), traces[].trace the total tr(H) of the layer's weight",
             "tr(H) by Hutchinson: Rademacher probes shared by all layers, Hessian-vector products by "
             "double back-propagation of the next-token cross-entropy; iteration k uses batch k mod samples",

@@ -200,12 +200,15 @@ def trace_estimates(run: HutchinsonRun) -> list[TraceEstimate]:
 
 def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format],
                  run: HutchinsonRun) -> list[SensitivityRow]:
-    """One row per (layer, format that fits it): omega = max(mean trace, 0) x ||Q_f(W) - W||^2.
+    """One row per (layer, format that fits it): omega = max(mean trace, floor) x ||Q_f(W) - W||^2.
 
-    A negative mean trace (the loss is locally concave along that layer, or the
-    estimate is noise around zero) is clamped to zero: no format can improve the
-    loss to second order, so none is charged.
+    A mean trace at or below zero (the loss locally flat or concave along that layer, or
+    estimator noise around zero) is raised to a floor, 1e-3 of the smallest positive mean
+    trace: such a layer is nearly free to quantize, but its formats stay ordered by their
+    weight error, so the planner never picks a coarser format there for nothing.
     """
+    positive = [stats.mean_trace for stats in run.traces.values() if stats.mean_trace > 0]
+    floor = 1e-3 * min(positive) if positive else 1.0
     modules = dict(model.named_modules())
     rows = []
     with torch.no_grad():
@@ -219,6 +222,6 @@ def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format
                 error = weight_error(weight, fmt, group_size)
                 rows.append(SensitivityRow(
                     layer=layer.name, format=fmt.name, group_size=group_size, weight_error=error,
-                    omega=max(stats.mean_trace, 0.0) * error, hessian_trace=stats.mean_trace,
+                    omega=max(stats.mean_trace, floor) * error, hessian_trace=stats.mean_trace,
                 ))
     return rows
