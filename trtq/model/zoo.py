@@ -189,8 +189,12 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32"):
             try:
                 model.save_pretrained(tmp, safe_serialization=True)
                 tokenizer.save_pretrained(tmp)
-                shutil.rmtree(directory, ignore_errors=True)
-                os.replace(tmp, directory)
+                try:
+                    os.replace(tmp, directory)
+                except OSError:
+                    # Another process cached the same GGUF first: use its copy.
+                    if not (directory / "model.safetensors").is_file():
+                        raise
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     else:
