@@ -40,7 +40,3 @@ def fmt_bytes(n: float | None) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f} B"
-
-
-def fmt_flops(f: float) -> str:
-    return f"{f / 1e12:.4g} T"
