@@ -107,8 +107,7 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
     for g, group in enumerate(graph.groups):
         for f, fmt in enumerate(formats):
             if not fmt.available_for(group.in_features):
-                notes.add(f"{fmt.name} unavailable for input width {group.in_features} "
-                          f"(block sizes {fmt.block_sizes})")
+                notes.add(f"{fmt.unavailable_reason(group.in_features)}: {fmt.name} not planned there")
                 continue
             gs = fmt.group_size_for(group.in_features)
             omegas = [omega_of.get((m, fmt.name)) for m in group.members]

@@ -48,7 +48,7 @@ class CpuBackend:
         fmt = get_format(case.format)
         m, n, k = case.tokens, case.out_features, case.in_features
         if not fmt.available_for(k):
-            return Prepared(None, "none", f"no {fmt.name} block size in {fmt.block_sizes} divides input width {k}")
+            return Prepared(None, "none", fmt.unavailable_reason(k))
         gen = torch.Generator().manual_seed(self.seed)
         x = torch.randn(m, k, generator=gen)
         w = torch.randn(n, k, generator=gen)

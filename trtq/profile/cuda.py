@@ -82,7 +82,7 @@ def choose_kernel(case: GemmCase, sm: int, trtllm: TrtllmInfo | None,
     if sm < fmt.min_sm:
         return _unsupported(f"this GPU is sm{sm}; {fmt.name} needs sm{fmt.min_sm}+")
     if not fmt.available_for(k):
-        return _unsupported(f"no {fmt.name} block size in {fmt.block_sizes} divides input width {k}")
+        return _unsupported(fmt.unavailable_reason(k))
     group = fmt.group_size_for(k)
     if fmt.name == "bf16":
         return KernelChoice(TORCH_MATMUL, "torch.matmul bf16 (cuBLAS)")

@@ -70,7 +70,7 @@ def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> Profil
                           reason=f"{gpu.name} (sm{gpu.sm}) does not run {fmt.name} (needs sm{fmt.min_sm}+)")
     if not fmt.available_for(case.in_features):
         return ProfileRow(**base, status="unsupported", latency_ns=None,
-                          reason=f"no {fmt.name} block size in {fmt.block_sizes} divides input width {case.in_features}")
+                          reason=fmt.unavailable_reason(case.in_features))
     group_size = fmt.group_size_for(case.in_features)
     flops = gemm_flops(case)
     nbytes = gemm_bytes(case, group_size)

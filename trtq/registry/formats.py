@@ -48,12 +48,14 @@ class Format:
         for size in self.block_sizes:
             if in_features % size == 0:
                 return size
-        raise ValueError(
-            f"{self.name}: no block size in {self.block_sizes} divides input width {in_features}"
-        )
+        raise ValueError(self.unavailable_reason(in_features))
 
     def available_for(self, in_features: int) -> bool:
         return not self.block_sizes or any(in_features % s == 0 for s in self.block_sizes)
+
+    def unavailable_reason(self, in_features: int) -> str:
+        """Why a layer of that input width cannot take this format (for rows and errors)."""
+        return f"no {self.name} block size in {self.block_sizes} divides input width {in_features}"
 
     def weight_bytes(self, out_features: int, in_features: int, group_size: int | None = None) -> int:
         """Bytes of one (out, in) weight matrix in this format, scales included."""
