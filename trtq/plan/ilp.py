@@ -139,7 +139,7 @@ def _build(problem: IlpProblem, objective: np.ndarray, constraints: list[Constra
 
 def _add_constraints(prob, x, constraints: list[Constraint], t=None, scale_rows: set[int] = frozenset()):
     for i, c in enumerate(constraints):
-        scale = abs(c.limit) if c.limit != 0 else 1.0
+        scale = _row_scale(c)
         lhs = pulp.LpAffineExpression([(v, float(c.coeffs[g, f] / scale)) for (g, f), v in x.items()])
         if i in scale_rows:
             prob += lhs - t * (c.limit / scale) <= 0, f"c{i}"
@@ -264,6 +264,7 @@ class ParametricIlp:
             sol = self._resolve(highs, problem)
         if sol.feasible:
             self._previous = sol.choice
+            sol.objective = evaluate(problem.objective, sol.choice)
         return sol
 
     def _first(self, problem: IlpProblem) -> IlpSolution:
@@ -271,8 +272,6 @@ class ParametricIlp:
             self.prob.constraints[f"c{i}"].constant = -c.limit / _row_scale(self.problem.constraints[i])
         sol = _solve(self.prob, self.x, problem.objective.shape[0], self.solver, self.mip_rel_gap, self.time_limit)
         self._solved_once = True
-        if sol.feasible:
-            sol.objective = evaluate(problem.objective, sol.choice)
         return sol
 
     def _resolve(self, highs, problem: IlpProblem) -> IlpSolution:
@@ -293,13 +292,12 @@ class ParametricIlp:
         begin = time.perf_counter()
         highs.run()
         elapsed = time.perf_counter() - begin
-        _, name, version = _solver_cmd("highs", self.mip_rel_gap, None)
         status, gap = _highs_outcome(highs)
         if status not in ("optimal", "time_limit"):
-            return IlpSolution(status, None, None, elapsed, name, version)
+            return IlpSolution(status, None, None, elapsed, "HiGHS", _version("highspy"))
         col = highs.getSolution().col_value
         choice = _choice_from(self.x, problem.objective.shape[0], lambda v: col[v.index])
-        return IlpSolution(status, choice, evaluate(problem.objective, choice), elapsed, name, version, gap)
+        return IlpSolution(status, choice, None, elapsed, "HiGHS", _version("highspy"), gap)
 
 
 def _row_scale(c: Constraint) -> float:
