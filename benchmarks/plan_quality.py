@@ -587,7 +587,8 @@ def record(report: str) -> None:
     text = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    body = [SECTION, "", "`benchmarks/plan_quality.py`", "", *report.splitlines(), ""]
+    command = " ".join([".venv/bin/python", "benchmarks/plan_quality.py", *sys.argv[1:]])
+    body = [SECTION, "", f"`{command}`", "", *report.splitlines(), ""]
     if start is None:
         new = lines + ([""] if lines and lines[-1].strip() else []) + body
     else:
