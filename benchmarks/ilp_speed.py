@@ -47,7 +47,7 @@ def synthetic_sensitivity(graph, seed: int = 0) -> Sensitivity:
                 rows.append(SensitivityRow(layer=layer.name, format=fmt.name,
                                            group_size=fmt.group_size_for(layer.in_features),
                                            weight_error=omega, omega=omega))
-    return Sensitivity(artifact="sensitivity", schema_version=1, metadata=make_metadata(seed=seed),
+    return Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(seed=seed),
                        model=graph.model, method="weight", formats=list(FORMATS), rows=rows)
 
 

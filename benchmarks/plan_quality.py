@@ -91,7 +91,6 @@ class Bench:
         self.cache = Path(args.cache) if args.cache else cache_dir() / "bench" / "plan_quality"
         self.cache.mkdir(parents=True, exist_ok=True)
         self._model = self._tokenizer = None
-        self.hessian_timing = None
         from trtq.model.layers import build_layer_graph
         from trtq.model.zoo import resolve_model
 
@@ -133,50 +132,43 @@ class Bench:
         return load_artifact(path, Profile)
 
     def weight_sensitivity(self) -> Sensitivity:
-        path = self.cache / "sensitivity_weight.json"
+        path = self.cache / f"sensitivity_weight_v{Sensitivity.SCHEMA_VERSION}.json"
         if not path.is_file():
             from trtq.sensitivity.api import weight_sensitivity
 
             save_artifact(weight_sensitivity(MODEL, FORMATS, model=self.model()), path)
         return load_artifact(path, Sensitivity)
 
-    def hessian_sensitivity(self) -> tuple[Sensitivity, float]:
-        """trtq's Hessian sensitivity on the calibration windows, and its wall time (model already loaded)."""
-        path = self.cache / f"sensitivity_hessian_{sha(self.key['calib'])}.json"
-        timing = self.cache / f"sensitivity_hessian_{sha(self.key['calib'])}.time.json"
-        if not path.is_file() or not timing.is_file():
-            from trtq.sensitivity.api import hessian_sensitivity
+    def timed_sensitivity(self, method: str) -> tuple[Sensitivity, dict]:
+        """trtq's `method` sensitivity on the calibration windows and its timing (model already loaded)."""
+        from trtq.sensitivity import api
 
+        stem = f"sensitivity_{method}_v{Sensitivity.SCHEMA_VERSION}_{sha(self.key['calib'])}"
+        path, timing = self.cache / f"{stem}.json", self.cache / f"{stem}.time.json"
+        if not path.is_file() or not timing.is_file():
             model, tokenizer, batches = self.model(), self.tokenizer(), self.calib_batches()
-            log(f"Hessian sensitivity on {tuple(batches.shape)} tokens ...")
+            log(f"{method} sensitivity on {tuple(batches.shape)} tokens ...")
             started = time.perf_counter()
             # The same windows as calib_batches(): token_batches of the shipped text, same size and seed.
-            table = hessian_sensitivity(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
-                                        model=model, tokenizer=tokenizer, formats=FORMATS)
+            compute = {"hessian": api.hessian_sensitivity, "fisher": api.fisher_sensitivity}[method]
+            table = compute(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
+                            model=model, tokenizer=tokenizer, formats=FORMATS)
             seconds = time.perf_counter() - started
+            if path.is_file() and load_artifact(path, Sensitivity).rows != table.rows:
+                raise SystemExit(f"{method} sensitivity differs from the cached {path}: not deterministic")
             save_artifact(table, path)
             write_json(timing, {"seconds": seconds, "tokens": int(batches.numel()), "loadavg": os.getloadavg()})
-            log(f"Hessian sensitivity: {seconds:.0f} s")
-        self.hessian_timing = read_json(timing)
-        return load_artifact(path, Sensitivity), self.hessian_timing["seconds"]
+            log(f"{method} sensitivity: {seconds:.0f} s")
+        return load_artifact(path, Sensitivity), read_json(timing)
 
-    def fisher_sensitivity(self) -> tuple[Sensitivity, float]:
-        """trtq's Fisher sensitivity (weights and activations) on the calibration windows, and its wall time."""
-        path = self.cache / f"sensitivity_fisher_{sha(self.key['calib'])}.json"
-        timing = self.cache / f"sensitivity_fisher_{sha(self.key['calib'])}.time.json"
-        if not path.is_file() or not timing.is_file():
-            from trtq.sensitivity.api import fisher_sensitivity
-
-            model, tokenizer, batches = self.model(), self.tokenizer(), self.calib_batches()
-            log(f"Fisher sensitivity on {tuple(batches.shape)} tokens ...")
-            started = time.perf_counter()
-            table = fisher_sensitivity(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
-                                       model=model, tokenizer=tokenizer, formats=FORMATS)
-            seconds = time.perf_counter() - started
-            save_artifact(table, path)
-            write_json(timing, {"seconds": seconds, "tokens": int(batches.numel()), "loadavg": os.getloadavg()})
-            log(f"Fisher sensitivity: {seconds:.0f} s")
-        return load_artifact(path, Sensitivity), read_json(timing)["seconds"]
+    def forget_timings(self) -> None:
+        """--retime: measure trtq's two scorings and AutoQuantize's again, one after another in this run."""
+        for method in ("hessian", "fisher"):
+            (self.cache / f"sensitivity_{method}_v{Sensitivity.SCHEMA_VERSION}_{sha(self.key['calib'])}.time.json").unlink(
+                missing_ok=True)
+        ckpt = self.autoquantize_checkpoint()
+        ckpt.unlink(missing_ok=True)
+        ckpt.with_suffix(".time.json").unlink(missing_ok=True)
 
     # --- AutoQuantize -----------------------------------------------------------------------
     def autoquantize_formats(self):
@@ -196,11 +188,14 @@ class Bench:
         down = [config("fp8", None), config("int8_sq", None), config("int4_awq", 128), config("w4a8_awq", 128)]
         return everywhere, down
 
+    def autoquantize_checkpoint(self) -> Path:
+        return self.cache / f"autoquantize_{sha(self.key['calib'] + [self.key['score_batch']])}.pth"
+
     def autoquantize_state(self) -> tuple[dict, dict]:
         """AutoQuantize's search state (scores of every layer group x format) and its timings."""
         from modelopt.torch.utils import safe_load
 
-        ckpt = self.cache / f"autoquantize_{sha(self.key['calib'] + [self.key['score_batch']])}.pth"
+        ckpt = self.autoquantize_checkpoint()
         timing = ckpt.with_suffix(".time.json")
         if not ckpt.is_file() or not timing.is_file():
             ckpt.unlink(missing_ok=True)
@@ -358,6 +353,9 @@ def main(argv=None) -> int:
                         help="AutoQuantize effective_bits grid, 16 down to 6, scanned before bisecting")
     parser.add_argument("--cache", help="cache directory (default ~/.cache/trtq/bench/plan_quality)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--retime", action="store_true",
+                        help="re-measure the Hessian, Fisher and AutoQuantize scoring times side by side in this "
+                             "run (AutoQuantize runs again: about 20 minutes on 2 cores); tables must come out the same")
     args = parser.parse_args(argv)
     if args.points < 2:
         parser.error("--points must be at least 2")
@@ -369,6 +367,8 @@ def main(argv=None) -> int:
     from trtq.registry import parse_formats
 
     bench = Bench(args)
+    if args.retime:
+        bench.forget_timings()
     profile = bench.profile()
     formats = parse_formats(FORMATS)
     budgets = parse_budgets(BUDGET_SPECS)
@@ -376,14 +376,9 @@ def main(argv=None) -> int:
     weight = bench.weight_sensitivity()
     aq_state, aq_timing = bench.autoquantize_state()
     costs = {"trtq-weight": build_cost_model(bench.graph, profile, weight, formats, POINTS)}
-    try:
-        hessian, hessian_seconds = bench.hessian_sensitivity()
-    except ImportError as exc:  # the Hessian sensitivity is another part of the issue; a re-run picks it up
-        log(f"trtq Hessian sensitivity not available yet ({exc}): its column is left empty")
-        hessian, hessian_seconds = None, float("nan")
-    if hessian is not None:
-        costs["trtq-hessian"] = build_cost_model(bench.graph, profile, hessian, formats, POINTS)
-    fisher, fisher_seconds = bench.fisher_sensitivity()
+    hessian, hessian_timing = bench.timed_sensitivity("hessian")
+    costs["trtq-hessian"] = build_cost_model(bench.graph, profile, hessian, formats, POINTS)
+    fisher, fisher_timing = bench.timed_sensitivity("fisher")
     costs["trtq-fisher"] = build_cost_model(bench.graph, profile, fisher, formats, POINTS)
     reference = costs["trtq-weight"]  # latency and bytes do not depend on the sensitivity
     bf16_ns = {p: float(reference.latency[p][:, reference.bf16_index()].sum()) for p in POINTS}
@@ -465,8 +460,8 @@ def main(argv=None) -> int:
             row["uniform_format"] = fmt
             row.setdefault("results", {})["uniform"] = {"perplexity": uniform[fmt][2], "totals": uniform[fmt][1]}
 
-    report = render(rows, fractions, t_min, bf16_ns, uniform, hessian_seconds, aq_timing, args, profile,
-                    bench.hessian_timing, fisher_seconds)
+    report = render(rows, fractions, t_min, bf16_ns, uniform, hessian_timing, aq_timing, args, profile,
+                    fisher_timing)
     print(report)
     if not args.no_record:
         record(report)
@@ -485,13 +480,13 @@ def compare(ours: float | None, theirs: float | None) -> tuple[bool, bool]:
     return ours <= theirs * (1 + TIE), ours < theirs * (1 - TIE)
 
 
-def render(rows, fractions, t_min, bf16_ns, uniform, hessian_seconds, aq_timing, args, profile,
-           hessian_timing=None, fisher_seconds=None) -> str:
+def render(rows, fractions, t_min, bf16_ns, uniform, hessian_timing, aq_timing, args, profile,
+           fisher_timing) -> str:
     from trtq.console import fmt_bytes, fmt_ns
 
     lines = []
-    lines.append(f"Date 2026-11-25; machine: 2-core CPU, no GPU; ModelOpt fake quantization on CPU; run at "
-                 f"{_dt.datetime.now().isoformat(timespec='minutes')}.")
+    lines.append(f"Date {_dt.date.today().isoformat()}; machine: {os.cpu_count()}-core CPU, no GPU; ModelOpt fake "
+                 f"quantization on CPU; run at {_dt.datetime.now().isoformat(timespec='minutes')}.")
     lines.append(
         f"Model {MODEL}; latency from the {GPU.upper()} roofline profile with launch cost "
         f"{profile.launch_cost_ns:g} ns (kernel time only: with the launch term every SmolLM2 GEMM costs about "
@@ -550,6 +545,7 @@ def render(rows, fractions, t_min, bf16_ns, uniform, hessian_seconds, aq_timing,
         f"{fmt} ppl {value[2]:.3f}, decode {value[1].latency_ns['decode@16'] / bf16_ns['decode@16']:.3f}, "
         f"prefill {value[1].latency_ns['prefill@2048'] / bf16_ns['prefill@2048']:.3f}"
         for fmt, value in uniform.items()))
+    hessian_seconds, fisher_seconds = hessian_timing["seconds"], fisher_timing["seconds"]
     ratio = hessian_seconds / aq_timing["scoring_seconds"]
     lines.append(
         f"Sensitivity wall time on the same {aq_timing['tokens']} tokens: trtq Hessian {hessian_seconds:.1f} s; "
@@ -558,21 +554,20 @@ def render(rows, fractions, t_min, bf16_ns, uniform, hessian_seconds, aq_timing,
         f"Ties: perplexities within {TIE:.1%}."
     )
     loads = []
-    for name, timing in (("Hessian", hessian_timing), ("AutoQuantize", aq_timing)):
+    for name, timing in (("Hessian", hessian_timing), ("Fisher", fisher_timing), ("AutoQuantize", aq_timing)):
         if timing and timing.get("loadavg"):
             loads.append(f"{name}: 1/5/15-min load average {'/'.join(f'{x:.1f}' for x in timing['loadavg'])} at its end")
         elif timing and timing.get("load_note"):
             loads.append(f"{name}: {timing['load_note']}")
     if loads:
         lines.append("The 2 cores were shared with other work during these timings; " + "; ".join(loads) + ".")
-    if fisher_seconds is not None:
-        lines.append(
-            f"trtq-fisher (Fisher-weighted output error of quantized weights and activations, same windows): "
-            f"{fisher_seconds:.1f} s; against AutoQuantize not worse at {counts['fisher_aq_not_worse']}, strictly "
-            f"better at {counts['fisher_aq_better']}, not worse than uniform at "
-            f"{counts['fisher_uniform_not_worse']} of {len(rows)} budgets; time ratio "
-            f"{fisher_seconds / aq_timing['scoring_seconds']:.2f}."
-        )
+    lines.append(
+        f"trtq-fisher (Fisher-weighted output error of quantized weights and activations, same windows): "
+        f"{fisher_seconds:.1f} s; against AutoQuantize not worse at {counts['fisher_aq_not_worse']}, strictly "
+        f"better at {counts['fisher_aq_better']}, not worse than uniform at "
+        f"{counts['fisher_uniform_not_worse']} of {len(rows)} budgets; time ratio "
+        f"{fisher_seconds / aq_timing['scoring_seconds']:.2f}."
+    )
     lines.append("")
     lines.append(
         f"budgets={len(rows)} not_worse_than_autoquantize={counts['aq_not_worse']} "

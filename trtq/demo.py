@@ -1,6 +1,6 @@
 """`trtq demo`: the whole planning pipeline on the embedded SmolLM2-135M, on this machine.
 
-layers -> roofline profiles for H100, A100 and B200 -> weight and Hessian sensitivity ->
+layers -> roofline profiles for H100, A100 and B200 -> Hessian sensitivity ->
 one plan per GPU at the same budgets -> a summary table -> the H100 plan applied with
 ModelOpt and its perplexity against bf16 -> the hardware comparison report. SmolLM2's GEMMs are far below a GPU's launch
 cost, so the demo plans against kernel time (launch cost 0) and says so.
@@ -39,7 +39,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from trtq.plan.api import PlanRequest, make_plan
     from trtq.plan.summary import print_plan_summary
     from trtq.profile.api import build_profile, parse_tokens
-    from trtq.sensitivity.api import hessian_sensitivity, weight_sensitivity
+    from trtq.sensitivity.api import hessian_sensitivity
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,9 +59,8 @@ def run_demo(args: argparse.Namespace) -> int:
         profile = build_profile(graph, "roofline", gpu, parse_tokens(DEMO_TOKENS), launch_cost_ns=0.0)
         profiles[gpu] = save_artifact(profile, out / f"profile-{gpu}.json")
 
-    log.print("[3/5] sensitivity on the real model: weight, then Hessian (HAWQ, Hutchinson traces)")
+    log.print("[3/5] Hessian sensitivity on the real model (HAWQ: Hutchinson traces of weights and inputs)")
     model, tokenizer = load_pretrained(resolved)
-    save_artifact(weight_sensitivity(DEMO_MODEL, model=model), out / "sensitivity-weight.json")
     hessian = hessian_sensitivity(DEMO_MODEL, DEMO_HESSIAN_SAMPLES, DEMO_HESSIAN_SEQ_LEN, 0, model=model,
                                   tokenizer=tokenizer, max_iterations=DEMO_HESSIAN_PROBES)
     sensitivity_path = save_artifact(hessian, out / "sensitivity-hessian.json")
@@ -88,6 +87,6 @@ def run_demo(args: argparse.Namespace) -> int:
     report = write_comparison_report([out / f"plan-{gpu}.yaml" for gpu in DEMO_GPUS], args.report)
     console = stdout_console()
     console.print(f"{DEMO_EVAL_GPU} plan on the evaluation text: {verdict(result)}")
-    console.print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-*.json, plan-*.yaml, eval-*.json")
+    console.print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-hessian.json, plan-*.yaml, eval-*.json")
     console.print(f"hardware comparison report: {report}")
     return 0

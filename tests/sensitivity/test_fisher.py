@@ -3,34 +3,16 @@
 import pytest
 import torch
 
-from trtq.model.layers import build_layer_graph
-from trtq.model.zoo import ResolvedModel
 from trtq.registry import FORMATS
-from trtq.sensitivity.fisher import fisher_scores, quantized_inputs, smoothquant_scales
+from trtq.sensitivity.fisher import fisher_scores
+from trtq.sensitivity.operands import kernel_inputs, smoothquant_scales
 from trtq.sensitivity.quantizers import quantize_dequantize
-
-TINY = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=128,
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=96,
-            max_position_embeddings=64, tie_word_embeddings=False)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    config = dict(TINY)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(config.pop("model_type"), **config))
-    model.eval()
-    graph = build_layer_graph(ResolvedModel("tiny", dict(TINY), "test"))
-    batches = torch.randint(0, 96, (3, 32), generator=torch.Generator().manual_seed(1))
-    return model, graph, batches
 
 
 def test_scores_match_a_direct_computation(tiny):
     model, graph, batches = tiny
     formats = [FORMATS[f] for f in ("bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4")]
-    scores = fisher_scores(model, graph, formats, batches)
+    scores, weight_errors = fisher_scores(model, graph, formats, batches)
     name = "model.layers.1.mlp.down_proj"
     module = dict(model.named_modules())[name]
 
@@ -50,11 +32,18 @@ def test_scores_match_a_direct_computation(tiny):
         w = module.weight.detach()
         for f in formats:
             kernel_w = w * smooth.clamp(min=1e-5) if f.name == "int8_sq" else w
-            dy = quantized_inputs(x, f, smooth.clamp(min=1e-5)) @ quantize_dequantize(kernel_w, f).t() - x @ w.t()
+            dy = kernel_inputs(x, f, smooth.clamp(min=1e-5)) @ quantize_dequantize(kernel_w, f).t() - x @ w.t()
             expected[f.name] += 0.5 * float((grad.pow(2) * dy.pow(2)).sum())
     handle.remove()
     for f in formats:
         assert scores[name, f.name] == pytest.approx(expected[f.name], rel=1e-4), f.name
+        # The weight error is the kernel's weight mapped back to the layer's space: Q(W s) / s for SmoothQuant.
+        s = smooth.clamp(min=1e-5) if f.name == "int8_sq" else torch.ones(())
+        effective = quantize_dequantize(module.weight.detach() * s, f) / s
+        assert weight_errors[name, f.name] == pytest.approx(float((effective - module.weight.detach()).pow(2).sum()), rel=1e-5)
+    # Migration moves the outlier channels' range into the weights: INT8 per-channel error grows.
+    plain = float((quantize_dequantize(module.weight.detach(), FORMATS["int8_sq"]) - module.weight.detach()).pow(2).sum())
+    assert weight_errors[name, "int8_sq"] > plain
     assert all(v >= 0 for v in scores.values())
     assert all(scores[layer.name, "bf16"] < scores[layer.name, "int4_awq"] for layer in graph.layers)
     assert not any(p.requires_grad is False for p in model.parameters())   # grads restored
@@ -64,7 +53,7 @@ def test_smoothquant_migration_is_exact_before_quantization():
     torch.manual_seed(0)
     x = torch.randn(16, 32) * torch.logspace(-2, 2, 32)
     w = torch.randn(8, 32)
-    s = smoothquant_scales(x)
+    s = smoothquant_scales(x.abs().amax(dim=0))
     assert torch.allclose((x / s) @ (w * s).t(), x @ w.t(), rtol=1e-4, atol=1e-4)
     assert (x / s).abs().amax() == pytest.approx(1.0)
 

@@ -19,24 +19,26 @@ def test_hessian_table_on_the_real_model(tmp_path, capsys, smollm2_graph):
     assert table.method == "hessian" and table.formats == ["bf16", "fp8", "int4_awq", "nvfp4"]
     assert table.settings["samples"] == 2 and table.settings["seq_len"] == 32
     layers = [layer.name for layer in smollm2_graph.layers]
-    assert [t.layer for t in table.traces] == layers
+    traces = {(t.layer, t.operand): t for t in table.traces}
+    assert [t.layer for t in table.traces if t.operand == "weight"] == layers
+    assert [t.layer for t in table.traces if t.operand == "input"] == layers
     for trace in table.traces:
         assert 2 <= trace.iterations <= 3
         assert trace.converged == (trace.relative_change < 0.05)
-    # Same schema as --method weight: one row per (layer, format), omega = max(mean trace, floor) x error,
-    # the floor 1e-3 of the smallest positive mean trace, so a layer with a trace <= 0 keeps its formats ordered.
+    # Same schema as --method weight: one row per (layer, format); the traces behind each row are recorded.
     assert len(table.rows) == len(layers) * 4
-    traces = {t.layer: t for t in table.traces}
     numel = {layer.name: layer.in_features * layer.out_features for layer in smollm2_graph.layers}
-    floor = 1e-3 * min(t.trace / numel[t.layer] for t in table.traces if t.trace > 0)
+    for layer in smollm2_graph.layers:
+        assert traces[layer.name, "weight"].numel == numel[layer.name]
+        assert traces[layer.name, "input"].numel == 32 * layer.in_features  # one window's tokens x channels
     for row in table.rows:
-        mean_trace = traces[row.layer].trace / numel[row.layer]
-        assert row.hessian_trace == pytest.approx(mean_trace)
-        assert row.omega == pytest.approx(max(mean_trace, floor) * row.weight_error)
-        assert row.omega > 0 or row.weight_error == 0
-    # The loss curves upwards along most layers of a trained model (3 probes are noisy, so loosely).
-    assert sum(t.trace > 0 for t in table.traces) > 0.5 * len(layers)
-    assert sum(t.trace for t in table.traces) > 0
+        assert row.hessian_trace == pytest.approx(traces[row.layer, "weight"].trace / numel[row.layer])
+        assert row.input_hessian_trace == pytest.approx(
+            traces[row.layer, "input"].trace / traces[row.layer, "input"].numel)
+        assert row.omega > 0 and row.weight_error > 0 and row.input_error >= 0
+    # The loss curves upwards along most weights and inputs of a trained model (3 probes are noisy, so loosely).
+    for operand in ("weight", "input"):
+        assert sum(traces[layer, operand].trace > 0 for layer in layers) > 0.5 * len(layers), operand
     by_format = {f: sum(r.omega for r in table.rows if r.format == f) for f in table.formats}
     assert by_format["bf16"] < by_format["fp8"] < by_format["int4_awq"]
 

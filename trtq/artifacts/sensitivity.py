@@ -11,16 +11,20 @@ class SensitivityRow(StrictModel):
     layer: str
     format: str
     group_size: int | None
-    weight_error: float               # ||Q_f(W) - W||_F^2
+    weight_error: float               # ||W_f - W||_F^2, W_f the format's weight in the layer's space
     omega: float                      # the cost the planner minimises
-    hessian_trace: float | None = None
+    hessian_trace: float | None = None        # method=hessian: tr(H_W) / numel(W)
+    input_error: float | None = None          # method=hessian: ||X_f - X||_F^2, mean over calibration batches
+    input_hessian_trace: float | None = None  # method=hessian: tr(H_X) / numel(X)
 
 
 class TraceEstimate(StrictModel):
-    """Hutchinson estimate of tr(H) for one layer's weights (method=hessian)."""
+    """Hutchinson estimate of tr(H) for one layer's weight or input (method=hessian)."""
 
     layer: str
-    trace: float
+    operand: Literal["weight", "input"]
+    trace: float                      # tr(H), averaged over the calibration batches
+    numel: int                        # elements of the tensor (of one batch's input)
     iterations: int
     relative_change: float
     converged: bool
@@ -28,7 +32,7 @@ class TraceEstimate(StrictModel):
 
 class Sensitivity(Artifact):
     KIND: ClassVar[str] = "sensitivity"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     model: str
     method: Literal["weight", "hessian", "fisher"]

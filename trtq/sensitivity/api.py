@@ -81,7 +81,7 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
                         include_lm_head: bool = False, calib: str | None = None,
                         tolerance: float | None = None, max_iterations: int | None = None,
                         progress=None) -> Sensitivity:
-    """HAWQ-V2/V3 sensitivity: Omega = mean Hutchinson trace of the layer Hessian x ||Q_f(W) - W||^2.
+    """HAWQ-V2/V3 sensitivity: mean Hessian traces of each layer's weight and input x their quantization errors.
 
     `samples` windows of `seq_len` tokens are drawn (seeded) from the shipped
     calibration text, or from the UTF-8 file `calib`.
@@ -104,30 +104,34 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         raise InputError(f"max iterations must be at least 2, got {max_iterations}")
     c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
-    run = model_traces(model, graph, c.batches, tolerance=tolerance, max_iterations=max_iterations,
-                       seed=seed, progress=progress)
-    rows = hessian_rows(model, graph, fmts, run)
-    converged = sum(stats.converged for stats in run.traces.values())
+    traces = model_traces(model, graph, c.batches, tolerance=tolerance, max_iterations=max_iterations,
+                          seed=seed, progress=progress)
+    rows = hessian_rows(model, graph, fmts, traces, c.batches)
+    tensors = [*traces.weights.values(), *traces.inputs.values()]
+    converged = sum(stats.converged for stats in tensors)
     return Sensitivity(
         artifact=Sensitivity.KIND,
         schema_version=Sensitivity.SCHEMA_VERSION,
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
-            "omega = max(mean trace, floor) x ||Q_f(W) - W||_F^2 (HAWQ-V3; floor = 1e-3 x smallest positive mean trace); rows' hessian_trace is the mean "
-            "trace tr(H)/numel(W), traces[].trace the total tr(H) of the layer's weight",
-            "tr(H) by Hutchinson: Rademacher probes shared by all layers, Hessian-vector products by "
-            "double back-propagation of the next-token cross-entropy; iteration k uses batch k mod samples",
-            f"{converged}/{len(run.traces)} layers converged; {run.iterations} probes in {run.seconds:.0f} s "
+            "omega = max(mean tr(H_W), floor) x ||dW||^2 + max(mean tr(H_X), floor) x mean ||dX||^2 "
+            "(HAWQ-V3's weight term and HAWQ-V2's activation term; mean trace = tr(H) / numel; floor = 1e-3 x "
+            "the smallest positive mean trace of the same kind)",
+            "dW = Q_w(W') / s - W, dX = Q_a(X') * s - X: the kernel's operands in the layer's space with trtq's "
+            "reference quantizers (round-to-nearest; s = SmoothQuant scales, alpha 1, for int8_sq, else 1; "
+            "AWQ scaling not applied); dX averaged over the calibration batches",
+            "tr(H) by Hutchinson: Rademacher probes shared by every weight and layer input, Hessian-vector "
+            "products by double back-propagation of the next-token cross-entropy; iteration k uses batch k mod samples",
+            f"{converged}/{len(tensors)} traces converged; {traces.iterations} probes in {traces.seconds:.0f} s "
             f"on {torch.get_num_threads()} threads",
-            "Q_f: trtq's reference quantizers (round-to-nearest; AWQ/SmoothQuant scaling not applied)",
         ]),
         model=resolved.name,
         method="hessian",
         formats=[f.name for f in fmts],
         settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len,
                   "seed": seed, "tolerance": tolerance, "max_iterations": max_iterations,
-                  "iterations": run.iterations, "seconds": round(run.seconds, 3)},
+                  "iterations": traces.iterations, "seconds": round(traces.seconds, 3)},
         rows=rows,
-        traces=trace_estimates(run),
+        traces=trace_estimates(traces),
     )
 
 
@@ -139,24 +143,25 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
 
     import torch
 
+    from trtq.artifacts.sensitivity import SensitivityRow
     from trtq.sensitivity.fisher import fisher_scores
-    from trtq.sensitivity.weight import weight_rows
 
     c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     torch.manual_seed(seed)
     start = time.perf_counter()
-    scores = fisher_scores(model, graph, fmts, c.batches)
+    scores, weight_errors = fisher_scores(model, graph, fmts, c.batches)
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        rows = [row.model_copy(update={"omega": scores[row.layer, row.format]})
-                for row in weight_rows(model, graph, fmts)]
+    rows = [SensitivityRow(layer=layer.name, format=fmt.name, group_size=fmt.group_size_for(layer.in_features),
+                           weight_error=weight_errors[layer.name, fmt.name], omega=scores[layer.name, fmt.name])
+            for layer in graph.layers for fmt in fmts if fmt.available_for(layer.in_features)]
     return Sensitivity(
         artifact=Sensitivity.KIND,
         schema_version=Sensitivity.SCHEMA_VERSION,
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
             "omega = 1/2 sum over calibration tokens of (dL/dY)^2 x dY^2, dY = Q_a(X') Q_w(W')^T - X W^T "
-            "with trtq's reference quantizers (SmoothQuant alpha 1 for int8_sq); weight_error = ||Q_f(W) - W||^2",
+            "with trtq's reference quantizers (SmoothQuant alpha 1 for int8_sq); weight_error = ||Q_w(W') / s - W||^2 "
+            "(s = 1 except for SmoothQuant)",
         ]),
         model=resolved.name,
         method="fisher",

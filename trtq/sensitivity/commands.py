@@ -1,4 +1,4 @@
-"""`trtq sensitivity MODEL --method weight|hessian -o FILE`."""
+"""`trtq sensitivity MODEL --method weight|hessian|fisher -o FILE`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sensitivity", help="per-layer, per-format quality cost (weight, Hessian or Fisher)")
     p.add_argument("model", help="a model with weights: smollm2-135m or a local directory with safetensors")
     p.add_argument("--method", choices=("weight", "hessian", "fisher"), default="weight",
-                   help="weight: ||Q(W)-W||^2; hessian: Hutchinson tr(H) x ||Q(W)-W||^2 (HAWQ-V2/V3); "
+                   help="weight: ||Q(W)-W||^2; hessian: Hutchinson traces of each layer's weight and input Hessians "
+                        "x their quantization errors (HAWQ-V3, with HAWQ-V2's activation term); "
                         "fisher: Fisher-weighted output error of quantized weights and activations")
     p.add_argument("--formats", help="comma-separated formats (default: all)")
     p.add_argument("--include-lm-head", action="store_true")
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=_positive_int, default=512,
                    help="hessian/fisher: tokens per window (default: 512)")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="hessian: stop a layer when its running trace mean changes by less than this "
+                   help="hessian: stop a trace (a layer's weight or input) when its running mean changes by less than this "
                         "fraction (default: 0.05)")
     p.add_argument("--max-iterations", type=_positive_int, default=None,
                    help="hessian: most Hutchinson probes (default: 12)")
@@ -46,7 +47,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     console = stderr_console()
 
     def progress(iteration: int, active: int, total: int) -> None:
-        console.print(f"hessian: probe {iteration}, {total - active}/{total} layers converged")
+        console.print(f"hessian: probe {iteration}, {total - active}/{total} traces converged")
 
     table = compute_sensitivity(args, progress=progress)
     stderr_console().print(f"wrote {args.output}: {len(table.rows)} rows, method {table.method}")

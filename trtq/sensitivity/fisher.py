@@ -22,28 +22,13 @@ import torch
 
 from trtq.artifacts.layers import LayerGraph
 from trtq.registry.formats import Format
-from trtq.sensitivity.quantizers import fp8_e4m3, int_symmetric, nvfp4, quantize_dequantize
-
-SMOOTHQUANT_ALPHA = 1.0  # ModelOpt's SmoothQuant default
-
-
-def smoothquant_scales(x: torch.Tensor) -> torch.Tensor:
-    """Per-input-channel SmoothQuant scales max|X_j|^alpha (alpha = 1: all range to the weights)."""
-    return x.abs().amax(dim=0).clamp(min=1e-5).pow(SMOOTHQUANT_ALPHA)
-
-
-def quantized_inputs(x: torch.Tensor, fmt: Format, smooth: torch.Tensor | None) -> torch.Tensor:
-    """Q_a(X') as format f's kernel multiplies it; x is [tokens, in]."""
-    if fmt.act_dtype == "bf16":
-        return x.to(torch.bfloat16).to(x.dtype)
-    if fmt.act_dtype == "fp8_e4m3":
-        return fp8_e4m3(x)
-    if fmt.act_dtype == "int8":
-        smoothed = x / smooth
-        return int_symmetric(smoothed, 8, smoothed.abs().amax())
-    if fmt.act_dtype == "e2m1":
-        return nvfp4(x, fmt.group_size_for(x.shape[1]))
-    raise ValueError(f"no reference activation quantizer for {fmt.name} ({fmt.act_dtype})")
+from trtq.sensitivity.operands import (
+    calibrated_smoothing,
+    effective_weight,
+    kernel_inputs,
+    kernel_weight,
+    squared_norm,
+)
 
 
 class FisherScores:
@@ -55,40 +40,19 @@ class FisherScores:
         self.formats = {layer.name: [f for f in formats if f.available_for(layer.in_features)]
                         for layer in graph.layers}
         self.scores: dict[tuple[str, str], float] = defaultdict(float)
-        self.smooth = self._smoothing(model, smooth_batches)
-        self.weights = self._quantized_weights()
+        self.smooth = calibrated_smoothing(model, graph, smooth_batches)
+        self.weights: dict[tuple[str, str], torch.Tensor] = {}
+        self.weight_errors: dict[tuple[str, str], float] = {}
+        with torch.no_grad():
+            for layer in graph.layers:
+                w = self.modules[layer.name].weight.detach().float()
+                smooth = self.smooth[layer.name]
+                for fmt in self.formats[layer.name]:
+                    quantized = kernel_weight(w, fmt, smooth)
+                    self.weight_errors[layer.name, fmt.name] = squared_norm(effective_weight(quantized, fmt, smooth) - w)
+                    self.weights[layer.name, fmt.name] = quantized.t().contiguous()
         self._inputs: dict[str, torch.Tensor] = {}
         self._handles = []
-
-    def _smoothing(self, model, batches) -> dict[str, torch.Tensor]:
-        """SmoothQuant scales from the calibration set's per-channel input maxima, as ModelOpt calibrates."""
-        amax: dict[str, torch.Tensor] = {}
-
-        def hook(name):
-            def record(module, inputs, output):
-                x = inputs[0].detach().reshape(-1, module.in_features).float().abs().amax(dim=0)
-                amax[name] = torch.maximum(amax[name], x) if name in amax else x
-            return record
-
-        handles = [self.modules[layer.name].register_forward_hook(hook(layer.name)) for layer in self.graph.layers]
-        try:
-            with torch.no_grad():
-                for ids in batches:
-                    model(input_ids=ids.reshape(1, -1), use_cache=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return {name: a.clamp(min=1e-5).pow(SMOOTHQUANT_ALPHA) for name, a in amax.items()}
-
-    def _quantized_weights(self) -> dict[tuple[str, str], torch.Tensor]:
-        out = {}
-        with torch.no_grad():
-            for layer in self.graph.layers:
-                w = self.modules[layer.name].weight.detach().float()
-                for fmt in self.formats[layer.name]:
-                    kernel_w = w * self.smooth[layer.name] if fmt.act_dtype == "int8" else w
-                    out[layer.name, fmt.name] = quantize_dequantize(kernel_w, fmt).t().contiguous()
-        return out
 
     def __enter__(self) -> "FisherScores":
         for layer in self.graph.layers:
@@ -115,14 +79,17 @@ class FisherScores:
                 grad = grad_output[0].detach().reshape(x.shape[0], -1).float().pow(2)
                 exact = x @ module.weight.detach().float().t()
                 for fmt in self.formats[name]:
-                    delta = quantized_inputs(x, fmt, self.smooth[name]) @ self.weights[name, fmt.name] - exact
+                    delta = kernel_inputs(x, fmt, self.smooth[name]) @ self.weights[name, fmt.name] - exact
                     self.scores[name, fmt.name] += 0.5 * float((grad * delta.pow(2)).sum(dtype=torch.float64))
         return hook
 
 
 def fisher_scores(model: torch.nn.Module, graph: LayerGraph, formats: list[Format],
-                  batches: torch.Tensor) -> dict[tuple[str, str], float]:
-    """(layer, format) -> Omega over `batches` ([n, seq_len] token ids), summed over batches."""
+                  batches: torch.Tensor) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """(Omega, weight error) per (layer, format) over `batches` ([n, seq_len] token ids).
+
+    Omega is summed over batches; the weight error is ||Q_w(W') / s - W||^2 of the
+    same quantized weight the scores used."""
     parameters = list(model.parameters())
     saved = [p.requires_grad for p in parameters]
     scorer = FisherScores(model, graph, formats, batches)
@@ -138,4 +105,4 @@ def fisher_scores(model: torch.nn.Module, graph: LayerGraph, formats: list[Forma
     finally:
         for p, flag in zip(parameters, saved):
             p.requires_grad_(flag)
-    return dict(scorer.scores)
+    return dict(scorer.scores), scorer.weight_errors

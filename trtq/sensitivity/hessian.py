@@ -1,19 +1,34 @@
-"""Hessian sensitivity (HAWQ-V2/V3): Omega(layer, f) = mean tr(H_layer) x ||Q_f(W) - W||^2.
+"""Hessian sensitivity (HAWQ-V2/V3) of a layer's weights and of its inputs.
 
-tr(H_l), the trace of the Hessian of the language-model loss with respect to one
-layer's weights, is estimated by Hutchinson's method: for a Rademacher probe v,
-E[v^T H v] = tr(H). Every layer shares each probe: one forward pass, one gradient
-with create_graph, and one second backward of g . v give H v for all weights at
-once, and v_l . (H v)_l is an unbiased sample of tr(H_ll) (the cross-layer terms
-have zero mean because the probes of different layers are independent). That is
-the block-diagonal estimate HAWQ uses, for the price of one Hessian-vector
-product per probe instead of one per layer.
+    Omega(layer, f) = sum_j t_W[j] ||dW_f[:, j]||^2 + t_X[j] mean_batches ||dX_f[:, j]||^2
+
+HAWQ-V3's Omega is mean tr(H_W) x ||dW||^2: the average Hessian trace of the language-model
+loss with respect to the layer's weights times the squared weight perturbation. HAWQ-V2
+extends the same second-order argument to activations (the t_X term). Both are resolved
+here per input channel j, t[j] being channel j's share of the trace per element: with
+every t[j] equal to the layer's mean this is HAWQ's Omega. The two refinements are what
+tell FP8 (per-tensor FP8 inputs) from INT8-SmoothQuant (per-tensor INT8 inputs after
+SmoothQuant moved every channel's range into the weights, which makes the weight error
+largest on the channels whose inputs, and so whose curvature, are smallest); the
+weight-only layer-mean Omega ranks the two the wrong way round on real models.
+dW_f and dX_f are the kernel's quantized operands mapped back to the layer's space
+(trtq.sensitivity.operands): Q_w(W') / s - W and Q_a(X') * s - X, s the SmoothQuant
+scales (1 for the other formats).
+
+Every trace is estimated by Hutchinson's method: for a Rademacher probe v,
+E[v^T H v] = tr(H). All tensors share each probe: one forward pass, one gradient with
+create_graph, and one second backward of g . v give H v for every weight and every
+layer input at once, and v_t . (H v)_t is an unbiased sample of tr(H_tt) (the cross
+terms have zero mean because the probes of different tensors are independent). That
+is the block-diagonal estimate HAWQ uses, for the price of one Hessian-vector product
+per probe instead of one per tensor. Each layer sees its own node for its input (q, k
+and v read the same hidden state), so its input trace is that layer's alone.
 
 Iteration k draws a fresh probe and uses calibration batch k mod n, so the running
 mean estimates the trace of the Hessian averaged over the calibration batches. A
-layer stops once it has seen `min_iterations` probes and the relative change of its
-running mean drops below `tolerance`; stopped layers leave the probe, and the loop
-ends when every layer has stopped or after `max_iterations`.
+tensor stops once it has seen `min_iterations` probes and the relative change of its
+running mean drops below `tolerance`; stopped tensors leave the probe, and the loop
+ends when every tensor has stopped or after `max_iterations`.
 """
 
 from __future__ import annotations
@@ -29,7 +44,12 @@ import torch
 from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.sensitivity import SensitivityRow, TraceEstimate
 from trtq.registry.formats import Format
-from trtq.sensitivity.quantizers import weight_error
+from trtq.sensitivity.operands import (
+    calibrated_smoothing,
+    effective_inputs,
+    effective_weight,
+    kernel_weight,
+)
 
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_MAX_ITERATIONS = 12  # ~ the time of ModelOpt AutoQuantize scoring 32 x 512 tokens
@@ -37,12 +57,19 @@ DEFAULT_MAX_ITERATIONS = 12  # ~ the time of ModelOpt AutoQuantize scoring 32 x 
 
 @dataclass
 class LayerTrace:
-    """Running Hutchinson statistics of one parameter's Hessian trace."""
+    """Running Hutchinson statistics of one tensor's Hessian trace, in total and per channel.
+
+    A channel is an index of the tensor's last dimension: an input channel of a
+    (out, in) weight or of a (..., in) layer input. v * Hv is an unbiased estimate of
+    diag(H), so summing it per channel estimates each channel's share of the trace
+    from the same probes.
+    """
 
     numel: int
     samples: list[float] = field(default_factory=list)
     relative_change: float = float("inf")
     converged: bool = False
+    channel_sums: torch.Tensor | None = None  # float64, one running sum per channel
 
     @property
     def iterations(self) -> int:
@@ -57,7 +84,20 @@ class LayerTrace:
         """tr(H) / numel(W): HAWQ-V3's average Hessian trace, the factor in Omega."""
         return self.trace / self.numel
 
-    def add(self, sample: float) -> None:
+    @property
+    def channel_mean_traces(self) -> torch.Tensor:
+        """Per channel: its share of tr(H) / its number of elements (float64)."""
+        channels = self.channel_sums.numel()
+        return self.channel_sums / self.iterations / (self.numel // channels)
+
+    def add_probe(self, probe: torch.Tensor, hessian_probe: torch.Tensor) -> None:
+        """One Hutchinson sample from a probe v and H v."""
+        diagonal = (probe * hessian_probe).reshape(-1, probe.shape[-1] if probe.dim() else 1)
+        channels = diagonal.sum(dim=0, dtype=torch.float64)
+        self.channel_sums = channels if self.channel_sums is None else self.channel_sums + channels
+        self._add_sample(float(channels.sum()))
+
+    def _add_sample(self, sample: float) -> None:
         previous = self.trace if self.samples else None
         self.samples.append(sample)
         if previous is not None:
@@ -78,8 +118,11 @@ def rademacher_like(tensor: torch.Tensor, generator: torch.Generator) -> torch.T
     return torch.randint(0, 2, tensor.shape, generator=generator, dtype=tensor.dtype).mul_(2.0).sub_(1.0)
 
 
+LossFn = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]"]
+
+
 def hutchinson_traces(
-    loss_fn: Callable[[Any], torch.Tensor],
+    loss_fn: LossFn,
     params: Mapping[str, torch.Tensor],
     batches: Sequence[Any],
     *,
@@ -89,12 +132,13 @@ def hutchinson_traces(
     seed: int = 0,
     progress: Callable[[int, int, int], None] | None = None,
 ) -> HutchinsonRun:
-    """Per-parameter Hutchinson estimates of tr(d^2 loss / d param^2), all from shared probes.
+    """Per-tensor Hutchinson estimates of tr(d^2 loss / d t^2), all from shared probes.
 
-    `loss_fn(batch)` must compute a scalar from the tensors in `params`, which need
-    requires_grad. `min_iterations` defaults to the number of batches (capped by
-    `max_iterations`), so every layer sees every batch once before it may stop.
-    `progress(iteration, active_layers, total_layers)` is called after each probe.
+    `loss_fn(batch)` returns a scalar computed from the tensors in `params` (which need
+    requires_grad), or (scalar, intermediates): named tensors computed on the way, such as
+    a layer's input, whose traces are estimated too. `min_iterations` defaults to the
+    number of batches (capped by `max_iterations`), so every tensor sees every batch once
+    before it may stop. `progress(iteration, active, total)` is called after each probe.
     """
     if not batches:
         raise ValueError("hutchinson_traces needs at least one batch")
@@ -103,30 +147,33 @@ def hutchinson_traces(
     minimum = min(max(len(batches) if min_iterations is None else min_iterations, 2), max_iterations)
     generator = torch.Generator().manual_seed(seed)
     traces = {name: LayerTrace(numel=p.numel()) for name, p in params.items()}
-    active = list(params)
     start = time.perf_counter()
     iteration = 0
-    while active and iteration < max_iterations:
-        batch = batches[iteration % len(batches)]
-        weights = [params[name] for name in active]
-        loss = loss_fn(batch)
-        grads = torch.autograd.grad(loss, weights, create_graph=True)
-        probes = [rademacher_like(w, generator) for w in weights]
+    while iteration < max_iterations:
+        result = loss_fn(batches[iteration % len(batches)])
+        loss, intermediates = result if isinstance(result, tuple) else (result, {})
+        for name, tensor in intermediates.items():
+            traces.setdefault(name, LayerTrace(numel=tensor.numel()))
+        tensors = {**params, **intermediates}
+        active = [name for name, stats in traces.items() if not stats.converged and name in tensors]
+        if not active:
+            break
+        inputs = [tensors[name] for name in active]
+        grads = torch.autograd.grad(loss, inputs, create_graph=True)
+        probes = [rademacher_like(t, generator) for t in inputs]
         grad_dot_probe = torch.stack([(g * v).sum() for g, v in zip(grads, probes)]).sum()
-        hessian_probes = torch.autograd.grad(grad_dot_probe, weights)
-        del loss, grads, grad_dot_probe
+        hessian_probes = torch.autograd.grad(grad_dot_probe, inputs)
+        del loss, grads, grad_dot_probe, result, intermediates, tensors, inputs
         iteration += 1
-        still_active = []
         for name, v, hv in zip(active, probes, hessian_probes):
             stats = traces[name]
-            stats.add(float(torch.dot(v.flatten(), hv.flatten())))
-            if stats.iterations >= minimum and stats.relative_change < tolerance:
-                stats.converged = True
-            else:
-                still_active.append(name)
-        active = still_active
+            stats.add_probe(v, hv)
+            stats.converged = stats.iterations >= minimum and stats.relative_change < tolerance
+        remaining = sum(not stats.converged for stats in traces.values())
         if progress is not None:
-            progress(iteration, len(active), len(traces))
+            progress(iteration, remaining, len(traces))
+        if not remaining:
+            break
     return HutchinsonRun(traces=traces, iterations=iteration, seconds=time.perf_counter() - start)
 
 
@@ -169,59 +216,162 @@ def language_model_loss(model: torch.nn.Module) -> Callable[[torch.Tensor], torc
     return loss
 
 
+@contextlib.contextmanager
+def own_inputs(model: torch.nn.Module, layers: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """While open, each of `layers` multiplies its own autograd node for its input, kept by name.
+
+    q, k and v (and gate and up) read one hidden state; a view per layer makes the
+    derivative with respect to it that layer's alone. An input that does not require grad
+    (the first block's, whose upstream weights are all frozen) becomes a leaf that does.
+    """
+    modules = dict(model.named_modules())
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def pre_hook(module, args):
+            x = args[0]
+            own = x.view_as(x) if x.requires_grad else x.detach().requires_grad_(True)
+            captured[name] = own
+            return (own, *args[1:])
+        return pre_hook
+
+    handles = [modules[name].register_forward_pre_hook(keep(name)) for name in layers]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+        captured.clear()
+
+
+@dataclass
+class ModelTraces:
+    """Hutchinson statistics per layer: of its weight's Hessian and of its input's."""
+
+    weights: dict[str, LayerTrace]
+    inputs: dict[str, LayerTrace]
+    iterations: int
+    seconds: float
+
+
+_INPUT_SUFFIX = ":input"
+
+
 def model_traces(
     model: torch.nn.Module,
     graph: LayerGraph,
     batches: torch.Tensor,
     **options: Any,
-) -> HutchinsonRun:
-    """Hutchinson traces of every layer of `graph` in `model` over `batches` ([n, seq_len])."""
-    names = [f"{layer.name}.weight" for layer in graph.layers]
+) -> ModelTraces:
+    """Hutchinson traces of every layer of `graph` in `model` over `batches` ([n, seq_len]): weights and inputs."""
+    layers = [layer.name for layer in graph.layers]
+    names = [f"{layer}.weight" for layer in layers]
     missing = [name for name in names if name not in dict(model.named_parameters())]
     if missing:
         from trtq.errors import InputError
 
         raise InputError(f"{graph.model}: the loaded model lacks layers of its config, e.g. {missing[0]}")
-    with differentiable_wrt(model, names) as params:
-        run = hutchinson_traces(language_model_loss(model), params, list(batches), **options)
-    # Key by layer name, as the sensitivity table does.
-    run.traces = {name.removesuffix(".weight"): stats for name, stats in run.traces.items()}
-    return run
+    lm_loss = language_model_loss(model)
+    with differentiable_wrt(model, names) as params, own_inputs(model, layers) as captured:
+        def loss_and_inputs(ids: torch.Tensor):
+            captured.clear()
+            loss = lm_loss(ids)
+            return loss, {f"{layer}{_INPUT_SUFFIX}": x for layer, x in captured.items()}
+
+        run = hutchinson_traces(loss_and_inputs, params, list(batches), **options)
+    return ModelTraces(
+        weights={layer: run.traces[f"{layer}.weight"] for layer in layers},
+        inputs={layer: run.traces[f"{layer}{_INPUT_SUFFIX}"] for layer in layers},
+        iterations=run.iterations, seconds=run.seconds,
+    )
 
 
-def trace_estimates(run: HutchinsonRun) -> list[TraceEstimate]:
+def trace_estimates(traces: ModelTraces) -> list[TraceEstimate]:
     return [
-        TraceEstimate(layer=layer, trace=stats.trace, iterations=stats.iterations,
-                      relative_change=stats.relative_change,
+        TraceEstimate(layer=layer, operand=operand, trace=stats.trace, numel=stats.numel,
+                      iterations=stats.iterations, relative_change=stats.relative_change,
                       converged=stats.converged)
-        for layer, stats in run.traces.items()
+        for operand, per_layer in (("weight", traces.weights), ("input", traces.inputs))
+        for layer, stats in per_layer.items()
     ]
 
 
-def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format],
-                 run: HutchinsonRun) -> list[SensitivityRow]:
-    """One row per (layer, format that fits it): omega = max(mean trace, floor) x ||Q_f(W) - W||^2.
+def input_errors(model: torch.nn.Module, graph: LayerGraph, formats: Mapping[str, list[Format]],
+                 batches: torch.Tensor, smoothing: Mapping[str, torch.Tensor]) -> dict[tuple[str, str], float]:
+    """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 averaged over the calibration batches."""
+    modules = dict(model.named_modules())
+    totals: dict[tuple[str, str], torch.Tensor] = {}
 
-    A mean trace at or below zero (the loss locally flat or concave along that layer, or
-    estimator noise around zero) is raised to a floor, 1e-3 of the smallest positive mean
-    trace: such a layer is nearly free to quantize, but its formats stay ordered by their
-    weight error, so the planner never picks a coarser format there for nothing.
+    def hook(name: str):
+        def record(module, inputs, output):
+            x = inputs[0].detach().reshape(-1, module.in_features).float()
+            by_activation: dict[str, torch.Tensor] = {}  # formats that quantize inputs alike share the error
+            for fmt in formats[name]:
+                if fmt.act_dtype not in by_activation:
+                    by_activation[fmt.act_dtype] = channel_squared_norms(
+                        effective_inputs(x, fmt, smoothing[name]) - x) / len(batches)
+                error = by_activation[fmt.act_dtype]
+                key = name, fmt.name
+                totals[key] = totals[key] + error if key in totals else error
+        return record
+
+    handles = [modules[layer.name].register_forward_hook(hook(layer.name)) for layer in graph.layers]
+    try:
+        with torch.no_grad():
+            for ids in batches:
+                model(input_ids=ids.reshape(1, -1), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals
+
+
+def channel_squared_norms(t: torch.Tensor) -> torch.Tensor:
+    """Sum of squares per index of the last dimension, in float64."""
+    return t.reshape(-1, t.shape[-1]).to(torch.float64).pow(2).sum(dim=0)
+
+
+def _floor(traces: Mapping[str, LayerTrace]) -> float:
+    positive = [stats.mean_trace for stats in traces.values() if stats.mean_trace > 0]
+    return 1e-3 * min(positive) if positive else 1.0
+
+
+def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format], traces: ModelTraces,
+                 batches: torch.Tensor) -> list[SensitivityRow]:
+    """One row per (layer, format that fits it), summed over input channels j:
+
+        omega = sum_j max(t_W[j], floor_W) x ||dW[:, j]||^2 + max(t_X[j], floor_X) x mean ||dX[:, j]||^2
+
+    t[j] is channel j's mean Hessian trace (its share of tr(H) per element). With every
+    t[j] equal to the layer's mean trace this is HAWQ's Omega; per channel it also sees
+    where the error lands, which matters for SmoothQuant: migration makes the weight
+    error largest on the channels whose inputs, and so whose Hessian, are smallest.
+    An estimate at or below zero (the loss locally flat or concave there, or estimator
+    noise) is raised to a floor, 1e-3 of the smallest positive layer mean trace of its
+    kind: such a channel is nearly free to quantize, but formats stay ordered by their
+    errors, so the planner never picks a coarser format there for nothing.
     """
-    positive = [stats.mean_trace for stats in run.traces.values() if stats.mean_trace > 0]
-    floor = 1e-3 * min(positive) if positive else 1.0
+    fitting = {layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers}
+    smoothing = calibrated_smoothing(model, graph, batches)
+    activation_errors = input_errors(model, graph, fitting, batches, smoothing)
+    weight_floor, input_floor = _floor(traces.weights), _floor(traces.inputs)
     modules = dict(model.named_modules())
     rows = []
     with torch.no_grad():
         for layer in graph.layers:
-            stats = run.traces[layer.name]
-            weight = modules[layer.name].weight
-            for fmt in formats:
-                if not fmt.available_for(layer.in_features):
-                    continue
-                group_size = fmt.group_size_for(layer.in_features)
-                error = weight_error(weight, fmt, group_size)
+            weight_stats, input_stats = traces.weights[layer.name], traces.inputs[layer.name]
+            weight_curvature = weight_stats.channel_mean_traces.clamp(min=weight_floor)
+            input_curvature = input_stats.channel_mean_traces.clamp(min=input_floor)
+            weight = modules[layer.name].weight.detach().float()
+            smooth = smoothing[layer.name]
+            for fmt in fitting[layer.name]:
+                weight_error = channel_squared_norms(
+                    effective_weight(kernel_weight(weight, fmt, smooth), fmt, smooth) - weight)
+                input_error = activation_errors[layer.name, fmt.name]
+                omega = float(weight_curvature @ weight_error + input_curvature @ input_error)
                 rows.append(SensitivityRow(
-                    layer=layer.name, format=fmt.name, group_size=group_size, weight_error=error,
-                    omega=max(stats.mean_trace, floor) * error, hessian_trace=stats.mean_trace,
+                    layer=layer.name, format=fmt.name, group_size=fmt.group_size_for(layer.in_features),
+                    weight_error=float(weight_error.sum()), omega=omega, hessian_trace=weight_stats.mean_trace,
+                    input_error=float(input_error.sum()), input_hessian_trace=input_stats.mean_trace,
                 ))
     return rows

@@ -1,0 +1,90 @@
+"""What a format's kernel multiplies: the quantized weight and input operands of one layer.
+
+INT8-SmoothQuant migrates each input channel's range into the weights before it
+quantizes either (X' = X / s, W' = W * s); the kernel then multiplies Q_a(X') by
+Q_w(W')^T. The other formats quantize X and W as they are. Both sensitivity methods
+that look at activations (`fisher`, `hessian`) take their operands from here, and the
+perturbations they score are the kernel's operands mapped back to the layer's own
+space (Q_w(W') / s - W and Q_a(X') * s - X), so a SmoothQuant layer is charged for
+the weight error its migration causes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from trtq.artifacts.layers import LayerGraph
+from trtq.registry.formats import Format
+from trtq.sensitivity.quantizers import fp8_e4m3, int_symmetric, nvfp4, quantize_dequantize
+
+SMOOTHQUANT_ALPHA = 1.0  # ModelOpt's SmoothQuant default
+_MIN_SCALE = 1e-5
+
+
+def smoothquant_scales(channel_amax: torch.Tensor) -> torch.Tensor:
+    """SmoothQuant scales max|X_j|^alpha from per-input-channel maxima (alpha = 1: all range to the weights)."""
+    return channel_amax.clamp(min=_MIN_SCALE).pow(SMOOTHQUANT_ALPHA)
+
+
+def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SmoothQuant scales per layer from the calibration set's per-channel input maxima, as ModelOpt calibrates."""
+    modules = dict(model.named_modules())
+    amax: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            x = inputs[0].detach().reshape(-1, module.in_features).float().abs().amax(dim=0)
+            amax[name] = torch.maximum(amax[name], x) if name in amax else x
+        return record
+
+    handles = [modules[layer.name].register_forward_hook(hook(layer.name)) for layer in graph.layers]
+    try:
+        with torch.no_grad():
+            for ids in batches:
+                model(input_ids=ids.reshape(1, -1), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: smoothquant_scales(a) for name, a in amax.items()}
+
+
+def migrates(fmt: Format) -> bool:
+    """SmoothQuant applies to the formats with INT8 activations."""
+    return fmt.act_dtype == "int8"
+
+
+def kernel_weight(w: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
+    """Q_w(W'), [out, in], float32."""
+    w = w.detach().float()
+    return quantize_dequantize(w * smooth if migrates(fmt) else w, fmt)
+
+
+def kernel_inputs(x: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
+    """Q_a(X') as format f's kernel multiplies it; x is [tokens, in]."""
+    if fmt.act_dtype == "bf16":
+        return x.to(torch.bfloat16).to(x.dtype)
+    if fmt.act_dtype == "fp8_e4m3":
+        return fp8_e4m3(x)
+    if fmt.act_dtype == "int8":
+        smoothed = x / smooth
+        return int_symmetric(smoothed, 8, smoothed.abs().amax())
+    if fmt.act_dtype == "e2m1":
+        return nvfp4(x, fmt.group_size_for(x.shape[1]))
+    raise ValueError(f"no reference activation quantizer for {fmt.name} ({fmt.act_dtype})")
+
+
+def effective_weight(quantized_kernel_weight: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
+    """The kernel's weight operand in the layer's own space: Q_w(W') / s."""
+    return quantized_kernel_weight / smooth if migrates(fmt) else quantized_kernel_weight
+
+
+def effective_inputs(x: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
+    """The kernel's input operand in the layer's own space: Q_a(X') * s."""
+    quantized = kernel_inputs(x, fmt, smooth)
+    return quantized * smooth if migrates(fmt) else quantized
+
+
+def squared_norm(t: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(t, dtype=torch.float64) ** 2)
