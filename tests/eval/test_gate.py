@@ -95,12 +95,13 @@ def test_malformed_inputs_exit_2_with_one_line(plans, capsys, extra, needle):
     assert err.count("\n") == 1 and err.startswith("trtq: error:") and needle in err, err
 
 
-def test_exported_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+def test_checkpoint_without_a_quantization_config_is_refused_in_one_line(tmp_path, capsys):
+    # Scoring real checkpoints is tested in test_checkpoint.py; this one is refused before any model loads.
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "hf_quant_config.json").write_text("{}")
     code, err = run(capsys, "--checkpoint", str(tmp_path))
     assert code == 2 and err.count("\n") == 1
-    assert "cannot score the exported checkpoint" in err and "--plan" in err
+    assert "no 'quantization' mapping" in err
 
 
 def test_plan_for_another_model_and_evaluation_equal_to_calibration(plans, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""`trtq eval MODEL --plan plan.yaml [--text FILE] [--seq-len 512] [--max-ppl-increase 5] [--lm-eval TASKS]`."""
+"""`trtq eval MODEL (--plan plan.yaml | --checkpoint DIR) [--text FILE] [--seq-len 512] [--max-ppl-increase 5]
+[--lm-eval TASKS]`."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="quality gate: perplexity (and lm-eval tasks) of the quantized model against the reference",
         description=(
-            "Score the unquantized model and the model quantized as a plan says (ModelOpt fake "
-            "quantization; trtq's reference NVFP4 for weights where ModelOpt needs CUDA) on real text, "
-            "write an eval artifact, and exit 1 when the perplexity rises by more than the limit or an "
-            "lm-eval task degrades past its threshold."
+            "Score the unquantized model and a quantized one on real text, write an eval artifact, and "
+            "exit 1 when the perplexity rises by more than the limit or an lm-eval task degrades past its "
+            "threshold. The quantized model is either the model quantized as a plan says (--plan: ModelOpt "
+            "fake quantization; trtq's reference NVFP4 for weights where ModelOpt needs CUDA), or the "
+            "checkpoint `trtq quantize` exported (--checkpoint: the packed weights, scales and "
+            "pre_quant_scales as shipped, rebuilt into a float model with activations quantized by the "
+            "exported input scales)."
         ),
     )
     p.add_argument("model", help="a model with weights: smollm2-135m or a local directory with safetensors")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--plan", help="plan.yaml from `trtq plan`")
-    source.add_argument("--checkpoint", metavar="DIR", help="a checkpoint written by `trtq quantize`")
+    source.add_argument("--checkpoint", metavar="DIR",
+                        help="a checkpoint written by `trtq quantize` (engines/NAME, or its hf/ directory)")
     p.add_argument("--text", metavar="FILE", help="UTF-8 evaluation text (default: the shipped evaluation text)")
     p.add_argument("--seq-len", type=int, default=512, help="tokens per window (default 512)")
     p.add_argument("--windows", type=int, default=32,
@@ -32,9 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "mmlu 3, hellaswag 2, gsm8k 5, others 5); trtq_devil_definitions runs offline")
     p.add_argument("--lm-eval-limit", type=int, help="score only the first N documents of each task")
     p.add_argument("--calib", metavar="FILE", help="calibration text for the plan's quantization "
-                                                   "(default: the shipped calibration text)")
-    p.add_argument("--calib-samples", type=int, default=16, help="calibration windows (default 16)")
-    p.add_argument("--calib-seq-len", type=int, default=512, help="tokens per calibration window (default 512)")
+                                                   "(default: the shipped calibration text; --plan only)")
+    p.add_argument("--calib-samples", type=int, default=16, help="calibration windows (default 16; --plan only)")
+    p.add_argument("--calib-seq-len", type=int, default=512,
+                   help="tokens per calibration window (default 512; --plan only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="eval.json", help="eval artifact (JSON or YAML; default eval.json)")
     p.set_defaults(handler=run_eval)

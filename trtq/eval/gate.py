@@ -4,6 +4,9 @@ The quantized model for a plan is the other stages' own: `quantize_model` (Model
 fake quantization, calibrated stage by stage) on a copy of the loaded model. NVFP4
 layers, which ModelOpt quantizes only on CUDA, get their weights replaced by trtq's
 reference NVFP4 quantize-dequantize on a CPU machine (weights only; said in the notes).
+
+The quantized model for a checkpoint (`--checkpoint DIR`, what `trtq quantize` wrote) is
+the artifact itself: trtq.eval.checkpoint rebuilds it from the exported tensors.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from trtq.artifacts import load_artifact, make_metadata
 from trtq.artifacts.eval import EvalResult, TaskResult
 from trtq.artifacts.io import sha256_file
 from trtq.artifacts.plan import Plan
-from trtq.errors import InputError, UnsupportedError
+from trtq.errors import InputError
 
 DEFAULT_MAX_WINDOWS = 32
 DEFAULT_CALIB_SAMPLES = 16
@@ -41,8 +44,15 @@ class EvalRequest:
     seed: int = 0
 
 
-def check_request(request: EvalRequest) -> None:
-    """Everything cheap, before a model loads."""
+def open_checkpoint(directory: str) -> Any:
+    """The checkpoint's JSON, read and checked (no weights): see trtq.eval.checkpoint."""
+    from trtq.eval.checkpoint import open_checkpoint as _open
+
+    return _open(directory)
+
+
+def check_request(request: EvalRequest) -> Any:
+    """Everything cheap, before a model loads; the opened checkpoint (its JSON only), if one was named."""
     if (request.plan is None) == (request.checkpoint is None):
         raise InputError("trtq eval needs exactly one of --plan FILE or --checkpoint DIR")
     if request.seq_len < 2:
@@ -55,28 +65,7 @@ def check_request(request: EvalRequest) -> None:
         raise InputError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
     if request.lm_eval_limit is not None and request.lm_eval_limit < 1:
         raise InputError(f"--lm-eval-limit must be at least 1, got {request.lm_eval_limit}")
-    if request.checkpoint is not None:
-        refuse_checkpoint(Path(request.checkpoint))
-
-
-def refuse_checkpoint(directory: Path) -> None:
-    """An exported checkpoint cannot be scored on CPU: say so in one line (see the report of issue 4).
-
-    ModelOpt's unified HF export stores packed INT4 (uint8, two per byte), INT8 and FP8
-    weights with their scales and AWQ/SmoothQuant pre_quant_scale vectors; transformers
-    5 refuses to load it as a float model (shape mismatch on the packed weights), and
-    ModelOpt's restore path needs the modelopt_state that the export does not write.
-    """
-    hf = directory / "hf" if (directory / "hf").is_dir() else directory
-    if not directory.exists():
-        raise InputError(f"checkpoint directory not found: {directory}")
-    if not (hf / "hf_quant_config.json").is_file():
-        raise InputError(f"{directory} is not a trtq/ModelOpt checkpoint (no hf_quant_config.json)")
-    raise UnsupportedError(
-        f"cannot score the exported checkpoint {directory} here: its packed quantized weights do not load "
-        "as a float model on CPU; evaluate the plan it came from instead: trtq eval MODEL --plan "
-        f"{directory / 'plan.yaml'}"
-    )
+    return open_checkpoint(request.checkpoint) if request.checkpoint is not None else None
 
 
 def split_plan(plan: Plan, cuda_available: bool) -> tuple[dict[str, tuple[str, int | None]], dict[str, int]]:
@@ -133,33 +122,61 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
     from trtq.model.zoo import load_pretrained, resolve_model
 
     say = progress or (lambda message: None)
-    check_request(request)
+    checkpoint = check_request(request)
     tasks = parse_task_spec(request.lm_eval) if request.lm_eval else {}
-    plan = load_artifact(request.plan, Plan)
     resolved = resolve_model(request.model)
-    if plan.model != resolved.name:
-        raise InputError(f"plan {request.plan} was made for model {plan.model!r}, not {resolved.name!r}")
+    if resolved.weights_format == "safetensors" and (Path(resolved.weights) / "hf_quant_config.json").is_file():
+        raise InputError(f"model {request.model} is a quantized checkpoint: give the unquantized model it was "
+                         "made from, and the checkpoint to --checkpoint")
+    plan = None
+    if checkpoint is None:
+        plan = load_artifact(request.plan, Plan)
+        if plan.model != resolved.name:
+            raise InputError(f"plan {request.plan} was made for model {plan.model!r}, not {resolved.name!r}")
+    else:
+        from trtq.eval.checkpoint import check_model_matches
+
+        check_model_matches(checkpoint, resolved.name, resolved.config)
     text_path = Path(request.text) if request.text else EVALUATION_PATH
     text = read_text_file(text_path)
-    calib_path = Path(request.calib) if request.calib else CALIBRATION_PATH
-    calib_text = read_text_file(calib_path)
-    if text_sha256(text) == text_sha256(calib_text):
-        raise InputError(f"the evaluation text {text_path} is the calibration text: score on other text")
+    if checkpoint is None:
+        calib_path = Path(request.calib) if request.calib else CALIBRATION_PATH
+        calib_text = read_text_file(calib_path)
+        if text_sha256(text) == text_sha256(calib_text):
+            raise InputError(f"the evaluation text {text_path} is the calibration text: score on other text")
+    elif checkpoint.calibration_sha256 == text_sha256(text):
+        raise InputError(f"the evaluation text {text_path} is the text {checkpoint.root} was calibrated on: "
+                         "score on other text")
 
     if model is None or tokenizer is None:
         started = time.perf_counter()
         model, tokenizer = load_pretrained(resolved)
         say(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s")
+    if checkpoint is not None:
+        # Before the reference is scored: a broken checkpoint fails fast.
+        from trtq.eval.checkpoint import load_checkpoint_model
+
+        started = time.perf_counter()
+        loaded = load_checkpoint_model(checkpoint, model)
+        say(f"rebuilt {checkpoint.root} from its exported tensors in {time.perf_counter() - started:.0f} s")
     windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
     started = time.perf_counter()
     reference = perplexity(model, windows)
     say(f"reference perplexity {reference.ppl:.3f} over {reference.windows} x {request.seq_len} tokens "
         f"({time.perf_counter() - started:.0f} s)")
 
-    calib_batches = token_batches(tokenizer, calib_text, request.calib_samples, request.calib_seq_len, request.seed)
-    started = time.perf_counter()
-    quantized, notes = quantized_copy(model, plan, calib_batches)
-    say(f"quantized as {request.plan} in {time.perf_counter() - started:.0f} s")
+    if checkpoint is None:
+        started = time.perf_counter()
+        calib_batches = token_batches(tokenizer, calib_text, request.calib_samples, request.calib_seq_len,
+                                      request.seed)
+        quantized, notes = quantized_copy(model, plan, calib_batches)
+        counts: dict[str, int] = {}
+        for fmt_name, _ in plan.layer_formats().values():
+            counts[fmt_name] = counts.get(fmt_name, 0) + 1
+        say(f"quantized as {request.plan} in {time.perf_counter() - started:.0f} s")
+    else:
+        quantized, notes, counts = loaded.model, loaded.notes, loaded.layer_formats
+        del loaded
     started = time.perf_counter()
     result = perplexity(quantized, windows)
     say(f"quantized perplexity {result.ppl:.3f} ({time.perf_counter() - started:.0f} s)")
@@ -184,23 +201,27 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
                                            samples=samples))
     del quantized
 
-    counts: dict[str, int] = {}
-    for fmt_name, _ in plan.layer_formats().values():
-        counts[fmt_name] = counts.get(fmt_name, 0) + 1
     notes.append(f"reference: the unquantized model ({next(model.parameters()).dtype}); "
                  f"windows: {reference.windows} non-overlapping, evenly spaced over the text")
     if tasks:
         notes.append("lm-eval degradation = relative drop of the task metric, (reference - quantized) / reference")
+    if checkpoint is None:
+        inputs: dict[str, Any] = {"plan": request.plan, "text": text_path, "calib": calib_path}
+        plan_path = request.plan
+    else:
+        # The checkpoint's files by their path under it, e.g. hf/model.safetensors, hf/hf_quant_config.json.
+        inputs = {"text": text_path, **checkpoint.input_files()}
+        plan_path = checkpoint.plan_path
     return EvalResult(
         artifact=EvalResult.KIND,
         schema_version=EvalResult.SCHEMA_VERSION,
-        metadata=make_metadata(inputs={"plan": request.plan, "text": text_path, "calib": calib_path},
-                               seed=request.seed, notes=notes,
+        metadata=make_metadata(inputs=inputs, seed=request.seed if checkpoint is None else None, notes=notes,
                                versions={"torch_threads": str(torch.get_num_threads())}),
         model=resolved.name,
-        source="plan",
-        plan=str(request.plan),
-        plan_sha256=sha256_file(request.plan),
+        source="plan" if checkpoint is None else "checkpoint",
+        plan=None if plan_path is None else str(plan_path),
+        plan_sha256=None if plan_path is None else sha256_file(plan_path),
+        checkpoint=None if checkpoint is None else str(checkpoint.root),
         text=str(text_path),
         text_sha256=text_sha256(text),
         seq_len=request.seq_len,

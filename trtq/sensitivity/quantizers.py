@@ -78,25 +78,31 @@ def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * E2M1_GRID.to(x.dtype)[e2m1_codes(x)]
 
 
-def nvfp4_scales(w: torch.Tensor, block_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E4M3 block scales [out, in/block], FP32 global scale): global = amax(W) / (6 * 448),
-    block = amax_b / (6 * global) clamped to E4M3's [2^-9, 448] (an all-zero block gets 1)."""
-    out_features, in_features = w.shape
-    blocks = w.reshape(out_features, in_features // block_size, block_size)
-    global_scale = w.abs().amax().to(torch.float32) / (E2M1_MAX * FP8_E4M3_MAX)
+def nvfp4_scales(w: torch.Tensor, block_size: int = 16,
+                 global_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E4M3 block scales [rows, in/block], FP32 global scale) of a 2-D tensor: global = amax(W) / (6 * 448)
+    unless given (an activation's calibrated scale), block = amax_b / (6 * global) clamped to E4M3's
+    [2^-9, 448] (an all-zero block gets 1)."""
+    rows, in_features = w.shape
+    blocks = w.reshape(rows, in_features // block_size, block_size)
+    if global_scale is None:
+        global_scale = w.abs().amax() / (E2M1_MAX * FP8_E4M3_MAX)
+    global_scale = global_scale.to(torch.float32)
     block_scale = blocks.abs().amax(dim=-1).to(torch.float32) / (E2M1_MAX * _safe(global_scale))
     block_scale[block_scale == 0] = 1.0
     return block_scale.clamp(min=2**-9, max=FP8_E4M3_MAX).to(torch.float8_e4m3fn), global_scale
 
 
-def nvfp4(w: torch.Tensor, block_size: int = 16) -> torch.Tensor:
-    """NVFP4: E2M1 elements, one E4M3 scale per 16-element block, one FP32 global scale."""
-    out_features, in_features = w.shape
-    blocks = w.reshape(out_features, in_features // block_size, block_size).to(torch.float32)
-    block_scale, global_scale = nvfp4_scales(w, block_size)
+def nvfp4(x: torch.Tensor, block_size: int = 16, global_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """NVFP4: E2M1 elements, one E4M3 scale per `block_size` elements of the last dimension, one FP32
+    global scale (from x's own amax, or given)."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows, in_features = flat.shape
+    blocks = flat.reshape(rows, in_features // block_size, block_size).to(torch.float32)
+    block_scale, global_scale = nvfp4_scales(flat, block_size, global_scale)
     scale = (block_scale.to(torch.float32) * _safe(global_scale)).unsqueeze(-1)
     q = round_to_e2m1(blocks / scale) * scale
-    return q.reshape(out_features, in_features).to(w.dtype)
+    return q.reshape(x.shape).to(x.dtype)
 
 
 def quantize_dequantize(w: torch.Tensor, fmt: Format, group_size: int | None = None) -> torch.Tensor:

@@ -1,0 +1,496 @@
+"""Rebuild a float model from a checkpoint `trtq quantize` exported, to score the artifact itself.
+
+transformers cannot load ModelOpt's unified HF checkpoint as a float model (packed INT4,
+FP8 and INT8 weights with their scales) and the export writes no modelopt_state, so this
+module reads `hf/*.safetensors` (safetensors only, never pickle) and `hf_quant_config.json`
+itself. The architecture and tokenizer come from the reference model; every tensor of the
+result comes from the checkpoint: unquantized tensors (embeddings, norms, bf16 layers) load
+as they are, and each quantized Linear becomes a `CheckpointLinear` that computes what the
+deployed kernel computes from the exported tensors: x * pre_quant_scale (where kept),
+activations quantized with the exported static input_scale, x @ dequantized(W)^T.
+
+What ModelOpt 0.47 writes (modelopt/torch/export/quant_utils.py, unified_export_hf.py):
+  * FP8: `weight` float8_e4m3fn = W / weight_scale, `weight_scale` = amax / 448 (0-dim),
+    `input_scale` = activation amax / 448. The division is bf16 / 0-dim float32, which
+    PyTorch computes in bf16: a few percent of the weights land one E4M3 step from where
+    ModelOpt's fake quantizer (float32 arithmetic) puts them.
+  * W8A8_SQ_PER_CHANNEL: `weight` int8 = round(W / weight_scale[:, None]), `weight_scale` =
+    amax / 127 per output channel, `input_scale` = amax / 127 per tensor (activations use
+    [-128, 127]: ModelOpt's narrow_range is False), SmoothQuant's `pre_quant_scale` [in] kept.
+  * W4A16_AWQ: `weight` uint8 [out/2, in]: two INT4 codes per byte along the OUTPUT dimension
+    (row 2j in the low nibble, row 2j+1 in the high one), `weight_scale` [out, in/group] =
+    block amax / 7, codes round(W / scale) clamped to [-8, 7].
+  * W4A8_AWQ: as W4A16_AWQ, plus `weight_scale_2` = amax / 448 of the FP8 stage ModelOpt
+    applies to the INT4-dequantized weight, and `input_scale` = FP8 activation amax / 448.
+  * NVFP4: `weight` uint8 [out, in/2]: two E2M1 codes per byte along the INPUT dimension
+    (element 2i in the low nibble), `weight_scale` float8_e4m3fn [out, in/16],
+    `weight_scale_2` = amax / (6 * 448), `input_scale` = activation amax / (6 * 448);
+    activations are quantized per 16-element block at run time.
+  * Before packing, layers that share an input (q/k/v, gate/up) in a format other than FP8
+    get one pre_quant_scale, the mean of theirs (weights re-scaled by old/new and their
+    weight amax re-collected), and one input amax, the max of theirs; in AWQ formats that
+    pre_quant_scale is then multiplied into the preceding RMSNorm's weight and not written.
+    The checkpoint's norms carry it, so loading them as exported is all it takes.
+
+Activation quantization is ModelOpt's fake quantization with the exported static scale,
+computed in float32 and returned in the compute dtype, as ModelOpt does.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trtq.errors import ArtifactError, InputError, UnsupportedError
+# ModelOpt's CPU fake quantization, operation for operation (tested bit for bit against it).
+from trtq.sensitivity.quantizers import E2M1_GRID, FP8_E4M3_MAX, fp8_e4m3, int_symmetric, nvfp4
+
+QUANT_CONFIG = "hf_quant_config.json"
+# ModelOpt quant_algo -> the trtq format it is.
+ALGO_FORMATS: dict[str, str] = {
+    "FP8": "fp8",
+    "W8A8_SQ_PER_CHANNEL": "int8_sq",
+    "W4A16_AWQ": "int4_awq",
+    "W4A8_AWQ": "w4a8_awq",
+    "NVFP4": "nvfp4",
+}
+_BLOCKED = ("W4A16_AWQ", "W4A8_AWQ", "NVFP4")
+# The tensors each format must have and may have, beside the weight (and an optional bias).
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "FP8": ("weight_scale", "input_scale"),
+    "W8A8_SQ_PER_CHANNEL": ("weight_scale", "input_scale"),
+    "W4A16_AWQ": ("weight_scale",),
+    "W4A8_AWQ": ("weight_scale", "weight_scale_2", "input_scale"),
+    "NVFP4": ("weight_scale", "weight_scale_2", "input_scale"),
+}
+_OPTIONAL: dict[str, tuple[str, ...]] = {
+    "FP8": (),
+    "W8A8_SQ_PER_CHANNEL": ("pre_quant_scale",),
+    "W4A16_AWQ": ("pre_quant_scale",),
+    "W4A8_AWQ": ("pre_quant_scale",),
+    "NVFP4": (),
+}
+# Config entries that fix the shapes: a checkpoint of another model disagrees on one.
+_ARCHITECTURE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                      "num_attention_heads", "num_key_value_heads", "vocab_size")
+INT8_MAX = 127.0
+NVFP4_BLOCK = 16
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    algo: str
+    group_size: int | None = None
+
+    @property
+    def format(self) -> str:
+        return ALGO_FORMATS[self.algo]
+
+
+@dataclass
+class Checkpoint:
+    """What the checkpoint's JSON says; read without torch, before any model loads."""
+    root: Path                                  # the directory the user named
+    hf: Path                                    # the directory holding the safetensors
+    quant_algo: str | None                      # MIXED_PRECISION, one algorithm, or None
+    layers: dict[str, LayerQuant]               # MIXED_PRECISION: layer -> how it is quantized
+    default: LayerQuant | None                  # one algorithm: every Linear not excluded
+    exclude: list[str]                          # its exclude_modules wildcards
+    config: dict[str, Any]                      # hf/config.json
+    weight_files: list[Path]
+    model_name: str | None = None               # from plan.yaml / quantize_summary.json
+    plan_path: Path | None = None
+    calibration_sha256: str | None = None
+
+    def layer_quant(self, name: str) -> LayerQuant | None:
+        if self.quant_algo == "MIXED_PRECISION":
+            return self.layers.get(name)
+        if self.default is None or any(fnmatch.fnmatchcase(name, p) for p in self.exclude):
+            return None
+        return self.default
+
+    def input_files(self) -> dict[str, Path]:
+        """Files that define the checkpoint, keyed by their path under the root (for metadata)."""
+        files = [self.hf / QUANT_CONFIG, self.hf / "config.json", *self.weight_files]
+        if self.plan_path is not None:
+            files.append(self.plan_path)
+        return {str(f.relative_to(self.root)): f for f in files}
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ArtifactError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _layer_quant(where: str, entry: Any) -> LayerQuant:
+    if not isinstance(entry, dict):
+        raise ArtifactError(f"{where}: expected a mapping with quant_algo, got {entry!r}")
+    algo = entry.get("quant_algo")
+    if algo not in ALGO_FORMATS:
+        raise UnsupportedError(f"{where}: quant_algo {algo!r} is not one trtq eval can reproduce "
+                               f"(it reads {', '.join(ALGO_FORMATS)})")
+    group_size = entry.get("group_size")
+    if algo in _BLOCKED:
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+            raise ArtifactError(f"{where}: {algo} needs a positive integer group_size, got {group_size!r}")
+        if algo == "NVFP4" and group_size != NVFP4_BLOCK:
+            raise UnsupportedError(f"{where}: NVFP4 with group_size {group_size} (trtq reads block {NVFP4_BLOCK})")
+        return LayerQuant(algo, group_size)
+    return LayerQuant(algo)
+
+
+def open_checkpoint(directory: str | Path) -> Checkpoint:
+    """Read and check the checkpoint's JSON: one-line errors, no torch, no weights read."""
+    root = Path(directory)
+    if not root.exists():
+        raise InputError(f"checkpoint directory not found: {root}")
+    if not root.is_dir():
+        raise InputError(f"checkpoint {root} is not a directory")
+    hf = root / "hf" if (root / "hf").is_dir() else root
+    if not (hf / QUANT_CONFIG).is_file():
+        raise InputError(f"{root} is not a trtq/ModelOpt checkpoint (no {QUANT_CONFIG})")
+    where = hf / QUANT_CONFIG
+    data = _read_json(where, "checkpoint quantization config")
+    quantization = data.get("quantization") if isinstance(data, dict) else None
+    if not isinstance(quantization, dict):
+        raise ArtifactError(f"{where}: no 'quantization' mapping (not a ModelOpt unified HF checkpoint)")
+    kv_cache = quantization.get("kv_cache_quant_algo")
+    if kv_cache is not None:
+        raise UnsupportedError(f"{where}: the KV cache is quantized ({kv_cache}); trtq eval --checkpoint "
+                               "scores checkpoints with an unquantized KV cache only")
+    quant_algo = quantization.get("quant_algo")
+    layers: dict[str, LayerQuant] = {}
+    default = None
+    exclude: list[str] = []
+    if quant_algo == "MIXED_PRECISION":
+        entries = quantization.get("quantized_layers")
+        if not isinstance(entries, dict):
+            raise ArtifactError(f"{where}: MIXED_PRECISION without a quantized_layers mapping")
+        layers = {name: _layer_quant(f"{where}: layer {name}", entry) for name, entry in entries.items()}
+    elif quant_algo is not None:
+        default = _layer_quant(f"{where}", quantization)
+        exclude = quantization.get("exclude_modules") or []
+        if not isinstance(exclude, list) or not all(isinstance(p, str) for p in exclude):
+            raise ArtifactError(f"{where}: exclude_modules must be a list of names")
+    config = _read_json(hf / "config.json", "checkpoint config.json")
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{hf / 'config.json'}: not a Hugging Face model config")
+    weight_files = sorted(hf.glob("*.safetensors"))
+    if not weight_files:
+        raise ArtifactError(f"checkpoint {hf} has no *.safetensors weights")
+    checkpoint = Checkpoint(root=root, hf=hf, quant_algo=quant_algo, layers=layers, default=default,
+                            exclude=exclude, config=config, weight_files=weight_files)
+    _read_provenance(checkpoint)
+    return checkpoint
+
+
+def _read_provenance(checkpoint: Checkpoint) -> None:
+    """The model and calibration the checkpoint was made from, where `trtq quantize` wrote them."""
+    from trtq.artifacts import load_artifact
+    from trtq.artifacts.plan import Plan
+    from trtq.quantize.summary import QuantizeSummary
+
+    if checkpoint.hf == checkpoint.root:
+        return  # an hf/ directory named directly: its parent is not ours to read
+    summary_path = checkpoint.root / "quantize_summary.json"
+    if summary_path.is_file():
+        summary = load_artifact(summary_path, QuantizeSummary)
+        checkpoint.model_name = summary.model
+        checkpoint.calibration_sha256 = summary.calibration_sha256
+    plan_path = checkpoint.root / "plan.yaml"
+    if plan_path.is_file():
+        plan = load_artifact(plan_path, Plan)
+        checkpoint.plan_path = plan_path
+        if checkpoint.model_name is not None and checkpoint.model_name != plan.model:
+            raise ArtifactError(f"{checkpoint.root}: quantize_summary.json names model {checkpoint.model_name!r} "
+                                f"but plan.yaml {plan.model!r}")
+        checkpoint.model_name = plan.model
+
+
+def check_model_matches(checkpoint: Checkpoint, model_name: str, model_config: dict[str, Any]) -> None:
+    """The checkpoint was made for this model: by name where trtq recorded one, and by shape."""
+    if checkpoint.model_name is not None and checkpoint.model_name != model_name:
+        raise InputError(f"checkpoint {checkpoint.root} was made for model {checkpoint.model_name!r}, "
+                         f"not {model_name!r}")
+    for key in _ARCHITECTURE_KEYS:
+        theirs, ours = checkpoint.config.get(key), model_config.get(key)
+        if theirs is not None and ours is not None and theirs != ours:
+            raise InputError(f"checkpoint {checkpoint.root} is for another model: its config.json has "
+                             f"{key} {theirs!r}, {model_name} has {ours!r}")
+
+
+# --- arithmetic: ModelOpt's packing read back, and its fake quantization of activations ---
+
+def unpack_int4(packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """uint8 [out/2, in] -> int8 codes [out, in] in [-8, 7] (quant_utils.pack_int4_in_uint8, 2-D case)."""
+    low = (packed & 0x0F).to(torch.int8)
+    high = (packed >> 4).to(torch.int8)
+    codes = torch.stack((low, high), dim=1).reshape(out_features, packed.shape[1])
+    return torch.where(codes >= 8, codes - 16, codes)
+
+
+def unpack_e2m1(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [out, in/2] -> float32 E2M1 values [out, in] (NVFP4QTensor.quantize/dequantize; bit 3 = sign)."""
+    table = torch.cat((E2M1_GRID, -E2M1_GRID))
+    codes = torch.stack((packed & 0x0F, packed >> 4), dim=-1).reshape(packed.shape[0], packed.shape[1] * 2)
+    return table[codes.long()]
+
+
+def dequantize_weight(algo: str, tensors: dict[str, torch.Tensor], out_features: int, in_features: int,
+                      group_size: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """The weight the kernel multiplies by, in `dtype`, from the exported tensors."""
+    weight = tensors["weight"]
+    scale = tensors["weight_scale"].to(torch.float32)
+    if algo == "FP8":
+        return (weight.to(torch.float32) * scale).to(dtype)
+    if algo == "W8A8_SQ_PER_CHANNEL":
+        return (weight.to(torch.float32) * scale.reshape(-1, 1)).to(dtype)
+    if algo in ("W4A16_AWQ", "W4A8_AWQ"):
+        codes = unpack_int4(weight, out_features).to(torch.float32)
+        dequantized = (codes * scale.repeat_interleave(group_size, dim=1)).to(dtype)
+        if algo == "W4A16_AWQ":
+            return dequantized
+        # W4A8: ModelOpt's weight quantizer is INT4 blocks, then per-tensor FP8 of that result;
+        # the kernel turns the INT4 codes times their group scale into FP8 against weight_scale_2.
+        return fp8_e4m3(dequantized, tensors["weight_scale_2"].to(torch.float32) * FP8_E4M3_MAX)
+    if algo == "NVFP4":
+        values = unpack_e2m1(weight).reshape(out_features, in_features // group_size, group_size)
+        block = scale.reshape(out_features, in_features // group_size, 1) * tensors["weight_scale_2"].to(torch.float32)
+        return (values * block).reshape(out_features, in_features).to(dtype)
+    raise UnsupportedError(f"quant_algo {algo!r} is not one trtq eval can reproduce")
+
+
+def _expected_shapes(algo: str, out_features: int, in_features: int,
+                     group_size: int | None) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    """name -> (shape, allowed dtypes) of each tensor a layer of this format carries."""
+    scalar: tuple[int, ...] = ()
+    shapes: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+        "input_scale": (scalar, ("float32",)),
+        "weight_scale_2": (scalar, ("float32",)),
+        "pre_quant_scale": ((in_features,), ("bfloat16", "float16", "float32")),
+    }
+    if algo == "FP8":
+        shapes["weight"] = ((out_features, in_features), ("float8_e4m3fn",))
+        shapes["weight_scale"] = (scalar, ("float32",))
+    elif algo == "W8A8_SQ_PER_CHANNEL":
+        shapes["weight"] = ((out_features, in_features), ("int8",))
+        shapes["weight_scale"] = ((out_features,), ("float32",))
+    elif algo in ("W4A16_AWQ", "W4A8_AWQ"):
+        shapes["weight"] = ((out_features // 2, in_features), ("uint8",))
+        shapes["weight_scale"] = ((out_features, in_features // group_size), ("float32",))
+    elif algo == "NVFP4":
+        shapes["weight"] = ((out_features, in_features // 2), ("uint8",))
+        shapes["weight_scale"] = ((out_features, in_features // group_size), ("float8_e4m3fn",))
+    return shapes
+
+
+class CheckpointLinear(torch.nn.Module):
+    """A quantized Linear as exported: x * pre_quant_scale, activation quantization, x @ W^T (+ b)."""
+
+    def __init__(self, name: str, quant: LayerQuant, weight: torch.Tensor, bias: torch.Tensor | None,
+                 pre_quant_scale: torch.Tensor | None, input_scale: torch.Tensor | None) -> None:
+        super().__init__()
+        self.name = name
+        self.quant = quant
+        self.out_features, self.in_features = weight.shape
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+        self.register_buffer("pre_quant_scale", pre_quant_scale)
+        # A plain attribute, not a buffer: the exported scale stays float32 whatever dtype the model moves to.
+        self.input_scale = None if input_scale is None else input_scale.to(torch.float32)
+
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the GEMM reads: the input times pre_quant_scale, quantized as the format's activations are."""
+        if self.pre_quant_scale is not None:
+            x = x * self.pre_quant_scale
+        algo = self.quant.algo
+        if algo in ("FP8", "W4A8_AWQ"):
+            return fp8_e4m3(x, self.input_scale * FP8_E4M3_MAX)
+        if algo == "W8A8_SQ_PER_CHANNEL":
+            return int_symmetric(x, 8, self.input_scale * INT8_MAX)
+        if algo == "NVFP4":
+            return nvfp4(x, NVFP4_BLOCK, global_scale=self.input_scale)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(self.quantize_input(x), self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        group = f", group_size={self.quant.group_size}" if self.quant.group_size else ""
+        pqs = ", pre_quant_scale" if self.pre_quant_scale is not None else ""
+        return f"{self.in_features} -> {self.out_features}, {self.quant.algo}{group}{pqs}"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: Any
+    layer_formats: dict[str, int]       # trtq format -> Linear layers in it (bf16 = unquantized)
+    folded_pre_quant_scale: list[str]   # AWQ layers whose pre_quant_scale ModelOpt folded into a norm
+    notes: list[str]
+
+
+class _TensorStore:
+    """Every tensor of the checkpoint's safetensors files, read on demand (safetensors, never pickle)."""
+
+    def __init__(self, files: list[Path]) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        self._handles = {}
+        self.where: dict[str, Path] = {}
+        for path in files:
+            try:
+                handle = safe_open(str(path), framework="pt")
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise ArtifactError(f"{path}: not a readable safetensors file: {exc}") from None
+            self._handles[path] = handle
+            for key in handle.keys():
+                if key in self.where:
+                    raise ArtifactError(f"tensor {key} is in both {self.where[key].name} and {path.name}")
+                self.where[key] = path
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.where
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._handles[self.where[key]].get_tensor(key)
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def _layer_tensors(store: _TensorStore, name: str, quant: LayerQuant, out_features: int,
+                   in_features: int, has_bias: bool, source: Path) -> dict[str, torch.Tensor]:
+    expected = _expected_shapes(quant.algo, out_features, in_features, quant.group_size)
+    names = ["weight", *_REQUIRED[quant.algo]]
+    optional = list(_OPTIONAL[quant.algo]) + (["bias"] if has_bias else [])
+    tensors = {}
+    for part in names + optional:
+        key = f"{name}.{part}"
+        if key not in store:
+            if part in names:
+                raise ArtifactError(f"checkpoint {source} lacks tensor {key}, which a {quant.algo} layer needs")
+            continue
+        tensor = store.get(key)
+        if part in expected:
+            shape, dtypes = expected[part]
+            if tuple(tensor.shape) != shape or _dtype_name(tensor) not in dtypes:
+                raise ArtifactError(
+                    f"checkpoint tensor {key} is {_dtype_name(tensor)} {list(tensor.shape)}; a {quant.algo} "
+                    f"layer {in_features} -> {out_features} needs {'/'.join(dtypes)} {list(shape)}")
+        elif part == "bias" and tuple(tensor.shape) != (out_features,):
+            raise ArtifactError(f"checkpoint tensor {key} has shape {list(tensor.shape)}, expected [{out_features}]")
+        tensors[part] = tensor
+    for part in ("weight_scale", "weight_scale_2", "input_scale", "pre_quant_scale"):
+        if part in tensors and not bool((tensors[part].to(torch.float32) > 0).all()):
+            raise ArtifactError(f"checkpoint tensor {name}.{part} has values <= 0: not a valid scale")
+    return tensors
+
+
+def _quantized_linear(name: str, quant: LayerQuant, module: torch.nn.Linear, store: _TensorStore, source: Path,
+                      dtype: torch.dtype) -> tuple[CheckpointLinear, set[str]]:
+    out_features, in_features = module.out_features, module.in_features
+    if quant.group_size and in_features % quant.group_size:
+        raise ArtifactError(f"checkpoint layer {name}: group size {quant.group_size} does not divide its "
+                            f"input width {in_features}")
+    if quant.algo in ("W4A16_AWQ", "W4A8_AWQ") and out_features % 2:
+        raise ArtifactError(f"checkpoint layer {name}: INT4 packing needs an even output width, got {out_features}")
+    tensors = _layer_tensors(store, name, quant, out_features, in_features, module.bias is not None, source)
+    if module.bias is not None and "bias" not in tensors:
+        raise ArtifactError(f"checkpoint {source} lacks tensor {name}.bias")
+    weight = dequantize_weight(quant.algo, tensors, out_features, in_features, quant.group_size, dtype)
+    bias = tensors["bias"].to(dtype) if "bias" in tensors else None
+    pre_quant_scale = tensors["pre_quant_scale"].to(dtype) if "pre_quant_scale" in tensors else None
+    linear = CheckpointLinear(name, quant, weight, bias, pre_quant_scale, tensors.get("input_scale"))
+    return linear, {f"{name}.{part}" for part in tensors}
+
+
+def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype | None = None) -> LoadedCheckpoint:
+    """A copy of `model` (the reference: architecture only) with every tensor from the checkpoint.
+
+    `dtype` is the compute dtype (default float32, the reference model's: the checkpoint's
+    bf16 values are exact in it, so a difference from the reference is the artifact's, not
+    CPU bf16 arithmetic's); quantized layers dequantize once, at load, to that dtype.
+    """
+    dtype = dtype or torch.float32
+    store = _TensorStore(checkpoint.weight_files)
+    source = checkpoint.hf
+    rebuilt = copy.deepcopy(model).to(dtype)
+    rebuilt.eval()
+    modules = dict(rebuilt.named_modules())
+    linears = {name: m for name, m in modules.items() if isinstance(m, torch.nn.Linear)}
+    if checkpoint.quant_algo == "MIXED_PRECISION":
+        strangers = [name for name in checkpoint.layers if name not in linears]
+        if strangers:
+            raise ArtifactError(f"checkpoint {source} quantizes {strangers[0]}, which is not a Linear layer "
+                                f"of the model ({len(strangers)} such layers)")
+    head = rebuilt.get_output_embeddings() if hasattr(rebuilt, "get_output_embeddings") else None
+    consumed: set[str] = set()
+    counts: dict[str, int] = {}
+    folded = []
+    for name, module in linears.items():
+        quant = checkpoint.layer_quant(name)
+        if quant is None:
+            # The output head is no plan layer (trtq keeps it bf16): counted only when quantized.
+            if module is not head:
+                counts["bf16"] = counts.get("bf16", 0) + 1
+            continue
+        linear, used = _quantized_linear(name, quant, module, store, source, dtype)
+        consumed |= used
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else rebuilt, child, linear)
+        counts[quant.format] = counts.get(quant.format, 0) + 1
+        if quant.algo in ("W4A16_AWQ", "W4A8_AWQ") and linear.pre_quant_scale is None:
+            folded.append(name)
+    _load_unquantized(rebuilt, store, consumed, source)
+    quantized = sum(n for fmt, n in counts.items() if fmt != "bf16")
+    notes = [
+        f"quantized model: the exported checkpoint {checkpoint.root} ({quantized} "
+        "quantized Linear layers rebuilt from their packed weights and scales, every other tensor as exported); "
+        f"computed in {str(dtype).removeprefix('torch.')}, activations fake-quantized with the exported input_scale",
+    ]
+    if folded:
+        notes.append(f"{len(folded)} AWQ layers carry no pre_quant_scale: ModelOpt's export averaged it over the "
+                     "layers sharing an input and folded it into the preceding norm's weight, loaded as exported")
+    return LoadedCheckpoint(rebuilt, counts, folded, notes)
+
+
+def _load_unquantized(model: torch.nn.Module, store: _TensorStore, consumed: set[str], source: Path) -> None:
+    """Every other model tensor from the checkpoint: same name, same shape, a float dtype."""
+    state = model.state_dict(keep_vars=True)
+    loaded_storage = set()
+    with torch.no_grad():
+        for key, target in state.items():
+            if key in consumed or key not in store:
+                continue
+            tensor = store.get(key)
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise ArtifactError(f"checkpoint tensor {key} has shape {list(tensor.shape)}, "
+                                    f"the model's is {list(target.shape)}")
+            if not tensor.is_floating_point() or tensor.element_size() < 2:
+                raise ArtifactError(f"checkpoint tensor {key} is {_dtype_name(tensor)}, but the config does not "
+                                    "quantize its layer")
+            target.copy_(tensor.to(target.dtype))
+            consumed.add(key)
+            loaded_storage.add(target.data_ptr())
+        for key, target in state.items():
+            if key in consumed:
+                continue
+            # A tied weight (lm_head = embed_tokens) is written once; it shares storage with the loaded one.
+            if target.data_ptr() in loaded_storage:
+                continue
+            raise ArtifactError(f"checkpoint {source} lacks tensor {key}")
+    unknown = sorted(set(store.where) - consumed)
+    if unknown:
+        raise ArtifactError(f"checkpoint tensor {unknown[0]} is not a tensor of the model or of a layer the "
+                            f"config quantizes ({len(unknown)} such tensors)")
