@@ -49,6 +49,7 @@ from trtq.sensitivity.operands import (
     effective_inputs,
     effective_weight,
     kernel_weight,
+    visit_layer_inputs,
 )
 
 DEFAULT_TOLERANCE = 0.05
@@ -297,32 +298,21 @@ def trace_estimates(traces: ModelTraces) -> list[TraceEstimate]:
 
 
 def input_errors(model: torch.nn.Module, graph: LayerGraph, formats: Mapping[str, list[Format]],
-                 batches: torch.Tensor, smoothing: Mapping[str, torch.Tensor]) -> dict[tuple[str, str], float]:
+                 batches: torch.Tensor, smoothing: Mapping[str, torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
     """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 averaged over the calibration batches."""
-    modules = dict(model.named_modules())
     totals: dict[tuple[str, str], torch.Tensor] = {}
 
-    def hook(name: str):
-        def record(module, inputs, output):
-            x = inputs[0].detach().reshape(-1, module.in_features).float()
-            by_activation: dict[str, torch.Tensor] = {}  # formats that quantize inputs alike share the error
-            for fmt in formats[name]:
-                if fmt.act_dtype not in by_activation:
-                    by_activation[fmt.act_dtype] = channel_squared_norms(
-                        effective_inputs(x, fmt, smoothing[name]) - x) / len(batches)
-                error = by_activation[fmt.act_dtype]
-                key = name, fmt.name
-                totals[key] = totals[key] + error if key in totals else error
-        return record
+    def record(name: str, x: torch.Tensor) -> None:
+        by_activation: dict[str, torch.Tensor] = {}  # formats that quantize inputs alike share the error
+        for fmt in formats[name]:
+            if fmt.act_dtype not in by_activation:
+                by_activation[fmt.act_dtype] = channel_squared_norms(
+                    effective_inputs(x, fmt, smoothing[name]) - x) / len(batches)
+            error = by_activation[fmt.act_dtype]
+            key = name, fmt.name
+            totals[key] = totals[key] + error if key in totals else error
 
-    handles = [modules[layer.name].register_forward_hook(hook(layer.name)) for layer in graph.layers]
-    try:
-        with torch.no_grad():
-            for ids in batches:
-                model(input_ids=ids.reshape(1, -1), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    visit_layer_inputs(model, graph, batches, record)
     return totals
 
 

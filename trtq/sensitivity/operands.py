@@ -11,7 +11,7 @@ the weight error its migration causes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -28,15 +28,14 @@ def smoothquant_scales(channel_amax: torch.Tensor) -> torch.Tensor:
     return channel_amax.clamp(min=_MIN_SCALE).pow(SMOOTHQUANT_ALPHA)
 
 
-def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """SmoothQuant scales per layer from the calibration set's per-channel input maxima, as ModelOpt calibrates."""
+def visit_layer_inputs(model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor],
+                       visit: Callable[[str, torch.Tensor], None]) -> None:
+    """One no-grad pass over `batches`; `visit(layer, x)` sees each layer's input as [tokens, in] float32."""
     modules = dict(model.named_modules())
-    amax: dict[str, torch.Tensor] = {}
 
-    def hook(name):
+    def hook(name: str):
         def record(module, inputs, output):
-            x = inputs[0].detach().reshape(-1, module.in_features).float().abs().amax(dim=0)
-            amax[name] = torch.maximum(amax[name], x) if name in amax else x
+            visit(name, inputs[0].detach().reshape(-1, module.in_features).float())
         return record
 
     handles = [modules[layer.name].register_forward_hook(hook(layer.name)) for layer in graph.layers]
@@ -47,6 +46,17 @@ def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph, batches: Ite
     finally:
         for handle in handles:
             handle.remove()
+
+
+def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SmoothQuant scales per layer from the calibration set's per-channel input maxima, as ModelOpt calibrates."""
+    amax: dict[str, torch.Tensor] = {}
+
+    def record(name: str, x: torch.Tensor) -> None:
+        channel_amax = x.abs().amax(dim=0)
+        amax[name] = torch.maximum(amax[name], channel_amax) if name in amax else channel_amax
+
+    visit_layer_inputs(model, graph, batches, record)
     return {name: smoothquant_scales(a) for name, a in amax.items()}
 
 
