@@ -139,20 +139,28 @@ class Bench:
             save_artifact(weight_sensitivity(MODEL, FORMATS, model=self.model()), path)
         return load_artifact(path, Sensitivity)
 
+    def sensitivity_stem(self, method: str) -> str:
+        settings = self.key["calib"] + ([self.args.hessian_probes] if method == "hessian" else [])
+        return f"sensitivity_{method}_v{Sensitivity.SCHEMA_VERSION}_{sha(settings)}"
+
     def timed_sensitivity(self, method: str) -> tuple[Sensitivity, dict]:
         """trtq's `method` sensitivity on the calibration windows and its timing (model already loaded)."""
         from trtq.sensitivity import api
 
-        stem = f"sensitivity_{method}_v{Sensitivity.SCHEMA_VERSION}_{sha(self.key['calib'])}"
+        stem = self.sensitivity_stem(method)
         path, timing = self.cache / f"{stem}.json", self.cache / f"{stem}.time.json"
         if not path.is_file() or not timing.is_file():
             model, tokenizer, batches = self.model(), self.tokenizer(), self.calib_batches()
             log(f"{method} sensitivity on {tuple(batches.shape)} tokens ...")
             started = time.perf_counter()
             # The same windows as calib_batches(): token_batches of the shipped text, same size and seed.
-            compute = {"hessian": api.hessian_sensitivity, "fisher": api.fisher_sensitivity}[method]
-            table = compute(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
-                            model=model, tokenizer=tokenizer, formats=FORMATS)
+            if method == "hessian":
+                table = api.hessian_sensitivity(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
+                                                model=model, tokenizer=tokenizer, formats=FORMATS,
+                                                max_iterations=self.args.hessian_probes)
+            else:
+                table = api.fisher_sensitivity(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
+                                               model=model, tokenizer=tokenizer, formats=FORMATS)
             seconds = time.perf_counter() - started
             if path.is_file() and load_artifact(path, Sensitivity).rows != table.rows:
                 raise SystemExit(f"{method} sensitivity differs from the cached {path}: not deterministic")
@@ -164,8 +172,7 @@ class Bench:
     def forget_timings(self) -> None:
         """--retime: measure trtq's two scorings and AutoQuantize's again, one after another in this run."""
         for method in ("hessian", "fisher"):
-            (self.cache / f"sensitivity_{method}_v{Sensitivity.SCHEMA_VERSION}_{sha(self.key['calib'])}.time.json").unlink(
-                missing_ok=True)
+            (self.cache / f"{self.sensitivity_stem(method)}.time.json").unlink(missing_ok=True)
         ckpt = self.autoquantize_checkpoint()
         ckpt.unlink(missing_ok=True)
         ckpt.with_suffix(".time.json").unlink(missing_ok=True)
@@ -353,6 +360,11 @@ def main(argv=None) -> int:
                         help="AutoQuantize effective_bits grid, 16 down to 6, scanned before bisecting")
     parser.add_argument("--cache", help="cache directory (default ~/.cache/trtq/bench/plan_quality)")
     parser.add_argument("--no-record", action="store_true", help="print only; leave RESULTS.md alone")
+    from trtq.sensitivity.hessian import DEFAULT_MAX_ITERATIONS
+
+    parser.add_argument("--hessian-probes", type=int, default=DEFAULT_MAX_ITERATIONS,
+                        help=f"most Hutchinson probes of trtq's Hessian sensitivity (default {DEFAULT_MAX_ITERATIONS}, "
+                             "the library's)")
     parser.add_argument("--retime", action="store_true",
                         help="re-measure the Hessian, Fisher and AutoQuantize scoring times side by side in this "
                              "run (AutoQuantize runs again: about 20 minutes on 2 cores); tables must come out the same")

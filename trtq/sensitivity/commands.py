@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hessian: stop a trace (a layer's weight or input) when its running mean changes by less than this "
                         "fraction (default: 0.05)")
     p.add_argument("--max-iterations", type=_positive_int, default=None,
-                   help="hessian: most Hutchinson probes (default: 12)")
+                   help="hessian: most Hutchinson probes (default: 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="sensitivity table (JSON or YAML)")
     p.set_defaults(handler=run_sensitivity)
