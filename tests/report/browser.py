@@ -6,8 +6,11 @@ A small client on `websockets` so the test needs Debian's chromium and nothing d
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -110,7 +113,7 @@ class Browser:
         self._proc = subprocess.Popen(
             [self.executable, *CHROMIUM_FLAGS, f"--user-data-dir={self._profile.name}",
              f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -135,14 +138,29 @@ class Browser:
         return self.page
 
     def _cleanup(self) -> None:
-        if getattr(self, "_proc", None) and self._proc.poll() is None:
-            self._proc.terminate()
+        """Stop Chromium and its helpers (its own process group), then remove the profile.
+
+        Chromium's zygote and utility processes outlive the browser process for a moment and
+        write to the profile meanwhile; removing it before they are gone fails now and then.
+        """
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(timeout=10)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        for attempt in range(20):
             try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-        self._profile.cleanup()
+                self._profile.cleanup()
+                return
+            except OSError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.25)
 
     def __exit__(self, *exc) -> None:
         try:
