@@ -44,13 +44,6 @@ class EvalRequest:
     seed: int = 0
 
 
-def open_checkpoint(directory: str) -> Any:
-    """The checkpoint's JSON, read and checked (no weights): see trtq.eval.checkpoint."""
-    from trtq.eval.checkpoint import open_checkpoint as _open
-
-    return _open(directory)
-
-
 def check_request(request: EvalRequest) -> Any:
     """Everything cheap, before a model loads; the opened checkpoint (its JSON only), if one was named."""
     if (request.plan is None) == (request.checkpoint is None):
@@ -65,7 +58,11 @@ def check_request(request: EvalRequest) -> Any:
         raise InputError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
     if request.lm_eval_limit is not None and request.lm_eval_limit < 1:
         raise InputError(f"--lm-eval-limit must be at least 1, got {request.lm_eval_limit}")
-    return open_checkpoint(request.checkpoint) if request.checkpoint is not None else None
+    if request.checkpoint is None:
+        return None
+    from trtq.eval.checkpoint import open_checkpoint
+
+    return open_checkpoint(request.checkpoint)
 
 
 def split_plan(plan: Plan, cuda_available: bool) -> tuple[dict[str, tuple[str, int | None]], dict[str, int]]:

@@ -113,9 +113,10 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         artifact=Sensitivity.KIND,
         schema_version=Sensitivity.SCHEMA_VERSION,
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
-            "omega = max(mean tr(H_W), floor) x ||dW||^2 + max(mean tr(H_X), floor) x mean ||dX||^2 "
-            "(HAWQ-V3's weight term and HAWQ-V2's activation term; mean trace = tr(H) / numel; floor = 1e-3 x "
-            "the smallest positive mean trace of the same kind)",
+            "omega = sum over input channels j of max(t_W[j], floor) x ||dW[:, j]||^2 + max(t_X[j], floor) x "
+            "mean ||dX[:, j]||^2 (HAWQ-V3's weight term and HAWQ-V2's activation term; t[j] = channel j's share "
+            "of tr(H) per element, from v * Hv; floor = 1e-3 x the smallest positive layer mean trace of the "
+            "same kind); rows' hessian_trace / input_hessian_trace are the layer means tr(H) / numel",
             "dW = Q_w(W') / s - W, dX = Q_a(X') * s - X: the kernel's operands in the layer's space with trtq's "
             "reference quantizers (round-to-nearest; s = SmoothQuant scales, alpha 1, for int8_sq, else 1; "
             "AWQ scaling not applied); dX averaged over the calibration batches",

@@ -25,7 +25,7 @@ from trtq.registry.formats import Format
 from trtq.sensitivity.operands import (
     calibrated_smoothing,
     effective_weight,
-    kernel_inputs,
+    kernel_inputs_by_format,
     kernel_weight,
     squared_norm,
 )
@@ -78,8 +78,9 @@ class FisherScores:
                 x = self._inputs.pop(name).float()
                 grad = grad_output[0].detach().reshape(x.shape[0], -1).float().pow(2)
                 exact = x @ module.weight.detach().float().t()
+                quantized = kernel_inputs_by_format(x, self.formats[name], self.smooth[name])
                 for fmt in self.formats[name]:
-                    delta = kernel_inputs(x, fmt, self.smooth[name]) @ self.weights[name, fmt.name] - exact
+                    delta = quantized[fmt.name] @ self.weights[name, fmt.name] - exact
                     self.scores[name, fmt.name] += 0.5 * float((grad * delta.pow(2)).sum(dtype=torch.float64))
         return hook
 

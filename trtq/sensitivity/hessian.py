@@ -48,6 +48,7 @@ from trtq.sensitivity.operands import (
     calibrated_smoothing,
     effective_inputs,
     effective_weight,
+    kernel_inputs_by_format,
     kernel_weight,
     visit_layer_inputs,
 )
@@ -305,12 +306,9 @@ def input_errors(model: torch.nn.Module, graph: LayerGraph, formats: Mapping[str
     totals: dict[tuple[str, str], torch.Tensor] = {}
 
     def record(name: str, x: torch.Tensor) -> None:
-        by_activation: dict[str, torch.Tensor] = {}  # formats that quantize inputs alike share the error
+        quantized = kernel_inputs_by_format(x, formats[name], smoothing[name])
         for fmt in formats[name]:
-            if fmt.act_dtype not in by_activation:
-                by_activation[fmt.act_dtype] = channel_squared_norms(
-                    effective_inputs(x, fmt, smoothing[name]) - x) / len(batches)
-            error = by_activation[fmt.act_dtype]
+            error = channel_squared_norms(effective_inputs(quantized[fmt.name], fmt, smoothing[name]) - x) / len(batches)
             key = name, fmt.name
             totals[key] = totals[key] + error if key in totals else error
 

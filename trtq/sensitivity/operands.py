@@ -90,10 +90,18 @@ def effective_weight(quantized_kernel_weight: torch.Tensor, fmt: Format, smooth:
     return quantized_kernel_weight / smooth if migrates(fmt) else quantized_kernel_weight
 
 
-def effective_inputs(x: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
+def kernel_inputs_by_format(x: torch.Tensor, formats: Iterable[Format], smooth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Q_a(X') for each format; formats that quantize their inputs alike share one tensor."""
+    by_activation: dict[str, torch.Tensor] = {}
+    for fmt in formats:
+        if fmt.act_dtype not in by_activation:
+            by_activation[fmt.act_dtype] = kernel_inputs(x, fmt, smooth)
+    return {fmt.name: by_activation[fmt.act_dtype] for fmt in formats}
+
+
+def effective_inputs(quantized_kernel_inputs: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
     """The kernel's input operand in the layer's own space: Q_a(X') * s."""
-    quantized = kernel_inputs(x, fmt, smooth)
-    return quantized * smooth if migrates(fmt) else quantized
+    return quantized_kernel_inputs * smooth if migrates(fmt) else quantized_kernel_inputs
 
 
 def squared_norm(t: torch.Tensor) -> float:
