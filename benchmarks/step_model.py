@@ -86,9 +86,9 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     for gpu, fmts in GPUS.items():
-        kernels = AicKernels(gpu)
         for model, path in models.items():
             for tp in (1, 2):
+                kernels = AicKernels(gpu, scope=f"{model}-tp{tp}")
                 for fmt in fmts:
                     step = trtq_step(model, gpu, fmt, tp, kernels)
                     for isl, osl in workloads:
@@ -117,11 +117,11 @@ def main() -> int:
                         print(f"{label} | {ref['tokens_s']:>9.0f} {mine.output_tokens_per_s:>10.0f} {r_tp:>6.3f} | "
                               f"{ref['bs']:>4} {ref['ctx']:>6} | {ref['ttft']:>9.1f} {same.ttft_ms:>9.1f} | "
                               f"{ref['tpot']:>8.2f} {same.tpot_ms:>8.2f}")
-        kernels.save()
+                kernels.save()
 
     # Mixed plans: fp8 in the first k blocks, bf16 elsewhere, between the uniform plans.
     print("\nmixed plans, Llama-3.1-8B on H100-SXM TP1, KV bf16, isl 2048 osl 256, concurrency 32 and max throughput")
-    kernels = AicKernels("H100-SXM")
+    kernels = AicKernels("H100-SXM", scope="llama-3.1-8b-tp1")
     resolved = resolve_model("llama-3.1-8b")
     arch = decoder_architecture(resolved.name, resolved.config)
     w = Workload(2048, 256)

@@ -68,12 +68,12 @@ def test_formats_without_a_table_are_refused():
 
 
 def test_answers_are_memoised_on_disk(predict_cache):
-    first = AicKernels("H200")
+    first = AicKernels("H200", scope="memo test")
     answer = first.gemm(4096, 14336, "bf16", 77)
     first.save()
-    (path,) = [p for p in (predict_cache / "predict").iterdir() if "h200" in p.name]
-    assert json.loads(path.read_text())["gemm|4096|14336|bfloat16|77"][0] == answer.ms
-    second = AicKernels("H200")
+    (directory,) = [p for p in (predict_cache / "predict").iterdir() if "h200" in p.name]
+    assert json.loads((directory / "memo_test.json").read_text())["gemm|4096|14336|bfloat16|77"][0] == answer.ms
+    second = AicKernels("H200", scope="memo test")
     second._open = lambda: (_ for _ in ()).throw(AssertionError("engine opened on a cached answer"))
     assert second.gemm(4096, 14336, "bf16", 77) == answer
 

@@ -131,3 +131,41 @@ def test_warm_prediction_is_fast_and_imports_no_torch(tmp_path, predict_cache):
     assert modules == "[]", f"heavy modules imported: {modules}"
     # CPU time, not wall time: the workplace's 2 cores are shared with other sessions.
     assert float(cpu_s) < 1.0, f"warm prediction took {cpu_s} s of CPU"
+
+
+def test_profile_gemms_interpolate_and_keep_provenance(tmp_path):
+    from trtq.artifacts.profile import Profile, ProfileRow
+    from trtq.predict.api import ProfileGemms
+
+    rows = [ProfileRow(out_features=6144, in_features=4096, tokens=t, format="fp8", status="ok", latency_ns=ns,
+                       method="table", details={"provenance": "measured"})
+            for t, ns in ((16, 20000.0), (128, 30000.0), (2048, 80000.0))]
+    profile = Profile(artifact=Profile.KIND, schema_version=Profile.SCHEMA_VERSION, metadata=make_metadata(),
+                      model="llama-3.1-8b", gpu="H100-SXM", backend="aiconfigurator", launch_cost_ns=0.0,
+                      tokens=[16, 128, 2048], formats=["fp8"], rows=rows)
+    gemms = ProfileGemms(profile, "p.json")
+    assert gemms.gemm(6144, 4096, "fp8", 128).ms == pytest.approx(0.030)
+    assert gemms.gemm(6144, 4096, "fp8", 128).provenance == "measured"
+    mid = gemms.gemm(6144, 4096, "fp8", 512)     # halfway between 128 and 2048 in log tokens
+    assert mid.provenance == "interpolated"
+    assert mid.ms == pytest.approx(0.030 * (80 / 30) ** 0.5, rel=1e-9)
+    assert gemms.gemm(6144, 4096, "fp8", 4096).provenance == "modelled"
+    assert gemms.has("fp8") and not gemms.has("nvfp4")
+    from trtq.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="no fp8 row for the GEMM 1024x4096"):
+        gemms.gemm(1024, 4096, "fp8", 16)
+
+
+def test_prediction_from_a_profile(capsys, tmp_path):
+    """GEMMs from a trtq profile (here a roofline one, marked modelled), the rest from the tables."""
+    profile = tmp_path / "h100.json"
+    code, _, err = run(capsys, "profile", "llama-3.1-8b", "--gpu", "h100", "--formats", "bf16,fp8",
+                       "--tokens", "1,16,128,1024,2048,4096,8192", "-o", str(profile))
+    assert code == 0, err
+    r = predict_json(capsys, "predict", "llama-3.1-8b", "--uniform", "fp8", "--gpu", "h100", "--profile", str(profile),
+                     "--workload", "isl=1024,osl=128,concurrency=16")
+    assert r["gemm_source"].startswith(f"profile {profile}") and r["modelled_share"] > 0.5
+    code, _, err = run(capsys, "predict", "llama-3.1-8b", "--uniform", "fp8", "--gpu", "h200",
+                       "--profile", str(profile), "--workload", "isl=8,osl=8")
+    assert code == 2 and "was made for H100-SXM, not H200" in err

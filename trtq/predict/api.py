@@ -108,13 +108,16 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
     else:
         formats = {g.name: formats[g.name] for g in arch.groups if g.name in formats} | {
             g.name: "bf16" for g in arch.groups if g.name not in formats}
-    kernels = AicKernels(gpu.name)
+    kernels = AicKernels(gpu.name, scope=f"{resolved.name}-tp{request.tp}")
     gemms = None
     if request.profile:
         from trtq.artifacts import load_artifact
         from trtq.artifacts.profile import Profile
 
-        gemms = ProfileGemms(load_artifact(request.profile, Profile), request.profile)
+        profile = load_artifact(request.profile, Profile)
+        if profile.gpu != gpu.name:
+            raise InputError(f"profile {request.profile} was made for {profile.gpu}, not {gpu.name}")
+        gemms = ProfileGemms(profile, request.profile)
     step = StepModel(arch, formats, kv, request.tp, kernels, gpu, gemms=gemms)
     source.update(model=resolved.name, gpu=gpu.name, tp=request.tp, kv_format=kv,
                   kernels=kernels.describe(), gemm_source=step.gemms.describe())
@@ -154,6 +157,10 @@ def predict(model: str | None = None, *, plan: str | None = None, uniform: str |
     finally:
         step.kernels.save()
     return _result(step, source, w, point, max_conc, mode, notes)
+
+
+def _groups_ms(step: StepModel, tokens: int) -> float:
+    return sum(next(iter(row.values())) for row in step.group_costs(tokens).values())
 
 
 def _no_fit(step: StepModel, source: dict[str, Any], w: Workload) -> str:
@@ -205,6 +212,10 @@ def _result(step: StepModel, source: dict[str, Any], w: Workload, point: AggPoin
             "decode_step_tokens": point.decode_tokens,
             "mix_step_ms": point.mix_step_ms,
             "decode_step_ms": point.decode_step_ms,
+            # The part of each step no GEMM group's format changes (attention, norms, ...).
+            "mix_step_fixed_ms": point.mix_step_ms - _groups_ms(step, point.mix_tokens),
+            "decode_step_fixed_ms": (point.decode_step_ms - _groups_ms(step, point.decode_tokens)
+                                     if point.decode_tokens else 0.0),
         },
         "notes": notes,
     }

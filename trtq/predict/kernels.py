@@ -26,6 +26,7 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,13 +202,17 @@ def _cache_dir() -> Path:
 class AicKernels:
     """Single-op latencies for one system from aiconfigurator's engine, memoised on disk."""
 
-    def __init__(self, gpu_name: str, cache: bool = True):
+    def __init__(self, gpu_name: str, cache: bool = True, scope: str = "any"):
+        """`scope` names the disk-memo file within this system (e.g. the model and TP size),
+        so a prediction reads only the answers its own ops produced."""
         self.gpu_name = gpu_name
         self.system = aic_system(gpu_name)
         self.version = framework_version(self.system)
         self.package_version = package_version()
         self._engine = None
-        self._cache_path = _cache_dir() / f"aic-{self.package_version}-{self.system}-{FRAMEWORK}-{self.version}.json"
+        safe_scope = re.sub(r"[^A-Za-z0-9_.-]+", "_", scope)
+        self._cache_path = (_cache_dir() / f"aic-{self.package_version}-{self.system}-{FRAMEWORK}-{self.version}"
+                            / f"{safe_scope}.json")
         self._use_cache = cache
         self._memo: dict[str, list] = self._load_cache() if cache else {}
         self._dirty = False

@@ -34,6 +34,14 @@ at the GPU's achievable HBM bandwidth, plus 2 µs) for NVFP4 and INT8, marked mo
 The term depends only on the group's own format, so step time stays a sum of per-group
 costs: `StepModel.group_costs` exposes them for the planner.
 
+Open question, to settle on a lent GPU: aiconfigurator's GEMM rows are collected through
+TensorRT-LLM's torch flow (`kernel_source: torch_flow`), and FP8 at small M is slower than
+bf16 in them (H100, 4096x4096, M=16: 19.2 vs 16.6 µs), which suggests a row already times
+the quantize of a bf16 input. If so, the standalone quantize above double-counts where no
+producer fuses (on uniform NVFP4 that is o_proj: at most 1.4% of the step in
+benchmarks/step_model.py), and fused producers save what the rows include. An nsys trace of
+one fp8 Linear in the torch flow answers it.
+
 The scheduling model (in-flight batching, as aiconfigurator's TensorRT-LLM backend)
 -----------------------------------------------------------------------------------
 b requests are in flight; each step carries up to `ctx_tokens` context tokens (whole
@@ -249,6 +257,7 @@ class StepModel:
                 f"KV-cache format {kv_format}: {kernels.describe()['package']} has no attention table for it "
                 f"(it measures {', '.join(AIC_KV_MODES)}); predicting it is not built yet"
             )
+        self._weight_bytes: int | None = None
         self.capacity_bytes = memory_bytes if memory_bytes is not None else int(kernels.system_spec["gpu"]["mem_capacity"])
         # Identical (kind, format) groups cost the same: price each once.
         self._group_classes: dict[tuple[str, str], list[GemmGroup]] = defaultdict(list)
@@ -346,6 +355,11 @@ class StepModel:
 
     # ---- memory ---------------------------------------------------------------------------
     def weight_bytes(self) -> int:
+        if self._weight_bytes is None:
+            self._weight_bytes = self._count_weight_bytes()
+        return self._weight_bytes
+
+    def _count_weight_bytes(self) -> int:
         a, tp = self.arch, self.tp
         total = 0
         for g in a.groups:
