@@ -61,8 +61,6 @@ def test_formats_without_a_table_are_refused():
         kernels.gemm(4096, 4096, "w4a8_awq", 16)
     with pytest.raises(UnsupportedError, match="cannot price Gemm on h100_sxm"):
         kernels.gemm(4096, 4096, "int4_awq", 16)
-    from trtq.registry import get_gpu  # noqa: F401
-
     with pytest.raises(UnsupportedError, match="no kernel tables for MI300"):
         AicKernels("MI300")
 

@@ -25,7 +25,6 @@ import functools
 import importlib.metadata
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +76,6 @@ def package_version() -> str:
 
 
 def _version_key(v: str) -> tuple:
-    import re
-
     return tuple(int(x) if x.isdigit() else x for x in re.split(r"[.]|(?<=\d)(?=rc)|(?<=rc)(?=\d)", v))
 
 
