@@ -127,6 +127,8 @@ def test_warm_prediction_is_fast_and_imports_no_torch(tmp_path, predict_cache):
     cold = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     warm = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert json.loads(cold.stdout) == json.loads(warm.stdout)
+    # Not even the first prediction (which opens aiconfigurator's engine) imports them.
+    assert cold.stderr.strip().splitlines()[-1] == "[]", cold.stderr
     cpu_s, modules = warm.stderr.strip().splitlines()[-2:]
     assert modules == "[]", f"heavy modules imported: {modules}"
     # CPU time, not wall time: the workplace's 2 cores are shared with other sessions.

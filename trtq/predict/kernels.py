@@ -108,7 +108,8 @@ def gemm_grid(system: str, version: str) -> frozenset:
     """(m, n, k, dtype) points the GEMM table measured."""
     import pyarrow.parquet as pq
 
-    t = pq.read_table(_table(system, "gemm", version, "gemm_perf.parquet"), columns=["m", "n", "k", "gemm_dtype"])
+    # ParquetFile.read, not read_table: the latter pulls in pyarrow.dataset and pandas (seconds).
+    t = pq.ParquetFile(_table(system, "gemm", version, "gemm_perf.parquet")).read(columns=["m", "n", "k", "gemm_dtype"])
     cols = [t.column(c).to_pylist() for c in ("m", "n", "k", "gemm_dtype")]
     return frozenset(zip(*cols))
 
@@ -127,7 +128,7 @@ def quantize_table(system: str, version: str, filename: str) -> dict[tuple[int, 
     path = _table(system, "quantize", version, filename)
     if not path.is_file():
         return {}
-    t = pq.read_table(path, columns=["m", "k", "latency"])
+    t = pq.ParquetFile(path).read(columns=["m", "k", "latency"])
     return {(m, k): lat for m, k, lat in zip(*(t.column(c).to_pylist() for c in ("m", "k", "latency")))}
 
 
