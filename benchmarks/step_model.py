@@ -10,8 +10,9 @@ short to long context, this prints
   * TTFT and TPOT at aiconfigurator's chosen point (same batch and context tokens per step),
     so the step model is compared at one operating point and not through a near-tie of the
     batch search;
-  * a mixed-plan check: fp8 in the first k of the blocks, bf16 in the rest, must move
-    monotonically between the two uniform plans (Llama-3.1-8B, H100, TP1).
+  * a mixed-plan check: the higher format in the first k of the blocks, the lower in the rest,
+    must move monotonically between the two uniform plans (Llama-3.1-8B bf16/fp8 on H100,
+    Llama-3.1-70B fp8/nvfp4 on B200, TP1).
 
 KV cache: bf16 with bf16 plans, fp8 with fp8 and nvfp4 plans. Last line:
 `median_ratio_throughput=<x> max_abs_dev=<y>` — the median trtq/aiconfigurator
@@ -119,27 +120,33 @@ def main() -> int:
                               f"{ref['tpot']:>8.2f} {same.tpot_ms:>8.2f}")
                 kernels.save()
 
-    # Mixed plans: fp8 in the first k blocks, bf16 elsewhere, between the uniform plans.
-    print("\nmixed plans, Llama-3.1-8B on H100-SXM TP1, KV bf16, isl 2048 osl 256, concurrency 32 and max throughput")
-    kernels = AicKernels("H100-SXM", scope="llama-3.1-8b-tp1")
-    resolved = resolve_model("llama-3.1-8b")
-    arch = decoder_architecture(resolved.name, resolved.config)
+    # Mixed plans: the lower format in the first k blocks, the higher elsewhere, between the uniform plans.
     w = Workload(2048, 256)
-    series = []
-    for k_blocks in (0, 8, 16, 24, 32):
-        formats = {g.name: ("fp8" if g.block < k_blocks else "bf16") for g in arch.groups}
-        step = StepModel(arch, formats, "bf16", 1, kernels, get_gpu("H100-SXM"))
-        at32 = step.at_concurrency(32, w)
-        best = step.max_throughput(w, MAX_BATCH)
-        series.append((k_blocks, at32.tpot_ms, at32.ttft_ms, best.output_tokens_per_s))
-        print(f"  fp8 blocks {k_blocks:>2}/32: TPOT@32 {at32.tpot_ms:6.2f} ms  TTFT@32 {at32.ttft_ms:7.1f} ms  "
-              f"max {best.output_tokens_per_s:7.0f} tok/s")
-    kernels.save()
-    for i, name in ((1, "TPOT@32"), (2, "TTFT@32"), (3, "max tok/s")):
-        values = [s[i] for s in series]
-        inc = all(b >= a for a, b in zip(values, values[1:]))
-        dec = all(b <= a for a, b in zip(values, values[1:]))
-        print(f"  {name}: {'monotonic' if inc or dec else 'NOT monotonic'}")
+    monotonic = True
+    for model, gpu, low, high, kv in (("llama-3.1-8b", "H100-SXM", "bf16", "fp8", "bf16"),
+                                      ("llama-3.1-70b", "B200", "fp8", "nvfp4", "fp8")):
+        print(f"\nmixed plans, {model} on {gpu} TP1, KV {kv}, isl 2048 osl 256: {high} in the first k blocks, "
+              f"{low} in the rest; concurrency 32 and max throughput")
+        kernels = AicKernels(gpu, scope=f"{model}-tp1")
+        resolved = resolve_model(model)
+        arch = decoder_architecture(resolved.name, resolved.config)
+        series = []
+        for k_blocks in [round(arch.num_layers * i / 4) for i in range(5)]:
+            formats = {g.name: (high if g.block < k_blocks else low) for g in arch.groups}
+            step = StepModel(arch, formats, kv, 1, kernels, get_gpu(gpu))
+            at32 = step.at_concurrency(32, w)
+            best = step.max_throughput(w, MAX_BATCH)
+            series.append((k_blocks, at32.tpot_ms, at32.ttft_ms, best.output_tokens_per_s))
+            print(f"  {high} blocks {k_blocks:>2}/{arch.num_layers}: TPOT@32 {at32.tpot_ms:6.2f} ms  "
+                  f"TTFT@32 {at32.ttft_ms:7.1f} ms  max {best.output_tokens_per_s:7.0f} tok/s")
+        kernels.save()
+        for i, name in ((1, "TPOT@32"), (2, "TTFT@32"), (3, "max tok/s")):
+            values = [s[i] for s in series]
+            inc = all(b >= a for a, b in zip(values, values[1:]))
+            dec = all(b <= a for a, b in zip(values, values[1:]))
+            monotonic &= inc or dec
+            print(f"  {name}: {'monotonic' if inc or dec else 'NOT monotonic'}")
+    print(f"mixed plans monotonic: {monotonic}")
 
     print(f"\n{len(ratios_tp)} cases compared in {time.perf_counter() - start:.0f} s; "
           f"{len(gaps)} beyond 5%:")

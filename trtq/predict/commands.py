@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", help="plan file (plan.yaml), or a model (alias, HF id, directory) with --uniform")
     p.add_argument("--uniform", metavar="FORMAT", help="every GEMM group in FORMAT (for a model)")
     p.add_argument("--gpu", help="target GPU from `trtq gpus` (default: the plan's)")
-    p.add_argument("--workload", required=True, metavar="isl=N,osl=N[,concurrency=N]")
+    p.add_argument("--workload", required=True, metavar="isl=N,osl=N[,concurrency=N]",
+                   help="prompt and answer lengths in tokens, and requests in flight (default 1; "
+                        "ignored with --max-throughput)")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--kv-format", help="KV-cache format: bf16 (default) or fp8")
     p.add_argument("--max-throughput", action="store_true",
