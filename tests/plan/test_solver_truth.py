@@ -216,10 +216,11 @@ BAD_NUMBERS = [
     (["--budget", "decode@16=0.5", "--time-limit", "nan"], "--time-limit must be a positive finite number"),
     (["--budget", "decode@16=0.5", "--time-limit", "inf"], "--time-limit must be a positive finite number"),
     (["--budget", "decode@16=0.5", "--node-limit", "0"], "--node-limit must be a positive whole number"),
+    ([], "give at least one --budget"),
 ]
 
 
-@pytest.mark.parametrize(("extra", "message"), BAD_NUMBERS, ids=[" ".join(e) for e, _ in BAD_NUMBERS])
+@pytest.mark.parametrize(("extra", "message"), BAD_NUMBERS, ids=[" ".join(e) or "no budget" for e, _ in BAD_NUMBERS])
 def test_bad_numbers_are_refused_before_any_file_is_read(capsys, tmp_path, extra, message):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in PLAN] + extra
     code = main(argv)

@@ -148,10 +148,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# libyaml's safe loader and dumper where PyYAML was built with it: the same documents, ~10x
+# faster (a 70B plan or sensitivity table took seconds in pure Python).
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def dump_artifact(artifact: Artifact, fmt: str) -> str:
     data = artifact.model_dump(mode="json")
     if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False, width=120)
+        return yaml.dump(data, Dumper=_YAML_DUMPER, sort_keys=False, width=120, allow_unicode=False)
     return json.dumps(data, indent=1) + "\n"
 
 
@@ -173,7 +179,11 @@ def read_structured(path: str | os.PathLike[str], what: str) -> Any:
         raise ArtifactError(f"{what} is not a file: {p}")
     try:
         text = p.read_text(encoding="utf-8")
-        return yaml.safe_load(text)
+        if p.suffix.lower() == ".json":
+            # JSON is (nearly) a subset of YAML, and json parses it ~50x faster than any YAML parser.
+            with contextlib.suppress(json.JSONDecodeError):
+                return json.loads(text)
+        return yaml.load(text, Loader=_YAML_LOADER)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArtifactError(f"{what} {p} is not valid YAML/JSON: {first}") from None

@@ -51,7 +51,8 @@ class PlanRequest:
 
     def check(self) -> None:
         """Every number in range before any work starts; one line naming the option."""
-        parse_budgets(self.budgets)
+        if not parse_budgets(self.budgets):
+            raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
         parse_memory_gb(self.memory_gb)
         if self.pareto is not None and (isinstance(self.pareto, bool) or not isinstance(self.pareto, int)
                                         or not 2 <= self.pareto <= MAX_PARETO_POINTS):
@@ -159,11 +160,12 @@ def explain_infeasible(problem: IlpProblem, budgets: list[Budget], costs: CostMo
 
 def group_choices(costs: CostModel, choice: np.ndarray) -> list[GroupChoice]:
     out = []
+    allowed = costs.allowed
     for g, group in enumerate(costs.groups):
         per_format = {
             name: FormatCost(omega=float(costs.omega[g, f]), weight_bytes=int(costs.weight_bytes[g, f]),
                              latency_ns={p: float(m[g, f]) for p, m in costs.latency.items()})
-            for f, name in enumerate(costs.formats) if costs.allowed[g, f]
+            for f, name in enumerate(costs.formats) if allowed[g, f]
         }
         f = int(choice[g])
         out.append(GroupChoice(group=group.name, kind=group.kind, block=group.block, members=list(group.members),
@@ -249,8 +251,6 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         raise InputError(f"profile was measured for {profile.gpu}, the plan targets {gpu.name}: "
                          f"profile {gpu.name} first")
     budgets = parse_budgets(request.budgets)
-    if not budgets:
-        raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
     memory_bytes = parse_memory_gb(request.memory_gb)
     formats = candidate_formats(gpu, request.formats)
     costs = build_cost_model(graph, profile, sensitivity, formats, {b.point: b.tokens for b in budgets})

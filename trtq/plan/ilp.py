@@ -343,7 +343,10 @@ class _Model:
             out = self.run_highs(highspy, rhs, options) if highspy is not None else self.run_cbc(rhs, options)
             total += out.elapsed
             if out.choice is None:
-                return IlpSolution(out.status, None, None, total, name, version, nodes=out.nodes)
+                # Infeasible only once a row was tightened: the raw problem may still be feasible
+                # within the sliver cut off, so that is not a proof of infeasibility.
+                status = "tolerance" if out.status == "infeasible" and any(margin) else out.status
+                return IlpSolution(status, None, None, total, name, version, nodes=out.nodes)
             values = [exact_sum(c.coeffs, out.choice) for c in self.constraints]
             over = [i for i in checked if values[i] > self.constraints[i].limit]
             if not over:
