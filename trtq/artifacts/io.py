@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -70,11 +71,18 @@ class Artifact(StrictModel):
 A = TypeVar("A", bound=Artifact)
 
 
-def installed_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _tracked_versions() -> tuple[tuple[str, str], ...]:
+    # Each lookup scans site-packages; a command that writes two artifacts paid it twice.
     versions = {"python": platform.python_version(), "trtq": __version__}
     for name in _TRACKED_PACKAGES:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
+    return tuple(versions.items())
+
+
+def installed_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    versions = dict(_tracked_versions())
     versions.update(extra or {})
     return versions
 
