@@ -92,3 +92,44 @@ def test_measuring_backends_do_not_pass_off_a_dense_gemm_as_moe():
     assert all(r.status == "unsupported" and r.latency_ns is None and "MoE grouped GEMM" in r.reason for r in moe)
     assert dense and all(r.latency_ns is not None for r in dense)
     assert profile.moe_latency_map() == {}
+
+
+def test_tiny_mixtral_weight_sensitivity_to_plan(tmp_path):
+    """Real (seeded random) expert weights: Omega per expert summed, then profile and plan on the roofline."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.plan.test_layer_graph import tiny
+    from trtq.model.zoo import hf_config
+    from trtq.plan.api import PlanRequest, solve_plan
+    from trtq.profile.api import build_profile
+    from trtq.registry import FORMATS
+    from trtq.sensitivity.api import weight_sensitivity
+    from trtq.sensitivity.quantizers import weight_error
+
+    resolved = tiny("mixtral")
+    (tmp_path / "config.json").write_text(json.dumps(resolved.config))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hf_config(resolved)).eval()
+    table = weight_sensitivity(str(tmp_path), formats="bf16,fp8,int4_awq", model=model)
+    omega = table.omega_map()
+    name = "model.layers.0.mlp.experts.down_proj"
+    w = model.model.layers[0].mlp.experts.down_proj.detach()
+    expected = sum(weight_error(w[e], FORMATS["fp8"]) for e in range(4))
+    assert omega[(name, "fp8")] == pytest.approx(expected)
+    assert omega[(name, "bf16")] < omega[(name, "fp8")]
+    assert (name, "int4_awq") not in omega   # no INT4 block size divides the experts' width 96
+    gate_up = "model.layers.0.mlp.experts.gate_up_proj"
+    assert omega[(gate_up, "fp8")] < omega[(gate_up, "int4_awq")]
+
+    graph = config_layer_graph(resolve_model(str(tmp_path)))
+    profile = build_profile(graph, "roofline", "H100-SXM", [16, 2048], formats="bf16,fp8,int4_awq", launch_cost_ns=0)
+    plan = solve_plan(graph, profile, table, get_gpu("H100-SXM"), PlanRequest(budgets=["decode@16=0.9"]))
+    moe = {g.group: g.format for g in plan.groups if g.kind == "moe"}
+    assert set(moe) == {f"model.layers.{b}.mlp.experts" for b in range(3)}
+    # one format for both expert GEMMs: INT4 fits gate_up (in 64) but not down (in 96), so not the group
+    assert all(set(g.costs) == {"bf16", "fp8"} for g in plan.groups if g.kind == "moe")
+    assert "int4_awq" in next(g for g in plan.groups if g.kind == "qkv").costs
+    assert plan.totals.latency_ns["decode@16"] <= 0.9 * plan.totals.bf16_latency_ns["decode@16"] * (1 + 1e-9)
