@@ -97,7 +97,7 @@ def _group_size(fmt, group_size: int | None, in_features: int | None, where: str
         if group_size not in fmt.block_sizes:
             _fail(f"{where}: {fmt.name} group_size {group_size} is not one of {fmt.block_sizes}")
         if in_features is not None and in_features % group_size:
-            _fail(f"{where}: {fmt.name} group_size {group_size} does not divide the input width {in_features}")
+            _fail(f"{where}: {fmt.name} group_size {group_size} does not divide its input width {in_features}")
     elif group_size is not None:
         _fail(f"{where}: format {fmt.name} takes no group_size (got {group_size})")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="solve the per-layer format ILP under latency and memory budgets")
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="relative optimality gap of the ILP (default 0.001; 0 = exact optimum)")
     p.add_argument("--time-limit", type=float, default=10.0, metavar="S",
                    help="stop the solver after S seconds with its best plan and the gap it proved (default 10)")
-    p.add_argument("-o", "--output", required=True, help="plan file (YAML)")
+    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES), help="plan file (YAML)")
     p.set_defaults(handler=run_plan)
 
 
