@@ -54,6 +54,26 @@ def check_output_path(path: str | os.PathLike[str], *, directory: bool = False,
     if not text.strip():
         raise InputError(f"{what} path is empty")
     p = Path(text).expanduser()
+    try:
+        _check_output_path(p, text, directory, suffixes, what)
+    except OSError as exc:  # ENAMETOOLONG for the whole path, ELOOP, EACCES on a parent ...
+        raise InputError(f"{what} {text[:80]}{'...' if len(text) > 80 else ''}: "
+                         f"{os.strerror(exc.errno) if exc.errno else exc}") from None
+    return p
+
+
+def _check_output_path(p: Path, text: str, directory: bool, suffixes: tuple[str, ...] | None, what: str) -> None:
+    ancestor = _existing_ancestor(p)
+    if not ancestor.is_dir():
+        raise InputError(f"{what} {p}: {ancestor} is a file, not a directory")
+    # Names first: stat() of a name over NAME_MAX fails with ENAMETOOLONG.
+    limit = name_max(ancestor)
+    below = p.relative_to(ancestor).parts if p.is_relative_to(ancestor) else (p.name,)
+    for part in below:
+        size = len(part.encode("utf-8", "surrogateescape"))
+        if size > limit:
+            raise InputError(f"{what}: the name {part[:24]}... is {size} bytes, over this file system's "
+                             f"limit of {limit}")
     if p.exists():
         if directory and not p.is_dir():
             raise InputError(f"{what} {p} exists and is not a directory")
@@ -64,21 +84,11 @@ def check_output_path(path: str | os.PathLike[str], *, directory: bool = False,
     if not directory and suffixes and p.suffix.lower() not in suffixes:
         raise InputError(f"{what} {p}: this command writes {' or '.join(suffixes)} files, "
                          f"not {p.suffix or 'a name without a suffix'}")
-    ancestor = _existing_ancestor(p)
-    if not ancestor.is_dir():
-        raise InputError(f"{what} {p}: {ancestor} is a file, not a directory")
-    limit = name_max(ancestor)
-    for part in (p.relative_to(ancestor) if p.is_relative_to(ancestor) else Path(p.name)).parts:
-        size = len(part.encode("utf-8", "surrogateescape"))
-        if size > limit:
-            raise InputError(f"{what} {p}: the name {part[:24]}... is {size} bytes, over this file system's "
-                             f"limit of {limit}")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"{what} {p}: cannot write into {ancestor} (permission denied)")
-    with contextlib.suppress(OSError, AttributeError):
+    with contextlib.suppress(AttributeError):
         if os.statvfs(ancestor).f_flag & os.ST_RDONLY:
             raise InputError(f"{what} {p}: {ancestor} is on a read-only file system")
-    return p
 
 
 def output_file(*suffixes: str):

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hessian/fisher: calibration windows (default: 8)")
     p.add_argument("--seq-len", type=seq_len, default=512,
                    help="hessian/fisher: tokens per window (default: 512)")
-    p.add_argument("--tolerance", type=number(above=0, maximum=1), default=None,
+    p.add_argument("--tolerance", type=number(), default=None,
                    help="hessian: stop a trace (a layer's weight or input) when its running mean changes by less than this "
                         "fraction (default: 0.05)")
     p.add_argument("--max-iterations", type=count(1, 10_000), default=None,
