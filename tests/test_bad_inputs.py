@@ -23,6 +23,9 @@ import yaml
 PYTHON = sys.executable
 BLOCKS_KEPT = 15          # of SmolLM2's 30 blocks: a plan covering 105 of 210 layers
 IS_ROOT = os.geteuid() == 0
+# A refusal comes before the work, so it is quick; the slowest (eval, quantize: they import torch and
+# build the layer graph) take ~40 s on a busy 2-core machine. Lower it to tally old code quickly.
+CASE_TIMEOUT_S = float(os.environ.get("TRTQ_BAD_INPUT_TIMEOUT_S", "600"))
 
 
 # ---------------------------------------------------------------------------- valid inputs, then corrupted
@@ -262,8 +265,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo --budget decode@16 (malformed)", ["demo", "--budget", "decode@16", "-o", "{out}/demo",
                                               "--report", "{out}/d.html"], "bad budget 'decode@16'"),
     ("config num_hidden_layers: 1e9", ["layers", "{in}/cfg-layers-float"], "num_hidden_layers must be an integer"),
-    ("config num_hidden_layers: 10**9", ["layers", "{in}/cfg-layers-huge"], "outside 1..1024"),
-    ("config num_hidden_layers: -1", ["layers", "{in}/cfg-layers-negative"], "outside 1..1024"),
+    ("config num_hidden_layers: 10**9", ["layers", "{in}/cfg-layers-huge"], "outside 1..4096"),
+    ("config num_hidden_layers: -1", ["layers", "{in}/cfg-layers-negative"], "outside 1..4096"),
     ("unknown Hub id", ["layers", "made-up-org/made-up-model-3f9c2"], "made-up-org/made-up-model-3f9c2"),
     # -- output paths, checked before any work
     ("-o ''", PROFILE + ["-o", ""], "path is empty"),
@@ -301,8 +304,11 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(inputs, tmp_path, na
     out.mkdir()
     args = [a.replace("{in}", str(inputs / "in")).replace("{out}", str(out)) for a in argv]
     before = _tree(inputs) | {f"cwd/{p}" for p in _tree(out)}
-    proc = subprocess.run([PYTHON, "-m", "trtq", *args], capture_output=True, text=True, cwd=out, timeout=600,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        proc = subprocess.run([PYTHON, "-m", "trtq", *args], capture_output=True, text=True, cwd=out,
+                              timeout=CASE_TIMEOUT_S, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {CASE_TIMEOUT_S:g} s: the bad input was not refused before the work")
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2, f"exit {proc.returncode}; stderr: {proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -488,3 +494,35 @@ def test_check_output_path_refuses_a_read_only_directory(tmp_path, monkeypatch):
     for target in (ro / "p.json", ro / "missing" / "deeper" / "p.json"):
         with pytest.raises(InputError, match="permission denied"):
             check_output_path(target)
+
+
+def test_build_record_validator_refuses_formats_the_gpu_cannot_run(tmp_path):
+    """`trtq bench --engine` reads build_record.json through the loader: its GPU and formats are checked."""
+    from trtq.artifacts import load_artifact, make_metadata, save_artifact
+    from trtq.artifacts.build import BuildRecord, CheckpointSummary
+    from trtq.errors import ArtifactError
+
+    record = BuildRecord(
+        artifact=BuildRecord.KIND, schema_version=BuildRecord.SCHEMA_VERSION, metadata=make_metadata(),
+        backend="pytorch", status="prepared", gpu="H100-SXM", gpu_sm=90, tp_size=1, pp_size=1,
+        checkpoint=CheckpointSummary(path="engines/x", hf_dir="engines/x/hf", trtllm_dir=None, architecture=None,
+                                     dtype="bfloat16", quant_algo="FP8", kv_cache_quant_algo=None, formats=["fp8"],
+                                     tp_size=1, pp_size=1),
+        model_dir="engines/x/hf", serve_command=["trtllm-serve", "engines/x/hf"],
+    )
+    path = save_artifact(record, tmp_path / "build_record.json")
+    assert load_artifact(path, BuildRecord) == record
+    data = json.loads(path.read_text())
+    cases = {
+        "fp8 on A100": (lambda d: d.update(gpu="A100-SXM-80GB"), "does not run on A100"),
+        "unknown GPU": (lambda d: d.update(gpu="V100"), "unknown GPU 'V100'"),
+        "unknown format": (lambda d: d["checkpoint"]["formats"].append("fp3"), "unknown format 'fp3'"),
+        "tp 0": (lambda d: d.update(tp_size=0), "must be positive"),
+        "NaN wall time": (lambda d: d.update(wall_s=math.nan), "must be finite"),
+    }
+    for name, (fn, needle) in cases.items():
+        bad = tmp_path / f"{name}.json"
+        bad.write_text(json.dumps(_edit(data, fn)))
+        with pytest.raises(ArtifactError) as err:
+            load_artifact(bad, BuildRecord)
+        assert needle in str(err.value) and str(bad) in str(err.value) and "\n" not in str(err.value), name

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint-type", choices=("chat", "completions"), default="chat")
     p.add_argument("--gpu", help="GPU the server runs on, recorded in the table (default: the build's)")
     p.add_argument("--plan", metavar="PLAN_YAML", help="plan.yaml to record the hash of (default: the build's)")
-    p.add_argument("--startup-timeout", type=number(above=0, maximum=MAX_SECONDS), default=1800.0, help="seconds to wait for trtllm-serve /health")
+    p.add_argument("--startup-timeout", type=number(above=0, maximum=MAX_SECONDS), default=1800.0,
+                   help="seconds to wait for trtllm-serve /health")
     p.add_argument("-o", "--output", metavar="DIR", type=output_dir, help="results directory, e.g. results/NAME/")
     p.set_defaults(handler=run_bench)
 
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--engine", help="engine the runs measured, recorded")
     q.add_argument("--gpu", help="GPU the runs ran on, recorded")
     q.add_argument("--plan", metavar="PLAN_YAML", help="plan.yaml to record the hash of")
-    q.add_argument("--concurrency", type=count(1, MAX_CONCURRENCY), help="concurrency, for exports that do not record it")
+    q.add_argument("--concurrency", type=count(1, MAX_CONCURRENCY),
+                   help="concurrency, for exports that do not record it")
     q.add_argument("--tool-version", help="load-generator version, for exports that do not record it (GenAI-Perf)")
     q.add_argument("--date", help="ISO date of the runs, for exports that do not record it (GenAI-Perf)")
     q.set_defaults(handler=run_ingest)

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-seq-len", type=seq_len, default=512,
                    help="tokens per calibration window (default 512; --plan only)")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("-o", "--output", default="eval.json", type=output_file(*ARTIFACT_SUFFIXES), help="eval artifact (JSON or YAML; default eval.json)")
+    p.add_argument("-o", "--output", default="eval.json", type=output_file(*ARTIFACT_SUFFIXES),
+                   help="eval artifact (JSON or YAML; default eval.json)")
     p.set_defaults(handler=run_eval)
 
 

@@ -124,7 +124,7 @@ def resolve_model(spec: str) -> ResolvedModel:
 # layers, hidden 16384, vocab 128k). A typo such as num_hidden_layers: 1e9 would otherwise build
 # a billion meta-device blocks and hang.
 CONFIG_SIZE_LIMITS: dict[str, int] = {
-    "num_hidden_layers": 1024,
+    "num_hidden_layers": 4096,
     "hidden_size": 1 << 17,
     "intermediate_size": 1 << 20,
     "moe_intermediate_size": 1 << 20,

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --calibrate-from: also write the fit (with its error before and after) here")
     p.add_argument("--include-lm-head", action="store_true")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES), help="profile table (JSON or YAML)")
+    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES),
+                   help="profile table (JSON or YAML)")
     p.set_defaults(handler=run_profile)
 
 

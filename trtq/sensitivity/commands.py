@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-iterations", type=count(1, 10_000), default=None,
                    help="hessian: most Hutchinson probes (default: 8)")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES), help="sensitivity table (JSON or YAML)")
+    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES),
+                   help="sensitivity table (JSON or YAML)")
     p.set_defaults(handler=run_sensitivity)
 
 
