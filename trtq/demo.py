@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trtq.artifacts.paths import output_dir, output_file
+from trtq.options import count
+
 DEMO_MODEL = "smollm2-135m"
 DEMO_GPUS = ("H100-SXM", "A100-SXM-80GB", "B200")
 DEMO_BUDGETS = ("decode@16=0.45", "prefill@2048=0.9")
@@ -23,11 +26,12 @@ DEMO_EVAL_GPU = "H100-SXM"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="plan SmolLM2-135M for H100, A100 and B200, quantize one plan, "
                                     "write the comparison report")
-    p.add_argument("-o", "--out-dir", default="engines/demo", help="where the demo's artifacts go")
-    p.add_argument("--report", default="reports/demo-compare.html", help="the hardware comparison report")
+    p.add_argument("-o", "--out-dir", default="engines/demo", type=output_dir, help="where the demo's artifacts go")
+    p.add_argument("--report", default="reports/demo-compare.html", type=output_file(".html", ".htm"),
+                   help="the hardware comparison report")
     p.add_argument("--budget", action="append", default=None, metavar="PHASE@TOKENS=VALUE",
                    help=f"latency budgets (default: {' '.join(DEMO_BUDGETS)})")
-    p.add_argument("--pareto", type=int, default=12, help="Pareto points per GPU")
+    p.add_argument("--pareto", type=count(0, 1000), default=12, help="Pareto points per GPU")
     p.set_defaults(handler=run_demo)
 
 
@@ -39,12 +43,14 @@ def run_demo(args: argparse.Namespace) -> int:
     from trtq.plan.api import PlanRequest, make_plan
     from trtq.plan.summary import print_plan_summary
     from trtq.profile.api import build_profile, parse_tokens
+    from trtq.plan.budgets import parse_budgets
     from trtq.sensitivity.api import hessian_sensitivity
 
+    budgets = args.budget or list(DEMO_BUDGETS)
+    parse_budgets(budgets)  # a malformed budget is refused before any model work
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = stderr_console()
-    budgets = args.budget or list(DEMO_BUDGETS)
     resolved = require_embedded_model()
 
     log.print(f"[1/5] layers of {DEMO_MODEL}")

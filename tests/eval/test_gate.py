@@ -81,8 +81,8 @@ def test_nvfp4_layers_use_the_reference_weights_on_cpu(plans, tmp_path, capsys):
 @pytest.mark.parametrize("extra, needle", [
     ([], "exactly one of --plan FILE or --checkpoint DIR"),
     (["--plan", "missing.yaml"], "missing.yaml"),
-    (["--plan", "PLAN", "--seq-len", "1"], "--seq-len must be at least 2"),
-    (["--plan", "PLAN", "--max-ppl-increase", "-1"], "--max-ppl-increase must be >= 0"),
+    (["--plan", "PLAN", "--seq-len", "1"], "--seq-len: must be at least 2"),
+    (["--plan", "PLAN", "--max-ppl-increase", "-1"], "--max-ppl-increase: must be at least 0"),
     (["--plan", "PLAN", "--text", "no-such-text.txt"], "text file not found"),
     (["--plan", "PLAN", "--lm-eval", "=3"], "empty task name"),
     (["--plan", "PLAN", "--lm-eval", "mmlu=lots"], "not a number"),

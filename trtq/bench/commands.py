@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.artifacts.paths import output_dir, output_file
+from trtq.options import MAX_CONCURRENCY, MAX_SECONDS, count, number, tokens
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,18 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     target.add_argument("--url", help="a running OpenAI-compatible server, e.g. http://127.0.0.1:8000")
     p.add_argument("--model", help="model name sent in requests (and recorded)")
     p.add_argument("--concurrency", default="1,4,16,64", help="comma-separated sweep (default 1,4,16,64)")
-    p.add_argument("--isl", type=int, default=128, help="input sequence length, tokens (default 128)")
-    p.add_argument("--osl", type=int, default=128, help="output sequence length, tokens (default 128)")
-    p.add_argument("--requests", type=int, help="requests per concurrency (default max(16, 4 x concurrency))")
-    p.add_argument("--warmup", type=int, help="warm-up requests per concurrency (default: the concurrency)")
+    p.add_argument("--isl", type=tokens, default=128, help="input sequence length, tokens (default 128)")
+    p.add_argument("--osl", type=tokens, default=128, help="output sequence length, tokens (default 128)")
+    p.add_argument("--requests", type=count(1), help="requests per concurrency (default max(16, 4 x concurrency))")
+    p.add_argument("--warmup", type=count(0), help="warm-up requests per concurrency (default: the concurrency)")
     p.add_argument("--tool", choices=("genai-perf", "aiperf", "auto"), default="auto",
                    help="load generator (auto: genai-perf where perf_analyzer is on PATH, else aiperf)")
     p.add_argument("--tokenizer", help="tokenizer name or local directory (default: the engine's, else --model)")
     p.add_argument("--endpoint-type", choices=("chat", "completions"), default="chat")
     p.add_argument("--gpu", help="GPU the server runs on, recorded in the table (default: the build's)")
     p.add_argument("--plan", metavar="PLAN_YAML", help="plan.yaml to record the hash of (default: the build's)")
-    p.add_argument("--startup-timeout", type=float, default=1800.0, help="seconds to wait for trtllm-serve /health")
-    p.add_argument("-o", "--output", metavar="DIR", help="results directory, e.g. results/NAME/")
+    p.add_argument("--startup-timeout", type=number(above=0, maximum=MAX_SECONDS), default=1800.0,
+                   help="seconds to wait for trtllm-serve /health")
+    p.add_argument("-o", "--output", metavar="DIR", type=output_dir, help="results directory, e.g. results/NAME/")
     p.set_defaults(handler=run_bench)
 
     subs = p.add_subparsers(dest="bench_command", metavar="ingest")
@@ -37,17 +41,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Ingest profile_export_genai_perf.json / profile_export_aiperf.json from each "
                                     "directory (or one level below) into one tidy table.")
     q.add_argument("dirs", nargs="+", metavar="ARTIFACT_DIR")
-    q.add_argument("-o", "--output", required=True, metavar="TABLE",
+    q.add_argument("-o", "--output", required=True, metavar="TABLE", type=_table_output,
                    help="table path: NAME.parquet or NAME.csv (both are written)")
     q.add_argument("--run-id", help="run id for every row (default: one per export)")
     q.add_argument("--model", help="model name (default: from each export)")
     q.add_argument("--engine", help="engine the runs measured, recorded")
     q.add_argument("--gpu", help="GPU the runs ran on, recorded")
     q.add_argument("--plan", metavar="PLAN_YAML", help="plan.yaml to record the hash of")
-    q.add_argument("--concurrency", type=int, help="concurrency, for exports that do not record it")
+    q.add_argument("--concurrency", type=count(1, MAX_CONCURRENCY),
+                   help="concurrency, for exports that do not record it")
     q.add_argument("--tool-version", help="load-generator version, for exports that do not record it (GenAI-Perf)")
     q.add_argument("--date", help="ISO date of the runs, for exports that do not record it (GenAI-Perf)")
     q.set_defaults(handler=run_ingest)
+
+
+def _table_output(value: str):
+    """-o TABLE of ingest: NAME.parquet / NAME.csv, a bare NAME (both suffixes added) or a directory."""
+    from pathlib import Path
+
+    if Path(value).is_dir() or value.endswith("/"):
+        return output_dir(value)
+    return output_file()(value)
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -33,13 +33,9 @@ class SweepRequest:
 
 
 def parse_concurrencies(spec: str) -> list[int]:
-    try:
-        values = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--concurrency takes comma-separated positive integers, got {spec!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"--concurrency takes comma-separated positive integers, got {spec!r}")
-    return sorted(dict.fromkeys(values))
+    from trtq.options import MAX_CONCURRENCY, int_list
+
+    return int_list(spec, "--concurrency", maximum=MAX_CONCURRENCY)
 
 
 def requests_for(concurrency: int, requested: int | None) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.artifacts.paths import output_dir
+from trtq.options import MAX_CONCURRENCY, MAX_PARALLEL, count, tokens
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -16,16 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR",
                    help="trtq quantize output (engines/NAME/ with hf/ and trtllm/), or a checkpoint directory")
     p.add_argument("--gpu", required=True, help="target GPU (see `trtq gpus`)")
-    p.add_argument("--tp", type=int, help="tensor parallel size (must match the exported checkpoint)")
-    p.add_argument("--pp", type=int, help="pipeline parallel size (must match the exported checkpoint)")
-    p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--max-input-len", type=int)
-    p.add_argument("--max-seq-len", type=int)
-    p.add_argument("--max-num-tokens", type=int)
+    p.add_argument("--tp", type=count(1, MAX_PARALLEL),
+                   help="tensor parallel size (must match the exported checkpoint)")
+    p.add_argument("--pp", type=count(1, MAX_PARALLEL),
+                   help="pipeline parallel size (must match the exported checkpoint)")
+    p.add_argument("--max-batch-size", type=count(1, MAX_CONCURRENCY))
+    p.add_argument("--max-input-len", type=tokens)
+    p.add_argument("--max-seq-len", type=tokens)
+    p.add_argument("--max-num-tokens", type=tokens)
     p.add_argument("--backend", choices=("tensorrt", "pytorch"), default="tensorrt",
                    help="tensorrt: trtllm-build an engine; pytorch: no engine, trtllm-serve loads the HF checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print what would run and stop")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory, e.g. engines/NAME/")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir,
+                   help="output directory, e.g. engines/NAME/")
     p.set_defaults(handler=run_build_command)
 
 

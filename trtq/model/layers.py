@@ -10,15 +10,10 @@ from __future__ import annotations
 import re
 
 from trtq.artifacts import make_metadata
-from trtq.artifacts.layers import GroupInfo, LayerGraph, LayerInfo
+from trtq.artifacts.layers import FUSED_KINDS, GroupInfo, LayerGraph, LayerInfo
 from trtq.errors import InputError
 from trtq.model.zoo import ResolvedModel, hf_config
 
-# Layer kind -> the fused group kind TensorRT-LLM builds from it.
-FUSED_KINDS: dict[str, str] = {
-    "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv",
-    "gate_proj": "gate_up", "up_proj": "gate_up",
-}
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 BF16_BYTES = 2
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+
 # Kept here, not imported from trtq.plan.api, so `trtq --help` imports no solver.
 DEFAULT_NODE_LIMIT = 100_000
 
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-limit", type=float, metavar="S",
                    help="stop the solver after S seconds with its best plan and the gap it proved (default: none; "
                         "a time limit makes the plan depend on the machine's speed, and the plan says so)")
-    p.add_argument("-o", "--output", required=True, help="plan file (YAML)")
+    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES), help="plan file (YAML)")
     p.set_defaults(handler=run_plan)
 
 

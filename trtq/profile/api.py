@@ -12,16 +12,9 @@ from trtq.registry import get_gpu, parse_formats
 
 
 def parse_tokens(spec: str | list[int]) -> list[int]:
-    if isinstance(spec, list):
-        values = spec
-    else:
-        try:
-            values = [int(part) for part in spec.split(",") if part.strip()]
-        except ValueError:
-            raise InputError(f"--tokens must be comma-separated positive integers, got {spec!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise InputError(f"--tokens must be comma-separated positive integers, got {spec!r}")
-    return sorted(set(values))
+    from trtq.options import int_list
+
+    return int_list(",".join(map(str, spec)) if isinstance(spec, list) else spec, "--tokens")
 
 
 def gemm_cases(graph: LayerGraph, tokens: list[int], formats: list[str]) -> list[GemmCase]:

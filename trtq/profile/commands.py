@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+from trtq.options import count, number, seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="per-layer latency table (unique GEMM shape x format x tokens, ns)")
@@ -21,10 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", default="1,16,128,2048", help="GEMM M values (token counts), comma-separated")
     p.add_argument("--formats", help="comma-separated formats (default: all the GPU supports; cuda: all, "
                                        "those it cannot run recorded as unsupported with the reason)")
-    p.add_argument("--launch-cost", type=float, default=None, metavar="NS",
+    p.add_argument("--launch-cost", type=number(minimum=0, maximum=1e9), default=None, metavar="NS",
                    help="roofline: fixed cost per GEMM in ns (default: the GPU's; 0 = pure kernel time)")
-    p.add_argument("--repeats", type=int, default=None, help="measuring backends: minimum repetitions")
-    p.add_argument("--warmup", type=int, default=None, help="measuring backends: warm-up runs")
+    p.add_argument("--repeats", type=count(1), default=None, help="measuring backends: minimum repetitions")
+    p.add_argument("--warmup", type=count(0), default=None, help="measuring backends: warm-up runs")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="cuda: time CUDA-graph replays (strips launch overhead; recorded in the settings)")
     p.add_argument("--calibrate", metavar="FIT",
@@ -33,11 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate-from", metavar="MEASURED",
                    help="roofline: fit the fractions and launch cost to this measured table (trtq profile "
                         "--backend cuda output on the same GPU), then use them")
-    p.add_argument("--fit-out", metavar="FIT",
+    p.add_argument("--fit-out", metavar="FIT", type=output_file(*ARTIFACT_SUFFIXES),
                    help="with --calibrate-from: also write the fit (with its error before and after) here")
     p.add_argument("--include-lm-head", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", required=True, help="profile table (JSON or YAML)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES),
+                   help="profile table (JSON or YAML)")
     p.set_defaults(handler=run_profile)
 
 

@@ -10,6 +10,16 @@ from trtq.artifacts.plan import Plan
 from trtq.errors import InputError
 
 
+def check_plan_against_model(plan: Plan, resolved, plan_path) -> None:
+    """Before any calibration: the plan covers every quantizable layer, fused groups on one format."""
+    from trtq.artifacts.validate import check_plan_covers_graph
+    from trtq.model.layers import build_layer_graph
+
+    include_lm_head = any(m.rsplit(".", 1)[-1] == "lm_head" for g in plan.groups for m in g.members)
+    graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
+    check_plan_covers_graph(plan, graph, str(plan_path))
+
+
 def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path: str | None = None,
                        calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0) -> Path:
     """Everything cheap is checked before the model loads: the plan, its formats on this machine, the text."""
@@ -29,6 +39,7 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
     text = read_text_file(text_path)
     if calib_samples < 1 or calib_seq_len < 2:
         raise InputError(f"--calib-samples must be >= 1 and --calib-seq-len >= 2, got {calib_samples}, {calib_seq_len}")
+    check_plan_against_model(plan, resolved, plan_path)
 
     from trtq.model.zoo import load_pretrained
     from trtq.quantize.apply import export_checkpoint, quantize_model

@@ -14,12 +14,12 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from trtq.artifacts import make_metadata, save_artifact
 from trtq.artifacts.io import InputRef, atomic_write_text, sha256_file
+from trtq.artifacts.paths import make_temp_beside, replace_directory
 from trtq.artifacts.plan import Plan
 from trtq.errors import InputError, UnsupportedError
 from trtq.quantize.quant_cfg import (
@@ -275,8 +275,7 @@ def export_checkpoint(
         raise InputError(f"output directory {target} exists")
     if target.exists() and not target.is_dir():
         raise InputError(f"output {target} exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    work = make_temp_beside(target, directory=True)
     work.chmod(0o755)
     try:
         notes = []
@@ -323,14 +322,9 @@ def export_checkpoint(
             layers=layer_summary(model, plan),
         )
         save_artifact(summary, work / "quantize_summary.json")
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
-            os.replace(work, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(work, target)
+        # An existing output is swapped with the new tree in one atomic step, so the path never
+        # holds nothing (two renames only where the OS lacks the swap; see replace_directory).
+        replace_directory(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

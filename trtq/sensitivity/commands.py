@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+from trtq.options import count, number, seed, seq_len
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sensitivity", help="per-layer, per-format quality cost (weight, Hessian or Fisher)")
@@ -16,28 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-lm-head", action="store_true")
     p.add_argument("--calib", metavar="FILE",
                    help="hessian/fisher: UTF-8 calibration text (default: the shipped calibration text)")
-    p.add_argument("--samples", type=_positive_int, default=8,
+    p.add_argument("--samples", type=count(1), default=8,
                    help="hessian/fisher: calibration windows (default: 8)")
-    p.add_argument("--seq-len", type=_positive_int, default=512,
+    p.add_argument("--seq-len", type=seq_len, default=512,
                    help="hessian/fisher: tokens per window (default: 512)")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=number(), default=None,
                    help="hessian: stop a trace (a layer's weight or input) when its running mean changes by less than this "
                         "fraction (default: 0.05)")
-    p.add_argument("--max-iterations", type=_positive_int, default=None,
+    p.add_argument("--max-iterations", type=count(1, 10_000), default=None,
                    help="hessian: most Hutchinson probes (default: 8)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", required=True, help="sensitivity table (JSON or YAML)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES),
+                   help="sensitivity table (JSON or YAML)")
     p.set_defaults(handler=run_sensitivity)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
