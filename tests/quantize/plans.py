@@ -17,10 +17,11 @@ def group(name: str, members: list[str], fmt: str, group_size: int | None = None
                        out_features=out_features, format=fmt, group_size=group_size, costs={})
 
 
-def plan_of(groups: list[GroupChoice], model: str = "smollm2-135m") -> Plan:
+def plan_of(groups: list[GroupChoice], model: str = "smollm2-135m", runtime: str | None = "trtllm-engine@1.2") -> Plan:
+    # The legacy engine runtime by default: these plans mix int8_sq in, which only it runs.
     return Plan(
         artifact=Plan.KIND, schema_version=Plan.SCHEMA_VERSION, metadata=make_metadata(),
-        model=model, gpu="h100", profile_backend="roofline", launch_cost_ns=0.0,
+        model=model, gpu="h100", runtime=runtime, profile_backend="roofline", launch_cost_ns=0.0,
         sensitivity_method="weight", budgets=[], candidate_formats=sorted({g.format for g in groups}),
         fixed_parameter_bytes=0,
         solver=SolverInfo(name="test", version="0", status="Optimal", solve_time_s=0.0, objective=0.0,

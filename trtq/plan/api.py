@@ -17,7 +17,8 @@ from trtq.errors import InfeasibleError, InputError
 from trtq.plan.budgets import BudgetSpec, parse_budgets, parse_memory_gb
 from trtq.plan.costs import CostModel, build_cost_model
 from trtq.plan.ilp import Constraint, IlpProblem, ParametricIlp, minimum_of, min_common_scale, solve
-from trtq.registry import GpuSpec, get_gpu, parse_formats
+from trtq.registry import GpuSpec, get_gpu
+from trtq.registry.runtimes import Runtime, family_advisories, get_runtime, plannable_formats
 
 _TOL = 1e-9
 
@@ -39,15 +40,13 @@ class PlanRequest:
     # stops at 0.5% (sum of Omega within 0.3% of the 0.1% solutions on a 70B, at 2.3x the speed).
     pareto_mip_rel_gap: float = 5e-3
     pareto_time_limit_s: float = 2.0
+    # NAME@VERSION from profiles/runtimes.yaml; None = the default (the release docker/ pins).
+    runtime: str | None = None
 
 
-def candidate_formats(gpu: GpuSpec, spec: str | None):
-    fmts = parse_formats(spec)
-    if spec:
-        for f in fmts:
-            gpu.require(f)
-        return fmts
-    return [f for f in fmts if gpu.supports(f)]
+def candidate_formats(gpu: GpuSpec, spec: str | None, runtime: Runtime | None = None):
+    # One gate for every format decision: what the runtime runs on this GPU (profiles/runtimes.yaml).
+    return plannable_formats(gpu, runtime or get_runtime(None), spec)
 
 
 def problem_for(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None,
@@ -166,10 +165,11 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
     if not budgets:
         raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
     memory_bytes = parse_memory_gb(request.memory_gb)
-    formats = candidate_formats(gpu, request.formats)
+    runtime = get_runtime(request.runtime)
+    formats = candidate_formats(gpu, request.formats, runtime)
     costs = build_cost_model(graph, profile, sensitivity, formats, {b.point: b.tokens for b in budgets})
     problem, resolved = problem_for(costs, budgets, memory_bytes)
-    notes = list(costs.notes)
+    notes = list(costs.notes) + family_advisories(runtime, graph.architecture, costs.formats)
     if profile.model != graph.model:
         notes.append(f"latencies from a profile of {profile.model} (same GEMM shapes)")
     for c, b in zip(problem.constraints, resolved):
@@ -201,6 +201,7 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         metadata=make_metadata(inputs=inputs or {}, notes=[]),
         model=graph.model,
         gpu=gpu.name,
+        runtime=runtime.name,
         profile_backend=profile.backend,
         launch_cost_ns=profile.launch_cost_ns,
         sensitivity_method=sensitivity.method,
