@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", action="append", default=None, metavar="PHASE@TOKENS=VALUE",
                    help=f"latency budgets (default: {' '.join(DEMO_BUDGETS)})")
     p.add_argument("--pareto", type=int, default=12, help="Pareto points per GPU")
+    p.add_argument("--runtime", metavar="NAME@VERSION",
+                   help="TensorRT-LLM runtime the plans are for (default: the release docker/ pins, PyTorch backend; "
+                        "trtllm-engine@1.2 for legacy engines with INT8-SQ)")
     p.set_defaults(handler=run_demo)
 
 
@@ -39,12 +42,14 @@ def run_demo(args: argparse.Namespace) -> int:
     from trtq.plan.api import PlanRequest, make_plan
     from trtq.plan.summary import print_plan_summary
     from trtq.profile.api import build_profile, parse_tokens
+    from trtq.registry.runtimes import get_runtime
     from trtq.sensitivity.api import hessian_sensitivity
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = stderr_console()
     budgets = args.budget or list(DEMO_BUDGETS)
+    runtime = get_runtime(args.runtime)  # an unknown runtime is refused before any model work
     resolved = require_embedded_model()
 
     log.print(f"[1/5] layers of {DEMO_MODEL}")
@@ -65,14 +70,16 @@ def run_demo(args: argparse.Namespace) -> int:
                                   tokenizer=tokenizer, max_iterations=DEMO_HESSIAN_PROBES)
     sensitivity_path = save_artifact(hessian, out / "sensitivity-hessian.json")
 
-    log.print(f"[4/5] one plan per GPU at {', '.join(budgets)} (Hessian sensitivity)")
+    log.print(f"[4/5] one plan per GPU at {', '.join(budgets)} (Hessian sensitivity), for TensorRT-LLM "
+              f"{runtime.release} ({runtime.backend} backend, runtime {runtime.name})")
     plans = []
     for gpu in DEMO_GPUS:
         plan = make_plan(DEMO_MODEL, profiles[gpu], sensitivity_path, gpu,
-                         PlanRequest(budgets=budgets, pareto=args.pareto), graph=graph)
+                         PlanRequest(budgets=budgets, pareto=args.pareto, runtime=runtime.name), graph=graph)
         save_artifact(plan, out / f"plan-{gpu}.yaml")
         plans.append(plan)
-    print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU (roofline kernel time, Hessian sensitivity)")
+    print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU for TensorRT-LLM ({runtime.backend} backend, "
+                                    f"{runtime.name}; roofline kernel time, Hessian sensitivity)")
 
     log.print(f"[5/5] perplexity of the {DEMO_EVAL_GPU} plan after ModelOpt fake quantization")
     from trtq.eval.gate import EvalRequest, evaluate, verdict

@@ -56,7 +56,9 @@ def test_options_file_and_commands(name, gpu, kv_dtype, tmp_path):
     assert plan.serve_command == ["trtllm-serve", str(hf), "--backend", "pytorch", "--tp_size", "1", "--pp_size", "1",
                                   "--extra_llm_api_options", options_file]
     prepare, throughput, latency = (plan.bench_commands[k] for k in ("prepare-dataset", "throughput", "latency"))
-    assert prepare[:6] == ["trtllm-bench", "--model", hf.name, "--model_path", str(hf), "prepare-dataset"]
+    # No plan.yaml in these fixtures: no Hugging Face id to take the tokenizer from, said, and a placeholder.
+    assert prepare[:6] == ["trtllm-bench", "--model", "MODEL_ID", "--model_path", str(hf), "prepare-dataset"]
+    assert any("no Hugging Face id" in w for w in plan.warnings)
     assert prepare[prepare.index("token-norm-dist"):] == [
         "token-norm-dist", "--num-requests", "512", "--input-mean", "128", "--output-mean", "128",
         "--input-stdev", "0", "--output-stdev", "0"]
@@ -196,6 +198,12 @@ def test_plan_made_for_another_runtime_is_refused_in_one_line(tmp_path, capsys):
     # Without --runtime the plan's own runtime is used: the legacy engine path.
     assert main(["build", str(ckpt), "--gpu", "H100", "--backend", "engine", "-o", str(tmp_path / "o"),
                  "--dry-run"]) == 0
+    capsys.readouterr()
+    # A plan for the PyTorch runtime: trtllm-bench takes the tokenizer from the plan model's Hugging Face id.
+    save_artifact(plan.model_copy(update={"runtime": "trtllm@1.2"}), ckpt / "plan.yaml")
+    built = _plan(ckpt.name, "H100", tmp_path / "o2", root=tmp_path)
+    assert built.bench_commands["throughput"][:3] == ["trtllm-bench", "--model", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert built.warnings == []
 
 
 @requires_ngc

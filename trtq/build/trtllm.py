@@ -225,8 +225,8 @@ def _plan_tensorrt(checkpoint: Checkpoint, options: BuildOptions, out: Path, run
 
 def _plan_pytorch(checkpoint: Checkpoint, options: BuildOptions, out: Path, runtime: Runtime) -> BuildPlan:
     checked = validate_for_llm_api(checkpoint, options.gpu, runtime)
-    hf_dir = checkpoint.hf_dir
-    assert hf_dir is not None  # validate_for_llm_api refused otherwise
+    assert checkpoint.hf_dir is not None  # validate_for_llm_api refused otherwise
+    hf_dir = checkpoint.hf_dir.resolve()
     tp = options.tp or 1
     pp = options.pp or 1
     llm_options = llm_api_options(checkpoint.hf.kv_cache_quant_algo if checkpoint.hf else None,
@@ -234,6 +234,7 @@ def _plan_pytorch(checkpoint: Checkpoint, options: BuildOptions, out: Path, runt
                                   options.free_gpu_memory_fraction)
     options_file = out / OPTIONS_FILE
     tokenizer = _tokenizer_dir(checkpoint)
+    tokenizer = tokenizer.resolve() if tokenizer is not None else None
     serve = serve_argv(hf_dir, tp, pp, options_file, tokenizer)
     kv = llm_options.kv_cache_config.dtype
     why = {
@@ -245,7 +246,11 @@ def _plan_pytorch(checkpoint: Checkpoint, options: BuildOptions, out: Path, runt
         "max_batch_size / max_num_tokens": ("as given" if options.max_batch_size or options.max_num_tokens
                                             else "trtllm-serve's defaults"),
     }
-    model_name = checkpoint.model_name or hf_dir.name
+    model_name = hub_model_name(checkpoint.model_name)
+    warnings = [] if model_name else [
+        f"no Hugging Face id for plan model {checkpoint.model_name!r}: trtllm-bench takes its tokenizer from "
+        "--model; replace MODEL_ID in the commands (trtq bench --tool trtllm-bench --model does)"]
+    model_name = model_name or "MODEL_ID"
     dataset, report = out / "bench" / "dataset.jsonl", out / "bench" / "report-{mode}.json"
     bench = {
         "prepare-dataset": prepare_dataset_argv(model_name, hf_dir, dataset, 512, 128, 128),
@@ -255,7 +260,19 @@ def _plan_pytorch(checkpoint: Checkpoint, options: BuildOptions, out: Path, runt
                               Path(str(report).format(mode="latency")), "latency"),
     }
     return BuildPlan("pytorch", runtime.name, out, None, hf_dir, tokenizer, tp, pp, None, why, serve, llm_options,
-                     [], checked, bench)
+                     warnings, checked, bench)
+
+
+def hub_model_name(model: str | None) -> str | None:
+    """The Hugging Face id trtllm-bench loads the tokenizer from: a zoo alias's first id, or an id as given."""
+    if not model:
+        return None
+    from trtq.model.zoo import ZOO
+
+    entry = ZOO.get(model.strip().lower())
+    if entry is not None:
+        return entry.hf_ids[0]
+    return model if "/" in model and not model.startswith(("/", ".")) else None
 
 
 def require_tensorrt_llm() -> None:
