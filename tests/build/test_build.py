@@ -96,6 +96,9 @@ def test_a100_gets_int8_sq_only_through_the_legacy_engine_runtime(tmp_path):
     assert "sm80" in plan.flags_why["--use_fp8_context_fmha"] or "no FP8" in plan.flags_why["--use_fp8_context_fmha"]
     legacy = _plan("int8sq_int4awq", "A100", tmp_path, backend="engine", runtime=get_runtime("trtllm-engine@1.2"))
     assert legacy.command == plan.command
+    # Through the CLI the legacy runtime builds an engine without --backend.
+    assert main(["build", str(CHECKPOINTS / "int8sq_int4awq"), "--gpu", "A100", "--runtime", "trtllm-engine@1.2",
+                 "-o", str(tmp_path / "o"), "--dry-run"]) == 0
     # The legacy runtime is an engine path: asking it for the PyTorch backend is refused with the reason.
     with pytest.raises(UnsupportedError, match="trtllm-engine@1.2 is the legacy TensorRT engine path"):
         _plan("int8sq_int4awq", "A100", tmp_path, runtime=get_runtime("trtllm-engine@1.2"))

@@ -21,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", metavar="NAME@VERSION",
                    help="TensorRT-LLM runtime (see `trtq formats --gpu G --runtime all`; default: the plan's, else "
                         "the release docker/ pins)")
-    p.add_argument("--backend", choices=("pytorch", "engine"), default="pytorch",
+    p.add_argument("--backend", choices=("pytorch", "engine"),
                    help="pytorch (default): no engine, trtllm-serve loads hf/; engine: trtllm-build a TensorRT engine "
-                        "(legacy, only runtimes that still ship trtllm-build)")
+                        "(legacy, only runtimes that still ship trtllm-build; the default for trtllm-engine@*)")
     p.add_argument("--tp", type=int, help="tensor parallel size (engine: must match the exported checkpoint)")
     p.add_argument("--pp", type=int, help="pipeline parallel size (engine: must match the exported checkpoint)")
     p.add_argument("--max-batch-size", type=int)
@@ -51,7 +51,8 @@ def run_build_command(args: argparse.Namespace) -> int:
     gpu = get_gpu(args.gpu)
     checkpoint = read_checkpoint(args.checkpoint)
     runtime = get_runtime(args.runtime or checkpoint.plan_runtime)
-    options = BuildOptions(gpu=gpu, backend=args.backend, runtime=runtime, tp=args.tp, pp=args.pp,
+    backend = args.backend or ("engine" if runtime.backend == "engine" else "pytorch")
+    options = BuildOptions(gpu=gpu, backend=backend, runtime=runtime, tp=args.tp, pp=args.pp,
                            max_batch_size=args.max_batch_size, max_input_len=args.max_input_len,
                            max_seq_len=args.max_seq_len, max_num_tokens=args.max_num_tokens,
                            free_gpu_memory_fraction=args.free_gpu_memory_fraction)
