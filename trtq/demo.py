@@ -4,6 +4,10 @@ layers -> roofline profiles for H100, A100 and B200 -> Hessian sensitivity ->
 one plan per GPU at the same budgets -> a summary table -> the H100 plan applied with
 ModelOpt and its perplexity against bf16 -> the hardware comparison report. SmolLM2's GEMMs are far below a GPU's launch
 cost, so the demo plans against kernel time (launch cost 0) and says so.
+
+Plans are for the default runtime (TensorRT-LLM 1.2, PyTorch backend). There an A100 runs bf16 and
+W4A16 AWQ only, and W4A16 does not speed up a 2048-token prefill: at the demo's budgets the A100 is
+reported as infeasible, not planned (`--runtime trtllm-engine@1.2` plans it with INT8-SmoothQuant).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from trtq.artifacts import save_artifact
     from trtq.console import stderr_console, stdout_console
+    from trtq.errors import InfeasibleError
     from trtq.model.layers import build_layer_graph
     from trtq.model.zoo import load_pretrained, require_embedded_model
     from trtq.plan.api import PlanRequest, make_plan
@@ -73,27 +78,40 @@ def run_demo(args: argparse.Namespace) -> int:
     log.print(f"[4/5] one plan per GPU at {', '.join(budgets)} (Hessian sensitivity), for TensorRT-LLM "
               f"{runtime.release} ({runtime.backend} backend, runtime {runtime.name})")
     plans = []
+    planned = []
     for gpu in DEMO_GPUS:
-        plan = make_plan(DEMO_MODEL, profiles[gpu], sensitivity_path, gpu,
-                         PlanRequest(budgets=budgets, pareto=args.pareto, runtime=runtime.name), graph=graph)
+        stale = out / f"plan-{gpu}.yaml"
+        stale.unlink(missing_ok=True)  # a plan from an earlier run must not reach the report
+        try:
+            plan = make_plan(DEMO_MODEL, profiles[gpu], sensitivity_path, gpu,
+                             PlanRequest(budgets=budgets, pareto=args.pareto, runtime=runtime.name), graph=graph)
+        except InfeasibleError as exc:
+            # Under the PyTorch backend an A100 has bf16 and W4A16 only, and W4A16 does not speed up a prefill:
+            # a GPU whose runtime cannot meet the budgets is reported, not planned.
+            log.print(f"      {gpu}: no plan under {runtime.name}: {exc}")
+            continue
         save_artifact(plan, out / f"plan-{gpu}.yaml")
         plans.append(plan)
+        planned.append(gpu)
+    if not plans:
+        raise InfeasibleError(f"no GPU of {', '.join(DEMO_GPUS)} meets {', '.join(budgets)} under {runtime.name}")
     print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU for TensorRT-LLM ({runtime.backend} backend, "
                                     f"{runtime.name}; roofline kernel time, Hessian sensitivity)")
 
-    log.print(f"[5/5] perplexity of the {DEMO_EVAL_GPU} plan after ModelOpt fake quantization")
+    eval_gpu = DEMO_EVAL_GPU if DEMO_EVAL_GPU in planned else planned[0]
+    log.print(f"[5/5] perplexity of the {eval_gpu} plan after ModelOpt fake quantization")
     from trtq.eval.gate import EvalRequest, evaluate, verdict
 
-    result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{DEMO_EVAL_GPU}.yaml"), seq_len=256,
+    result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{eval_gpu}.yaml"), seq_len=256,
                                   max_windows=16, calib_samples=8, calib_seq_len=256),
                       model=model, tokenizer=tokenizer)
-    save_artifact(result, out / f"eval-{DEMO_EVAL_GPU}.json")
+    save_artifact(result, out / f"eval-{eval_gpu}.json")
 
     from trtq.report.render import write_comparison_report
 
-    report = write_comparison_report([out / f"plan-{gpu}.yaml" for gpu in DEMO_GPUS], args.report)
+    report = write_comparison_report([out / f"plan-{gpu}.yaml" for gpu in planned], args.report)
     console = stdout_console()
-    console.print(f"{DEMO_EVAL_GPU} plan on the evaluation text: {verdict(result)}")
+    console.print(f"{eval_gpu} plan on the evaluation text: {verdict(result)}")
     console.print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-hessian.json, plan-*.yaml, eval-*.json")
     console.print(f"hardware comparison report: {report}")
     return 0
