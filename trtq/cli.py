@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "trtq.profile.commands",
     "trtq.sensitivity.commands",
     "trtq.plan.commands",
+    "trtq.predict.commands",
     "trtq.quantize.commands",
     "trtq.eval.commands",
     "trtq.build.commands",

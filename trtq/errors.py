@@ -33,3 +33,7 @@ class MissingToolError(TrtqError):
 
 class ExternalToolError(TrtqError):
     """An external tool ran and failed; the message says which and where its log is."""
+
+
+class SolverStoppedError(TrtqError):
+    """The solver stopped (a limit, its tolerance) before it could answer: nothing is proven."""

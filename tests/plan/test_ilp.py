@@ -54,7 +54,7 @@ def test_ilp_matches_brute_force_exactly(seed, solver):
 def test_minimum_of_a_constraint_given_the_others():
     problem = random_problem(3, tight=0.01)
     assert not solve(problem).feasible
-    smallest = minimum_of(problem, 0)
+    smallest = minimum_of(problem, 0).objective
     # brute force: the least lat1 among assignments that satisfy lat2 and mem
     others = IlpProblem(np.where(problem.allowed, problem.constraints[0].coeffs, np.inf), problem.constraints[1:])
     expected, _ = brute_force(others)

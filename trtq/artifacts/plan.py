@@ -15,6 +15,7 @@ class Budget(StrictModel):
     fraction: float | None = None     # of all-bf16 GEMM time, when given as a fraction
     limit_ns: float                   # the resolved limit on summed GEMM latency
     bf16_ns: float                    # all-bf16 summed GEMM latency at that point
+    slack_ns: float | None = None     # limit_ns - the plan's summed latency, exact (>= 0); v2
 
 
 class FormatCost(StrictModel):
@@ -47,7 +48,7 @@ class Totals(StrictModel):
 
 class ParetoPoint(StrictModel):
     fraction: float                   # common fraction of all-bf16 applied to every latency budget
-    status: Literal["optimal", "time_limit", "infeasible"]
+    status: Literal["optimal", "time_limit", "node_limit", "infeasible"]
     totals: Totals | None = None
     formats: list[str] = []           # one format per group, in `groups` order
     chosen: bool = False
@@ -56,18 +57,30 @@ class ParetoPoint(StrictModel):
 class SolverInfo(StrictModel):
     name: str
     version: str
-    status: str                       # optimal | time_limit (best plan found, within proven_gap)
+    # optimal (within mip_rel_gap) | time_limit | node_limit (best plan found, within proven_gap)
+    status: str
     solve_time_s: float
     objective: float | None
     mip_rel_gap: float                # the gap asked for
     proven_gap: float | None = None   # the gap HiGHS proved for this plan
-    time_limit_s: float | None = None
+    time_limit_s: float | None = None  # None: no wall-clock limit (the deterministic default)
     pareto_mip_rel_gap: float | None = None  # the gap each Pareto point was solved to
+    # v2: what stopped the solver: optimal (gap proven ~0) | gap (mip_rel_gap reached)
+    # | time_limit | node_limit. Only time_limit depends on the machine.
+    stopped_by: str | None = None
+    node_limit: int | None = None     # branch-and-bound nodes allowed (deterministic)
+    nodes: int | None = None          # branch-and-bound nodes used
+    # constraint -> how far its limit was tightened (fraction of it) because the solver's
+    # answer was over the raw limit by its feasibility tolerance; the plan is optimal for the
+    # tightened limit and meets the raw one (see the budgets' slack)
+    tightened: dict[str, float] = {}
 
 
 class Plan(Artifact):
     KIND: ClassVar[str] = "plan"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    # 2: budgets' slack_ns, memory_slack_bytes, solver.stopped_by/node_limit/nodes/tightened
+    SCHEMA_VERSION: ClassVar[int] = 2
+    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
 
     model: str
     gpu: str
@@ -79,6 +92,7 @@ class Plan(Artifact):
     sensitivity_method: str
     budgets: list[Budget]
     memory_budget_bytes: int | None = None
+    memory_slack_bytes: float | None = None   # memory budget - the plan's weight bytes (>= 0); v2
     candidate_formats: list[str]
     fixed_parameter_bytes: int
     solver: SolverInfo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,35 +14,70 @@ from trtq.artifacts.plan import Budget, FormatCost, GroupChoice, ParetoPoint, Pl
 from trtq.artifacts.profile import Profile
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.console import fmt_bytes, fmt_ns
-from trtq.errors import InfeasibleError, InputError
-from trtq.plan.budgets import BudgetSpec, parse_budgets, parse_memory_gb
+from trtq.errors import InfeasibleError, InputError, SolverStoppedError
+from trtq.plan import commands
+from trtq.plan.budgets import BudgetSpec, fraction_text, parse_budgets, parse_memory_gb, round_up, time_text
 from trtq.plan.costs import CostModel, build_cost_model
-from trtq.plan.ilp import Constraint, IlpProblem, ParametricIlp, minimum_of, min_common_scale, solve
+from trtq.plan.ilp import Constraint, IlpProblem, IlpSolution, ParametricIlp, min_common_scale, minimum_of, solve
 from trtq.registry import GpuSpec, get_gpu
 from trtq.registry.runtimes import Runtime, family_advisories, get_runtime, plannable_formats
 
 _TOL = 1e-9
+# A Pareto front of more points than this is no longer a front to choose from.
+MAX_PARETO_POINTS = 1000
+# A deterministic cap on one solve's work (branch-and-bound nodes): the same inputs stop at
+# the same node on any machine. Llama-3.1-70B on B200 at --mip-gap 0 needs ~140.
+DEFAULT_NODE_LIMIT = commands.DEFAULT_NODE_LIMIT
 
 
 @dataclass
 class PlanRequest:
     budgets: list[str]
     memory_gb: float | None = None
-    pareto: int = 0
+    pareto: int | None = None          # points of the Pareto front; None: no front
     formats: str | None = None
     solver: str = "highs"
     # HiGHS stops once the plan's sum of Omega is proven within 0.1% of the optimum: the
     # sensitivity estimates are noisier than that, and proving the last 0.1% on a 70B model
     # costs 4x the time. --mip-gap 0 asks for the exact optimum.
     mip_rel_gap: float = 1e-3
-    # A hard instance stops here with its best plan; the plan records the gap it proved.
-    time_limit_s: float = 10.0
+    # No wall-clock limit by default: a time limit makes the plan depend on the machine's
+    # speed. An explicit one is honoured, and a plan it cut short says so (status time_limit).
+    time_limit_s: float | None = None
+    node_limit: int | None = DEFAULT_NODE_LIMIT
     # The front is for choosing, and the chosen plan is solved at mip_rel_gap: each Pareto point
     # stops at 0.5% (sum of Omega within 0.3% of the 0.1% solutions on a 70B, at 2.3x the speed).
     pareto_mip_rel_gap: float = 5e-3
-    pareto_time_limit_s: float = 2.0
+    pareto_time_limit_s: float | None = None   # None: time_limit_s
     # NAME@VERSION from profiles/runtimes.yaml; None = the default (the release docker/ pins).
     runtime: str | None = None
+
+    def check(self) -> None:
+        """Every number in range before any work starts; one line naming the option."""
+        if not parse_budgets(self.budgets):
+            raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
+        parse_memory_gb(self.memory_gb)
+        if self.pareto is not None and (isinstance(self.pareto, bool) or not isinstance(self.pareto, int)
+                                        or not 2 <= self.pareto <= MAX_PARETO_POINTS):
+            raise InputError(f"--pareto needs between 2 and {MAX_PARETO_POINTS} points, got {self.pareto} "
+                             "(leave it out for no front)")
+        for option, gap in (("--mip-gap", self.mip_rel_gap), ("the Pareto gap", self.pareto_mip_rel_gap)):
+            if not isinstance(gap, (int, float)) or not math.isfinite(gap) or not 0 <= gap < 1:
+                raise InputError(f"{option} must be a number from 0 (exact) to below 1, got {gap}")
+        for option, limit in (("--time-limit", self.time_limit_s), ("the Pareto time limit", self.pareto_time_limit_s)):
+            if limit is not None and (not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0):
+                raise InputError(f"{option} must be a positive finite number of seconds, got {limit} "
+                                 "(leave it out for no time limit)")
+        if self.node_limit is not None and (isinstance(self.node_limit, bool) or not isinstance(self.node_limit, int)
+                                            or self.node_limit < 1):
+            raise InputError(f"--node-limit must be a positive whole number of nodes, got {self.node_limit}")
+        if self.solver not in ("highs", "cbc"):
+            raise InputError(f"unknown solver {self.solver!r}: highs or cbc")
+        get_runtime(self.runtime)  # an unknown runtime is refused before any file is read
+
+    @property
+    def pareto_time_limit(self) -> float | None:
+        return self.pareto_time_limit_s if self.pareto_time_limit_s is not None else self.time_limit_s
 
 
 def candidate_formats(gpu: GpuSpec, spec: str | None, runtime: Runtime | None = None):
@@ -68,20 +104,54 @@ def problem_for(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int |
     return IlpProblem(objective, constraints), resolved
 
 
+def _limits_text(request: PlanRequest) -> str:
+    parts = [f"{request.node_limit} nodes"] if request.node_limit is not None else []
+    if request.time_limit_s is not None:
+        parts.append(f"{request.time_limit_s:g} s")
+    return " / ".join(parts) or "no limit"
+
+
+def stopped_without_plan(sol: IlpSolution, request: PlanRequest) -> SolverStoppedError:
+    """A limit stopped the solver before it found any plan: nothing is known about feasibility."""
+    if sol.status == "time_limit":
+        return SolverStoppedError(f"the solver reached the {request.time_limit_s:g} s time limit before it found "
+                                  "any plan (feasibility unknown): raise --time-limit or leave it out")
+    if sol.status == "node_limit":
+        return SolverStoppedError(f"the solver reached the {request.node_limit} node limit before it found any "
+                                  "plan (feasibility unknown): raise --node-limit")
+    if sol.status == "tolerance":
+        return SolverStoppedError("the solver's answers stayed over a budget by its feasibility tolerance after "
+                                  "tightening: loosen a budget by 0.01%")
+    return SolverStoppedError(f"the solver failed: {sol.status}")
+
+
 def explain_infeasible(problem: IlpProblem, budgets: list[Budget], costs: CostModel, gpu: GpuSpec,
-                       request: PlanRequest) -> InfeasibleError:
-    reasons = []
+                       request: PlanRequest) -> InfeasibleError | SolverStoppedError:
+    """Called only when the solver proved the budgets infeasible together: for each budget,
+    the smallest value it could take with the others met, printed as a budget that parses."""
+    reasons, unknown = [], []
     for i, c in enumerate(problem.constraints):
-        smallest = minimum_of(problem, i, request.solver, request.time_limit_s)
+        least = minimum_of(problem, i, request.solver, request.time_limit_s, request.node_limit)
+        if least.limit_hit_without_plan or (not least.feasible and least.status != "infeasible"):
+            unknown.append(c.name)
+            continue
+        smallest = least.objective
         if smallest is None or smallest <= c.limit * (1 + 1e-9) + _TOL:
             continue
         if c.name == "memory":
+            gb = round_up((smallest + costs.fixed_bytes) / 1e9)
             reasons.append(f"memory budget {fmt_bytes(c.limit + costs.fixed_bytes)} cannot be met: the smallest "
-                           f"feasible weight memory is {(smallest + costs.fixed_bytes) / 1e9:.4g} GB")
+                           f"feasible weight memory is {gb:.4g} GB (--memory-gb {gb:.4g})")
         else:
             b = budgets[i]
-            reasons.append(f"budget {b.spec} cannot be met on {gpu.name}: the smallest feasible is "
-                           f"{smallest / b.bf16_ns:.4g} of all-bf16 ({fmt_ns(smallest)}) at {b.point}")
+            fraction, duration = fraction_text(smallest / b.bf16_ns), time_text(smallest)
+            reasons.append(f"budget {b.spec} cannot be met on {gpu.name}: the smallest feasible is {fraction} "
+                           f"of all-bf16 ({duration}) at {b.point} (--budget {b.point}={fraction} or "
+                           f"{b.point}={duration})")
+    if not reasons and unknown:
+        return SolverStoppedError(
+            f"no plan meets all budgets, and the solver reached its limit ({_limits_text(request)}) before it "
+            f"could tell which budget is too tight ({', '.join(unknown)})")
     if not reasons:
         reasons.append("each budget can be met alone but not all together: loosen one of "
                        + ", ".join(c.name for c in problem.constraints))
@@ -90,11 +160,12 @@ def explain_infeasible(problem: IlpProblem, budgets: list[Budget], costs: CostMo
 
 def group_choices(costs: CostModel, choice: np.ndarray) -> list[GroupChoice]:
     out = []
+    allowed = costs.allowed
     for g, group in enumerate(costs.groups):
         per_format = {
             name: FormatCost(omega=float(costs.omega[g, f]), weight_bytes=int(costs.weight_bytes[g, f]),
                              latency_ns={p: float(m[g, f]) for p, m in costs.latency.items()})
-            for f, name in enumerate(costs.formats) if costs.allowed[g, f]
+            for f, name in enumerate(costs.formats) if allowed[g, f]
         }
         f = int(choice[g])
         out.append(GroupChoice(group=group.name, kind=group.kind, block=group.block, members=list(group.members),
@@ -104,26 +175,29 @@ def group_choices(costs: CostModel, choice: np.ndarray) -> list[GroupChoice]:
 
 
 def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None, points: int,
-                 solver: str, mip_rel_gap: float, time_limit_s: float | None = None) -> list[ParetoPoint]:
+                 solver: str, mip_rel_gap: float, time_limit_s: float | None = None,
+                 node_limit: int | None = DEFAULT_NODE_LIMIT) -> list[ParetoPoint]:
     """Sweep one common fraction of all-bf16 over every latency budget, fastest feasible to 1.0.
 
     The feasible set only grows with the fraction, so when the solutions at two fractions
-    are the same assignment, it is also the solution at every fraction between them: the
-    sweep bisects and solves only where the front changes.
+    are the same assignment, each proven within the gap, that assignment is feasible at
+    every fraction between them and within the gap there too (the optimum between them
+    lies between theirs): the sweep bisects and solves only where the front changes.
+    Every point is its own fresh, verified solve (see ilp.ParametricIlp).
     """
     problem, resolved = problem_for(costs, budgets, memory_bytes, scale=1.0)
-    t_min = min_common_scale(problem, list(range(len(budgets))), solver, time_limit_s)
+    t_min = min_common_scale(problem, list(range(len(budgets))), solver, time_limit_s, node_limit)
     if t_min is None:
         return []
     fractions = [float(t) for t in np.linspace(t_min, 1.0, points)] if points > 1 else [t_min]
     fixed_limits = [c.limit for c in problem.constraints[len(resolved):]]
-    sweep = ParametricIlp(problem, solver, mip_rel_gap, time_limit_s)
+    sweep = ParametricIlp(problem, solver, mip_rel_gap, time_limit_s, node_limit)
     solutions: dict[int, np.ndarray | None] = {}
     statuses: dict[int, str] = {}
 
-    def solve_at(i: int, start: np.ndarray | None) -> None:
+    def solve_at(i: int) -> None:
         limits = [fractions[i] * (1 + 1e-12) * b.bf16_ns for b in resolved] + fixed_limits
-        sol = sweep.solve(limits, start=start)
+        sol = sweep.solve(limits)
         solutions[i] = sol.choice if sol.feasible else None
         statuses[i] = sol.status if sol.feasible else "infeasible"
 
@@ -131,19 +205,19 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
         if hi - lo <= 1:
             return
         a, b = solutions[lo], solutions[hi]
-        if a is not None and b is not None and np.array_equal(a, b):
+        if a is not None and b is not None and np.array_equal(a, b) and statuses[lo] == statuses[hi] == "optimal":
             for i in range(lo + 1, hi):
                 solutions[i] = a
-                statuses[i] = statuses[lo] if statuses[lo] == statuses[hi] else "time_limit"
+                statuses[i] = "optimal"
             return
         mid = (lo + hi) // 2
-        solve_at(mid, a)
+        solve_at(mid)
         fill(lo, mid)
         fill(mid, hi)
 
-    solve_at(0, None)
+    solve_at(0)
     if len(fractions) > 1:
-        solve_at(len(fractions) - 1, solutions[0])
+        solve_at(len(fractions) - 1)
         fill(0, len(fractions) - 1)
     front = []
     for i, t in enumerate(fractions):
@@ -153,17 +227,30 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
         else:
             front.append(ParetoPoint(fraction=t, status=statuses[i], totals=costs.totals(choice),
                                      formats=[costs.formats[f] for f in choice]))
+    return monotone(front)
+
+
+def monotone(front: list[ParetoPoint]) -> list[ParetoPoint]:
+    """A plan feasible at a tighter fraction is feasible at every looser one: where a looser
+    point's answer (within the gap) is worse than a tighter point's, it takes the better plan."""
+    best: ParetoPoint | None = None
+    for point in sorted(front, key=lambda p: p.fraction):
+        if point.totals is None:
+            continue
+        if best is not None and best.totals.sensitivity < point.totals.sensitivity:
+            point.status, point.totals, point.formats, point.chosen = best.status, best.totals, best.formats, best.chosen
+        else:
+            best = point
     return front
 
 
 def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gpu: GpuSpec,
                request: PlanRequest, inputs: dict | None = None) -> Plan:
+    request.check()
     if profile.backend != "cpu" and profile.gpu != gpu.name:
         raise InputError(f"profile was measured for {profile.gpu}, the plan targets {gpu.name}: "
                          f"profile {gpu.name} first")
     budgets = parse_budgets(request.budgets)
-    if not budgets:
-        raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
     memory_bytes = parse_memory_gb(request.memory_gb)
     runtime = get_runtime(request.runtime)
     formats = candidate_formats(gpu, request.formats, runtime)
@@ -177,15 +264,28 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         if worst <= c.limit:
             notes.append(f"budget {b.spec} is met by every assignment (slowest possible: "
                          f"{worst / b.bf16_ns:.3g} of all-bf16)")
-    sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s)
+    sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit)
     if not sol.feasible:
-        raise explain_infeasible(problem, resolved, costs, gpu, request)
+        if sol.status == "infeasible":
+            raise explain_infeasible(problem, resolved, costs, gpu, request)
+        raise stopped_without_plan(sol, request)
     if sol.status == "time_limit":
         notes.append(f"the solver stopped at the {request.time_limit_s:g} s time limit with a plan proven within "
-                     f"{sol.gap:.2%} of the optimum (--time-limit raises it)")
+                     f"{sol.gap:.2%} of the optimum: a time limit makes the plan depend on the machine's speed "
+                     "(leave --time-limit out for a deterministic plan)")
+    elif sol.status == "node_limit":
+        notes.append(f"the solver stopped at the {request.node_limit} node limit with a plan proven within "
+                     f"{sol.gap:.2%} of the optimum (--node-limit raises it)")
+    for i, share in sol.tightened.items():
+        notes.append(f"{problem.constraints[i].name}: the solver's answer was over the limit by its feasibility "
+                     f"tolerance; re-solved with the limit tightened by {share:.2g} of it (the plan meets the "
+                     "raw limit, and is optimal for the tightened one)")
+    for i, b in enumerate(resolved):
+        b.slack_ns = sol.slack[i]
+    memory_slack = sol.slack[len(resolved)] if memory_bytes is not None else None
     totals = costs.totals(sol.choice)
     front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver, request.pareto_mip_rel_gap,
-                         request.pareto_time_limit_s) if request.pareto else []
+                         request.pareto_time_limit, request.node_limit) if request.pareto else []
     chosen = [costs.formats[f] for f in sol.choice]
     marked = False
     for point in front:
@@ -193,8 +293,9 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
             point.chosen = marked = True
     if front and not marked:
         fraction = max(totals.latency_ns[b.point] / totals.bf16_latency_ns[b.point] for b in budgets)
-        front.append(ParetoPoint(fraction=fraction, status="optimal", totals=totals, formats=chosen, chosen=True))
+        front.append(ParetoPoint(fraction=fraction, status=sol.status, totals=totals, formats=chosen, chosen=True))
         front.sort(key=lambda p: p.fraction)
+        monotone(front)
     return Plan(
         artifact=Plan.KIND,
         schema_version=Plan.SCHEMA_VERSION,
@@ -207,12 +308,15 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         sensitivity_method=sensitivity.method,
         budgets=resolved,
         memory_budget_bytes=memory_bytes,
+        memory_slack_bytes=memory_slack,
         candidate_formats=costs.formats,
         fixed_parameter_bytes=costs.fixed_bytes,
         solver=SolverInfo(name=sol.solver, version=sol.solver_version, status=sol.status,
                           solve_time_s=sol.solve_time_s, objective=sol.objective, mip_rel_gap=request.mip_rel_gap,
                           proven_gap=sol.gap, time_limit_s=request.time_limit_s,
-                          pareto_mip_rel_gap=request.pareto_mip_rel_gap if front else None),
+                          pareto_mip_rel_gap=request.pareto_mip_rel_gap if front else None,
+                          stopped_by=sol.stopped_by, node_limit=request.node_limit, nodes=sol.nodes,
+                          tightened={problem.constraints[i].name: share for i, share in sol.tightened.items()}),
         groups=group_choices(costs, sol.choice),
         totals=totals,
         pareto=front,
@@ -222,14 +326,21 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
 
 def make_plan(model: str, profile_path: str | Path, sensitivity_path: str | Path, gpu_name: str,
               request: PlanRequest, graph: LayerGraph | None = None) -> Plan:
-    from trtq.model.layers import build_layer_graph
+    from trtq.model.families import config_layer_graph
     from trtq.model.zoo import resolve_model
 
+    request.check()
     profile = load_artifact(profile_path, Profile)
     sensitivity = load_artifact(sensitivity_path, Sensitivity)
     gpu = get_gpu(gpu_name)
     if graph is None:
         include_lm_head = bool(sensitivity.settings.get("include_lm_head", False))
-        graph = build_layer_graph(resolve_model(model), include_lm_head=include_lm_head)
+        resolved = resolve_model(model)
+        # Known families from config.json in pure Python; only others pay for torch + transformers.
+        graph = config_layer_graph(resolved, include_lm_head=include_lm_head)
+        if graph is None:
+            from trtq.model.layers import build_layer_graph
+
+            graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     inputs = {"profile": input_ref(profile_path), "sensitivity": input_ref(sensitivity_path)}
     return solve_plan(graph, profile, sensitivity, gpu, request, inputs)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# Kept here, not imported from trtq.plan.api, so `trtq --help` imports no solver.
+DEFAULT_NODE_LIMIT = 100_000
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="solve the per-layer format ILP under latency and memory budgets")
@@ -14,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", action="append", default=[], metavar="PHASE@TOKENS=VALUE",
                    help="latency budget: decode@16=0.6 (fraction of all-bf16) or prefill@2048=12ms; repeatable")
     p.add_argument("--memory-gb", type=float, help="weight-memory budget in GB (1e9 bytes), all weights")
-    p.add_argument("--pareto", type=int, default=0, metavar="N", help="also sweep N budget fractions (Pareto front)")
+    p.add_argument("--pareto", type=int, metavar="N", help="also sweep N >= 2 budget fractions (Pareto front)")
     p.add_argument("--formats", help="restrict the candidate formats (comma-separated)")
     p.add_argument("--runtime", metavar="NAME@VERSION",
                    help="TensorRT-LLM runtime the plan is for (see `trtq formats --runtime`; default: the release "
@@ -22,8 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=("highs", "cbc"), default="highs")
     p.add_argument("--mip-gap", type=float, default=1e-3,
                    help="relative optimality gap of the ILP (default 0.001; 0 = exact optimum)")
-    p.add_argument("--time-limit", type=float, default=10.0, metavar="S",
-                   help="stop the solver after S seconds with its best plan and the gap it proved (default 10)")
+    p.add_argument("--node-limit", type=int, default=DEFAULT_NODE_LIMIT, metavar="N",
+                   help=f"stop the solver after N branch-and-bound nodes with its best plan and the gap it proved "
+                        f"(default {DEFAULT_NODE_LIMIT}; deterministic)")
+    p.add_argument("--time-limit", type=float, metavar="S",
+                   help="stop the solver after S seconds with its best plan and the gap it proved (default: none; "
+                        "a time limit makes the plan depend on the machine's speed, and the plan says so)")
     p.add_argument("-o", "--output", required=True, help="plan file (YAML)")
     p.set_defaults(handler=run_plan)
 
@@ -33,9 +40,11 @@ def run_plan(args: argparse.Namespace) -> int:
     from trtq.plan.api import PlanRequest, make_plan
     from trtq.plan.summary import print_plan_summary
 
-    plan = make_plan(args.model, args.profile, args.sensitivity, args.gpu,
-                     PlanRequest(args.budget, args.memory_gb, args.pareto, args.formats, args.solver,
-                                 args.mip_gap, args.time_limit, runtime=args.runtime))
+    request = PlanRequest(args.budget, args.memory_gb, args.pareto, args.formats, args.solver, args.mip_gap,
+                          time_limit_s=args.time_limit, node_limit=args.node_limit,
+                          runtime=args.runtime)
+    request.check()     # every number in range before any file is read
+    plan = make_plan(args.model, args.profile, args.sensitivity, args.gpu, request)
     save_artifact(plan, args.output)
     print_plan_summary([plan])
     print(f"wrote {args.output}")

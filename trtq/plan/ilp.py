@@ -1,4 +1,4 @@
-"""A multiple-choice ILP over cost matrices, solved with PuLP (HiGHS, or CBC as fallback).
+"""A multiple-choice ILP over cost matrices, solved with HiGHS (highspy), or CBC through PuLP.
 
 Knows nothing of torch, models or GPUs: G choice groups x F options, an objective
 matrix, and linear constraints given as matrices with limits. An option is allowed
@@ -8,19 +8,40 @@ for a group where the objective and every constraint coefficient are finite.
     subject to sum_f x[g,f] = 1                      for every group g
                sum_{g,f} coeffs_c[g,f] x[g,f] <= limit_c   for every constraint c
                x binary
+
+Nothing the solver returns is taken on trust. Every answer is re-checked against the
+raw (unscaled) limits in exact arithmetic: HiGHS accepts a row up to its feasibility
+tolerance (1e-6 of the scaled row), so an "optimal" plan can sit a hair over a budget;
+such a row is tightened by the excess and the model re-solved. The objective HiGHS
+reports must match the objective of the assignment it returns (HiGHS 1.16 returned a
+MIP start as "optimal" with objective 0 after presolve; trtq therefore gives it no
+start). Every solve is a fresh HiGHS model: no state carries from one solve to the next.
+
+The default answer is deterministic: one thread, a fixed seed, no wall-clock limit; an
+optional node limit is a deterministic unit of work. A time limit is an explicit opt-in,
+and the status says which limit stopped the solver.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pulp
 
 SOLVERS = ("highs", "cbc")
+# HiGHS's default primal feasibility tolerance on a (scaled) row: an answer may exceed a
+# limit by this fraction of it. Tightening starts here.
+FEASIBILITY_TOLERANCE = 1e-6
+# A reported gap at or below this is "optimal"; above it, the solve stopped at the gap asked for.
+OPTIMAL_GAP = 1e-6
+_TIGHTEN_ATTEMPTS = 5
+# Statuses that come with a plan; "time_limit" and "node_limit" may also come without one.
+FEASIBLE_STATUSES = ("optimal", "time_limit", "node_limit")
+LIMIT_STATUSES = ("time_limit", "node_limit")
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,8 @@ class IlpProblem:
         for c in self.constraints:
             if c.coeffs.shape != (g, f):
                 raise ValueError(f"constraint {c.name}: shape {c.coeffs.shape} != objective {(g, f)}")
+            if not math.isfinite(c.limit):
+                raise ValueError(f"constraint {c.name}: limit {c.limit} is not finite")
         empty = np.flatnonzero(~self.allowed.any(axis=1))
         if empty.size:
             raise ValueError(f"group {int(empty[0])} has no allowed option")
@@ -54,52 +77,39 @@ class IlpProblem:
 
 @dataclass
 class IlpSolution:
-    status: str                        # "optimal" | "time_limit" (best found, see gap) | "infeasible" | other
+    # "optimal" (within the gap asked for) | "time_limit" | "node_limit" (best plan when the
+    # limit stopped the solver, if any; see gap) | "infeasible" | "tolerance" (no answer met
+    # the raw limits after tightening) | another solver status
+    status: str
     choice: np.ndarray | None          # (G,) option index per group
     objective: float | None
     solve_time_s: float
     solver: str
     solver_version: str
     gap: float | None = None           # proven relative optimality gap of `choice`
+    # what stopped the solver: "optimal" (gap proven ~0) | "gap" (the gap asked for reached)
+    # | "time_limit" | "node_limit"; None when there is no plan
+    stopped_by: str | None = None
+    nodes: int | None = None           # branch-and-bound nodes (HiGHS)
+    slack: list[float] = field(default_factory=list)        # per constraint: limit - value (raw units)
+    tightened: dict[int, float] = field(default_factory=dict)  # constraint index -> tightening, fraction of limit
 
     @property
     def feasible(self) -> bool:
-        return self.status in ("optimal", "time_limit") and self.choice is not None
+        return self.status in FEASIBLE_STATUSES and self.choice is not None
+
+    @property
+    def limit_hit_without_plan(self) -> bool:
+        """The solver stopped at a time or node limit before it found any plan: nothing is proven."""
+        return self.status in LIMIT_STATUSES and self.choice is None
 
 
-def _silence_highs_banner() -> None:
-    """HiGHS prints its banner to the C-level stdout on the first Highs() of a process;
-    plan output goes to stdout, so create that first instance with fd 1 pointed away."""
-    global _BANNER_DONE
-    if _BANNER_DONE:
-        return
-    _BANNER_DONE = True
-    try:
-        import highspy
-    except ImportError:
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-_BANNER_DONE = False
-
-
-def _solver_cmd(name: str, mip_rel_gap: float, time_limit: float | None):
-    if name == "highs":
-        _silence_highs_banner()
-        solver = pulp.HiGHS(msg=False, gapRel=mip_rel_gap, timeLimit=time_limit)
-        if solver.available():
-            return solver, "HiGHS", _version("highspy")
-    solver = pulp.PULP_CBC_CMD(msg=False, gapRel=mip_rel_gap, timeLimit=time_limit)
-    return solver, "CBC", _version("pulp")
+@dataclass(frozen=True)
+class SolveOptions:
+    solver: str = "highs"
+    mip_rel_gap: float = 1e-6
+    time_limit: float | None = None    # seconds; None = no wall-clock limit (deterministic)
+    node_limit: int | None = None      # branch-and-bound nodes; deterministic
 
 
 def _version(package: str) -> str:
@@ -111,194 +121,301 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def _scaled(values: np.ndarray, scale: float) -> np.ndarray:
-    return values / scale if scale > 0 else values
+def _row_scale(limit: float) -> float:
+    return abs(limit) if limit != 0 else 1.0
 
 
-def _build(problem: IlpProblem, objective: np.ndarray, constraints: list[Constraint],
-           extra_var: bool = False):
-    allowed = problem.allowed
-    prob = pulp.LpProblem("trtq", pulp.LpMinimize)
-    groups, options = objective.shape
-    x: dict[tuple[int, int], pulp.LpVariable] = {}
-    for g in range(groups):
-        for f in np.flatnonzero(allowed[g]):
-            x[g, int(f)] = prob.add_variable(f"x_{g}_{int(f)}", cat=pulp.LpBinary)
-    t = prob.add_variable("t", lowBound=0) if extra_var else None
-    # Normalising every row keeps HiGHS's tolerances meaningful whatever the units (ns, bytes).
-    obj_scale = float(np.nanmax(np.abs(np.where(allowed, objective, np.nan)))) if x else 1.0
-    obj = _scaled(objective, obj_scale)
-    terms = [(v, float(obj[g, f])) for (g, f), v in x.items()]
-    if t is not None:
-        terms.append((t, 1.0))
-    prob += pulp.LpAffineExpression(terms)
-    for g in range(groups):
-        prob += pulp.LpAffineExpression([(x[g, int(f)], 1.0) for f in np.flatnonzero(allowed[g])]) == 1, f"one_{g}"
-    return prob, x, t
+def exact_sum(matrix: np.ndarray, choice: np.ndarray) -> float:
+    """sum_g matrix[g, choice[g]], correctly rounded (independent of summation order)."""
+    return math.fsum(matrix[np.arange(len(choice)), choice].tolist())
 
 
-def _add_constraints(prob, x, constraints: list[Constraint], t=None, scale_rows: set[int] = frozenset()):
-    for i, c in enumerate(constraints):
-        scale = _row_scale(c)
-        lhs = pulp.LpAffineExpression([(v, float(c.coeffs[g, f] / scale)) for (g, f), v in x.items()])
-        if i in scale_rows:
-            prob += lhs - t * (c.limit / scale) <= 0, f"c{i}"
+def evaluate(matrix: np.ndarray, choice: np.ndarray) -> float:
+    return exact_sum(matrix, choice)
+
+
+_HIGHS_QUIET = False
+
+
+def _highs_module():
+    """highspy, imported with its banner kept off stdout (plan output goes there)."""
+    global _HIGHS_QUIET
+    try:
+        import highspy
+    except ImportError:
+        return None
+    if not _HIGHS_QUIET:
+        _HIGHS_QUIET = True
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 1)
+                highspy.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+    return highspy
+
+
+@dataclass
+class _RawOutcome:
+    status: str
+    choice: np.ndarray | None
+    gap: float | None
+    nodes: int | None
+    elapsed: float
+    stopped_by: str | None
+
+
+class _Model:
+    """One binary per allowed (group, option), plus `t` when some rows scale with it.
+
+    Rows: one-hot per group, then one per constraint, normalised by its limit so HiGHS's
+    tolerances mean the same whatever the units (ns, bytes). A scaled row reads
+    sum coeffs x - t * limit <= 0 (`t` multiplies that limit).
+    """
+
+    def __init__(self, allowed: np.ndarray, objective: np.ndarray, constraints: list[Constraint],
+                 scaled_rows: frozenset[int] = frozenset(), objective_t: bool = False):
+        self.groups = allowed.shape[0]
+        self.cols = [(int(g), int(f)) for g, f in np.argwhere(allowed)]
+        self.col_group = np.array([g for g, _ in self.cols], dtype=np.int64)
+        self.col_option = np.array([f for _, f in self.cols], dtype=np.int64)
+        self.constraints = constraints
+        self.scaled_rows = scaled_rows
+        self.has_t = bool(scaled_rows) or objective_t
+        values = objective[self.col_group, self.col_option]
+        scale = float(np.max(np.abs(values))) if values.size else 1.0
+        self.cost = values / scale if scale > 0 else values.astype(float)
+        if objective_t:
+            self.cost = np.zeros_like(self.cost)
+        self.t_cost = 1.0 if objective_t else 0.0
+        self.coeffs = [c.coeffs[self.col_group, self.col_option] / _row_scale(c.limit) for c in constraints]
+
+    # -- HiGHS -----------------------------------------------------------------------------------
+    def _highs_lp(self, highspy, rhs: list[float]):
+        n_bin = len(self.cols)
+        n_col = n_bin + (1 if self.has_t else 0)
+        starts, index, value, lower, upper = [0], [], [], [], []
+        order = np.argsort(self.col_group, kind="stable")
+        bounds = np.searchsorted(self.col_group[order], np.arange(self.groups + 1))
+        for g in range(self.groups):
+            cols = order[bounds[g]:bounds[g + 1]]
+            index.extend(cols.tolist())
+            value.extend([1.0] * len(cols))
+            starts.append(len(index))
+            lower.append(1.0)
+            upper.append(1.0)
+        for i, (c, coeffs) in enumerate(zip(self.constraints, self.coeffs)):
+            nz = np.flatnonzero(coeffs)
+            index.extend(nz.tolist())
+            value.extend(coeffs[nz].tolist())
+            if i in self.scaled_rows:
+                index.append(n_bin)
+                value.append(-c.limit / _row_scale(c.limit))
+            starts.append(len(index))
+            lower.append(-highspy.kHighsInf)
+            upper.append(rhs[i])
+        lp = highspy.HighsLp()
+        lp.num_col_ = n_col
+        lp.num_row_ = len(lower)
+        lp.col_cost_ = np.concatenate([self.cost, [self.t_cost] if self.has_t else []])
+        lp.col_lower_ = np.zeros(n_col)
+        lp.col_upper_ = np.concatenate([np.ones(n_bin), [highspy.kHighsInf] if self.has_t else []])
+        lp.row_lower_ = np.array(lower)
+        lp.row_upper_ = np.array(upper)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+        lp.a_matrix_.num_col_ = n_col
+        lp.a_matrix_.num_row_ = len(lower)
+        lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
+        lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
+        lp.a_matrix_.value_ = np.array(value)
+        lp.integrality_ = [highspy.HighsVarType.kInteger] * n_bin + (
+            [highspy.HighsVarType.kContinuous] if self.has_t else [])
+        return lp
+
+    def run_highs(self, highspy, rhs: list[float], options: SolveOptions) -> _RawOutcome:
+        # One thread: the answer must not depend on the machine's core count. HiGHS keeps one
+        # global scheduler per process, sized by the first run; reset it so this size holds.
+        highspy.Highs.resetGlobalScheduler(True)
+        highs = highspy.Highs()
+        highs.setOptionValue("output_flag", False)
+        highs.setOptionValue("threads", 1)
+        highs.setOptionValue("random_seed", 0)
+        highs.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
+        if options.time_limit is not None:
+            highs.setOptionValue("time_limit", float(options.time_limit))
+        if options.node_limit is not None:
+            highs.setOptionValue("mip_max_nodes", int(options.node_limit))
+        highs.passModel(self._highs_lp(highspy, rhs))
+        begin = time.perf_counter()
+        highs.run()
+        elapsed = time.perf_counter() - begin
+        status = highs.getModelStatus()
+        info = highs.getInfo()
+        nodes = int(info.mip_node_count) if info.mip_node_count >= 0 else None
+        gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else None
+        names = {highspy.HighsModelStatus.kOptimal: "optimal",
+                 highspy.HighsModelStatus.kTimeLimit: "time_limit",
+                 # HiGHS reports its node limit (mip_max_nodes) as a solution limit
+                 highspy.HighsModelStatus.kSolutionLimit: "node_limit",
+                 highspy.HighsModelStatus.kInfeasible: "infeasible",
+                 highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible"}
+        name = names.get(status, highs.modelStatusToString(status).lower())
+        has_plan = info.primal_solution_status == 2 and name in FEASIBLE_STATUSES
+        if not has_plan:
+            return _RawOutcome(name, None, None, nodes, elapsed, None)
+        col = np.asarray(highs.getSolution().col_value)
+        choice = self._choice(col[:len(self.cols)])
+        if choice is None:
+            return _RawOutcome("solver_error: not one option per group", None, None, nodes, elapsed, None)
+        # The objective HiGHS reports must be the objective of the plan it returns.
+        computed = float(self.cost[self._col_index(choice)].sum()) + (self.t_cost * col[-1] if self.has_t else 0.0)
+        reported = float(info.objective_function_value)
+        if abs(reported - computed) > 1e-6 * max(1.0, abs(computed)):
+            return _RawOutcome(f"solver_error: reported objective {reported:.9g} is not the plan's "
+                               f"{computed:.9g}", None, None, nodes, elapsed, None)
+        if name == "optimal":
+            stopped_by = "optimal" if gap is not None and gap <= OPTIMAL_GAP else "gap"
         else:
-            prob += lhs <= c.limit / scale, f"c{i}"
+            stopped_by = name
+        return _RawOutcome(name, choice, gap, nodes, elapsed, stopped_by)
 
+    def _choice(self, x: np.ndarray) -> np.ndarray | None:
+        choice = np.full(self.groups, -1, dtype=int)
+        picked = x > 0.5
+        if np.bincount(self.col_group[picked], minlength=self.groups).max(initial=0) > 1:
+            return None
+        choice[self.col_group[picked]] = self.col_option[picked]
+        return None if (choice < 0).any() else choice
 
-def _highs_outcome(highs) -> tuple[str, float | None]:
-    """HiGHS's own status: PuLP reports a time-limited incumbent as optimal."""
-    import highspy
+    def _col_index(self, choice: np.ndarray) -> np.ndarray:
+        lookup = {col: i for i, col in enumerate(self.cols)}
+        return np.array([lookup[g, int(f)] for g, f in enumerate(choice)], dtype=np.int64)
 
-    status = highs.getModelStatus()
-    info = highs.getInfo()
-    gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else None
-    if status == highspy.HighsModelStatus.kOptimal:
-        return "optimal", gap
-    if status == highspy.HighsModelStatus.kTimeLimit and info.primal_solution_status == 2:
-        return "time_limit", gap
-    if status in (highspy.HighsModelStatus.kInfeasible, highspy.HighsModelStatus.kUnboundedOrInfeasible):
-        return "infeasible", None
-    return highs.modelStatusToString(status).lower(), None
+    # -- CBC through PuLP ------------------------------------------------------------------------
+    def run_cbc(self, rhs: list[float], options: SolveOptions) -> _RawOutcome:
+        import pulp
 
-
-def _choice_from(x, groups: int, value) -> np.ndarray:
-    choice = np.full(groups, -1, dtype=int)
-    for (g, f), v in x.items():
-        if value(v) is not None and value(v) > 0.5:
-            choice[g] = f
-    return choice
-
-
-def _solve(prob, x, groups: int, solver: str, mip_rel_gap: float, time_limit: float | None):
-    cmd, name, version = _solver_cmd(solver, mip_rel_gap, time_limit)
-    start = time.perf_counter()
-    prob.solve(cmd)
-    elapsed = time.perf_counter() - start
-    if name == "HiGHS":
-        status, gap = _highs_outcome(prob.solverModel)
-    else:
+        prob = pulp.LpProblem("trtq", pulp.LpMinimize)
+        x = [prob.add_variable(f"x_{g}_{f}", cat=pulp.LpBinary) for g, f in self.cols]
+        t = prob.add_variable("t", lowBound=0) if self.has_t else None
+        terms = list(zip(x, self.cost.tolist()))
+        if t is not None:
+            terms.append((t, self.t_cost))
+        prob += pulp.LpAffineExpression(terms)
+        for g in range(self.groups):
+            prob += pulp.LpAffineExpression([(x[i], 1.0) for i in np.flatnonzero(self.col_group == g)]) == 1, f"one_{g}"
+        for i, (c, coeffs) in enumerate(zip(self.constraints, self.coeffs)):
+            row = [(x[j], float(coeffs[j])) for j in np.flatnonzero(coeffs)]
+            if i in self.scaled_rows:
+                row.append((t, -c.limit / _row_scale(c.limit)))
+            prob += pulp.LpAffineExpression(row) <= rhs[i], f"c{i}"
+        cmd = pulp.PULP_CBC_CMD(msg=False, gapRel=options.mip_rel_gap, timeLimit=options.time_limit,
+                                threads=1, options=["randomSeed 1"] + (
+                                    [f"maxNodes {options.node_limit}"] if options.node_limit is not None else []))
+        begin = time.perf_counter()
+        prob.solve(cmd)
+        elapsed = time.perf_counter() - begin
         status = pulp.LpStatus[prob.status].lower()
-        status, gap = ("infeasible" if status in ("infeasible", "undefined") else status), None
-    if status not in ("optimal", "time_limit"):
-        return IlpSolution(status, None, None, elapsed, name, version)
-    return IlpSolution(status, _choice_from(x, groups, lambda v: v.value()), None, elapsed, name, version, gap)
+        if status != "optimal":
+            return _RawOutcome("infeasible" if status in ("infeasible", "undefined") else status,
+                               None, None, None, elapsed, None)
+        choice = self._choice(np.array([v.value() or 0.0 for v in x]))
+        if choice is None:
+            return _RawOutcome("solver_error: not one option per group", None, None, None, elapsed, None)
+        # PuLP reports a CBC run stopped by a limit as optimal and exposes no gap: say only what is known.
+        return _RawOutcome("optimal", choice, None, None, elapsed, "gap" if options.mip_rel_gap > 0 else "optimal")
+
+    # -- verified solve --------------------------------------------------------------------------
+    def solve(self, options: SolveOptions) -> IlpSolution:
+        """Solve, then re-check the answer against every raw limit; tighten and re-solve where
+        the solver's tolerance let a row through."""
+        highspy = _highs_module() if options.solver == "highs" else None
+        name, version = ("HiGHS", _version("highspy")) if highspy is not None else ("CBC", _version("pulp"))
+        checked = [i for i in range(len(self.constraints)) if i not in self.scaled_rows]
+        margin = [0.0] * len(self.constraints)
+        total = 0.0
+        for _ in range(_TIGHTEN_ATTEMPTS):
+            rhs = [(0.0 if i in self.scaled_rows else c.limit / _row_scale(c.limit)) - margin[i]
+                   for i, c in enumerate(self.constraints)]
+            out = self.run_highs(highspy, rhs, options) if highspy is not None else self.run_cbc(rhs, options)
+            total += out.elapsed
+            if out.choice is None:
+                # Infeasible only once a row was tightened: the raw problem may still be feasible
+                # within the sliver cut off, so that is not a proof of infeasibility.
+                status = "tolerance" if out.status == "infeasible" and any(margin) else out.status
+                return IlpSolution(status, None, None, total, name, version, nodes=out.nodes)
+            values = [exact_sum(c.coeffs, out.choice) for c in self.constraints]
+            over = [i for i in checked if values[i] > self.constraints[i].limit]
+            if not over:
+                return IlpSolution(
+                    out.status, out.choice, None, total, name, version, out.gap, out.stopped_by, out.nodes,
+                    slack=[c.limit - v for c, v in zip(self.constraints, values)],
+                    tightened={i: m for i, m in enumerate(margin) if m > 0})
+            for i in over:
+                excess = (values[i] - self.constraints[i].limit) / _row_scale(self.constraints[i].limit)
+                margin[i] = max(2 * margin[i], excess + FEASIBILITY_TOLERANCE)
+        return IlpSolution("tolerance", None, None, total, name, version)
 
 
 def solve(problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-6,
-          time_limit: float | None = None) -> IlpSolution:
+          time_limit: float | None = None, node_limit: int | None = None) -> IlpSolution:
     problem.check()
-    prob, x, _ = _build(problem, problem.objective, problem.constraints)
-    _add_constraints(prob, x, problem.constraints)
-    sol = _solve(prob, x, problem.objective.shape[0], solver, mip_rel_gap, time_limit)
+    model = _Model(problem.allowed, problem.objective, problem.constraints)
+    sol = model.solve(SolveOptions(solver, mip_rel_gap, time_limit, node_limit))
     if sol.feasible:
         sol.objective = evaluate(problem.objective, sol.choice)
     return sol
 
 
-def evaluate(matrix: np.ndarray, choice: np.ndarray) -> float:
-    return float(matrix[np.arange(len(choice)), choice].sum())
-
-
-def minimum_of(problem: IlpProblem, index: int, solver: str = "highs",
-               time_limit: float | None = None) -> float | None:
+def minimum_of(problem: IlpProblem, index: int, solver: str = "highs", time_limit: float | None = None,
+               node_limit: int | None = None) -> IlpSolution:
     """The smallest value constraint `index`'s left side can take while every other
-    constraint holds; None when the others cannot hold together."""
+    constraint holds: the solution's `objective` is that value (None when the others
+    cannot hold together, or a limit stopped the search: see `status`)."""
     problem.check()
     target = problem.constraints[index]
     others = [c for i, c in enumerate(problem.constraints) if i != index]
     objective = np.where(problem.allowed, target.coeffs, np.inf)
-    prob, x, _ = _build(problem, objective, others)
-    _add_constraints(prob, x, others)
-    sol = _solve(prob, x, objective.shape[0], solver, 1e-9, time_limit)
-    return evaluate(target.coeffs, sol.choice) if sol.feasible else None
+    model = _Model(problem.allowed, objective, others)
+    sol = model.solve(SolveOptions(solver, 1e-9, time_limit, node_limit))
+    if sol.feasible:
+        sol.objective = evaluate(target.coeffs, sol.choice)
+    return sol
 
 
 def min_common_scale(problem: IlpProblem, scaled: list[int], solver: str = "highs",
-                     time_limit: float | None = None) -> float | None:
+                     time_limit: float | None = None, node_limit: int | None = None) -> float | None:
     """The smallest t such that constraints `scaled` hold with limits multiplied by t
     (and the rest as given): how far all latency budgets can shrink together."""
     problem.check()
     zero = np.where(problem.allowed, 0.0, np.inf)
-    prob, x, t = _build(problem, zero, problem.constraints, extra_var=True)
-    prob.setObjective(t)
-    _add_constraints(prob, x, problem.constraints, t=t, scale_rows=set(scaled))
-    sol = _solve(prob, x, zero.shape[0], solver, 1e-9, time_limit)
+    model = _Model(problem.allowed, zero, problem.constraints, scaled_rows=frozenset(scaled), objective_t=True)
+    sol = model.solve(SolveOptions(solver, 1e-9, time_limit, node_limit))
     if not sol.feasible:
         return None
     return max(evaluate(problem.constraints[i].coeffs, sol.choice) / problem.constraints[i].limit for i in scaled)
 
 
 class ParametricIlp:
-    """One model, many right-hand sides: the Pareto sweep changes only the limits.
+    """One problem, many right-hand sides: the Pareto sweep changes only the limits.
 
-    PuLP builds the model once; with HiGHS, later solves change the row bounds of the
-    HiGHS model PuLP made and start from the previous solution (sweeping from tight to
-    loose budgets, each solution is feasible for the next point). CBC rebuilds per solve.
+    The matrices are built once; every solve is a fresh, verified HiGHS model with the new
+    limits and no MIP start (a start made HiGHS 1.16 return it as optimal unsolved).
     """
 
     def __init__(self, problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-3,
-                 time_limit: float | None = None):
+                 time_limit: float | None = None, node_limit: int | None = None):
         problem.check()
         self.problem = problem
-        self.solver = solver
-        self.mip_rel_gap = mip_rel_gap
-        self.time_limit = time_limit
-        self.prob, self.x, _ = _build(problem, problem.objective, problem.constraints)
-        _add_constraints(self.prob, self.x, problem.constraints)
-        self._solved_once = False
-        self._previous: np.ndarray | None = None
+        self.options = SolveOptions(solver, mip_rel_gap, time_limit, node_limit)
 
-    def solve(self, limits: list[float], start: np.ndarray | None = None) -> IlpSolution:
-        """Solve with these limits; `start`, a feasible choice, seeds HiGHS's incumbent."""
-        if start is not None:
-            self._previous = start
+    def solve(self, limits: list[float]) -> IlpSolution:
         constraints = [Constraint(c.name, c.coeffs, limit) for c, limit in zip(self.problem.constraints, limits)]
-        problem = IlpProblem(self.problem.objective, constraints)
-        highs = getattr(self.prob, "solverModel", None)
-        if not self._solved_once or highs is None or self.solver != "highs":
-            sol = (solve(problem, self.solver, self.mip_rel_gap, self.time_limit) if self._solved_once
-                   else self._first(problem))
-        else:
-            sol = self._resolve(highs, problem)
+        model = _Model(self.problem.allowed, self.problem.objective, constraints)
+        sol = model.solve(self.options)
         if sol.feasible:
-            self._previous = sol.choice
-            sol.objective = evaluate(problem.objective, sol.choice)
+            sol.objective = evaluate(self.problem.objective, sol.choice)
         return sol
-
-    def _first(self, problem: IlpProblem) -> IlpSolution:
-        for i, c in enumerate(problem.constraints):
-            self.prob.constraints[f"c{i}"].constant = -c.limit / _row_scale(self.problem.constraints[i])
-        sol = _solve(self.prob, self.x, problem.objective.shape[0], self.solver, self.mip_rel_gap, self.time_limit)
-        self._solved_once = True
-        return sol
-
-    def _resolve(self, highs, problem: IlpProblem) -> IlpSolution:
-        import highspy
-
-        for i, c in enumerate(problem.constraints):
-            row = self.prob.constraints[f"c{i}"].index
-            highs.changeRowBounds(row, -highspy.kHighsInf, c.limit / _row_scale(self.problem.constraints[i]))
-        if self._previous is not None and all(
-            evaluate(c.coeffs, self._previous) <= c.limit for c in problem.constraints
-        ):
-            start = highspy.HighsSolution()
-            values = [0.0] * highs.getNumCol()
-            for g, f in enumerate(self._previous):
-                values[self.x[g, int(f)].index] = 1.0
-            start.col_value = values
-            highs.setSolution(start)
-        begin = time.perf_counter()
-        highs.run()
-        elapsed = time.perf_counter() - begin
-        status, gap = _highs_outcome(highs)
-        if status not in ("optimal", "time_limit"):
-            return IlpSolution(status, None, None, elapsed, "HiGHS", _version("highspy"))
-        col = highs.getSolution().col_value
-        choice = _choice_from(self.x, problem.objective.shape[0], lambda v: col[v.index])
-        return IlpSolution(status, choice, None, elapsed, "HiGHS", _version("highspy"), gap)
-
-
-def _row_scale(c: Constraint) -> float:
-    return abs(c.limit) if c.limit != 0 else 1.0

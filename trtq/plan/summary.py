@@ -12,6 +12,18 @@ def format_counts(plan: Plan) -> Counter:
     return Counter(g.format for g in plan.groups for _ in g.members)
 
 
+def _stopped_by(plan: Plan) -> str:
+    """What stopped the solver, when the plan records it (schema 2)."""
+    solver = plan.solver
+    if solver.stopped_by is None or solver.proven_gap is None:
+        return ""
+    if solver.stopped_by == "optimal":
+        return " (gap proven 0)"
+    if solver.stopped_by == "gap":
+        return f" (within {solver.proven_gap:.2%} of the optimum, {solver.mip_rel_gap:.2%} asked)"
+    return f" (stopped by the {solver.stopped_by.replace('_', ' ')}, within {solver.proven_gap:.2%})"
+
+
 def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
     from rich.table import Table
 
@@ -37,8 +49,9 @@ def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
     for plan in plans:
         budgets = ", ".join(b.spec for b in plan.budgets)
         console.print(f"{plan.model} on {plan.gpu} ({plan.runtime or 'runtime not recorded'}): budgets {budgets}; "
-                      f"{plan.solver.name} {plan.solver.status} "
-                      f"in {plan.solver.solve_time_s * 1e3:.0f} ms; latencies from the {plan.profile_backend} profile"
+                      f"{plan.solver.name} {plan.solver.status}"
+                      f"{_stopped_by(plan)} in {plan.solver.solve_time_s * 1e3:.0f} ms; latencies from the "
+                      f"{plan.profile_backend} profile"
                       + (" (kernel time, launch cost 0)" if plan.launch_cost_ns == 0 else ""))
         for note in plan.notes:
             console.print(f"  note: {note}")

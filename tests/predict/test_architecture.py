@@ -1,0 +1,35 @@
+"""The torch-free block enumeration agrees with trtq's meta-device layer graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from trtq.errors import UnsupportedError
+from trtq.model.layers import build_layer_graph
+from trtq.model.zoo import resolve_model
+from trtq.predict.architecture import decoder_architecture
+
+
+@pytest.mark.parametrize("model", ["llama-3.1-8b", "qwen2.5-7b", "mistral-7b", "smollm2-135m"])
+def test_groups_match_the_layer_graph(model):
+    resolved = resolve_model(model)
+    graph = build_layer_graph(resolved)
+    arch = decoder_architecture(resolved.name, resolved.config)
+    assert [(g.name, g.kind, g.block, g.out_features, g.in_features) for g in arch.groups] == [
+        (g.name, g.kind, g.block, g.out_features, g.in_features) for g in graph.groups]
+    assert arch.num_layers == graph.num_blocks
+
+
+def test_tp_sharding_and_kv_size():
+    resolved = resolve_model("llama-3.1-70b")
+    arch = decoder_architecture(resolved.name, resolved.config)
+    qkv, o, gate_up, down = arch.groups[:4]
+    assert qkv.sharded(2) == (5120, 8192) and gate_up.sharded(2) == (28672, 8192)
+    assert o.sharded(2) == (8192, 4096) and down.sharded(2) == (8192, 14336)
+    assert arch.kv_elements_per_token(1) == 2 * 8 * 128 * 80
+    assert arch.kv_elements_per_token(16) == 2 * 1 * 128 * 80   # KV heads replicate past 8
+
+
+def test_non_dense_models_are_refused():
+    with pytest.raises(UnsupportedError, match="model_type 'mixtral' is not built yet"):
+        decoder_architecture("m", {"model_type": "mixtral"})

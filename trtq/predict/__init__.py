@@ -1,0 +1,6 @@
+"""The serving step: TTFT, TPOT, throughput and KV capacity of a plan on a GPU.
+
+`trtq.predict.step` holds the step model and the scheduling model, `kernels` the kernel
+latencies (aiconfigurator-core's compiled engine over NVIDIA's measured tables, or a trtq
+profile artifact for the GEMMs), `architecture` the decoder block without torch.
+"""
