@@ -28,13 +28,16 @@ def group(name: str, members: list[str], fmt: str, group_size: int | None = None
                        out_features=out_features, format=fmt, group_size=group_size, costs=costs)
 
 
-def plan_of(groups: list[GroupChoice], model: str = "smollm2-135m", gpu: str | None = None) -> Plan:
-    """A plan whose totals add up over its groups; on B200 when it uses NVFP4 (H100 runs no NVFP4)."""
+def plan_of(groups: list[GroupChoice], model: str = "smollm2-135m", gpu: str | None = None,
+            runtime: str | None = "trtllm-engine@1.2") -> Plan:
+    """A plan whose totals add up over its groups; on B200 when it uses NVFP4 (H100 runs no NVFP4).
+
+    The legacy engine runtime by default: these plans mix int8_sq in, which only it runs."""
     formats = {g.format for g in groups}
     gpu = gpu or ("B200" if "nvfp4" in formats else "h100")
     return Plan(
         artifact=Plan.KIND, schema_version=Plan.SCHEMA_VERSION, metadata=make_metadata(),
-        model=model, gpu=gpu, profile_backend="roofline", launch_cost_ns=0.0,
+        model=model, gpu=gpu, runtime=runtime, profile_backend="roofline", launch_cost_ns=0.0,
         sensitivity_method="weight", budgets=[], candidate_formats=sorted(formats | {"bf16"}),
         fixed_parameter_bytes=0,
         solver=SolverInfo(name="test", version="0", status="Optimal", solve_time_s=0.0, objective=0.0,

@@ -25,7 +25,7 @@ def test_registry_has_the_required_gpus_with_datasheet_figures():
     "gpu, formats",
     [
         ("A100-SXM-80GB", ["bf16", "int8_sq", "int4_awq"]),
-        ("L40S", ["bf16", "fp8", "int8_sq", "int4_awq"]),
+        ("L40S", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq"]),  # the hardware: Ada runs W4A8 (sm89+)
         ("H100-SXM", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq"]),
         ("B200", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4"]),
     ],

@@ -23,13 +23,14 @@ class SweepRequest:
     url: str | None = None
     engine: Path | None = None
     requests: int | None = None
-    tool: str = "auto"
+    tool: str = "aiperf"
     tokenizer: str | None = None
     warmup: int | None = None
     gpu: str | None = None
     plan: Path | None = None
     startup_timeout_s: float = 1800.0
     endpoint_type: str = "chat"
+    bench_mode: str = "throughput"      # trtllm-bench only: throughput | latency
 
 
 def parse_concurrencies(spec: str) -> list[int]:
@@ -53,8 +54,11 @@ def load_build_record(engine: Path):
     raise ArtifactError(f"{engine}: no build_record.json here or in its parent: run trtq build first")
 
 
-def serve_command(record, host: str, port: int) -> list[str]:
-    return list(record.serve_command) + ["--host", host, "--port", str(port)]
+def serve_command(record_path: Path, record, host: str, port: int, out_dir: Path) -> list[str]:
+    # Rebuilt from the record's validated fields: never the record's own serve_command (trtq/bench/engine.py).
+    from trtq.bench.engine import serve_command as rebuilt
+
+    return rebuilt(record_path, record, host, port, out_dir)
 
 
 def run_sweep(request: SweepRequest) -> int:
@@ -66,6 +70,10 @@ def run_sweep(request: SweepRequest) -> int:
     for name, value in (("--isl", request.isl), ("--osl", request.osl), ("--requests", request.requests)):
         if value is not None and value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
+    if request.tool == "trtllm-bench":
+        from trtq.bench.offline import run_trtllm_bench
+
+        return run_trtllm_bench(request)
     tool, executable = loadgen.choose_tool(request.tool)
     version = loadgen.tool_version(tool, executable)
 
@@ -80,13 +88,13 @@ def run_sweep(request: SweepRequest) -> int:
             raise InputError(f"plan not found: {request.plan}")
         plan_sha = sha256_file(request.plan)
     if request.engine is not None:
-        _, record = load_build_record(request.engine)
+        record_path, record = load_build_record(request.engine)
+        port = free_port()
+        server = serve_command(record_path, record, "127.0.0.1", port, request.output)
         if shutil.which("trtllm-serve") is None:
             from trtq.build.trtllm import NOT_INSTALLED
 
             raise MissingToolError(NOT_INSTALLED)
-        port = free_port()
-        server = serve_command(record, "127.0.0.1", port)
         url = f"http://127.0.0.1:{port}"
         engine_name = str(request.engine)
         plan_sha = plan_sha or record.checkpoint.plan_sha256

@@ -32,7 +32,7 @@ def _resolve_auto_gpu() -> str:
 def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens: list[int],
                   formats: str | None = None, launch_cost_ns: float | None = None,
                   harness: dict | None = None, seed: int = 0, on_row=None,
-                  options: dict | None = None, inputs: dict | None = None) -> Profile:
+                  options: dict | None = None, inputs: dict | None = None, runtime: str | None = None) -> Profile:
     """`options`: cuda_graphs (cuda backend); calibration, a RooflineCalibration (roofline backend).
     `inputs`: files the table depends on (a calibration, a measured table), recorded with sha256."""
     options = dict(options or {})
@@ -56,12 +56,20 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         gpu_spec = get_gpu(gpu) if gpu else None
     fmts = parse_formats(formats)
     if gpu_spec is not None:
+        from trtq.registry.runtimes import get_runtime, plannable_formats, union_formats
+
+        # Kernel latency does not depend on the runtime: without --runtime the table covers every format
+        # some runtime in profiles/runtimes.yaml runs on this GPU, so one profile serves plans for any of them.
         if formats:
+            if runtime:
+                plannable_formats(gpu_spec, get_runtime(runtime), formats)  # refuses, naming the reason
             for f in fmts:
                 gpu_spec.require(f)
         elif not measures_gpu_in_hand:
             # A measuring backend keeps every format: what it cannot run is an unsupported row with a reason.
-            fmts = [f for f in fmts if gpu_spec.supports(f)]
+            allowed = {f.name for f in (plannable_formats(gpu_spec, get_runtime(runtime)) if runtime
+                                        else union_formats(gpu_spec))}
+            fmts = [f for f in fmts if f.name in allowed and gpu_spec.supports(f)]
     format_names = [f.name for f in fmts]
     rows = backend.profile(gemm_cases(graph, tokens, format_names), on_row=on_row)
     device = backend.device_info()

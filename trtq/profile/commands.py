@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", default="1,16,128,2048", help="GEMM M values (token counts), comma-separated")
     p.add_argument("--formats", help="comma-separated formats (default: all the GPU supports; cuda: all, "
                                        "those it cannot run recorded as unsupported with the reason)")
+    p.add_argument("--runtime", metavar="NAME@VERSION",
+                   help="profile only the formats this TensorRT-LLM runtime runs on the GPU (default: every format "
+                        "some runtime in `trtq formats --runtime` runs there: one table serves plans for any)")
     p.add_argument("--launch-cost", type=number(minimum=0, maximum=1e9), default=None, metavar="NS",
                    help="roofline: fixed cost per GEMM in ns (default: the GPU's; 0 = pure kernel time)")
     p.add_argument("--repeats", type=count(1), default=None, help="measuring backends: minimum repetitions")
@@ -65,7 +68,7 @@ def run_profile(args: argparse.Namespace) -> int:
     graph = build_layer_graph(resolve_model(args.model), include_lm_head=args.include_lm_head)
     console = stderr_console()
     profile = build_profile(graph, args.backend, args.gpu, tokens, args.formats, args.launch_cost,
-                            harness, args.seed, options=options, inputs=inputs)
+                            harness, args.seed, options=options, inputs=inputs, runtime=args.runtime)
     save_artifact(profile, args.output)
     ok = sum(r.latency_ns is not None for r in profile.rows)
     console.print(

@@ -21,7 +21,8 @@ def check_plan_against_model(plan: Plan, resolved, plan_path) -> None:
 
 
 def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path: str | None = None,
-                       calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0) -> Path:
+                       calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0,
+                       runtime: str | None = None) -> Path:
     """Everything cheap is checked before the model loads: the plan, its formats on this machine, the text."""
     from trtq.console import fmt_bytes, stderr_console
     from trtq.data import CALIBRATION_PATH, read_text_file, token_batches
@@ -32,6 +33,7 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
     plan = load_artifact(plan_path, Plan)
     layers = plan_layers(plan)
     check_runnable_here(plan)
+    require_plan_runtime(plan, plan_path, runtime)
     resolved = resolve_model(model_spec)
     if plan.model != resolved.name:
         raise InputError(f"plan {plan_path} was made for model {plan.model!r}, not {resolved.name!r}")
@@ -66,3 +68,15 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
         + f" layers; hf/ {fmt_bytes(size)}" + ("; trtllm/" if (out / "trtllm").is_dir() else "; no trtllm/ (see summary)")
     )
     return out
+
+
+def require_plan_runtime(plan: Plan, plan_path, requested: str | None):
+    """Refuse a plan made for another runtime, and any format the runtime does not run on the plan's GPU."""
+    from trtq.registry import get_gpu
+    from trtq.registry.runtimes import require_format, resolve_runtime
+
+    runtime = resolve_runtime(requested, plan.runtime, f"plan {plan_path}")
+    gpu = get_gpu(plan.gpu)
+    for fmt in sorted({g.format for g in plan.groups}):
+        require_format(gpu, fmt, runtime)
+    return runtime

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-samples", type=count(1), default=16, help="calibration windows (default 16)")
     p.add_argument("--calib-seq-len", type=seq_len, default=512, help="tokens per window (default 512)")
     p.add_argument("--seed", type=seed, default=0, help="seed for drawing calibration windows")
+    p.add_argument("--runtime", metavar="NAME@VERSION",
+                   help="TensorRT-LLM runtime the checkpoint is for (default: the plan's; a plan made for another "
+                        "runtime is refused)")
     p.add_argument("-o", "--output", required=True, type=output_dir, help="output directory, e.g. engines/NAME/")
     p.set_defaults(handler=run_quantize)
 
@@ -33,6 +36,6 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     quantize_from_plan(
         model_spec=args.model, plan_path=args.plan, output=args.output, calib_path=args.calib,
-        calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, seed=args.seed,
+        calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, seed=args.seed, runtime=args.runtime,
     )
     return 0

@@ -110,7 +110,7 @@ _FORMATS: tuple[Format, ...] = (
         description="INT4 weights in groups (AWQ), FP8 activations",
         weight_dtype="int4", act_dtype="fp8_e4m3", weight_bits=4, act_bits=8,
         compute="fp8", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False, tensor_scale_bytes=4,
-        input_scale_vector=True, modelopt_config="W4A8_AWQ_BETA_CFG", min_sm=90, modelopt_on_cpu=True,
+        input_scale_vector=True, modelopt_config="W4A8_AWQ_BETA_CFG", min_sm=89, modelopt_on_cpu=True,
     ),
     Format(
         name="nvfp4",
