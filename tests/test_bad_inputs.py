@@ -504,7 +504,7 @@ def test_build_record_validator_refuses_formats_the_gpu_cannot_run(tmp_path):
 
     record = BuildRecord(
         artifact=BuildRecord.KIND, schema_version=BuildRecord.SCHEMA_VERSION, metadata=make_metadata(),
-        backend="pytorch", status="prepared", gpu="H100-SXM", gpu_sm=90, tp_size=1, pp_size=1,
+        backend="pytorch", runtime="trtllm@1.2", status="prepared", gpu="H100-SXM", gpu_sm=90, tp_size=1, pp_size=1,
         checkpoint=CheckpointSummary(path="engines/x", hf_dir="engines/x/hf", trtllm_dir=None, architecture=None,
                                      dtype="bfloat16", quant_algo="FP8", kv_cache_quant_algo=None, formats=["fp8"],
                                      tp_size=1, pp_size=1),
@@ -517,7 +517,7 @@ def test_build_record_validator_refuses_formats_the_gpu_cannot_run(tmp_path):
         "fp8 on A100": (lambda d: d.update(gpu="A100-SXM-80GB"), "does not run on A100"),
         "unknown GPU": (lambda d: d.update(gpu="V100"), "unknown GPU 'V100'"),
         "unknown format": (lambda d: d["checkpoint"]["formats"].append("fp3"), "unknown format 'fp3'"),
-        "tp 0": (lambda d: d.update(tp_size=0), "must be positive"),
+        "tp 0": (lambda d: d.update(tp_size=0), "tp_size"),
         "NaN wall time": (lambda d: d.update(wall_s=math.nan), "must be finite"),
     }
     for name, (fn, needle) in cases.items():
