@@ -46,27 +46,17 @@ def exported(tmp_path_factory, loads_smollm2):
 
 
 def test_export_holds_every_format_and_both_int4_group_sizes(exported):
-    """What ModelOpt wrote, not what the test asked for: every format and both INT4 group sizes are in the
-    checkpoint, each as many layers as the plan put there."""
+    """What ModelOpt wrote, not what the test asked for: every format, and both INT4 group sizes (64 where
+    128 does not divide SmolLM2's 576-wide inputs), each on as many layers as the plan put there."""
     from collections import Counter
-
-    from safetensors import safe_open
 
     plan, _, out = exported
     quantized = json.loads((out / "hf" / "hf_quant_config.json").read_text())["quantization"]["quantized_layers"]
     written = Counter((v["quant_algo"], v.get("group_size")) for v in quantized.values())
     assert set(written) == {("FP8", None), ("W8A8_SQ_PER_CHANNEL", None), ("W4A16_AWQ", 64), ("W4A16_AWQ", 128),
-                            ("W4A8_AWQ", 128)}
+                            ("W4A8_AWQ", 64), ("W4A8_AWQ", 128)}
     planned = Counter((EXPORTED_ALGO[f], g) for f, g in plan.layer_formats().values() if f != "bf16")
     assert written == planned
-    # The layers the plan kept in bf16 are bf16 tensors without scales in the file.
-    kept = [layer for layer, (f, _) in plan.layer_formats().items() if f == "bf16"]
-    assert kept
-    with safe_open(str(out / "hf" / "model.safetensors"), "pt") as tensors:
-        names = set(tensors.keys())
-        for layer in kept:
-            assert str(tensors.get_slice(f"{layer}.weight").get_dtype()) == "BF16" and \
-                f"{layer}.weight_scale" not in names, layer
 
 
 def test_hf_checkpoint_reloads_with_each_layer_as_planned(exported):
