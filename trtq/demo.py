@@ -18,6 +18,17 @@ DEMO_TOKENS = "1,16,128,2048"
 # Hutchinson settings that keep the demo to a minute or two on 2 CPU cores.
 DEMO_HESSIAN_SAMPLES, DEMO_HESSIAN_SEQ_LEN, DEMO_HESSIAN_PROBES = 4, 256, 6
 DEMO_EVAL_GPU = "H100-SXM"
+DEMO_EVAL_WINDOWS, DEMO_CALIB_SAMPLES = 16, 8
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", action="append", default=None, metavar="PHASE@TOKENS=VALUE",
                    help=f"latency budgets (default: {' '.join(DEMO_BUDGETS)})")
     p.add_argument("--pareto", type=int, default=12, help="Pareto points per GPU")
+    # A quicker, rougher run of the same pipeline (fewer GPUs, windows, probes): e.g. for a first look or CI.
+    p.add_argument("--gpu", action="append", default=None, metavar="GPU",
+                   help=f"plan for this GPU (repeat; default: {' '.join(DEMO_GPUS)}); the {DEMO_EVAL_GPU} plan "
+                        "is evaluated, else the first GPU's")
+    p.add_argument("--seq-len", type=_positive_int, default=DEMO_HESSIAN_SEQ_LEN,
+                   help=f"tokens per window for sensitivity, calibration and perplexity (default {DEMO_HESSIAN_SEQ_LEN})")
+    p.add_argument("--hessian-samples", type=_positive_int, default=DEMO_HESSIAN_SAMPLES,
+                   help=f"windows for the Hessian sensitivity (default {DEMO_HESSIAN_SAMPLES})")
+    p.add_argument("--hessian-probes", type=_positive_int, default=DEMO_HESSIAN_PROBES,
+                   help=f"Hutchinson probes at most (default {DEMO_HESSIAN_PROBES})")
+    p.add_argument("--calib-samples", type=_positive_int, default=DEMO_CALIB_SAMPLES,
+                   help=f"ModelOpt calibration windows (default {DEMO_CALIB_SAMPLES})")
+    p.add_argument("--eval-windows", type=_positive_int, default=DEMO_EVAL_WINDOWS,
+                   help=f"perplexity windows at most (default {DEMO_EVAL_WINDOWS})")
     p.set_defaults(handler=run_demo)
 
 
@@ -39,8 +64,13 @@ def run_demo(args: argparse.Namespace) -> int:
     from trtq.plan.api import PlanRequest, make_plan
     from trtq.plan.summary import print_plan_summary
     from trtq.profile.api import build_profile, parse_tokens
+    from trtq.registry import get_gpu
     from trtq.sensitivity.api import hessian_sensitivity
 
+    # Checked before anything is written or loaded.
+    gpus = [get_gpu(name).name for name in args.gpu] if args.gpu else list(DEMO_GPUS)
+    gpus = list(dict.fromkeys(gpus))
+    eval_gpu = DEMO_EVAL_GPU if DEMO_EVAL_GPU in gpus else gpus[0]
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = stderr_console()
@@ -55,38 +85,39 @@ def run_demo(args: argparse.Namespace) -> int:
 
     log.print("[2/5] roofline profiles (kernel time: launch cost 0)")
     profiles = {}
-    for gpu in DEMO_GPUS:
+    for gpu in gpus:
         profile = build_profile(graph, "roofline", gpu, parse_tokens(DEMO_TOKENS), launch_cost_ns=0.0)
         profiles[gpu] = save_artifact(profile, out / f"profile-{gpu}.json")
 
     log.print("[3/5] Hessian sensitivity on the real model (HAWQ: Hutchinson traces of weights and inputs)")
     model, tokenizer = load_pretrained(resolved)
-    hessian = hessian_sensitivity(DEMO_MODEL, DEMO_HESSIAN_SAMPLES, DEMO_HESSIAN_SEQ_LEN, 0, model=model,
-                                  tokenizer=tokenizer, max_iterations=DEMO_HESSIAN_PROBES)
+    hessian = hessian_sensitivity(DEMO_MODEL, args.hessian_samples, args.seq_len, 0, model=model,
+                                  tokenizer=tokenizer, max_iterations=args.hessian_probes)
     sensitivity_path = save_artifact(hessian, out / "sensitivity-hessian.json")
 
     log.print(f"[4/5] one plan per GPU at {', '.join(budgets)} (Hessian sensitivity)")
     plans = []
-    for gpu in DEMO_GPUS:
+    for gpu in gpus:
         plan = make_plan(DEMO_MODEL, profiles[gpu], sensitivity_path, gpu,
                          PlanRequest(budgets=budgets, pareto=args.pareto), graph=graph)
         save_artifact(plan, out / f"plan-{gpu}.yaml")
         plans.append(plan)
     print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU (roofline kernel time, Hessian sensitivity)")
 
-    log.print(f"[5/5] perplexity of the {DEMO_EVAL_GPU} plan after ModelOpt fake quantization")
+    log.print(f"[5/5] perplexity of the {eval_gpu} plan after ModelOpt fake quantization")
     from trtq.eval.gate import EvalRequest, evaluate, verdict
 
-    result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{DEMO_EVAL_GPU}.yaml"), seq_len=256,
-                                  max_windows=16, calib_samples=8, calib_seq_len=256),
+    result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{eval_gpu}.yaml"), seq_len=args.seq_len,
+                                  max_windows=args.eval_windows, calib_samples=args.calib_samples,
+                                  calib_seq_len=args.seq_len),
                       model=model, tokenizer=tokenizer)
-    save_artifact(result, out / f"eval-{DEMO_EVAL_GPU}.json")
+    save_artifact(result, out / f"eval-{eval_gpu}.json")
 
     from trtq.report.render import write_comparison_report
 
-    report = write_comparison_report([out / f"plan-{gpu}.yaml" for gpu in DEMO_GPUS], args.report)
+    report = write_comparison_report([out / f"plan-{gpu}.yaml" for gpu in gpus], args.report)
     console = stdout_console()
-    console.print(f"{DEMO_EVAL_GPU} plan on the evaluation text: {verdict(result)}")
+    console.print(f"{eval_gpu} plan on the evaluation text: {verdict(result)}")
     console.print(f"artifacts in {out}/: layers.json, profile-*.json, sensitivity-hessian.json, plan-*.yaml, eval-*.json")
     console.print(f"hardware comparison report: {report}")
     return 0
