@@ -25,6 +25,7 @@ DEMO_TOKENS = "1,16,128,2048"
 # Hutchinson settings that keep the demo to a minute or two on 2 CPU cores.
 DEMO_HESSIAN_SAMPLES, DEMO_HESSIAN_SEQ_LEN, DEMO_HESSIAN_PROBES = 4, 256, 6
 DEMO_EVAL_GPU = "H100-SXM"
+DEMO_EVAL_WINDOWS, DEMO_CALIB_SAMPLES = 16, 8
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", metavar="NAME@VERSION",
                    help="TensorRT-LLM runtime the plans are for (default: the release docker/ pins, PyTorch backend; "
                         "trtllm-engine@1.2 for legacy engines with INT8-SQ)")
+    # A quicker, rougher run of the same pipeline (fewer GPUs, windows, probes): e.g. for a first look or CI.
+    p.add_argument("--gpu", action="append", default=None, metavar="GPU",
+                   help=f"plan for this GPU (repeat; default: {' '.join(DEMO_GPUS)}); the {DEMO_EVAL_GPU} plan "
+                        "is evaluated, else the first GPU's")
+    p.add_argument("--seq-len", type=count(1), default=DEMO_HESSIAN_SEQ_LEN,
+                   help=f"tokens per window for sensitivity, calibration and perplexity (default {DEMO_HESSIAN_SEQ_LEN})")
+    p.add_argument("--hessian-samples", type=count(1), default=DEMO_HESSIAN_SAMPLES,
+                   help=f"windows for the Hessian sensitivity (default {DEMO_HESSIAN_SAMPLES})")
+    p.add_argument("--hessian-probes", type=count(1), default=DEMO_HESSIAN_PROBES,
+                   help=f"Hutchinson probes at most (default {DEMO_HESSIAN_PROBES})")
+    p.add_argument("--calib-samples", type=count(1), default=DEMO_CALIB_SAMPLES,
+                   help=f"ModelOpt calibration windows (default {DEMO_CALIB_SAMPLES})")
+    p.add_argument("--eval-windows", type=count(1), default=DEMO_EVAL_WINDOWS,
+                   help=f"perplexity windows at most (default {DEMO_EVAL_WINDOWS})")
     p.set_defaults(handler=run_demo)
 
 
@@ -49,15 +64,17 @@ def run_demo(args: argparse.Namespace) -> int:
     from trtq.model.layers import build_layer_graph
     from trtq.model.zoo import load_pretrained, require_embedded_model
     from trtq.plan.api import PlanRequest, make_plan
-    from trtq.plan.summary import print_plan_summary
     from trtq.plan.budgets import parse_budgets
+    from trtq.plan.summary import print_plan_summary
     from trtq.profile.api import build_profile, parse_tokens
+    from trtq.registry import get_gpu
     from trtq.registry.runtimes import get_runtime
     from trtq.sensitivity.api import hessian_sensitivity
 
     budgets = args.budget or list(DEMO_BUDGETS)
     parse_budgets(budgets)  # a malformed budget is refused before any model work
     runtime = get_runtime(args.runtime)  # so is an unknown runtime
+    gpus = list(dict.fromkeys(get_gpu(name).name for name in args.gpu)) if args.gpu else list(DEMO_GPUS)  # and GPU
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = stderr_console()
@@ -71,21 +88,21 @@ def run_demo(args: argparse.Namespace) -> int:
 
     log.print("[2/5] roofline profiles (kernel time: launch cost 0)")
     profiles = {}
-    for gpu in DEMO_GPUS:
+    for gpu in gpus:
         profile = build_profile(graph, "roofline", gpu, parse_tokens(DEMO_TOKENS), launch_cost_ns=0.0)
         profiles[gpu] = save_artifact(profile, out / f"profile-{gpu}.json")
 
     log.print("[3/5] Hessian sensitivity on the real model (HAWQ: Hutchinson traces of weights and inputs)")
     model, tokenizer = load_pretrained(resolved)
-    hessian = hessian_sensitivity(DEMO_MODEL, DEMO_HESSIAN_SAMPLES, DEMO_HESSIAN_SEQ_LEN, 0, model=model,
-                                  tokenizer=tokenizer, max_iterations=DEMO_HESSIAN_PROBES)
+    hessian = hessian_sensitivity(DEMO_MODEL, args.hessian_samples, args.seq_len, 0, model=model,
+                                  tokenizer=tokenizer, max_iterations=args.hessian_probes)
     sensitivity_path = save_artifact(hessian, out / "sensitivity-hessian.json")
 
     log.print(f"[4/5] one plan per GPU at {', '.join(budgets)} (Hessian sensitivity), for TensorRT-LLM "
               f"{runtime.release} ({runtime.backend} backend, runtime {runtime.name})")
     plans = []
     planned = []
-    for gpu in DEMO_GPUS:
+    for gpu in gpus:
         stale = out / f"plan-{gpu}.yaml"
         stale.unlink(missing_ok=True)  # a plan from an earlier run must not reach the report
         try:
@@ -100,7 +117,7 @@ def run_demo(args: argparse.Namespace) -> int:
         plans.append(plan)
         planned.append(gpu)
     if not plans:
-        raise InfeasibleError(f"no GPU of {', '.join(DEMO_GPUS)} meets {', '.join(budgets)} under {runtime.name}")
+        raise InfeasibleError(f"no GPU of {', '.join(gpus)} meets {', '.join(budgets)} under {runtime.name}")
     print_plan_summary(plans, title=f"{DEMO_MODEL}: one plan per GPU for TensorRT-LLM ({runtime.backend} backend, "
                                     f"{runtime.name}; roofline kernel time, Hessian sensitivity)")
 
@@ -108,8 +125,9 @@ def run_demo(args: argparse.Namespace) -> int:
     log.print(f"[5/5] perplexity of the {eval_gpu} plan after ModelOpt fake quantization")
     from trtq.eval.gate import EvalRequest, evaluate, verdict
 
-    result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{eval_gpu}.yaml"), seq_len=256,
-                                  max_windows=16, calib_samples=8, calib_seq_len=256),
+    result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{eval_gpu}.yaml"), seq_len=args.seq_len,
+                                  max_windows=args.eval_windows, calib_samples=args.calib_samples,
+                                  calib_seq_len=args.seq_len),
                       model=model, tokenizer=tokenizer)
     save_artifact(result, out / f"eval-{eval_gpu}.json")
 

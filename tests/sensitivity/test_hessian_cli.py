@@ -9,7 +9,7 @@ from trtq.artifacts.sensitivity import Sensitivity
 from trtq.cli import main
 
 
-def test_hessian_table_on_the_real_model(tmp_path, capsys, smollm2_graph):
+def test_hessian_table_on_the_real_model(tmp_path, capsys, smollm2_graph, loads_smollm2):
     out = tmp_path / "hessian.json"
     code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--samples", "2", "--seq-len", "32",
                  "--max-iterations", "3", "--formats", "fp8,int4_awq,nvfp4", "-o", str(out)])

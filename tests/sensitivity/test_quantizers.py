@@ -143,3 +143,55 @@ def test_int8_rounds_ties_like_modelopt():
     # x * (127 / amax) = 63.5 exactly: rounds half to even (64), as torch.round in ModelOpt does.
     w = torch.tensor([[127.0, 63.5, -63.5, 62.5]])
     assert quantize_dequantize(w, get_format("int8_sq")).tolist() == [[127.0, 64.0, -64.0, 62.0]]
+
+
+# --- activations: trtq's kernel_inputs against ModelOpt's own input quantizers -----------------------
+
+def _inputs_with_outlier_channels(tokens: int = 48, width: int = 64) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(tokens, width, generator=generator)
+    return x * torch.logspace(-1, 1.5, width)[torch.randperm(width, generator=generator)]
+
+
+@pytest.mark.parametrize("format_name", ["fp8", "w4a8_awq", "int8_sq", "int4_awq"])
+def test_kernel_inputs_match_modelopt_input_quantizers(format_name):
+    """The activation operand each format's kernel multiplies: trtq's reference against the input_quantizer
+    ModelOpt itself builds and calibrates from the format's preset (algorithm included: SmoothQuant
+    computes its own smoothing scales), on one Linear fed inputs with outlier channels."""
+    import modelopt.torch.quantization as mtq
+
+    from trtq.sensitivity.operands import kernel_inputs, smoothquant_scales
+
+    fmt = get_format(format_name)
+    x = _inputs_with_outlier_channels()
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(x.shape[1], 32, bias=False)
+    holder = torch.nn.Sequential(copy.deepcopy(linear))
+    config = copy.deepcopy(getattr(mtq, fmt.modelopt_config))
+    for entry in config["quant_cfg"]:
+        for stage in entry.get("cfg") if isinstance(entry.get("cfg"), list) else [entry.get("cfg") or {}]:
+            if "block_sizes" in stage:
+                stage["block_sizes"][-1] = fmt.group_size_for(x.shape[1])
+    if "awq" in str(config["algorithm"]):
+        # AWQ also rescales the activations (pre_quant_scale), a search trtq's reference leaves out (see
+        # the module docstring): the preset's quantizers, calibrated by plain max, isolate the arithmetic.
+        config["algorithm"] = "max"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mtq.quantize(holder, config, lambda module: module(x))
+    quantizer = holder[0].input_quantizer
+    with torch.no_grad():
+        truth = quantizer(x) if quantizer.is_enabled else x
+    smooth = smoothquant_scales(x.abs().amax(dim=0))
+    mine = kernel_inputs(x, fmt, smooth)
+    if fmt.act_dtype == "bf16":
+        # W4A16: ModelOpt leaves the activations alone (its input quantizer is off); the kernel sees bf16.
+        assert not quantizer.is_enabled
+        assert torch.equal(mine, x.to(torch.bfloat16).float())
+        return
+    assert quantizer.is_enabled and not torch.equal(truth, x)   # ModelOpt really quantized
+    if fmt.act_dtype == "int8":
+        # ModelOpt smooths inside the quantizer (pre_quant_scale = 1/s); trtq hands the kernel X / s.
+        assert quantizer.pre_quant_scale is not None
+        torch.testing.assert_close(1 / quantizer.pre_quant_scale.flatten(), smooth, rtol=1e-6, atol=0)
+    torch.testing.assert_close(mine, truth, rtol=1e-6, atol=1e-7)

@@ -76,6 +76,7 @@ def _table_output(value: str):
 def run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from trtq.bench.process_group import signals_stop_children
     from trtq.bench.runner import SweepRequest, parse_concurrencies, run_sweep
     from trtq.errors import InputError
 
@@ -90,13 +91,16 @@ def run_bench(args: argparse.Namespace) -> int:
 
         stderr_console().print("warning: GenAI-Perf is deprecated upstream in favour of AIPerf (perf_analyzer PR #457); "
                                 "--tool aiperf is the default")
-    return run_sweep(SweepRequest(
+    request = SweepRequest(
         model=args.model, concurrencies=parse_concurrencies(args.concurrency), isl=args.isl, osl=args.osl,
         output=Path(args.output), url=args.url, engine=Path(args.engine) if args.engine else None,
         requests=args.requests, tool=args.tool, tokenizer=args.tokenizer, warmup=args.warmup, gpu=args.gpu,
         plan=Path(args.plan) if args.plan else None, startup_timeout_s=args.startup_timeout,
         endpoint_type=args.endpoint_type, bench_mode=args.bench_mode,
-    ))
+    )
+    # SIGTERM/SIGHUP unwind like Ctrl-C: the server and the load generator are stopped, group and all.
+    with signals_stop_children():
+        return run_sweep(request)
 
 
 def run_ingest(args: argparse.Namespace) -> int:

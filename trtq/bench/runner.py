@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +145,7 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
     from trtq.artifacts.io import atomic_path
     from trtq.bench import loadgen
     from trtq.bench.ingest import find_exports, parse_export
+    from trtq.bench.process_group import run_group
     from trtq.console import stderr_console
 
     runs, parsed = [], []
@@ -169,15 +169,12 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
             start = time.monotonic()
             with atomic_path(log_path) as tmp:
                 with open(tmp, "w", encoding="utf-8") as log:
-                    try:
-                        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False,
-                                                env=loadgen.loadgen_env(tool, tokenizer))
-                    except OSError as exc:
-                        raise ExternalToolError(f"{tool} could not start: {exc}") from None
+                    # Its own process group, stopped whole: AIPerf's workers must not outlive it.
+                    returncode = run_group(command, log, env=loadgen.loadgen_env(tool, tokenizer))
             wall = time.monotonic() - start
-            if result.returncode != 0:
+            if returncode != 0:
                 raise ExternalToolError(
-                    f"{tool} exited with status {result.returncode} at concurrency {concurrency}; log: {log_path}"
+                    f"{tool} exited with status {returncode} at concurrency {concurrency}; log: {log_path}"
                 )
             exports = find_exports(artifact_dir)
             export = parse_export(exports[0])
@@ -187,7 +184,7 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
             parsed.append(export)
             runs.append(ConcurrencyRun(concurrency=concurrency, artifact_dir=str(artifact_dir),
                                        export_file=str(exports[0]), command=command,
-                                       returncode=result.returncode, wall_s=round(wall, 3)))
+                                       returncode=returncode, wall_s=round(wall, 3)))
             progress.advance(task)
     return runs, parsed
 
