@@ -24,21 +24,10 @@ CHECKPOINT = ROOT / "tests" / "build" / "checkpoints" / "fp8_only" / "hf"
 
 
 def _write_build_record(engine: Path) -> None:
-    """The build_record.json `trtq build --backend pytorch` writes for a test checkpoint (no GPU needed)."""
-    from trtq.artifacts.build import BuildRecord
-    from trtq.artifacts.io import make_metadata, save_artifact
-    from trtq.build.checkpoint import read_checkpoint
-    from trtq.build.trtllm import BuildOptions, plan_build
-    from trtq.registry import get_gpu
+    """The build_record.json that `trtq build` (PyTorch backend, no GPU needed) writes for a test checkpoint."""
+    from trtq.cli import main
 
-    gpu = get_gpu("H100")
-    checkpoint = read_checkpoint(CHECKPOINT)
-    plan = plan_build(checkpoint, BuildOptions(gpu=gpu, backend="pytorch"), engine)
-    save_artifact(BuildRecord(
-        artifact=BuildRecord.KIND, schema_version=BuildRecord.SCHEMA_VERSION, metadata=make_metadata(),
-        backend=plan.backend, status="prepared", gpu=gpu.name, gpu_sm=gpu.sm, tp_size=plan.tp, pp_size=plan.pp,
-        checkpoint=checkpoint.summary(), model_dir=str(plan.model_dir), serve_command=plan.serve_command,
-    ), engine / "build_record.json")
+    assert main(["build", str(CHECKPOINT), "--gpu", "H100", "-o", str(engine)]) == 0
 
 
 def _executable(path: Path, text: str) -> Path:
