@@ -196,7 +196,7 @@ def load_artifact(path: str | os.PathLike[str], cls: type[A]) -> A:
     if kind != cls.KIND:
         raise ArtifactError(f"{path}: expected a {cls.KIND} artifact, found {kind!r}")
     version = data.get("schema_version")
-    if version != cls.SCHEMA_VERSION:
+    if version not in getattr(cls, "READABLE_SCHEMA_VERSIONS", (cls.SCHEMA_VERSION,)):
         raise ArtifactError(
             f"{path}: {cls.KIND} schema_version {version!r} is not supported "
             f"(this trtq reads version {cls.SCHEMA_VERSION})"

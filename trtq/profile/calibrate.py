@@ -46,7 +46,8 @@ METHOD = ("least squares on log(predicted / measured) latency, weak prior (0.01)
           "fractions; per-format compute and bandwidth fractions, one launch cost; projected "
           "Levenberg-Marquardt, multi-start")
 # Backends whose tables are measurements of a GPU (the roofline is a model; cpu measured a CPU).
-MEASURED_GPU_BACKENDS = ("cuda",)
+# An aiconfigurator table's modelled rows are not measurements: calibrate_profile leaves them out.
+MEASURED_GPU_BACKENDS = ("cuda", "aiconfigurator")
 
 
 class FitError(StrictModel):
@@ -295,7 +296,8 @@ def calibrate_profile(profile: Profile, source: InputRef, gpu: GpuSpec | None = 
             raise InputError(f"{source.path}: measured on {profile.gpu!r}, which is not in the GPU registry: "
                              "cannot calibrate its roofline") from None
     start = RooflineParams.for_gpu(gpu)
-    result = fit_roofline(gpu, profile.rows, start)
+    rows = [r for r in profile.rows if not (profile.backend == "aiconfigurator" and r.provenance == "modelled")]
+    result = fit_roofline(gpu, rows, start)
     return RooflineCalibration(
         artifact=RooflineCalibration.KIND,
         schema_version=RooflineCalibration.SCHEMA_VERSION,

@@ -78,7 +78,7 @@ def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> Profil
     memory_ns = nbytes / (gpu.hbm_bandwidth_bytes_per_s * params.bandwidth(fmt.name)) * 1e9
     latency = max(compute_ns, memory_ns) + params.launch_cost_ns
     return ProfileRow(
-        **base, status="ok", latency_ns=latency,
+        **base, status="ok", latency_ns=latency, provenance="modelled",
         details={"flops": flops, "bytes": nbytes, "compute_ns": compute_ns, "memory_ns": memory_ns,
                  "launch_cost_ns": params.launch_cost_ns, "bound": "compute" if compute_ns >= memory_ns else "memory",
                  "group_size": group_size},
