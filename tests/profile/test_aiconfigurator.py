@@ -74,7 +74,7 @@ def _raw_ns(table, dtype, m, n, k) -> float:
 def test_every_mapped_format_is_registered_and_every_dtype_is_the_packages():
     from aiconfigurator_core.sdk.common import GEMMQuantMode
 
-    assert set(TABLE_DTYPES) <= set(FORMATS) | {"fp8_block"}  # fp8_block: registered in the next commit
+    assert set(TABLE_DTYPES) <= set(FORMATS)
     assert {d for d in TABLE_DTYPES.values() if d} <= {q.name for q in GEMMQuantMode}
 
 
@@ -118,6 +118,9 @@ def test_formats_the_tables_lack_are_modelled_and_gated(backend):
     assert 0.5 < awq_prefill / bf16 < 2.0
     fit = backend.settings()["modelled"]
     assert fit["borrowed_from"]["int4_awq"] == "bf16" and fit["rows"] > 100
+    # the slice holds bf16 and fp8 only: H100's fp8_block is then modelled, borrowing per-tensor fp8's fit
+    block = backend.row(GemmCase(4096, 4096, 16, "fp8_block"))
+    assert block.status == "ok" and block.provenance == "modelled" and fit["borrowed_from"]["fp8_block"] == "fp8"
     nvfp4 = backend.row(GemmCase(4096, 4096, 16, "nvfp4"))
     assert nvfp4.status == "unsupported" and "sm100" in nvfp4.reason
     odd = backend.row(GemmCase(4096, 100, 16, "int4_awq"))
