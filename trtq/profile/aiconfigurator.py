@@ -13,9 +13,11 @@ Every row says where its number comes from (`ProfileRow.provenance`):
 - `extrapolated`: outside those ranges (e.g. an lm_head with n = 128256 > 65536): the package's estimator,
   flagged because no measurement brackets it.
 - `modelled`: the tables hold no such format on that GPU (INT4-AWQ, W4A8 on H100 ...): the roofline,
-  calibrated (trtq/profile/calibrate.py) on the GPU's measured grid points, fills the row. An unmeasured
-  format takes the fitted fractions of the measured format with the same tensor-core rate (INT4-AWQ: bf16;
-  W4A8: fp8) and the shared launch cost.
+  calibrated (trtq/profile/calibrate.py, with the activation-quantize pass) on the GPU's measured grid
+  points, fills the row. An unmeasured format takes the fitted fractions (and, if it quantizes its
+  activations, the activation pass) of the measured format with the same tensor-core rate (INT4-AWQ:
+  bf16; W4A8: per-tensor fp8) and the shared launch cost. benchmarks/roofline_vs_measured.py measures
+  how far this model is from held-out measurements.
 
 Formats the GPU cannot run (the format registry's gating) and block sizes that do not divide a layer's
 input width stay `unsupported` rows with the reason, as in the other backends.
@@ -249,9 +251,10 @@ def modelled_params(gpu: GpuSpec, rows: list[ProfileRow]):
     from trtq.registry.formats import FORMATS
 
     start = RooflineParams.for_gpu(gpu)
-    result = fit_roofline(gpu, rows, start)
+    result = fit_roofline(gpu, rows, start, activation_pass=True)
     compute = {f: fit.compute_fraction for f, fit in result.formats.items()}
     bandwidth = {f: fit.bandwidth_fraction for f, fit in result.formats.items()}
+    activation = {f: fit.activation_pass for f, fit in result.formats.items()}
     borrowed = {}
     for fmt in FORMATS.values():
         if fmt.name in compute:
@@ -260,15 +263,18 @@ def modelled_params(gpu: GpuSpec, rows: list[ProfileRow]):
         donors = donors or [f for f in result.formats if get_format(f).compute == fmt.compute]
         if donors:
             compute[fmt.name], bandwidth[fmt.name] = compute[donors[0]], bandwidth[donors[0]]
+            activation[fmt.name] = activation[donors[0]] if fmt.act_dtype != "bf16" else 0.0
             borrowed[fmt.name] = donors[0]
     params = start.model_copy(update={
         "compute_fraction": compute, "bandwidth_fraction": bandwidth, "launch_cost_ns": result.launch_cost_ns,
+        "activation_pass": activation,
         "source": (f"roofline fitted to {result.after.rows} measured {PACKAGE} grid points: median |error| "
                    f"{result.before.median_abs_rel_error:.1%} -> {result.after.median_abs_rel_error:.1%} "
                    "(in-sample); unmeasured formats borrow the fit of the format with their compute rate")})
     summary = {"rows": result.after.rows, "launch_cost_ns": result.launch_cost_ns,
                "before": result.before.model_dump(), "after": result.after.model_dump(),
-               "fractions": {f: {"compute": compute[f], "bandwidth": bandwidth[f]} for f in compute},
+               "fractions": {f: {"compute": compute[f], "bandwidth": bandwidth[f], "activation_pass": activation[f]}
+                             for f in compute},
                "borrowed_from": borrowed}
     return params, summary
 
