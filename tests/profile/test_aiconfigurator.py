@@ -118,6 +118,7 @@ def test_formats_the_tables_lack_are_modelled_and_gated(backend):
     assert 0.5 < awq_prefill / bf16 < 2.0
     fit = backend.settings()["modelled"]
     assert fit["borrowed_from"]["int4_awq"] == "bf16" and fit["rows"] > 100
+    assert fit["borrowed_from"]["int8_sq"] == "fp8"          # no int8 table on H100: the 8-bit activation donor
     # the slice holds bf16 and fp8 only: H100's fp8_block is then modelled, borrowing per-tensor fp8's fit
     block = backend.row(GemmCase(4096, 4096, 16, "fp8_block"))
     assert block.status == "ok" and block.provenance == "modelled" and fit["borrowed_from"]["fp8_block"] == "fp8"

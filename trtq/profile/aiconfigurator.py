@@ -220,8 +220,8 @@ def table_dtype(fmt_name: str, tables: GemmTables) -> str | None:
 
 # ---- the modelled rows: the roofline calibrated on the measured grid points ------------------------------
 
-FIT_SIDES = (1024, 2048, 4096, 8192, 16384)   # n and k of the grid points the calibration fits
-FIT_TOKENS = (1, 16, 64, 128, 512, 1024, 2048, 4096, 8192, 16384)
+FIT_SIDES = (1024, 4096, 16384)   # n and k of the grid points the calibration fits (kept small: seconds)
+FIT_TOKENS = (1, 16, 128, 1024, 4096, 16384)
 
 
 def fit_rows(tables: GemmTables, gpu: GpuSpec) -> list[ProfileRow]:
@@ -259,8 +259,11 @@ def modelled_params(gpu: GpuSpec, rows: list[ProfileRow]):
     for fmt in FORMATS.values():
         if fmt.name in compute:
             continue
-        donors = [f for f in result.formats if get_format(f).compute == fmt.compute and f != "fp8_block"]
-        donors = donors or [f for f in result.formats if get_format(f).compute == fmt.compute]
+        # Same tensor-core rate, else same activation width (INT8-SQ on Hopper: per-tensor FP8); a block-scaled
+        # donor last (its kernels differ most).
+        measured = sorted(result.formats, key=lambda f: get_format(f).act_block_size is not None)
+        donors = [f for f in measured if get_format(f).compute == fmt.compute]
+        donors = donors or [f for f in measured if get_format(f).act_bits == fmt.act_bits]
         if donors:
             compute[fmt.name], bandwidth[fmt.name] = compute[donors[0]], bandwidth[donors[0]]
             activation[fmt.name] = activation[donors[0]] if fmt.act_dtype != "bf16" else 0.0
