@@ -179,3 +179,11 @@ def test_cli_refuses_a_version_the_package_lacks_in_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "versions it has: " in lines[0] and "1.3.0rc20" in lines[0]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_cli_framework_options_belong_to_the_aiconfigurator_backend(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "trtq", "profile", "smollm2-135m", "--gpu", "h100",
+                             "--backend", "roofline", "--framework", "vllm", "-o", str(tmp_path / "p.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "--framework / --framework-version apply to the aiconfigurator backend" in result.stderr
