@@ -195,3 +195,52 @@ def test_kernel_inputs_match_modelopt_input_quantizers(format_name):
         assert quantizer.pre_quant_scale is not None
         torch.testing.assert_close(1 / quantizer.pre_quant_scale.flatten(), smooth, rtol=1e-6, atol=0)
     torch.testing.assert_close(mine, truth, rtol=1e-6, atol=1e-7)
+
+
+def test_fp8_block_reference_matches_modelopt_2d_blockwise_on_real_layers(model_linears):
+    """fp8_block's weight: ModelOpt's own FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG quantizer, bit for bit, on the
+    SmolLM2 layers 128 divides (down_proj, 1536 wide; 576 rows = 4.5 tiles, so the partial tile is covered)."""
+    import modelopt.torch.quantization as mtq
+
+    fmt = get_format("fp8_block")
+    chosen = {name: linear for name, linear in model_linears.items() if fmt.available_for(linear.in_features)}
+    assert chosen and all(linear.in_features == 1536 for linear in chosen.values())
+    assert not any(fmt.available_for(linear.in_features) for name, linear in model_linears.items()
+                   if name not in chosen)  # 576-wide layers are gated off
+    keys = {name: name.replace(".", "_") for name in chosen}
+    holder = torch.nn.ModuleDict({keys[name]: copy.deepcopy(linear) for name, linear in chosen.items()})
+    preset = copy.deepcopy(mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mtq.quantize(holder, preset, lambda m: [lin(torch.zeros(1, lin.in_features)) for lin in m.values()])
+    with torch.no_grad():
+        for name, linear in chosen.items():
+            quantized = holder[keys[name]]
+            assert not quantized.input_quantizer.is_enabled
+            truth = quantized.weight_quantizer(quantized.weight)
+            assert not torch.equal(truth, linear.weight)
+            assert torch.equal(quantize_dequantize(linear.weight, fmt), truth), name
+
+
+def test_fp8_block_scales_by_hand():
+    """One scale per 128x128 tile: a large value in one tile leaves the other tiles' resolution alone."""
+    w = torch.full((256, 256), 0.01)
+    w[0, 0] = 100.0                      # tile (0, 0) only
+    q = quantizers.fp8_blockwise_2d(w)
+    assert q[0, 0] == 100.0
+    # tile (0, 0): scale 448/100, 0.01 -> 0.0448 -> e4m3 11 x 2^-8 (its step there is 2^-8); other tiles:
+    # 0.01 is their amax and maps to 448 exactly
+    assert q[1, 1] == pytest.approx(11 * 2**-8 * 100 / 448, rel=1e-6)
+    assert torch.all(q[128:, :] == q[128, 128]) and q[128, 128] == pytest.approx(0.01, rel=1e-6)
+    assert torch.all(q[:128, 128:] == q[128, 128])
+
+
+def test_fp8_activation_groups_by_hand():
+    x = torch.ones(2, 256)
+    x[0, 5] = 448.0 * 4                  # group 0 of token 0: scale 1/4, ones -> 0.25 * ... representable
+    x[1, 200] = 3.3                      # group 1 of token 1
+    q = quantizers.fp8_groupwise(x)
+    assert q[0, 5] == x[0, 5] and torch.all(q[0, 128:] == 1.0) and torch.all(q[1, :128] == 1.0)
+    assert q[1, 200] == pytest.approx(3.3, rel=2 ** -4)   # its group's amax: exact up to e4m3 rounding
+    per_tensor = quantizers.fp8_e4m3(x)
+    assert not torch.equal(per_tensor, q)  # one scale for all would flush the ones of token 1 coarser

@@ -43,7 +43,7 @@ from trtq.registry.runtimes import Runtime, get_runtime, require_format
 
 NOT_INSTALLED = "TensorRT-LLM is not installed here, run inside the container in docker/"
 # Formats whose activations are FP8 (or finer): attention in these layers can use FP8 context FMHA.
-FP8_ACTIVATION_FORMATS = frozenset({"fp8", "w4a8_awq", "nvfp4"})
+FP8_ACTIVATION_FORMATS = frozenset({"fp8", "fp8_block", "w4a8_awq", "nvfp4"})
 # TensorRT-LLM attention-projection layer names (checkpoint) and HF names (unified export).
 _ATTENTION_MARKERS = (".attention.qkv", ".attention.dense", "self_attn.q_proj", "self_attn.k_proj",
                       "self_attn.v_proj", "self_attn.o_proj")

@@ -33,7 +33,8 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
                   formats: str | None = None, launch_cost_ns: float | None = None,
                   harness: dict | None = None, seed: int = 0, on_row=None,
                   options: dict | None = None, inputs: dict | None = None, runtime: str | None = None) -> Profile:
-    """`options`: cuda_graphs (cuda backend); calibration, a RooflineCalibration (roofline backend).
+    """`options`: cuda_graphs (cuda backend); calibration, a RooflineCalibration (roofline backend);
+    framework, framework_version (aiconfigurator backend).
     `inputs`: files the table depends on (a calibration, a measured table), recorded with sha256."""
     options = dict(options or {})
     calibration = options.get("calibration")
@@ -74,7 +75,17 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
     rows = backend.profile(gemm_cases(graph, tokens, format_names), on_row=on_row)
     device = backend.device_info()
     notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
-    if getattr(backend, "measures", False):
+    if backend.name == "aiconfigurator":
+        settings = backend.settings()
+        counts = {}
+        for row in rows:
+            if row.latency_ns is not None:
+                counts[row.provenance] = counts.get(row.provenance, 0) + 1
+        notes.append(f"{settings['package']} {settings['package_version']} tables of {settings['system']}, "
+                     f"{settings['framework']} {settings['framework_version']}: "
+                     + ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+                     + " rows; no launch cost added")
+    elif getattr(backend, "measures", False):
         notes.append(f"latencies are medians of measured {backend.name} kernel times; no launch cost added")
     elif backend.launch_cost_ns == 0:
         notes.append("launch_cost_ns = 0: pure kernel time")

@@ -1,4 +1,4 @@
-"""`trtq profile MODEL --gpu GPU|auto --backend roofline|cpu|cuda --tokens ... -o FILE`.
+"""`trtq profile MODEL --gpu GPU|auto --backend roofline|cpu|cuda|aiconfigurator --tokens ... -o FILE`.
 
 Calibrated roofline, two ways:
   trtq profile M --backend roofline --gpu H100-SXM --calibrate-from measured.json --fit-out fit.json -o p.json
@@ -20,7 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "unless --calibrate gives it; cuda: auto, the default, or the GPU in hand's name)")
     p.add_argument("--backend", default="roofline",
                    help="profiler backend: roofline (datasheet model, runs anywhere) | cuda (real kernels on the "
-                        "GPU in hand) | cpu (real kernels on this CPU)")
+                        "GPU in hand) | cpu (real kernels on this CPU) | aiconfigurator (NVIDIA's measured kernel "
+                        "tables from aiconfigurator-core, for --gpu)")
+    p.add_argument("--framework", choices=("trtllm", "vllm", "sglang"), default=None,
+                   help="aiconfigurator: whose kernels the tables measured (default trtllm)")
+    p.add_argument("--framework-version", metavar="V", default=None,
+                   help="aiconfigurator: the framework version's tables (default: the package's newest for the GPU)")
     p.add_argument("--tokens", default="1,16,128,2048", help="GEMM M values (token counts), comma-separated")
     p.add_argument("--formats", help="comma-separated formats (default: all the GPU supports; cuda: all, "
                                        "those it cannot run recorded as unsupported with the reason)")
@@ -64,6 +69,11 @@ def run_profile(args: argparse.Namespace) -> int:
         if args.backend != "cuda":
             raise InputError("--cuda-graphs applies to the cuda backend")
         options["cuda_graphs"] = True
+    if args.framework or args.framework_version:
+        if args.backend != "aiconfigurator":
+            raise InputError("--framework / --framework-version apply to the aiconfigurator backend")
+        options["framework"] = args.framework
+        options["framework_version"] = args.framework_version
     harness = {k: v for k, v in (("min_repeats", args.repeats), ("warmup", args.warmup)) if v is not None}
     graph = build_layer_graph(resolve_model(args.model), include_lm_head=args.include_lm_head)
     console = stderr_console()
@@ -75,6 +85,9 @@ def run_profile(args: argparse.Namespace) -> int:
         f"{graph.model}: {len(graph.unique_shapes())} unique GEMM shapes x {len(profile.formats)} formats x "
         f"{len(tokens)} token counts = {len(profile.rows)} rows ({ok} with a latency) -> {args.output}"
     )
+    if profile.backend == "aiconfigurator":
+        counts = profile.provenance_counts()
+        console.print("provenance: " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items())))
     return 0
 
 

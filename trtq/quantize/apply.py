@@ -42,8 +42,23 @@ def _name_list(names: list[str]) -> str:
     return shown + (f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else "")
 
 
+def check_exportable(plan: PlanLike) -> None:
+    """Refuse, in one line, a plan with a format trtq plans but cannot quantize and export (NOT_EXPORTED)."""
+    from trtq.quantize.quant_cfg import NOT_EXPORTED
+
+    by_format: dict[str, list[str]] = {}
+    for layer, fmt, _ in plan_layers(plan):
+        if fmt.name in NOT_EXPORTED:
+            by_format.setdefault(fmt.name, []).append(layer)
+    for name, layers in by_format.items():
+        raise UnsupportedError(f"the plan puts {len(layers)} layers in {name} ({_name_list(layers)}), which trtq "
+                               f"plans but does not quantize: {NOT_EXPORTED[name]}; re-plan without {name}")
+
+
 def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> None:
-    """Refuse, in one line, a plan whose formats ModelOpt quantizes only on a GPU this machine lacks."""
+    """Refuse, in one line, a plan whose formats ModelOpt quantizes only on a GPU this machine lacks
+    (or a format trtq does not export at all: check_exportable)."""
+    check_exportable(plan)
     if cuda_available is None:
         import torch
 

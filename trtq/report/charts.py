@@ -23,8 +23,9 @@ FORMAT_COLORS = {
     "int4_awq": "#E69F00",
     "w4a8_awq": "#CC79A7",
     "nvfp4": "#009E73",
+    "fp8_block": "#D55E00",
 }
-_EXTRA_COLORS = ("#D55E00", "#F0E442", "#000000", "#8c564b", "#17becf")
+_EXTRA_COLORS = ("#F0E442", "#000000", "#8c564b", "#17becf")
 GPU_COLORS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
