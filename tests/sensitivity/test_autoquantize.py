@@ -113,3 +113,46 @@ def test_plan_at_autoquantizes_effective_bits_reproduces_its_choice(searched, ti
     assert effective_bits(costs, sol.choice, lm_head) <= bits + 1e-9
     assert len(set(ours.values())) > 1   # a real trade-off: all-INT4 is 4.9 bits, all-FP8 8.6 here
     assert np.isfinite(sol.objective)
+
+
+def test_kl_div_scores_read_back(tiny):
+    model, graph, batches = tiny
+    formats = parse_formats("bf16,fp8")
+    run = run_autoquantize(model, graph, formats, batches, score="kl_div", batch_size=3)
+    rows, groups = autoquantize_table_rows(graph, formats, run, {(la.name, f.name): 0.0 for la in graph.layers
+                                                                  for f in formats})
+    omega = {(r.layer, r.format): r.omega for r in rows}
+    for entry in groups:
+        members = [m for m in entry["members"] if m in {la.name for la in graph.layers}]
+        for option in entry["options"]:
+            assert sum(omega[m, option["format"]] for m in members) == pytest.approx(option["score"], rel=1e-9)
+    assert all(omega[la.name, "fp8"] > 0 for la in graph.layers)
+    assert run.scoring_seconds is not None and run.seconds >= run.scoring_seconds
+
+
+def test_cli_autoquantize_on_the_real_model(tmp_path, capsys, smollm2_graph):
+    from trtq.cli import main
+
+    out = tmp_path / "aq.json"
+    code = main(["sensitivity", "smollm2-135m", "--method", "autoquantize", "--samples", "2", "--seq-len", "32",
+                 "--score-batch", "1", "--formats", "fp8", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    table = load_artifact(out, Sensitivity)
+    assert table.method == "autoquantize" and table.formats == ["bf16", "fp8"]
+    assert table.settings["score"] == "gradient" and table.settings["batch_size"] == 1
+    assert len(table.rows) == 2 * len(smollm2_graph.layers)       # lm_head not searched, not in the table
+    fp8 = {r.layer: r for r in table.rows if r.format == "fp8"}
+    assert all(r.omega > 0 and r.raw_score > 0 and r.weight_error > 0 for r in fp8.values())
+    groups = {tuple(g["members"]) for g in table.settings["autoquantize_groups"]}
+    assert groups == {tuple(g.members) for g in smollm2_graph.groups}
+
+
+def test_cli_autoquantize_refuses_nvfp4_on_cpu(capsys):
+    from trtq.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU, where ModelOpt calibrates NVFP4")
+    code = main(["sensitivity", "smollm2-135m", "--method", "autoquantize", "--samples", "1", "--seq-len", "16",
+                 "--formats", "nvfp4", "-o", "unused.json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nvfp4" in err and "CUDA GPU" in err and len(err.strip().splitlines()) == 1
