@@ -298,6 +298,8 @@ class Bench:
         cached = read_json(path) or {"texts": {}}
         eval_key = f"{self.args.eval_windows}x{self.args.seq_len}"
         missing = [t for t in self.texts if f"{t['sha256']}:{eval_key}" not in cached["texts"]]
+        if missing and self.args.cached_only:
+            return None
         if missing:
             from trtq.quantize.apply import quantize_model
 
@@ -397,6 +399,12 @@ def main(argv=None) -> int:
     parser.add_argument("--retime", action="store_true",
                         help="re-measure the Hessian, Fisher and AutoQuantize scoring times side by side in this "
                              "run (AutoQuantize runs again); tables must come out the same")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
+                        help="evaluate only every N-th plan from the K-th (0-based) and stop: run N shards side by "
+                             "side (they share the cache), then once without --shard to report")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="evaluate nothing new: report the plans whose perplexities are cached, the others "
+                             "as not evaluated")
     args = parser.parse_args(argv)
     if args.points < 2:
         parser.error("--points must be at least 2")
@@ -494,17 +502,25 @@ def main(argv=None) -> int:
 
     # perplexities: unique assignments only, each cached; uniform formats only where one meets a budget
     needed_uniform = {"bf16"} | {fmt for row in rows for fmt in row["uniform_candidates"]}
+    jobs = []  # (label, assignment, where the result goes)
     for fmt in [f for f in uniform if f in needed_uniform]:
-        log(f"uniform {fmt} ...")
-        uniform[fmt]["nll"] = bench.perplexity(bench.assignment(reference, reference.choice_of(uniform[fmt]["layer_formats"])))
+        jobs.append((f"uniform {fmt}", bench.assignment(reference, reference.choice_of(uniform[fmt]["layer_formats"])),
+                     uniform[fmt]))
     for row in rows:
-        order = ["autoquantize", *PLANNED, "trtq-weight"]
-        for method in [m for m in order if m in row["plans"]]:
-            log(f"fraction {row['fraction']:.3f}: {method} ...")
+        for method in [m for m in ["autoquantize", *PLANNED, "trtq-weight"] if m in row["plans"]]:
             assignment = row["plans"][method]
-            row.setdefault("results", {})[method] = {
-                "nll": bench.perplexity(assignment),
-                "totals": totals_of({m: f for m, (f, _) in assignment.items()})}
+            result = row.setdefault("results", {}).setdefault(method, {})
+            result["totals"] = totals_of({m: f for m, (f, _) in assignment.items()})
+            jobs.append((f"fraction {row['fraction']:.3f}: {method}", assignment, result))
+    shard, shards = args.shard
+    for index, (label, assignment, result) in enumerate(jobs):
+        if index % shards != shard:
+            continue
+        log(f"{label} ...")
+        result["nll"] = bench.perplexity(assignment)
+    if shards > 1:
+        log(f"shard {shard}/{shards} done: run without --shard to report")
+        return 0
 
     report = render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian_timing, fisher_timing,
                     args, profile, bench.texts)
@@ -512,6 +528,16 @@ def main(argv=None) -> int:
     if not args.no_record:
         record(report)
     return 0
+
+
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, got {value!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"need 0 <= K < N, got {value!r}")
+    return k, n
 
 
 def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian_timing, fisher_timing, args,
@@ -526,12 +552,19 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
         return {sha_: Score(v["nll"], v["tokens"], resamples[sha_]) for sha_, v in nll_by_text.items()}
 
     for u in uniform.values():
-        if "nll" in u:
+        if u.get("nll") is not None:
             u["scores"] = scores(u["nll"])
+    not_evaluated = 0
     for row in rows:
         results = row.setdefault("results", {})
-        for res in results.values():
-            res["scores"] = scores(res["nll"])
+        for method in list(results):
+            if results[method].get("nll") is None:   # --cached-only: not evaluated in time
+                del results[method]
+                row.setdefault("not_evaluated", []).append(method)
+                not_evaluated += 1
+            else:
+                results[method]["scores"] = scores(results[method]["nll"])
+        row["uniform_candidates"] = [f for f in row["uniform_candidates"] if "scores" in uniform[f]]
         if row["uniform_candidates"]:
             # the best uniform format per text (the one a user who measured would pick on that text)
             row["uniform_format"] = {
@@ -573,8 +606,9 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
             if method not in results:
                 if method == "trtq-weight":
                     continue
+                why = "not evaluated" if method in row.get("not_evaluated", []) else "no plan meets the budget"
                 lines.append(f"| {row['fraction']:.3f} | {method} | - | - | - | - | "
-                             + " | ".join("-" for _ in texts) + " | no plan meets the budget |")
+                             + " | ".join("-" for _ in texts) + f" | {why} |")
                 continue
             tot = results[method]["totals"]
             note = []
@@ -623,6 +657,8 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
             c = {"n": 0, "aq_nw": 0, "aq_sb": 0, "u_nw": 0, "paired": [0, 0, 0]}
             for row in rows:
                 res = row["results"]
+                if {method, "autoquantize"} & set(row.get("not_evaluated", [])):
+                    continue   # a pair with an unevaluated side is not counted
                 ours = res[method]["scores"][key] if method in res else None
                 theirs = res["autoquantize"]["scores"][key] if "autoquantize" in res else None
                 uni = res["uniform"]["scores"][key] if "uniform" in res else None
@@ -639,8 +675,9 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
             for k in ("n", "aq_nw", "aq_sb", "u_nw"):
                 total[k] += c[k]
             total["paired"] = [a + b for a, b in zip(total["paired"], c["paired"])]
-            lines.append(f"- {method} on {t['name']}: " + summary_line(1, len(rows), c, seconds[method] / aq_scoring))
-        lines.append(f"- {method} overall: " + summary_line(len(texts), len(rows), total, seconds[method] / aq_scoring))
+            lines.append(f"- {method} on {t['name']}: " + summary_line(1, c["n"], c, seconds[method] / aq_scoring))
+        lines.append(f"- {method} overall: " + summary_line(len(texts), total["n"] // len(texts), total,
+                                                            seconds[method] / aq_scoring))
         summary[method] = total
 
     # --- Omega in perplexity terms
@@ -663,7 +700,11 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
                  "then strictly better, then not worse than uniform, then lowest mean log-perplexity increase: "
                  + ", ".join(f"{m} {100 * float(np.mean(summary[m]['logppl'])):.2f}%" for m in summary) + ").")
     lines.append("")
-    lines.append(summary_line(len(texts), len(rows), summary[winner], seconds[winner] / aq_scoring, with_paired=False))
+    if not_evaluated:
+        lines.append(f"PARTIAL: {not_evaluated} plans were not evaluated in time (--cached-only); budgets with an "
+                     "unevaluated side are left out of the counts above.")
+    lines.append(summary_line(len(texts), summary[winner]["n"] // len(texts), summary[winner],
+                              seconds[winner] / aq_scoring, with_paired=False))
     return "\n".join(lines)
 
 
