@@ -498,6 +498,8 @@ def main(argv=None) -> int:
                 for f in [layer_formats.get(m, "bf16")]
             }
         row["uniform_candidates"] = [fmt for fmt, u in uniform.items() if meets(u["totals"], fraction)]
+        if best_bits is not None:
+            row["aq_lp"] = autoquantize_lp_check(costs["trtq-autoquantize"], aq_state, layer_formats, best_bits)
         rows.append(row)
 
     # perplexities: unique assignments only, each cached; uniform formats only where one meets a budget
@@ -528,6 +530,20 @@ def main(argv=None) -> int:
     if not args.no_record:
         record(report)
     return 0
+
+
+def autoquantize_lp_check(aq_costs, state: dict, layer_formats: dict[str, str], bits: float) -> dict:
+    """AutoQuantize's own pick against trtq's ILP optimum on the same scores and effective_bits constraint."""
+    from trtq.plan.bits import effective_bits, effective_bits_constraint
+    from trtq.plan.ilp import IlpProblem, solve
+
+    members = {m for g in aq_costs.groups for m in g.members}
+    fixed = int(sum(stat["uncompressed_cost"] for stat in state["candidate_stats"].values()
+                    if not set(stat["module_names"]) & members))
+    theirs = aq_costs.choice_of(layer_formats)
+    sol = solve(IlpProblem(aq_costs.omega, [effective_bits_constraint(aq_costs, bits, fixed)]), mip_rel_gap=1e-9)
+    return {"theirs": float(aq_costs.totals(theirs).sensitivity), "optimum": float(sol.objective),
+            "theirs_bits": effective_bits(aq_costs, theirs, fixed), "optimum_bits": effective_bits(aq_costs, sol.choice, fixed)}
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -637,6 +653,12 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
         "table is read from that same run, so its time is the whole run). Ratios below: the method's time over "
         "AutoQuantize's scoring time."
     )
+    checks = [f"{row['fraction']:.3f}: {row['aq_lp']['theirs']:.4g} vs {row['aq_lp']['optimum']:.4g} "
+              f"({row['aq_lp']['theirs_bits']:.2f} / {row['aq_lp']['optimum_bits']:.2f} bits)"
+              for row in rows if "aq_lp" in row]
+    if checks:
+        lines.append("AutoQuantize's own LP pick against trtq's ILP on the same scores and effective_bits constraint "
+                     "(sum of AutoQuantize scores, its pick vs the optimum; effective bits of each): " + "; ".join(checks) + ".")
     loads = []
     for name, timing in (("Hessian", hessian_timing), ("Fisher", fisher_timing), ("AutoQuantize", aq_timing)):
         if timing and timing.get("loadavg"):
