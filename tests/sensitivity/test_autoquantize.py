@@ -20,6 +20,8 @@ from trtq.profile.api import build_profile
 from trtq.registry import parse_formats
 from trtq.sensitivity.autoquantize import autoquantize_table_rows, recipe_option, run_autoquantize
 
+pytestmark = pytest.mark.slow   # ModelOpt calibrates every candidate (about a minute on 2 quiet cores)
+
 FORMATS = "bf16,fp8,int4_awq"
 LOSS_SCALE = 1e3
 
