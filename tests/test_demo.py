@@ -45,8 +45,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys, loads_smollm2):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--gpu", "H900"], "unknown GPU"),
-    (["--hessian-samples", "0"], "positive integer"),
-    (["--seq-len", "x"], "positive integer"),
+    (["--hessian-samples", "0"], "must be at least 1"),
+    (["--seq-len", "x"], "not an integer"),
 ])
 def test_demo_options_are_checked_before_any_work(tmp_path, capsys, extra, needle):
     out = tmp_path / "demo"
