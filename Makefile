@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.trtq-installed
 TORCH_CPU ?= 2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-chromium.sh || true
 	$(VENV)/bin/python -m pytest
+
+# For development: everything but the tests that load the real model or calibrate it (marked slow).
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

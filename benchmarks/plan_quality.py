@@ -1,21 +1,29 @@
 """Plan quality on SmolLM2-135M: trtq's latency-budgeted plans against ModelOpt AutoQuantize and uniform formats.
 
-    .venv/bin/python benchmarks/plan_quality.py [--points 7] [--calib-samples 16] [--eval-windows 32]
+    .venv/bin/python benchmarks/plan_quality.py [--points 6] [--eval-text FILE ...] [--profile-backend roofline]
 
-Budgets are planned against the H100 roofline's *kernel* time (launch cost 0, recorded in the
+Budgets are planned against the profile's *kernel* time (roofline: launch cost 0, recorded in the
 profile's metadata): with the fixed launch term every SmolLM2 GEMM costs about the same and every
 plan lands within a few percent of bf16, which says nothing about planners. Without it SmolLM2's
-layers keep the proportions of a Llama's.
+layers keep the proportions of a Llama's. `--profile-backend NAME` builds the profile through
+trtq.profile.api with that backend instead.
 
 Two latency budgets at once, decode@16 and prefill@2048, each the same fraction of all-bf16,
-swept from the fastest feasible fraction to 1.0. At each budget, perplexity on the shipped
-evaluation text after ModelOpt fake quantization (trtq.quantize.apply.quantize_model, same
-calibration windows for every plan) of:
-  1. trtq's plan with Hessian sensitivity,  2. trtq's plan with weight sensitivity,
-  3. mtq.auto_quantize (same formats, calibration and scoring windows, lm_head disabled), its
-     effective_bits searched (grid, then bisection) for the largest value whose plan meets both budgets under the same
-     profile (the plan read back per layer and costed with trtq.plan.costs like trtq's own),
-  4. the best uniform format that meets both budgets.
+swept from the fastest feasible fraction to 1.0. At each budget, after ModelOpt fake quantization
+(trtq.quantize.apply.quantize_model, same calibration windows for every plan):
+  1. trtq's plan with each planned sensitivity method: Hessian, Fisher, and AutoQuantize's own
+     scores (`trtq sensitivity --method autoquantize`, read from the AutoQuantize run of 3),
+  2. mtq.auto_quantize (same formats, calibration and scoring windows, lm_head disabled), its
+     effective_bits searched (grid, then bisection) for the largest value whose plan meets both
+     budgets under the same profile (the plan read back per layer and costed like trtq's own),
+  3. the best uniform format that meets both budgets,
+  4. (--with-weight) trtq's plan with weight sensitivity.
+
+Every plan is scored on several texts: the shipped evaluation text and the held-out public-domain
+texts under benchmarks/texts/ (SOURCES.md there; never used for calibration or for choosing anything),
+plus every --eval-text FILE. Each perplexity carries a 95% bootstrap interval over its windows
+(seeded). A method is "strictly better" than another only when the intervals separate; overlapping
+intervals are ties. The Omega -> perplexity relation (trtq.plan.quality_fit) is fitted per method.
 
 Every expensive intermediate is cached under ~/.cache/trtq/bench/plan_quality (TRTQ_CACHE moves
 it): a re-run only re-prints. Results go to benchmarks/RESULTS.md, section `## plan_quality`.
@@ -53,12 +61,13 @@ GPU = "h100"
 FORMATS = "bf16,fp8,int8_sq,int4_awq,w4a8_awq"
 POINTS = {"decode@16": 16, "prefill@2048": 2048}
 BUDGET_SPECS = ["decode@16=1.0", "prefill@2048=1.0"]  # limits are replaced by fraction x all-bf16
-METHODS = ("trtq-hessian", "trtq-fisher", "trtq-weight", "autoquantize", "uniform")
+PLANNED = ("trtq-hessian", "trtq-fisher", "trtq-autoquantize")
+METHODS = (*PLANNED, "trtq-weight", "autoquantize", "uniform")
+HELD_OUT_TEXTS = (REPO / "benchmarks" / "texts" / "kjv_genesis.txt", REPO / "benchmarks" / "texts" / "sqlite_docs.txt")
+BOOTSTRAP = 2000
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
 SECTION = "## plan_quality"
 ANALYSIS = "### plan_quality: analysis"
-# Perplexities within this relative tolerance count as a tie (identical plans give identical numbers).
-TIE = 1e-3
 
 
 def log(msg: str) -> None:
@@ -96,8 +105,8 @@ class Bench:
 
         self.resolved = resolve_model(MODEL)
         self.graph = build_layer_graph(self.resolved)
-        self.key = {"calib": [args.calib_samples, args.seq_len, args.seed], "score_batch": args.score_batch,
-                    "eval": [args.eval_windows, args.seq_len]}
+        self.key = {"calib": [args.calib_samples, args.seq_len, args.seed], "score_batch": args.score_batch}
+        self.texts = self.eval_texts(args)
 
     # --- inputs ---------------------------------------------------------------------------
     def model(self):
@@ -117,18 +126,37 @@ class Bench:
         return token_batches(self.tokenizer(), calibration_text(), self.args.calib_samples, self.args.seq_len,
                              self.args.seed)
 
-    def eval_windows(self):
-        from trtq.data import evaluation_text, token_windows
+    @staticmethod
+    def eval_texts(args) -> list[dict]:
+        """[{name, path, sha256, text}]: the shipped evaluation text, the held-out texts, then --eval-text files."""
+        from trtq.data import EVALUATION_PATH, read_text_file, text_sha256
 
-        return token_windows(self.tokenizer(), evaluation_text(), self.args.seq_len, self.args.eval_windows)
+        texts, seen = [], set()
+        for path in [EVALUATION_PATH, *HELD_OUT_TEXTS, *(Path(p) for p in args.eval_text)]:
+            text = read_text_file(path)
+            digest = text_sha256(text)
+            if digest in seen:
+                continue
+            seen.add(digest)
+            name = path.stem if path.stem not in {t["name"] for t in texts} else f"{path.stem}-{digest[:6]}"
+            texts.append({"name": name, "path": str(path), "sha256": digest, "text": text})
+        return texts
+
+    def eval_windows(self, text: dict):
+        from trtq.data import token_windows
+
+        return token_windows(self.tokenizer(), text["text"], self.args.seq_len, self.args.eval_windows)
 
     def profile(self) -> Profile:
-        path = self.cache / "profile_h100_roofline_launch0.json"
+        backend = self.args.profile_backend
+        # The roofline is planned on kernel time (launch cost 0, see the docstring); other backends as they come.
+        launch = 0.0 if backend == "roofline" else None
+        path = self.cache / f"profile_{GPU}_{backend}{'_launch0' if launch == 0.0 else ''}.json"
         if not path.is_file():
             from trtq.profile.api import build_profile
 
-            save_artifact(build_profile(self.graph, "roofline", GPU, sorted(POINTS.values()), FORMATS,
-                                        launch_cost_ns=0.0), path)
+            save_artifact(build_profile(self.graph, backend, GPU, sorted(POINTS.values()), FORMATS,
+                                        launch_cost_ns=launch), path)
         return load_artifact(path, Profile)
 
     def weight_sensitivity(self) -> Sensitivity:
@@ -178,25 +206,8 @@ class Bench:
         ckpt.with_suffix(".time.json").unlink(missing_ok=True)
 
     # --- AutoQuantize -----------------------------------------------------------------------
-    def autoquantize_formats(self):
-        """ModelOpt configs for the four quantized formats, INT4 blocks of `group_size`."""
-        from trtq.quantize.quant_cfg import _preset, _with_group_size
-        from trtq.registry import get_format
-
-        def config(name, group_size):
-            cfg = _preset(get_format(name))
-            if group_size:
-                for entry in cfg["quant_cfg"]:
-                    if entry.get("quantizer_name") == "*weight_quantizer":
-                        entry["cfg"] = _with_group_size(entry["cfg"], group_size)
-            return cfg
-
-        everywhere = [config("fp8", None), config("int8_sq", None), config("int4_awq", 64), config("w4a8_awq", 64)]
-        down = [config("fp8", None), config("int8_sq", None), config("int4_awq", 128), config("w4a8_awq", 128)]
-        return everywhere, down
-
     def autoquantize_checkpoint(self) -> Path:
-        return self.cache / f"autoquantize_{sha(self.key['calib'] + [self.key['score_batch']])}.pth"
+        return self.cache / f"autoquantize_{sha(self.key['calib'] + [self.key['score_batch'], FORMATS])}.pth"
 
     def autoquantize_state(self) -> tuple[dict, dict]:
         """AutoQuantize's search state (scores of every layer group x format) and its timings."""
@@ -210,84 +221,63 @@ class Bench:
         return safe_load(str(ckpt)), read_json(timing)
 
     def _run_autoquantize(self, ckpt: Path, timing: Path) -> None:
-        import modelopt.torch.quantization as mtq
-        from modelopt.torch.quantization import algorithms
+        """trtq.sensitivity.autoquantize.run_autoquantize: mtq.auto_quantize with trtq's formats and group sizes."""
+        import torch
+
+        from trtq.registry import parse_formats
+        from trtq.sensitivity.autoquantize import run_autoquantize
 
         batches = self.calib_batches()
-        loader = [batches[i:i + self.args.score_batch] for i in range(0, batches.shape[0], self.args.score_batch)]
-        everywhere, down = self.autoquantize_formats()
-        searcher_cls = algorithms.AutoQuantizeGradientSearcher
-        original = searcher_cls.estimate_sensitivity_scores
-        spent = {}
-
-        def timed(self_, *a, **k):
-            started = time.perf_counter()
-            try:
-                return original(self_, *a, **k)
-            finally:
-                spent["scoring"] = time.perf_counter() - started
-
-        model = copy.deepcopy(self.model())
-        log(f"AutoQuantize: {len(loader)} calibration and scoring batches of {tuple(loader[0].shape)} ...")
-        searcher_cls.estimate_sensitivity_scores = timed
-        started = time.perf_counter()
-        try:
-            with quiet():
-                mtq.auto_quantize(
-                    model,
-                    constraints={"effective_bits": 8.0},
-                    quantization_formats=everywhere,
-                    module_search_spaces=[{"module_name_patterns": ["*down_proj*"], "quantization_formats": down}],
-                    data_loader=loader,
-                    forward_step=lambda m, batch: m(input_ids=batch, labels=batch),
-                    loss_func=lambda output, batch: output.loss,
-                    disabled_layers=["*lm_head*"],
-                    num_calib_steps=len(loader),
-                    num_score_steps=len(loader),
-                    method="gradient",
-                    checkpoint=str(ckpt),
-                )
-        finally:
-            searcher_cls.estimate_sensitivity_scores = original
-        total = time.perf_counter() - started
-        write_json(timing, {"total_seconds": total, "scoring_seconds": spent.get("scoring", float("nan")),
+        log(f"AutoQuantize: {batches.shape[0] // self.args.score_batch} calibration and scoring steps of "
+            f"{self.args.score_batch} x {batches.shape[1]} tokens ...")
+        torch.manual_seed(self.args.seed)
+        with quiet():
+            run = run_autoquantize(self.model(), self.graph, parse_formats(FORMATS), batches, score="gradient",
+                                   batch_size=self.args.score_batch, checkpoint=str(ckpt))
+        write_json(timing, {"total_seconds": run.seconds, "scoring_seconds": run.scoring_seconds,
                             "tokens": int(batches.numel()), "loadavg": os.getloadavg()})
-        log(f"AutoQuantize: {total:.0f} s in all, scoring {spent.get('scoring', float('nan')):.0f} s")
-        del model
+        log(f"AutoQuantize: {run.seconds:.0f} s in all, scoring {run.scoring_seconds:.0f} s")
 
-    @staticmethod
-    def recipe_format(recipe) -> str:
-        """trtq format of an AutoQuantize recipe, from its weight/input quantizer settings."""
-        weight = inp = None
-        for entry in recipe.config.quant_cfg:
-            name = entry["quantizer_name"]
-            if name == "*weight_quantizer":
-                weight = entry if entry.get("enable", True) and entry.get("cfg") is not None else None
-            elif name == "*input_quantizer":
-                inp = entry if entry.get("enable", True) and entry.get("cfg") is not None else None
-        if weight is None:
-            return "bf16"
-        cfg = weight["cfg"]
-        first = cfg[0] if isinstance(cfg, list) else cfg
-        bits = first["num_bits"] if isinstance(first, dict) else first.num_bits
-        if isinstance(cfg, list) and len(cfg) > 1:
-            return "w4a8_awq"
-        if bits == 4:
-            return "int4_awq" if inp is None else "w4a8_awq"
-        if bits == 8:
-            return "int8_sq"
-        if tuple(bits) == (4, 3):
-            return "fp8"
-        raise ValueError(f"unmapped AutoQuantize recipe {recipe}")
+    def autoquantize_options(self) -> dict:
+        from modelopt.torch.quantization.algorithms import QuantRecipe
+
+        from trtq.registry import parse_formats
+        from trtq.sensitivity.autoquantize import search_space
+
+        space = search_space(self.model(), self.graph, parse_formats(FORMATS))
+        return {QuantRecipe(cfg, name="x").checkpoint_signature: opt for opt, cfg in space.configs.items()}
+
+    def autoquantize_sensitivity(self, state: dict, timing: dict) -> Sensitivity:
+        """trtq's autoquantize table from the same AutoQuantize run the baseline uses (one scoring for both)."""
+        import torch
+
+        from trtq.artifacts import make_metadata
+        from trtq.registry import parse_formats
+        from trtq.sensitivity.autoquantize import AutoQuantizeRun, autoquantize_table_rows
+        from trtq.sensitivity.weight import weight_rows
+
+        fmts = parse_formats(FORMATS)
+        with torch.no_grad():
+            errors = {(r.layer, r.format): r.weight_error for r in weight_rows(self.model(), self.graph, fmts)}
+        run = AutoQuantizeRun(state=state, options=self.autoquantize_options(), seconds=timing["total_seconds"],
+                              scoring_seconds=timing["scoring_seconds"])
+        rows, groups = autoquantize_table_rows(self.graph, fmts, run, errors)
+        return Sensitivity(artifact=Sensitivity.KIND, schema_version=Sensitivity.SCHEMA_VERSION,
+                           metadata=make_metadata(), model=MODEL, method="autoquantize",
+                           formats=[f.name for f in fmts], settings={"autoquantize_groups": groups}, rows=rows)
 
     def autoquantize_assignment(self, state: dict, effective_bits: float) -> dict[str, str]:
         from modelopt.torch.quantization.algorithms import _resolve_best_recipe
 
+        from trtq.sensitivity.autoquantize import recipe_option
+
+        if not hasattr(self, "_aq_options"):
+            self._aq_options = self.autoquantize_options()
         with quiet():
             best = _resolve_best_recipe(state, {"effective_bits": effective_bits})
         layer_formats: dict[str, str] = {}
         for hparam, recipe in best.items():
-            fmt = self.recipe_format(recipe)
+            fmt = recipe_option(recipe, self._aq_options)[0]
             for module in state["candidate_stats"][hparam]["module_names"]:
                 layer_formats[module] = fmt
         return layer_formats
@@ -302,47 +292,82 @@ class Bench:
         return out
 
     def perplexity(self, assignment: dict[str, tuple[str, int | None]]) -> dict:
+        """{text sha256: {"nll": [per window], "tokens": per window}} on every text; quantized once for all."""
         key = sha({"assignment": sorted(assignment.items()), **self.key})
         path = self.cache / "ppl" / f"{key}.json"
-        cached = read_json(path)
-        if cached is not None:
-            return cached
-        from trtq.quantize.apply import quantize_model
+        cached = read_json(path) or {"texts": {}}
+        eval_key = f"{self.args.eval_windows}x{self.args.seq_len}"
+        missing = [t for t in self.texts if f"{t['sha256']}:{eval_key}" not in cached["texts"]]
+        if missing and self.args.cached_only:
+            return None
+        if missing:
+            from trtq.quantize.apply import quantize_model
 
-        model = copy.deepcopy(self.model())
-        started = time.perf_counter()
-        if any(fmt != "bf16" for fmt, _ in assignment.values()):
-            with quiet():
-                quantize_model(model, assignment, self.calib_batches(), batch_size=self.args.calib_batch)
-        quantize_s = time.perf_counter() - started
-        started = time.perf_counter()
-        ppl = perplexity(model, self.eval_windows(), self.args.eval_batch)
-        result = {"perplexity": ppl, "quantize_seconds": quantize_s, "eval_seconds": time.perf_counter() - started}
-        write_json(path, result)
-        del model
-        return result
+            model = copy.deepcopy(self.model())
+            started = time.perf_counter()
+            if any(fmt != "bf16" for fmt, _ in assignment.values()):
+                with quiet():
+                    quantize_model(model, assignment, self.calib_batches(), batch_size=self.args.calib_batch)
+            cached["quantize_seconds"] = time.perf_counter() - started
+            for text in missing:
+                nll, tokens = window_nll(model, self.eval_windows(text), self.args.eval_batch)
+                cached["texts"][f"{text['sha256']}:{eval_key}"] = {"nll": nll, "tokens": tokens}
+            write_json(path, cached)
+            del model
+        return {t["sha256"]: cached["texts"][f"{t['sha256']}:{eval_key}"] for t in self.texts}
 
 
-def perplexity(model, windows, batch_size: int) -> float:
-    """exp(mean next-token NLL) over the windows; trtq.eval's when that module is installed."""
-    try:
-        from trtq.eval.perplexity import perplexity_of_windows  # the eval stage's, when it lands
-    except ImportError:
-        perplexity_of_windows = None
-    if perplexity_of_windows is not None:
-        return float(perplexity_of_windows(model, windows, batch_size=batch_size))
+def window_nll(model, windows, batch_size: int) -> tuple[list[float], int]:
+    """Summed next-token NLL of each window (nats) and the tokens each predicts."""
     import torch
 
-    total, count = 0.0, 0
+    out = []
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
             batch = windows[start:start + batch_size]
-            logits = model(input_ids=batch).logits[:, :-1].float()
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                                    reduction="sum")
-            total += float(nll)
-            count += batch[:, 1:].numel()
-    return math.exp(total / count)
+            logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+            out.extend(float(v) for v in nll.double().sum(dim=1))
+    return out, int(windows.shape[1] - 1)
+
+
+class Score:
+    """A perplexity over windows with its bootstrap interval (the same resampled windows for every plan)."""
+
+    def __init__(self, nll: list[float], tokens: int, resamples: np.ndarray):
+        self.nll = np.asarray(nll)
+        self.ppl = math.exp(self.nll.mean() / tokens)
+        boot = np.exp(self.nll[resamples].mean(axis=1) / tokens)
+        self.low, self.high = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
+        self.tokens = tokens
+
+    def __str__(self) -> str:
+        return f"{self.ppl:.3f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+def resamples_for(windows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, windows, size=(BOOTSTRAP, windows))
+
+
+def compare(ours: "Score | None", theirs: "Score | None") -> tuple[bool, bool]:
+    """(not worse, strictly better): better only when the intervals separate; overlapping is a tie.
+
+    A method with no plan meeting the budget loses to one that has a plan.
+    """
+    if ours is None:
+        return theirs is None, False
+    if theirs is None:
+        return True, True
+    return ours.low <= theirs.high, ours.high < theirs.low
+
+
+def paired(ours: "Score | None", theirs: "Score | None", resamples: np.ndarray) -> int | None:
+    """-1/0/+1: ours better/tied/worse by a paired bootstrap of the ppl ratio (same windows resampled)."""
+    if ours is None or theirs is None:
+        return None
+    diff = (ours.nll - theirs.nll)[resamples].mean(axis=1) / ours.tokens
+    low, high = np.percentile(diff, [2.5, 97.5])
+    return -1 if high < 0 else (1 if low > 0 else 0)
 
 
 def main(argv=None) -> int:
@@ -352,9 +377,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--score-batch", type=int, default=4, help="windows per AutoQuantize step")
     parser.add_argument("--calib-batch", type=int, default=8, help="windows per calibration forward")
-    parser.add_argument("--eval-windows", type=int, default=32, help="evaluation windows of --seq-len tokens")
+    parser.add_argument("--eval-windows", type=int, default=32, help="evaluation windows of --seq-len tokens per text")
     parser.add_argument("--eval-batch", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-text", action="append", default=[], metavar="FILE",
+                        help="another UTF-8 text to score every plan on (repeatable), besides the shipped "
+                             "evaluation text and the held-out texts under benchmarks/texts/")
+    parser.add_argument("--profile-backend", default="roofline",
+                        help="trtq profile backend that produces the latency table (default: roofline)")
+    parser.add_argument("--with-weight", action="store_true", help="also plan and score with weight sensitivity")
+    parser.add_argument("--seed", type=int, default=0, help="calibration windows and bootstrap resamples")
     parser.add_argument("--bisect-steps", type=int, default=8, help="AutoQuantize effective_bits bisection steps")
     parser.add_argument("--aq-grid-step", type=float, default=0.5,
                         help="AutoQuantize effective_bits grid, 16 down to 6, scanned before bisecting")
@@ -367,32 +398,46 @@ def main(argv=None) -> int:
                              "the library's)")
     parser.add_argument("--retime", action="store_true",
                         help="re-measure the Hessian, Fisher and AutoQuantize scoring times side by side in this "
-                             "run (AutoQuantize runs again: about 20 minutes on 2 cores); tables must come out the same")
+                             "run (AutoQuantize runs again); tables must come out the same")
+    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
+                        help="evaluate only every N-th plan from the K-th (0-based) and stop: run N shards side by "
+                             "side (they share the cache), then once without --shard to report")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="evaluate nothing new: report the plans whose perplexities are cached, the others "
+                             "as not evaluated")
     args = parser.parse_args(argv)
     if args.points < 2:
         parser.error("--points must be at least 2")
 
+    from trtq.errors import TrtqError
     from trtq.plan.api import problem_for
     from trtq.plan.budgets import parse_budgets
     from trtq.plan.costs import build_cost_model
     from trtq.plan.ilp import min_common_scale, solve
     from trtq.registry import parse_formats
 
-    bench = Bench(args)
+    try:
+        bench = Bench(args)
+        profile = bench.profile()
+    except TrtqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.retime:
         bench.forget_timings()
-    profile = bench.profile()
     formats = parse_formats(FORMATS)
     budgets = parse_budgets(BUDGET_SPECS)
-    log("weight sensitivity ...")
-    weight = bench.weight_sensitivity()
     aq_state, aq_timing = bench.autoquantize_state()
-    costs = {"trtq-weight": build_cost_model(bench.graph, profile, weight, formats, POINTS)}
     hessian, hessian_timing = bench.timed_sensitivity("hessian")
-    costs["trtq-hessian"] = build_cost_model(bench.graph, profile, hessian, formats, POINTS)
     fisher, fisher_timing = bench.timed_sensitivity("fisher")
-    costs["trtq-fisher"] = build_cost_model(bench.graph, profile, fisher, formats, POINTS)
-    reference = costs["trtq-weight"]  # latency and bytes do not depend on the sensitivity
+    tables = {"trtq-hessian": hessian, "trtq-fisher": fisher,
+              "trtq-autoquantize": bench.autoquantize_sensitivity(aq_state, aq_timing)}
+    seconds = {"trtq-hessian": hessian_timing["seconds"], "trtq-fisher": fisher_timing["seconds"],
+               "trtq-autoquantize": aq_timing["total_seconds"]}
+    if args.with_weight:
+        tables["trtq-weight"] = bench.weight_sensitivity()
+        seconds["trtq-weight"] = float("nan")  # not timed: no data, seconds
+    costs = {m: build_cost_model(bench.graph, profile, t, formats, POINTS) for m, t in tables.items()}
+    reference = costs["trtq-hessian"]  # latency and bytes do not depend on the sensitivity
     bf16_ns = {p: float(reference.latency[p][:, reference.bf16_index()].sum()) for p in POINTS}
     problem, _ = problem_for(reference, budgets, None, scale=1.0)
     t_min = min_common_scale(problem, [0, 1])
@@ -409,7 +454,7 @@ def main(argv=None) -> int:
     for fmt in reference.formats:
         layer_formats = {m: fmt for g in reference.groups for m in g.members}
         with contextlib.suppress(Exception):
-            uniform[fmt] = (layer_formats, totals_of(layer_formats))
+            uniform[fmt] = {"layer_formats": layer_formats, "totals": totals_of(layer_formats)}
 
     aq_cache: dict[float, dict[str, str]] = {}
 
@@ -422,12 +467,13 @@ def main(argv=None) -> int:
     rows = []
     for fraction in fractions:
         scale = fraction * (1 + 1e-12)
-        row = {"fraction": fraction, "plans": {}}
+        row = {"fraction": fraction, "plans": {}, "omega": {}}
         for method in costs:
             p, _ = problem_for(costs[method], budgets, None, scale=scale)
             sol = solve(p)
             if sol.feasible:
                 row["plans"][method] = bench.assignment(costs[method], sol.choice)
+                row["omega"][method] = float(costs[method].totals(sol.choice).sensitivity)
         # AutoQuantize: the largest effective_bits target whose plan meets both budgets. The set of
         # targets that meet them need not reach down to the lowest target (low-bit plans pick
         # INT4-AWQ, which misses prefill), so scan a grid from 16 bits down, then bisect between the
@@ -451,142 +497,245 @@ def main(argv=None) -> int:
                 for g, group in enumerate(reference.groups) for m in group.members
                 for f in [layer_formats.get(m, "bf16")]
             }
-        candidates = [(fmt, lf) for fmt, (lf, tot) in uniform.items() if meets(tot, fraction)]
-        row["uniform_candidates"] = [fmt for fmt, _ in candidates]
+        row["uniform_candidates"] = [fmt for fmt, u in uniform.items() if meets(u["totals"], fraction)]
+        if best_bits is not None:
+            row["aq_lp"] = autoquantize_lp_check(costs["trtq-autoquantize"], aq_state, layer_formats, best_bits)
         rows.append(row)
 
-    # perplexities: unique assignments only, each cached
-    for fmt, (layer_formats, _) in uniform.items():
-        choice = reference.choice_of(layer_formats)
-        assignment = bench.assignment(reference, choice)
-        log(f"uniform {fmt} ...")
-        uniform[fmt] = (layer_formats, totals_of(layer_formats), bench.perplexity(assignment)["perplexity"])
+    # perplexities: unique assignments only, each cached; uniform formats only where one meets a budget
+    needed_uniform = {"bf16"} | {fmt for row in rows for fmt in row["uniform_candidates"]}
+    jobs = []  # (label, assignment, where the result goes)
+    for fmt in [f for f in uniform if f in needed_uniform]:
+        jobs.append((f"uniform {fmt}", bench.assignment(reference, reference.choice_of(uniform[fmt]["layer_formats"])),
+                     uniform[fmt]))
     for row in rows:
-        for method, assignment in sorted(row["plans"].items(), key=lambda kv: kv[0] == "trtq-hessian"):
-            log(f"fraction {row['fraction']:.3f}: {method} ...")
-            result = bench.perplexity(assignment)
-            layer_formats = {m: f for m, (f, _) in assignment.items()}
-            row.setdefault("results", {})[method] = {"perplexity": result["perplexity"], "totals": totals_of(layer_formats)}
-        if row["uniform_candidates"]:
-            fmt = min(row["uniform_candidates"], key=lambda f: uniform[f][2])
-            row["uniform_format"] = fmt
-            row.setdefault("results", {})["uniform"] = {"perplexity": uniform[fmt][2], "totals": uniform[fmt][1]}
+        for method in [m for m in ["autoquantize", *PLANNED, "trtq-weight"] if m in row["plans"]]:
+            assignment = row["plans"][method]
+            result = row.setdefault("results", {}).setdefault(method, {})
+            result["totals"] = totals_of({m: f for m, (f, _) in assignment.items()})
+            jobs.append((f"fraction {row['fraction']:.3f}: {method}", assignment, result))
+    shard, shards = args.shard
+    for index, (label, assignment, result) in enumerate(jobs):
+        if index % shards != shard:
+            continue
+        log(f"{label} ...")
+        result["nll"] = bench.perplexity(assignment)
+    if shards > 1:
+        log(f"shard {shard}/{shards} done: run without --shard to report")
+        return 0
 
-    report = render(rows, fractions, t_min, bf16_ns, uniform, hessian_timing, aq_timing, args, profile,
-                    fisher_timing)
+    report = render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian_timing, fisher_timing,
+                    args, profile, bench.texts)
     print(report)
     if not args.no_record:
         record(report)
     return 0
 
 
-def compare(ours: float | None, theirs: float | None) -> tuple[bool, bool]:
-    """(not worse, strictly better) of trtq-hessian against another method at one budget.
+def autoquantize_lp_check(aq_costs, state: dict, layer_formats: dict[str, str], bits: float) -> dict:
+    """AutoQuantize's own pick against trtq's ILP optimum on the same scores and effective_bits constraint."""
+    from trtq.plan.bits import effective_bits, effective_bits_constraint
+    from trtq.plan.ilp import IlpProblem, solve
 
-    A method with no plan meeting the budget loses to one that has a plan.
-    """
-    if ours is None:
-        return theirs is None, False
-    if theirs is None:
-        return True, True
-    return ours <= theirs * (1 + TIE), ours < theirs * (1 - TIE)
+    members = {m for g in aq_costs.groups for m in g.members}
+    fixed = int(sum(stat["uncompressed_cost"] for stat in state["candidate_stats"].values()
+                    if not set(stat["module_names"]) & members))
+    theirs = aq_costs.choice_of(layer_formats)
+    sol = solve(IlpProblem(aq_costs.omega, [effective_bits_constraint(aq_costs, bits, fixed)]), mip_rel_gap=1e-9)
+    return {"theirs": float(aq_costs.totals(theirs).sensitivity), "optimum": float(sol.objective),
+            "theirs_bits": effective_bits(aq_costs, theirs, fixed), "optimum_bits": effective_bits(aq_costs, sol.choice, fixed)}
 
 
-def render(rows, fractions, t_min, bf16_ns, uniform, hessian_timing, aq_timing, args, profile,
-           fisher_timing) -> str:
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, got {value!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"need 0 <= K < N, got {value!r}")
+    return k, n
+
+
+def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian_timing, fisher_timing, args,
+           profile, texts) -> str:
     from trtq.console import fmt_bytes, fmt_ns
+    from trtq.plan.quality_fit import fit_quality
+
+    windows = {t["sha256"]: len(uniform["bf16"]["nll"][t["sha256"]]["nll"]) for t in texts}
+    resamples = {t["sha256"]: resamples_for(windows[t["sha256"]], args.seed) for t in texts}
+
+    def scores(nll_by_text) -> dict:
+        return {sha_: Score(v["nll"], v["tokens"], resamples[sha_]) for sha_, v in nll_by_text.items()}
+
+    for u in uniform.values():
+        if u.get("nll") is not None:
+            u["scores"] = scores(u["nll"])
+    not_evaluated = 0
+    for row in rows:
+        results = row.setdefault("results", {})
+        for method in list(results):
+            if results[method].get("nll") is None:   # --cached-only: not evaluated in time
+                del results[method]
+                row.setdefault("not_evaluated", []).append(method)
+                not_evaluated += 1
+            else:
+                results[method]["scores"] = scores(results[method]["nll"])
+        row["uniform_candidates"] = [f for f in row["uniform_candidates"] if "scores" in uniform[f]]
+        if row["uniform_candidates"]:
+            # the best uniform format per text (the one a user who measured would pick on that text)
+            row["uniform_format"] = {
+                t["sha256"]: min(row["uniform_candidates"], key=lambda f: uniform[f]["scores"][t["sha256"]].ppl)
+                for t in texts}
+            results["uniform"] = {"scores": {sha_: uniform[f]["scores"][sha_] for sha_, f in row["uniform_format"].items()},
+                                  "totals": uniform[row["uniform_format"][texts[0]["sha256"]]]["totals"]}
 
     lines = []
     lines.append(f"Date {_dt.date.today().isoformat()}; machine: {os.cpu_count()}-core CPU, no GPU; ModelOpt fake "
                  f"quantization on CPU; run at {_dt.datetime.now().isoformat(timespec='minutes')}.")
     lines.append(
-        f"Model {MODEL}; latency from the {GPU.upper()} roofline profile with launch cost "
-        f"{profile.launch_cost_ns:g} ns (kernel time only: with the launch term every SmolLM2 GEMM costs about "
-        "the same and every plan lands within a few percent of bf16; without it the layers keep a Llama's "
-        "proportions). Formats: " + FORMATS + " (INT4 group 64 where 128 does not divide the input width)."
+        f"Model {MODEL}; latency from the {GPU.upper()} {args.profile_backend} profile"
+        + (f" with launch cost {profile.launch_cost_ns:g} ns (kernel time only)" if profile.launch_cost_ns == 0 else "")
+        + ". Formats: " + FORMATS + " (INT4 group 64 where 128 does not divide the input width)."
     )
     lines.append(
         f"Budgets: decode@16 and prefill@2048 at the same fraction of all-bf16 GEMM time "
         f"(all-bf16: decode@16 {fmt_ns(bf16_ns['decode@16'])}, prefill@2048 {fmt_ns(bf16_ns['prefill@2048'])}); "
         f"fastest feasible fraction {t_min:.4f}. Calibration and scoring: {args.calib_samples} x {args.seq_len} "
-        f"tokens of the shipped calibration text (seed {args.seed}), the same windows for every plan, for trtq's "
-        f"Hessian and for AutoQuantize (gradient method, {args.score_batch} windows per step, lm_head disabled). "
-        f"Perplexity: {args.eval_windows} x {args.seq_len} tokens of the shipped evaluation text."
+        f"tokens of the shipped calibration text (seed {args.seed}), the same windows for every plan and for every "
+        f"sensitivity: trtq's Hessian and Fisher, and AutoQuantize (gradient method, {args.score_batch} windows per "
+        "step, lm_head disabled), whose one run gives both the AutoQuantize baseline and trtq-autoquantize's table."
+    )
+    lines.append(
+        "Perplexity on each text: its first " + str(args.eval_windows) + f" windows of {args.seq_len} tokens; "
+        f"[95% interval] from {BOOTSTRAP} bootstrap resamples of the windows (seed {args.seed}). Texts: "
+        + "; ".join(f"{t['name']} ({t['path'].replace(str(REPO) + '/', '')}, sha256 {t['sha256'][:12]}, "
+                    f"{windows[t['sha256']]} windows)" for t in texts) + "."
     )
     lines.append("")
-    header = ["budget", "method", "decode@16", "prefill@2048", "weights", "ppl", "note"]
+    header = ["budget", "method", "decode@16", "prefill@2048", "weights", "Σ Ω", *(t["name"] for t in texts), "note"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
-    counts = {"aq_not_worse": 0, "aq_better": 0, "uniform_not_worse": 0,
-              "fisher_aq_not_worse": 0, "fisher_aq_better": 0, "fisher_uniform_not_worse": 0}
+    methods = [m for m in METHODS if any(m in row["results"] for row in rows) or m in PLANNED]
     for row in rows:
-        results = row.get("results", {})
-        ppl = {m: results[m]["perplexity"] if m in results else None for m in METHODS}
-        finite = {m: v for m, v in ppl.items() if v is not None}
-        winner = min(finite, key=finite.get) if finite else "-"
-        nw_aq, sb_aq = compare(ppl["trtq-hessian"], ppl["autoquantize"])
-        nw_u, _ = compare(ppl["trtq-hessian"], ppl["uniform"])
-        counts["aq_not_worse"] += nw_aq
-        counts["aq_better"] += sb_aq
-        counts["uniform_not_worse"] += nw_u
-        nw_faq, sb_faq = compare(ppl["trtq-fisher"], ppl["autoquantize"])
-        counts["fisher_aq_not_worse"] += nw_faq
-        counts["fisher_aq_better"] += sb_faq
-        counts["fisher_uniform_not_worse"] += compare(ppl["trtq-fisher"], ppl["uniform"])[0]
-        for method in METHODS:
+        results = row["results"]
+        for method in methods:
             if method not in results:
-                lines.append(f"| {row['fraction']:.3f} | {method} | - | - | - | - | no plan meets the budget |")
+                if method == "trtq-weight":
+                    continue
+                why = "not evaluated" if method in row.get("not_evaluated", []) else "no plan meets the budget"
+                lines.append(f"| {row['fraction']:.3f} | {method} | - | - | - | - | "
+                             + " | ".join("-" for _ in texts) + f" | {why} |")
                 continue
             tot = results[method]["totals"]
             note = []
             if method == "autoquantize":
                 note.append(f"effective_bits {row['autoquantize_bits']:.3f}")
             if method == "uniform":
-                note.append(row["uniform_format"])
-            if method == winner:
-                note.append("**winner**")
+                note.append("/".join(sorted(set(row["uniform_format"].values()))))
+            omega = f"{row['omega'][method]:.4g}" if method in row["omega"] else "-"
             lines.append(
-                f"| {row['fraction']:.3f} | {method} | {tot.latency_ns['decode@16'] / bf16_ns['decode@16']:.3f} "
-                f"({fmt_ns(tot.latency_ns['decode@16'])}) | "
-                f"{tot.latency_ns['prefill@2048'] / bf16_ns['prefill@2048']:.3f} "
-                f"({fmt_ns(tot.latency_ns['prefill@2048'])}) | {fmt_bytes(tot.weight_bytes)} | "
-                f"{results[method]['perplexity']:.3f} | {', '.join(note)} |"
+                f"| {row['fraction']:.3f} | {method} | {tot.latency_ns['decode@16'] / bf16_ns['decode@16']:.3f} | "
+                f"{tot.latency_ns['prefill@2048'] / bf16_ns['prefill@2048']:.3f} | {fmt_bytes(tot.weight_bytes)} | "
+                f"{omega} | " + " | ".join(str(results[method]["scores"][t["sha256"]]) for t in texts)
+                + f" | {', '.join(note)} |"
             )
     lines.append("")
-    lines.append("Uniform formats: " + "; ".join(
-        f"{fmt} ppl {value[2]:.3f}, decode {value[1].latency_ns['decode@16'] / bf16_ns['decode@16']:.3f}, "
-        f"prefill {value[1].latency_ns['prefill@2048'] / bf16_ns['prefill@2048']:.3f}"
-        for fmt, value in uniform.items()))
-    hessian_seconds, fisher_seconds = hessian_timing["seconds"], fisher_timing["seconds"]
-    ratio = hessian_seconds / aq_timing["scoring_seconds"]
+    lines.append("Uniform formats (ppl per text; decode, prefill fractions): " + "; ".join(
+        f"{fmt} " + "/".join(f"{u['scores'][t['sha256']].ppl:.2f}" for t in texts)
+        + f", {u['totals'].latency_ns['decode@16'] / bf16_ns['decode@16']:.3f}, "
+          f"{u['totals'].latency_ns['prefill@2048'] / bf16_ns['prefill@2048']:.3f}"
+        for fmt, u in uniform.items() if "scores" in u))
+    aq_scoring = aq_timing["scoring_seconds"]
     lines.append(
-        f"Sensitivity wall time on the same {aq_timing['tokens']} tokens: trtq Hessian {hessian_seconds:.1f} s; "
-        f"AutoQuantize scoring {aq_timing['scoring_seconds']:.1f} s (its whole run, with calibrating each of the "
-        f"four candidate formats, {aq_timing['total_seconds']:.1f} s); ratio {ratio:.2f}. "
-        f"Ties: perplexities within {TIE:.1%}."
+        f"Sensitivity wall time on the same {aq_timing['tokens']} tokens: trtq Hessian {seconds['trtq-hessian']:.1f} s, "
+        f"Fisher {seconds['trtq-fisher']:.1f} s; AutoQuantize scoring {aq_scoring:.1f} s (its whole run, with "
+        f"calibrating each of the four candidate formats, {aq_timing['total_seconds']:.1f} s; trtq-autoquantize's "
+        "table is read from that same run, so its time is the whole run). Ratios below: the method's time over "
+        "AutoQuantize's scoring time."
     )
+    checks = [f"{row['fraction']:.3f}: {row['aq_lp']['theirs']:.4g} vs {row['aq_lp']['optimum']:.4g} "
+              f"({row['aq_lp']['theirs_bits']:.2f} / {row['aq_lp']['optimum_bits']:.2f} bits)"
+              for row in rows if "aq_lp" in row]
+    if checks:
+        lines.append("AutoQuantize's own LP pick against trtq's ILP on the same scores and effective_bits constraint "
+                     "(sum of AutoQuantize scores, its pick vs the optimum; effective bits of each): " + "; ".join(checks) + ".")
     loads = []
     for name, timing in (("Hessian", hessian_timing), ("Fisher", fisher_timing), ("AutoQuantize", aq_timing)):
         if timing and timing.get("loadavg"):
             loads.append(f"{name}: 1/5/15-min load average {'/'.join(f'{x:.1f}' for x in timing['loadavg'])} at its end")
-        elif timing and timing.get("load_note"):
-            loads.append(f"{name}: {timing['load_note']}")
     if loads:
         lines.append("The 2 cores were shared with other work during these timings; " + "; ".join(loads) + ".")
-    lines.append(
-        f"trtq-fisher (Fisher-weighted output error of quantized weights and activations, same windows): "
-        f"{fisher_seconds:.1f} s; against AutoQuantize not worse at {counts['fisher_aq_not_worse']}, strictly "
-        f"better at {counts['fisher_aq_better']}, not worse than uniform at "
-        f"{counts['fisher_uniform_not_worse']} of {len(rows)} budgets; time ratio "
-        f"{fisher_seconds / aq_timing['scoring_seconds']:.2f}."
-    )
+
+    # --- comparisons: per method, per text and overall, over budgets x texts
     lines.append("")
-    lines.append(
-        f"budgets={len(rows)} not_worse_than_autoquantize={counts['aq_not_worse']} "
-        f"strictly_better_than_autoquantize={counts['aq_better']} "
-        f"not_worse_than_uniform={counts['uniform_not_worse']} sensitivity_time_ratio={ratio:.2f}"
-    )
+    lines.append("Comparisons (strictly better only when the 95% intervals separate; overlapping intervals are ties; "
+                 "paired = a paired bootstrap of the per-window NLL difference on the same resampled windows, "
+                 "shown for information: better/tie/worse):")
+    summary = {}
+    for method in [m for m in methods if m.startswith("trtq-")]:
+        total = {"n": 0, "aq_nw": 0, "aq_sb": 0, "u_nw": 0, "paired": [0, 0, 0], "logppl": []}
+        for t in texts:
+            key = t["sha256"]
+            c = {"n": 0, "aq_nw": 0, "aq_sb": 0, "u_nw": 0, "paired": [0, 0, 0]}
+            for row in rows:
+                res = row["results"]
+                if {method, "autoquantize"} & set(row.get("not_evaluated", [])):
+                    continue   # a pair with an unevaluated side is not counted
+                ours = res[method]["scores"][key] if method in res else None
+                theirs = res["autoquantize"]["scores"][key] if "autoquantize" in res else None
+                uni = res["uniform"]["scores"][key] if "uniform" in res else None
+                nw, sb = compare(ours, theirs)
+                c["n"] += 1
+                c["aq_nw"] += nw
+                c["aq_sb"] += sb
+                c["u_nw"] += compare(ours, uni)[0]
+                pr = paired(ours, theirs, resamples[key])
+                if pr is not None:
+                    c["paired"][pr + 1] += 1
+                if ours is not None:
+                    total["logppl"].append(math.log(ours.ppl / uniform["bf16"]["scores"][key].ppl))
+            for k in ("n", "aq_nw", "aq_sb", "u_nw"):
+                total[k] += c[k]
+            total["paired"] = [a + b for a, b in zip(total["paired"], c["paired"])]
+            lines.append(f"- {method} on {t['name']}: " + summary_line(1, c["n"], c, seconds[method] / aq_scoring))
+        lines.append(f"- {method} overall: " + summary_line(len(texts), total["n"] // len(texts), total,
+                                                            seconds[method] / aq_scoring))
+        summary[method] = total
+
+    # --- Omega in perplexity terms
+    lines.append("")
+    lines.append("Sum of Omega against measured perplexity (trtq.plan.quality_fit, each method on its own plans):")
+    for method in [m for m in methods if m in summary]:
+        for t in texts:
+            pts = [(row["omega"][method], row["results"][method]["scores"][t["sha256"]].ppl)
+                   for row in rows if method in row["omega"] and method in row["results"]]
+            try:
+                fit = fit_quality([o for o, _ in pts], [p for _, p in pts], uniform["bf16"]["scores"][t["sha256"]].ppl)
+                lines.append(f"- {method}, {t['name']}: {fit.describe()}")
+            except Exception as exc:  # too few quantized plans
+                lines.append(f"- {method}, {t['name']}: no fit ({exc})")
+
+    winner = max(summary, key=lambda m: (summary[m]["aq_nw"], summary[m]["aq_sb"], summary[m]["u_nw"],
+                                         -float(np.mean(summary[m]["logppl"]))))
+    lines.append("")
+    lines.append(f"Best planned method on this benchmark: {winner} (most budgets x texts not worse than AutoQuantize, "
+                 "then strictly better, then not worse than uniform, then lowest mean log-perplexity increase: "
+                 + ", ".join(f"{m} {100 * float(np.mean(summary[m]['logppl'])):.2f}%" for m in summary) + ").")
+    lines.append("")
+    if not_evaluated:
+        lines.append(f"PARTIAL: {not_evaluated} plans were not evaluated in time (--cached-only); budgets with an "
+                     "unevaluated side are left out of the counts above.")
+    lines.append(summary_line(len(texts), summary[winner]["n"] // len(texts), summary[winner],
+                              seconds[winner] / aq_scoring, with_paired=False))
     return "\n".join(lines)
+
+
+def summary_line(n_texts: int, n_budgets: int, c: dict, ratio: float, with_paired: bool = True) -> str:
+    better, tie, worse = c["paired"]
+    line = (f"texts={n_texts} budgets={n_budgets} not_worse_than_autoquantize={c['aq_nw']} "
+            f"strictly_better_than_autoquantize={c['aq_sb']} not_worse_than_uniform={c['u_nw']} "
+            f"sensitivity_time_ratio={ratio:.2f}")
+    return line + (f" (paired vs AutoQuantize: {better}/{tie}/{worse})" if with_paired else "")
 
 
 def record(report: str) -> None:

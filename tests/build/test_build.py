@@ -1,4 +1,7 @@
-"""trtq build: formats read from the checkpoint's own files, GPU refusals, generated commands and config."""
+"""trtq build: formats read from the checkpoint's own files, runtime x GPU refusals, engine commands (legacy).
+
+The PyTorch-backend path (LLM API options, serve/bench commands, checkpoint validation) is in test_llm_api.py.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from trtq.build.trtllm import BuildOptions, plan_build
 from trtq.cli import main
 from trtq.errors import ArtifactError, InputError, UnsupportedError
 from trtq.registry import get_gpu
+from trtq.registry.runtimes import get_runtime
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
@@ -44,24 +48,34 @@ def test_formats_come_from_the_checkpoint_files(name, formats):
         assert summary.quant_algo == "MIXED_PRECISION" and summary.layers
 
 
-@pytest.mark.parametrize("name, gpu, refused", [
-    ("fp8_int4awq", "A100", "fp8"),
-    ("fp8_w4a8awq_kvfp8", "L40S", "w4a8_awq"),
-    ("fp8_nvfp4", "H100", "nvfp4"),
-    ("fp8_nvfp4", "A100", "fp8"),
+@pytest.mark.parametrize("name, gpu, refused, why", [
+    ("fp8_int4awq", "A100", "fp8", "not ampere"),
+    ("fp8_nvfp4", "H100", "nvfp4", "Blackwell's FP4"),
+    ("fp8_nvfp4", "A100", "fp8", "not ampere"),
+    ("int8sq_int4awq", "A100", "int8_sq", "INT8 SmoothQuant is not in TensorRT-LLM's PyTorch backend"),
+    ("fp8_int4awq", "B200", "int4_awq", "not Blackwell"),
 ])
-def test_gpu_lacking_a_format_is_refused_before_anything_runs(name, gpu, refused, tmp_path, capsys):
-    with pytest.raises(UnsupportedError, match=f"format {refused} is not supported on"):
+def test_format_the_runtime_lacks_on_the_gpu_is_refused_before_anything_runs(name, gpu, refused, why, tmp_path,
+                                                                               capsys):
+    with pytest.raises(UnsupportedError, match=f"format {refused} is not supported on .* by trtllm@1.2: .*{why}"):
         _plan(name, gpu, tmp_path)
-    # Through the CLI: one line, exit 2, nothing written, not even without --dry-run.
+    # Through the CLI: one line, exit 2, nothing written.
     assert main(["build", str(CHECKPOINTS / name), "--gpu", gpu, "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"format {refused} is not supported" in err[0]
     assert not (tmp_path / "o").exists()
 
 
-def test_h100_mixed_fp8_int4_command(tmp_path):
-    plan = _plan("fp8_int4awq", "H100", tmp_path, max_batch_size=64, max_seq_len=4096, max_num_tokens=8192)
+def test_l40s_runs_w4a8_and_an_fp8_kv_cache_under_the_pytorch_backend(tmp_path):
+    plan = _plan("fp8_w4a8awq_kvfp8", "L40S", tmp_path)
+    assert plan.backend == "pytorch" and plan.runtime == "trtllm@1.2"
+    assert plan.llm_api_options.kv_cache_config.dtype == "fp8"
+
+
+def test_engine_backend_h100_mixed_fp8_int4_command(tmp_path):
+    plan = _plan("fp8_int4awq", "H100", tmp_path, backend="engine", max_batch_size=64, max_seq_len=4096,
+                 max_num_tokens=8192)
+    assert plan.backend == "engine" and plan.runtime == "trtllm-engine@1.2"
     c = plan.command
     assert c[0] == "trtllm-build"
     assert _flag(c, "--checkpoint_dir") == str(CHECKPOINTS / "fp8_int4awq" / "trtllm")
@@ -76,41 +90,61 @@ def test_h100_mixed_fp8_int4_command(tmp_path):
     assert all(isinstance(a, str) for a in c)
 
 
-def test_a100_int8_int4_has_no_fp8_attention(tmp_path):
-    plan = _plan("int8sq_int4awq", "A100", tmp_path)
+def test_a100_gets_int8_sq_only_through_the_legacy_engine_runtime(tmp_path):
+    plan = _plan("int8sq_int4awq", "A100", tmp_path, backend="engine")
     assert _flag(plan.command, "--use_fp8_context_fmha") == "disable"
     assert "sm80" in plan.flags_why["--use_fp8_context_fmha"] or "no FP8" in plan.flags_why["--use_fp8_context_fmha"]
+    legacy = _plan("int8sq_int4awq", "A100", tmp_path, backend="engine", runtime=get_runtime("trtllm-engine@1.2"))
+    assert legacy.command == plan.command
+    # Through the CLI the legacy runtime builds an engine without --backend.
+    assert main(["build", str(CHECKPOINTS / "int8sq_int4awq"), "--gpu", "A100", "--runtime", "trtllm-engine@1.2",
+                 "-o", str(tmp_path / "o"), "--dry-run"]) == 0
+    # The legacy runtime is an engine path: asking it for the PyTorch backend is refused with the reason.
+    with pytest.raises(UnsupportedError, match="trtllm-engine@1.2 is the legacy TensorRT engine path"):
+        _plan("int8sq_int4awq", "A100", tmp_path, runtime=get_runtime("trtllm-engine@1.2"))
 
 
-def test_fp8_kv_cache_turns_on_fp8_attention_and_pytorch_kv_dtype(tmp_path):
-    assert _flag(_plan("fp8_w4a8awq_kvfp8", "H200", tmp_path).command, "--use_fp8_context_fmha") == "enable"
-    plan = _plan("fp8_w4a8awq_kvfp8", "H200", tmp_path, backend="pytorch", tp=2)
+def test_engine_backend_is_refused_where_the_runtime_has_no_trtllm_build(tmp_path, capsys):
+    with pytest.raises(UnsupportedError, match=r"trtllm@main has no TensorRT engine path: .*#15763"):
+        _plan("fp8_int4awq", "H100", tmp_path, backend="engine", runtime=get_runtime("trtllm@main"))
+    assert main(["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--runtime", "trtllm@main",
+                 "--backend", "engine", "-o", str(tmp_path / "o"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no trtllm-build" in err[0]
+
+
+def test_fp8_kv_cache_turns_on_fp8_attention_and_the_llm_api_kv_dtype(tmp_path):
+    assert _flag(_plan("fp8_w4a8awq_kvfp8", "H200", tmp_path, backend="engine").command,
+                 "--use_fp8_context_fmha") == "enable"
+    plan = _plan("fp8_w4a8awq_kvfp8", "H200", tmp_path, tp=2)
     assert plan.command is None and plan.engine_dir is None
-    assert plan.extra_llm_api_options == {"kv_cache_config": {"dtype": "fp8"}}
+    assert plan.llm_api_options.kv_cache_config.dtype == "fp8"
     s = plan.serve_command
     assert s[:4] == ["trtllm-serve", str(CHECKPOINTS / "fp8_w4a8awq_kvfp8" / "hf"), "--backend", "pytorch"]
     assert _flag(s, "--tp_size") == "2" and _flag(s, "--pp_size") == "1"
     assert _flag(s, "--extra_llm_api_options") == str(tmp_path / "out" / "extra_llm_api_options.yaml")
 
 
-def test_b200_builds_nvfp4(tmp_path):
-    plan = _plan("fp8_nvfp4", "B200", tmp_path)
+def test_b200_engine_builds_nvfp4(tmp_path):
+    plan = _plan("fp8_nvfp4", "B200", tmp_path, backend="engine")
     assert _flag(plan.command, "--gemm_plugin") == "auto"
     assert "NVFP4" in plan.flags_why["--gemm_plugin auto"]
 
 
-def test_tp_pp_follow_the_exported_mapping(tmp_path):
-    plan = _plan("int4awq_tp2", "A100", tmp_path)
+def test_tp_pp_follow_the_exported_mapping_for_engines(tmp_path):
+    plan = _plan("int4awq_tp2", "A100", tmp_path, backend="engine")
     assert (plan.tp, plan.pp) == (2, 1)
     assert _flag(plan.command, "--workers") == "2"
     assert _flag(plan.serve_command, "--tp_size") == "2"
     assert any("0 rank*.safetensors" in w for w in plan.warnings)
     with pytest.raises(InputError, match="exported for tp=2 pp=1, not tp=4 pp=1"):
-        _plan("int4awq_tp2", "A100", tmp_path, tp=4)
+        _plan("int4awq_tp2", "A100", tmp_path, backend="engine", tp=4)
     with pytest.raises(InputError, match="exported for tp=1 pp=1, not tp=1 pp=2"):
-        _plan("fp8_int4awq", "H100", tmp_path, pp=2)
+        _plan("fp8_int4awq", "H100", tmp_path, backend="engine", pp=2)
     with pytest.raises(InputError, match="positive"):
         _plan("fp8_int4awq", "H100", tmp_path, max_batch_size=0)
+    # The PyTorch backend loads the HF checkpoint at any tensor parallelism.
+    assert _plan("int4awq_tp2", "A100", tmp_path, tp=4).tp == 4
 
 
 def _copy(tmp_path: Path, name: str) -> Path:
@@ -162,23 +196,28 @@ def test_bare_trtllm_checkpoint_dir_is_accepted(tmp_path):
     checkpoint = read_checkpoint(CHECKPOINTS / "fp8_int4awq" / "trtllm")
     assert checkpoint.hf_dir is None and checkpoint.format_names == ["bf16", "fp8", "int4_awq"]
     with pytest.raises(InputError, match="no Hugging Face checkpoint"):
-        plan_build(checkpoint, BuildOptions(gpu=get_gpu("H100"), backend="pytorch"), tmp_path)
+        plan_build(checkpoint, BuildOptions(gpu=get_gpu("H100")), tmp_path)
+    assert plan_build(checkpoint, BuildOptions(gpu=get_gpu("H100"), backend="engine"), tmp_path).command
 
 
-def test_dry_run_prints_the_command_and_writes_nothing(tmp_path, capsys):
+def test_dry_run_prints_the_options_and_commands_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "engines" / "x"
     assert main(["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--max-batch-size", "8",
                  "-o", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
+    assert "extra_llm_api_options.yaml" in text and "max_batch_size: 8" in text
+    assert "trtllm-serve" in text and "--backend pytorch" in text and "trtllm-bench" in text
+    assert not out.exists()
+    assert main(["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--backend", "engine",
+                 "-o", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
     assert "trtllm-build --checkpoint_dir" in text and "--use_fp8_context_fmha enable" in text
-    assert "trtllm-serve" in text
     assert not out.exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_llm") is not None, reason="TensorRT-LLM is installed here")
-@pytest.mark.parametrize("backend", ["tensorrt", "pytorch"])
-def test_without_tensorrt_llm_build_is_one_line(tmp_path, capsys, backend):
-    assert main(["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--backend", backend,
+def test_without_tensorrt_llm_an_engine_build_is_one_line(tmp_path, capsys):
+    assert main(["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--backend", "engine",
                  "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "trtq: error: TensorRT-LLM is not installed here, run inside the container in docker/"
@@ -187,13 +226,14 @@ def test_without_tensorrt_llm_build_is_one_line(tmp_path, capsys, backend):
 
 @requires_ngc
 def test_real_engine_build_in_the_container(tmp_path):
-    """A real build: needs a quantized checkpoint (TRTQ_TEST_CHECKPOINT=engines/NAME) and a GPU."""
+    """A real legacy engine build: needs a quantized checkpoint (TRTQ_TEST_CHECKPOINT=engines/NAME) and a GPU."""
     checkpoint = os.environ.get("TRTQ_TEST_CHECKPOINT")
     gpu = os.environ.get("TRTQ_TEST_GPU", "H100")
     if not checkpoint:
         pytest.skip("set TRTQ_TEST_CHECKPOINT to a trtq quantize output directory")
     out = tmp_path / "engine_out"
-    assert main(["build", checkpoint, "--gpu", gpu, "--max-batch-size", "8", "-o", str(out)]) == 0
+    assert main(["build", checkpoint, "--gpu", gpu, "--max-batch-size", "8", "--backend", "engine",
+                 "-o", str(out)]) == 0
     record = json.loads((out / "build_record.json").read_text())
     assert record["status"] == "built" and (out / "engine" / "config.json").is_file()
     assert "tensorrt-llm" in record["metadata"]["versions"]

@@ -43,8 +43,6 @@ from trtq.errors import ArtifactError, UnsupportedError
 from trtq.eval import checkpoint as ckpt
 from trtq.sensitivity.quantizers import fp8_e4m3
 
-pytestmark = pytest.mark.slow
-
 CALIB = ["--calib-samples", "4", "--calib-seq-len", "128", "--seed", "3"]
 FAST_EVAL = ["--seq-len", "128", "--windows", "4"]
 ALGO = {"fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ"}
@@ -56,7 +54,7 @@ FUSED_NORM = {"q_proj": "input_layernorm", "k_proj": "input_layernorm", "v_proj"
 # --- the shared export --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def exported(smollm2_graph, tmp_path_factory):
+def exported(smollm2_graph, tmp_path_factory, loads_smollm2):
     plan = plan_from_graph(smollm2_graph, choose)
     root = tmp_path_factory.mktemp("checkpoint")
     plan_path = save_artifact(plan, root / "plan.yaml")
@@ -179,10 +177,14 @@ def test_nvfp4_decodes_as_modelopt_and_the_trtq_reference():
 
 # --- the real export --------------------------------------------------------------------------------
 
-def test_plan_covers_every_format_and_both_int4_group_sizes(exported):
-    used = {(g.format, g.group_size) for g in exported.plan.groups}
-    assert {f for f, _ in used} == set(FORMATS)
-    assert ("int4_awq", 64) in used and ("int4_awq", 128) in used and ("w4a8_awq", 128) in used
+def test_checkpoint_under_test_holds_every_format_and_both_int4_group_sizes(exported):
+    """The checkpoint the tests below decode, read back: ModelOpt wrote every format, INT4 at both group sizes."""
+    config = json.loads((exported.out / "hf" / "hf_quant_config.json").read_text())
+    quantized = config["quantization"]["quantized_layers"]
+    written = {(v["quant_algo"], v.get("group_size")) for v in quantized.values()}
+    assert written == {("FP8", None), ("W8A8_SQ_PER_CHANNEL", None), ("W4A16_AWQ", 64), ("W4A16_AWQ", 128),
+                       ("W4A8_AWQ", 64), ("W4A8_AWQ", 128)}
+    assert len(quantized) == sum(1 for f, _ in exported.plan.layer_formats().values() if f != "bf16")
 
 
 def test_checkpoint_is_modelopts_export_of_the_as_exported_model(exported, fake_quantized):

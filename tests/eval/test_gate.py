@@ -32,6 +32,7 @@ def plans(smollm2_graph, tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow  # `trtq eval` loads the real model
 def test_gate_passes_a_mild_plan_and_writes_the_artifact(plans, tmp_path, capsys):
     out = tmp_path / "eval.json"
     code, err = run(capsys, "--plan", str(plans["one_fp8"]), *FAST, "-o", str(out),
@@ -54,6 +55,7 @@ def test_gate_passes_a_mild_plan_and_writes_the_artifact(plans, tmp_path, capsys
     assert json.loads(out.read_text())["artifact"] == "eval"
 
 
+@pytest.mark.slow  # `trtq eval` loads the real model
 def test_gate_fails_with_exit_code_1_and_one_line(plans, tmp_path, capsys):
     out = tmp_path / "eval.json"
     code, err = run(capsys, "--plan", str(plans["all_fp8"]), *FAST, "--max-ppl-increase", "0.01",
@@ -66,6 +68,7 @@ def test_gate_fails_with_exit_code_1_and_one_line(plans, tmp_path, capsys):
     assert result.layer_formats == {"fp8": 210}
 
 
+@pytest.mark.slow  # `trtq eval` loads the real model
 def test_nvfp4_layers_use_the_reference_weights_on_cpu(plans, tmp_path, capsys):
     out = tmp_path / "eval.yaml"
     code, err = run(capsys, "--plan", str(plans["nvfp4_mlp"]), *FAST, "--max-ppl-increase", "1000",
@@ -81,8 +84,8 @@ def test_nvfp4_layers_use_the_reference_weights_on_cpu(plans, tmp_path, capsys):
 @pytest.mark.parametrize("extra, needle", [
     ([], "exactly one of --plan FILE or --checkpoint DIR"),
     (["--plan", "missing.yaml"], "missing.yaml"),
-    (["--plan", "PLAN", "--seq-len", "1"], "--seq-len must be at least 2"),
-    (["--plan", "PLAN", "--max-ppl-increase", "-1"], "--max-ppl-increase must be >= 0"),
+    (["--plan", "PLAN", "--seq-len", "1"], "--seq-len: must be at least 2"),
+    (["--plan", "PLAN", "--max-ppl-increase", "-1"], "--max-ppl-increase: must be at least 0"),
     (["--plan", "PLAN", "--text", "no-such-text.txt"], "text file not found"),
     (["--plan", "PLAN", "--lm-eval", "=3"], "empty task name"),
     (["--plan", "PLAN", "--lm-eval", "mmlu=lots"], "not a number"),

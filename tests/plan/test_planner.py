@@ -14,7 +14,8 @@ from trtq.registry import FORMATS, get_gpu
 def synthetic_sensitivity(graph, seed=0) -> Sensitivity:
     """Seeded Omega with the real ordering of formats (bf16 < fp8/int8 < 4-bit)."""
     rng = np.random.default_rng(seed)
-    scale = {"bf16": 1e-6, "fp8": 1e-2, "int8_sq": 5e-3, "int4_awq": 0.2, "w4a8_awq": 0.25, "nvfp4": 0.15}
+    scale = {"bf16": 1e-6, "fp8": 1e-2, "int8_sq": 5e-3, "int4_awq": 0.2, "w4a8_awq": 0.25, "nvfp4": 0.15,
+             "fp8_block": 6e-3}
     rows = []
     for layer in graph.layers:
         weight = rng.lognormal(0, 1)

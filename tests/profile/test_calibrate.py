@@ -193,3 +193,22 @@ def test_plan_takes_a_measured_table_directly(measured_path, tmp_path):
     for group in plan.groups:
         chosen = group.costs[group.format].latency_ns
         assert chosen["decode@16"] == measured[(group.out_features, group.in_features, 16, group.format)]
+
+
+def test_activation_quantize_pass_is_fitted_when_asked_and_only_for_quantized_activations():
+    """A serial activation-quantize pass (1.5 bf16 reads of the input for fp8) that the plain roofline cannot
+    represent: fitted back to within a few percent, bf16 and int4_awq (bf16 activations) keep none."""
+    truth = TRUE.model_copy(update={"activation_pass": {"fp8": 1.5, "int8_sq": 0.8}})
+    rows = synthetic_rows(truth, noise=0.01)
+    with_pass = fit_roofline(H100, rows, activation_pass=True)
+    plain = fit_roofline(H100, rows)
+    assert with_pass.formats["fp8"].activation_pass == pytest.approx(1.5, rel=0.1)
+    assert with_pass.formats["int8_sq"].activation_pass == pytest.approx(0.8, rel=0.25)  # SmoothQuant: weaker
+    assert with_pass.formats["bf16"].activation_pass == 0 == with_pass.formats["int4_awq"].activation_pass
+    assert all(fit.activation_pass == 0 for fit in plain.formats.values())
+    # the plain roofline bends its fractions around the missing term: its worst fp8 rows show it
+    assert with_pass.formats["fp8"].after.max_abs_rel_error < 0.5 * plain.formats["fp8"].after.max_abs_rel_error
+    # the fitted pass reaches the predictions through RooflineParams
+    case = GemmCase(4096, 14336, 8192, "fp8")
+    assert roofline_row(H100, case, truth).details["activation_quantize_ns"] == pytest.approx(
+        1.5 * 8192 * 14336 * 2 / H100.hbm_bandwidth_bytes_per_s * 1e9)

@@ -42,7 +42,7 @@ def case(fmt, m=16, n=960, k=576):
     (80, "int8_sq", None, TORCH_INT_MM, None),
     (80, "int4_awq", None, TORCH_INT4PACK, None),
     (90, "int4_awq", TRTLLM, TRTLLM_MIXED, None),
-    (80, "w4a8_awq", TRTLLM, None, "this GPU is sm80; w4a8_awq needs sm90+"),
+    (80, "w4a8_awq", TRTLLM, None, "this GPU is sm80; w4a8_awq needs sm89+"),
     (90, "w4a8_awq", None, None, "w4a8_awq runs only on TensorRT-LLM kernels"),
     (90, "w4a8_awq", TRTLLM, TRTLLM_MIXED, None),
     (90, "nvfp4", TRTLLM, None, "this GPU is sm90; nvfp4 needs sm100+"),

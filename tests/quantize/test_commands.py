@@ -103,3 +103,17 @@ def test_bad_calibration_file(tmp_path, capsys):
                   tmp_path / "plan.yaml")
     code, err = run(capsys, tmp_path / "plan.yaml", tmp_path / "out", "--calib", str(tmp_path / "none.txt"))
     assert_one_line_error(code, err, "text file not found")
+
+
+def test_plan_for_another_runtime_is_refused_before_the_model_loads(tmp_path, capsys):
+    int8 = [group("model.layers.0.self_attn.qkv", QKV, "int8_sq", kind="qkv")]
+    save_artifact(plan_of(int8, runtime="trtllm-engine@1.2"), tmp_path / "engine.yaml")
+    code, err = run(capsys, tmp_path / "engine.yaml", tmp_path / "out", "--runtime", "trtllm@1.2")
+    assert_one_line_error(code, err, "engine.yaml was planned for runtime trtllm-engine@1.2, not trtllm@1.2")
+    # A plan that predates recorded runtimes is gated by the runtime asked for (the default here).
+    save_artifact(plan_of(int8, runtime=None), tmp_path / "old.yaml")
+    code, err = run(capsys, tmp_path / "old.yaml", tmp_path / "out")
+    assert_one_line_error(code, err, "format int8_sq is not supported on H100-SXM (sm90) by trtllm@1.2")
+    code, err = run(capsys, tmp_path / "old.yaml", tmp_path / "out", "--runtime", "nope@1")
+    assert_one_line_error(code, err, "unknown runtime 'nope@1'")
+    assert not (tmp_path / "out").exists()

@@ -17,8 +17,6 @@ from trtq.artifacts import load_artifact, save_artifact
 from trtq.artifacts.io import sha256_file
 from trtq.cli import main
 
-pytestmark = pytest.mark.slow
-
 FORMATS = ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "bf16")
 KIND_OFFSET = {"qkv": 0, "o_proj": 1, "gate_up": 2, "down_proj": 3}
 # What ModelOpt's unified HF export writes for each trtq format.
@@ -31,7 +29,7 @@ def choose(index: int, name: str, kind: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, loads_smollm2):
     from trtq.model.layers import build_layer_graph
     from trtq.model.zoo import require_embedded_model
 
@@ -47,11 +45,18 @@ def exported(tmp_path_factory):
     return plan, plan_path, out
 
 
-def test_plan_covers_every_format_and_both_int4_group_sizes(exported):
-    plan, _, _ = exported
-    used = {(g.format, g.group_size) for g in plan.groups}
-    assert {f for f, _ in used} == set(FORMATS)
-    assert ("int4_awq", 64) in used and ("int4_awq", 128) in used
+def test_export_holds_every_format_and_both_int4_group_sizes(exported):
+    """What ModelOpt wrote, not what the test asked for: every format, and both INT4 group sizes (64 where
+    128 does not divide SmolLM2's 576-wide inputs), each on as many layers as the plan put there."""
+    from collections import Counter
+
+    plan, _, out = exported
+    quantized = json.loads((out / "hf" / "hf_quant_config.json").read_text())["quantization"]["quantized_layers"]
+    written = Counter((v["quant_algo"], v.get("group_size")) for v in quantized.values())
+    assert set(written) == {("FP8", None), ("W8A8_SQ_PER_CHANNEL", None), ("W4A16_AWQ", 64), ("W4A16_AWQ", 128),
+                            ("W4A8_AWQ", 64), ("W4A8_AWQ", 128)}
+    planned = Counter((EXPORTED_ALGO[f], g) for f, g in plan.layer_formats().values() if f != "bf16")
+    assert written == planned
 
 
 def test_hf_checkpoint_reloads_with_each_layer_as_planned(exported):

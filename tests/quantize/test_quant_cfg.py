@@ -225,3 +225,24 @@ def test_plan_layers_must_be_linear_layers_of_the_model():
         quantize_model(tiny_llama(), not_linear, batches)
     with pytest.raises(InputError, match="calibration batches must be a non-empty"):
         quantize_model(tiny_llama(), tiny_plan(), torch.zeros(0, 16, dtype=torch.long))
+
+
+def test_fp8_block_entries_come_from_modelopts_2d_blockwise_preset_and_quantize_refuses_it():
+    import modelopt.torch.quantization as mtq
+
+    plan = plan_of([group("model.layers.0.mlp.down_proj", ["model.layers.0.mlp.down_proj"], "fp8_block", 128,
+                          in_features=1536),
+                    group("model.layers.0.self_attn.o_proj", ["model.layers.0.self_attn.o_proj"], "fp8")])
+    entries = {e["quantizer_name"]: e for e in build_quant_cfg(plan)["quant_cfg"]}
+    preset_weight = next(e["cfg"] for e in mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG["quant_cfg"]
+                         if e.get("quantizer_name") == "*weight_quantizer")
+    weight = entries["*model.layers.0.mlp.down_proj.weight_quantizer"]["cfg"]
+    assert weight["num_bits"] == (4, 3) and weight["block_sizes"] == {-1: 128, -2: 128} == preset_weight["block_sizes"]
+    # activations: quantized by TensorRT-LLM's kernel at run time in 1x128 groups, nothing to calibrate
+    assert entries["*model.layers.0.mlp.down_proj.input_quantizer"] == {
+        "quantizer_name": "*model.layers.0.mlp.down_proj.input_quantizer", "enable": False}
+    with pytest.raises(UnsupportedError) as info:
+        check_runnable_here(plan, cuda_available=True)
+    message = str(info.value)
+    assert "\n" not in message and "1 layers in fp8_block (model.layers.0.mlp.down_proj)" in message
+    assert "fp8_pb_wo" in message and "re-plan without fp8_block" in message and "o_proj" not in message

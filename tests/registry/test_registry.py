@@ -25,9 +25,9 @@ def test_registry_has_the_required_gpus_with_datasheet_figures():
     "gpu, formats",
     [
         ("A100-SXM-80GB", ["bf16", "int8_sq", "int4_awq"]),
-        ("L40S", ["bf16", "fp8", "int8_sq", "int4_awq"]),
-        ("H100-SXM", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq"]),
-        ("B200", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4"]),
+        ("L40S", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq"]),  # the hardware: Ada runs W4A8 (sm89+)
+        ("H100-SXM", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "fp8_block"]),
+        ("B200", ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4", "fp8_block"]),
     ],
 )
 def test_formats_are_gated_by_architecture(gpu, formats):
@@ -55,6 +55,9 @@ def test_block_size_gating_on_input_width():
         int4.group_size_for(100)
     assert nvfp4.group_size_for(576) == 16 and not nvfp4.available_for(24)
     assert fp8.group_size_for(7) is None and fp8.available_for(7)
+    block = FORMATS["fp8_block"]               # 128x128 weight tiles: 128 must divide the input width
+    assert block.group_size_for(4096) == 128 and block.available_for(1536)
+    assert not block.available_for(576) and "divides input width 576" in block.unavailable_reason(576)
 
 
 def test_weight_bytes_by_hand():
@@ -66,6 +69,8 @@ def test_weight_bytes_by_hand():
     assert FORMATS["int4_awq"].weight_bytes(n, k) == n * k // 2 + n * (k // 128) * 2 + k * 2
     assert FORMATS["int4_awq"].weight_bytes(n, k, group_size=64) == n * k // 2 + n * (k // 64) * 2 + k * 2
     assert FORMATS["nvfp4"].weight_bytes(n, k) == n * k // 2 + n * (k // 16) + 4
+    # fp8 values and one fp32 scale per 128x128 tile: (256/128) x (512/128) tiles
+    assert FORMATS["fp8_block"].weight_bytes(n, k) == n * k + (n // 128) * (k // 128) * 4
 
 
 def test_parse_formats_always_keeps_bf16_first():

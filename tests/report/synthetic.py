@@ -32,7 +32,8 @@ HIDDEN, INTERMEDIATE, KV = 576, 1536, 192
 LAUNCH_NS = 150.0  # with CUDA graphs; 3 µs launches would swamp these small GEMMs
 FIXED_BYTES = 49152 * 576 * 2 + 61 * 576 * 2
 POINTS = {"decode@16": ("decode", 16), "prefill@2048": ("prefill", 2048)}
-_BASE_OMEGA = {"bf16": 0.0, "fp8": 0.02, "int8_sq": 0.035, "w4a8_awq": 0.30, "int4_awq": 0.26, "nvfp4": 0.38}
+_BASE_OMEGA = {"bf16": 0.0, "fp8": 0.02, "int8_sq": 0.035, "w4a8_awq": 0.30, "int4_awq": 0.26, "nvfp4": 0.38,
+               "fp8_block": 0.015}
 
 
 def _groups(name_prefix: str = "model.layers"):

@@ -95,3 +95,31 @@ def test_hostile_strings_stay_text_in_the_browser(chromium, tmp_path):
         state = _open_and_check(chromium, html, tmp_path / f"{html.stem}.png")
         assert state["pwned"] == "undefined" and state["scripts"] == 2
         assert PAYLOAD in state["text"], "the payload should be visible as text"
+
+
+CHART_LINKS = """
+({links: Array.from(document.querySelectorAll('.chart a, .chart [href*="attacker"], .chart [href^="javascript"]'))
+          .map(e => e.outerHTML),
+  chartText: Array.from(document.querySelectorAll('.chart[data-figure]')).map(d => d.textContent).join('\\n')})
+"""
+
+
+def test_chart_labels_with_markup_stay_text_in_the_browser(chromium, tmp_path, plan_paths, plan_dir, sensitivity_path,
+                                                           bench_table):
+    """A group kind `<a href=...>` and format names with markup are drawn as text, never as a live link."""
+    from tests.report.test_render import HOSTILE_KIND, hostile_comparison_report, hostile_plan_report
+    from trtq.report.render import render_comparison_report, render_plan_report
+
+    plan_report = hostile_plan_report(plan_paths["H100-SXM"], sensitivity=sensitivity_path, bench_table=bench_table)
+    pages = [render_plan_report(plan_report, tmp_path / "plan.html"),
+             render_comparison_report(hostile_comparison_report(plan_dir), tmp_path / "compare.html")]
+    for html in pages:
+        _open_and_check(chromium, html, tmp_path / f"{html.stem}.png")
+        with Browser(chromium) as browser:
+            page = browser.open(html.as_uri())
+            page.wait_for("document.body.getAttribute('data-charts-ready') === '1'", timeout=120)
+            state = page.evaluate(CHART_LINKS)
+        assert state["links"] == [], f"live links in the charts of {html.name}: {state['links'][:3]}"
+        assert "<b>int4</b>_awq" in state["chartText"], f"format name not drawn as text in {html.name}"
+        if html.stem == "plan":
+            assert HOSTILE_KIND in state["chartText"], "group kind not drawn as text"

@@ -104,3 +104,93 @@ def test_every_user_string_is_escaped(tmp_path):
         assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html   # ... as text
         assert len(SCRIPT_TAG.findall(html)) == 2         # plotly.js and the page's own script only
         assert PAYLOAD in out.with_suffix(".json").read_text(encoding="utf-8")  # JSON keeps the data as is
+
+
+# A group kind and format names that Plotly would draw as a live link / markup if they reached it raw.
+HOSTILE_KIND = '<a href="https://attacker.example/">qkv</a>'
+HOSTILE_FORMATS = {"int4_awq": "<b>int4</b>_awq", "fp8": '<a href="javascript:alert(1)">fp8</a>'}
+
+
+def hostile_plan_report(plan_path: Path, **inputs):
+    """The report model of a real plan with one group kind and two format names swapped for markup.
+
+    Built at the model level: a plan carrying such names may be refused when read, but the charts
+    must be safe whatever the report model holds.
+    """
+    from trtq.artifacts.report import PlanReport
+    from trtq.report.model import build_plan_report
+
+    text = build_plan_report(plan_path, **inputs).model_dump_json()
+    assert '"kind":"qkv"' in text
+    return PlanReport.model_validate_json(_swap_names(text))
+
+
+def hostile_comparison_report(plan_dir: Path):
+    from trtq.artifacts.report import ComparisonReport
+    from trtq.report.model import build_comparison_report
+
+    text = build_comparison_report([plan_dir]).model_dump_json()
+    return ComparisonReport.model_validate_json(_swap_names(text))
+
+
+def _swap_names(model_json: str) -> str:
+    text = model_json.replace('"kind":"qkv"', f'"kind":{json.dumps(HOSTILE_KIND)}')
+    for name, hostile in HOSTILE_FORMATS.items():
+        assert f'"{name}"' in text
+        text = text.replace(f'"{name}"', json.dumps(hostile))
+    return text
+
+
+def _figure_strings(figures: dict) -> list[str]:
+    """Every string in every figure's JSON (data and layout), as Plotly receives it."""
+    import plotly.io as pio
+
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, str):
+            found.append(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(key)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for fig in figures.values():
+        walk(json.loads(pio.to_json(fig, validate=False, engine="json")))
+    return found
+
+
+def _assert_no_raw_markup(strings: list[str]) -> None:
+    raw = [s for s in strings if "<a" in s.lower() or "</a>" in s.lower() or any(h in s for h in HOSTILE_FORMATS.values())]
+    assert raw == [], f"user markup reached Plotly raw: {raw[:5]}"
+    joined = "\n".join(strings)
+    # ... and it is there, as text.
+    assert "&lt;a href=\"https://attacker.example/\"&gt;qkv&lt;/a&gt;" in joined
+    assert "&lt;b&gt;int4&lt;/b&gt;_awq" in joined
+
+
+def test_chart_json_escapes_group_kinds_and_format_names(plan_paths, sensitivity_path, eval_path, bench_table,
+                                                         plan_dir):
+    from trtq.report.charts import comparison_figures, plan_figures
+
+    report = hostile_plan_report(plan_paths["H100-SXM"], sensitivity=sensitivity_path, eval_result=eval_path,
+                                 bench_table=bench_table)
+    figures = plan_figures(report)
+    assert {"pareto", "layers", "sensitivity", "latency-share", "bench-throughput"} <= set(figures)
+    _assert_no_raw_markup(_figure_strings(figures))
+
+    comparison = hostile_comparison_report(plan_dir)
+    strings = _figure_strings(comparison_figures(comparison))
+    assert not [s for s in strings if "<a" in s.lower() or any(h in s for h in HOSTILE_FORMATS.values())]
+    assert "&lt;b&gt;int4&lt;/b&gt;_awq" in "\n".join(strings)
+
+
+def test_chart_labels_cannot_inject_hovertemplate_fields():
+    from trtq.report.charts import esc
+
+    # "%{y}" in a run name would be filled in by Plotly inside a hovertemplate; escaped, it reads as typed.
+    assert "%{" not in esc("engine %{y} <i>")
+    assert esc("a & b") == "a &amp; b"

@@ -71,3 +71,18 @@ def test_fisher_method_on_the_real_model_fills_the_shared_table(smollm2_model, t
     omega = table.omega_map()
     assert all(omega[layer, "bf16"] <= omega[layer, "int4_awq"] for layer, _ in omega)
     assert load_artifact(save_artifact(table, tmp_path / "fisher.json"), Sensitivity) == table
+
+
+def test_fp8_block_activations_are_grouped_not_per_tensor():
+    """fp8 and fp8_block share an activation dtype but not its scaling: two different kernel inputs."""
+    from trtq.registry import get_format
+    from trtq.sensitivity.operands import kernel_inputs_by_format
+    from trtq.sensitivity.quantizers import fp8_e4m3, fp8_groupwise
+
+    x = torch.randn(8, 256, generator=torch.Generator().manual_seed(0))
+    x[0, 0] = 1e5                        # per tensor, the other values fall into e4m3 subnormals
+    got = kernel_inputs_by_format(x, [get_format("fp8"), get_format("fp8_block"), get_format("w4a8_awq")],
+                                  torch.ones(256))
+    assert torch.equal(got["fp8"], fp8_e4m3(x)) and got["w4a8_awq"] is got["fp8"]
+    assert torch.equal(got["fp8_block"], fp8_groupwise(x, 128))
+    assert (got["fp8_block"] - x).norm() < (got["fp8"] - x).norm()

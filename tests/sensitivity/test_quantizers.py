@@ -143,3 +143,104 @@ def test_int8_rounds_ties_like_modelopt():
     # x * (127 / amax) = 63.5 exactly: rounds half to even (64), as torch.round in ModelOpt does.
     w = torch.tensor([[127.0, 63.5, -63.5, 62.5]])
     assert quantize_dequantize(w, get_format("int8_sq")).tolist() == [[127.0, 64.0, -64.0, 62.0]]
+
+
+# --- activations: trtq's kernel_inputs against ModelOpt's own input quantizers -----------------------
+
+def _inputs_with_outlier_channels(tokens: int = 48, width: int = 64) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(tokens, width, generator=generator)
+    return x * torch.logspace(-1, 1.5, width)[torch.randperm(width, generator=generator)]
+
+
+@pytest.mark.parametrize("format_name", ["fp8", "w4a8_awq", "int8_sq", "int4_awq"])
+def test_kernel_inputs_match_modelopt_input_quantizers(format_name):
+    """The activation operand each format's kernel multiplies: trtq's reference against the input_quantizer
+    ModelOpt itself builds and calibrates from the format's preset (algorithm included: SmoothQuant
+    computes its own smoothing scales), on one Linear fed inputs with outlier channels."""
+    import modelopt.torch.quantization as mtq
+
+    from trtq.sensitivity.operands import kernel_inputs, smoothquant_scales
+
+    fmt = get_format(format_name)
+    x = _inputs_with_outlier_channels()
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(x.shape[1], 32, bias=False)
+    holder = torch.nn.Sequential(copy.deepcopy(linear))
+    config = copy.deepcopy(getattr(mtq, fmt.modelopt_config))
+    for entry in config["quant_cfg"]:
+        for stage in entry.get("cfg") if isinstance(entry.get("cfg"), list) else [entry.get("cfg") or {}]:
+            if "block_sizes" in stage:
+                stage["block_sizes"][-1] = fmt.group_size_for(x.shape[1])
+    if "awq" in str(config["algorithm"]):
+        # AWQ also rescales the activations (pre_quant_scale), a search trtq's reference leaves out (see
+        # the module docstring): the preset's quantizers, calibrated by plain max, isolate the arithmetic.
+        config["algorithm"] = "max"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mtq.quantize(holder, config, lambda module: module(x))
+    quantizer = holder[0].input_quantizer
+    with torch.no_grad():
+        truth = quantizer(x) if quantizer.is_enabled else x
+    smooth = smoothquant_scales(x.abs().amax(dim=0))
+    mine = kernel_inputs(x, fmt, smooth)
+    if fmt.act_dtype == "bf16":
+        # W4A16: ModelOpt leaves the activations alone (its input quantizer is off); the kernel sees bf16.
+        assert not quantizer.is_enabled
+        assert torch.equal(mine, x.to(torch.bfloat16).float())
+        return
+    assert quantizer.is_enabled and not torch.equal(truth, x)   # ModelOpt really quantized
+    if fmt.act_dtype == "int8":
+        # ModelOpt smooths inside the quantizer (pre_quant_scale = 1/s); trtq hands the kernel X / s.
+        assert quantizer.pre_quant_scale is not None
+        torch.testing.assert_close(1 / quantizer.pre_quant_scale.flatten(), smooth, rtol=1e-6, atol=0)
+    torch.testing.assert_close(mine, truth, rtol=1e-6, atol=1e-7)
+
+
+def test_fp8_block_reference_matches_modelopt_2d_blockwise_on_real_layers(model_linears):
+    """fp8_block's weight: ModelOpt's own FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG quantizer, bit for bit, on the
+    SmolLM2 layers 128 divides (down_proj, 1536 wide; 576 rows = 4.5 tiles, so the partial tile is covered)."""
+    import modelopt.torch.quantization as mtq
+
+    fmt = get_format("fp8_block")
+    chosen = {name: linear for name, linear in model_linears.items() if fmt.available_for(linear.in_features)}
+    assert chosen and all(linear.in_features == 1536 for linear in chosen.values())
+    assert not any(fmt.available_for(linear.in_features) for name, linear in model_linears.items()
+                   if name not in chosen)  # 576-wide layers are gated off
+    keys = {name: name.replace(".", "_") for name in chosen}
+    holder = torch.nn.ModuleDict({keys[name]: copy.deepcopy(linear) for name, linear in chosen.items()})
+    preset = copy.deepcopy(mtq.FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mtq.quantize(holder, preset, lambda m: [lin(torch.zeros(1, lin.in_features)) for lin in m.values()])
+    with torch.no_grad():
+        for name, linear in chosen.items():
+            quantized = holder[keys[name]]
+            assert not quantized.input_quantizer.is_enabled
+            truth = quantized.weight_quantizer(quantized.weight)
+            assert not torch.equal(truth, linear.weight)
+            assert torch.equal(quantize_dequantize(linear.weight, fmt), truth), name
+
+
+def test_fp8_block_scales_by_hand():
+    """One scale per 128x128 tile: a large value in one tile leaves the other tiles' resolution alone."""
+    w = torch.full((256, 256), 0.01)
+    w[0, 0] = 100.0                      # tile (0, 0) only
+    q = quantizers.fp8_blockwise_2d(w)
+    assert q[0, 0] == 100.0
+    # tile (0, 0): scale 448/100, 0.01 -> 0.0448 -> e4m3 11 x 2^-8 (its step there is 2^-8); other tiles:
+    # 0.01 is their amax and maps to 448 exactly
+    assert q[1, 1] == pytest.approx(11 * 2**-8 * 100 / 448, rel=1e-6)
+    assert torch.all(q[128:, :] == q[128, 128]) and q[128, 128] == pytest.approx(0.01, rel=1e-6)
+    assert torch.all(q[:128, 128:] == q[128, 128])
+
+
+def test_fp8_activation_groups_by_hand():
+    x = torch.ones(2, 256)
+    x[0, 5] = 448.0 * 4                  # group 0 of token 0: scale 1/4, ones -> 0.25 * ... representable
+    x[1, 200] = 3.3                      # group 1 of token 1
+    q = quantizers.fp8_groupwise(x)
+    assert q[0, 5] == x[0, 5] and torch.all(q[0, 128:] == 1.0) and torch.all(q[1, :128] == 1.0)
+    assert q[1, 200] == pytest.approx(3.3, rel=2 ** -4)   # its group's amax: exact up to e4m3 rounding
+    per_tensor = quantizers.fp8_e4m3(x)
+    assert not torch.equal(per_tensor, q)  # one scale for all would flush the ones of token 1 coarser

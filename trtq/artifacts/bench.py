@@ -6,7 +6,7 @@ run x concurrency x metric x statistic. Columns, in this order:
 | column        | type    | meaning |
 | ---           | ---     | --- |
 | run_id        | str     | one `trtq bench` sweep (or one ingested artifact directory) |
-| tool          | str     | `aiperf` or `genai-perf` |
+| tool          | str     | `aiperf`, `trtllm-bench` or `genai-perf` (deprecated upstream; old exports) |
 | tool_version  | str     | the load generator's version, from its export where it records it |
 | model         | str     | the model name the requests carried |
 | engine        | str?    | engine / checkpoint directory benchmarked (empty for a bare --url) |
@@ -22,7 +22,9 @@ run x concurrency x metric x statistic. Columns, in this order:
 | unit          | str     | `ns` for every time; `tokens/s`, `tokens/s/user`, `requests/s`, `tokens`, `requests`, ... |
 | artifact_dir  | str     | the directory holding the load generator's export |
 
-Times are nanoseconds (AIPerf and GenAI-Perf report milliseconds; ingestion converts).
+Times are nanoseconds (AIPerf, GenAI-Perf and trtllm-bench report milliseconds; ingestion converts).
+trtllm-bench rows use the same names (its TPOT is `inter_token_latency`) plus `total_token_throughput`,
+`output_token_throughput_per_gpu`, `generation_token_throughput_per_user` and `concurrent_requests`.
 `statistic == "count"` is the number of samples behind a distribution, not a metric value.
 Read the table with `read_table(path)`, which checks the columns.
 """

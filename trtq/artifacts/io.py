@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, TypeVar
 
@@ -19,7 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trtq import __version__
-from trtq.errors import ArtifactError
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, make_temp_beside
+from trtq.errors import ArtifactError, InputError
 
 # Packages whose versions change results; recorded in every artifact that can see them.
 _TRACKED_PACKAGES = (
@@ -121,26 +121,59 @@ def make_metadata(
     )
 
 
+def _publish(tmp: Path) -> None:
+    # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only on success.
 
-    For writers that want a path (pandas, safetensors, plotly) rather than a string.
+    For writers that want a path (pandas, safetensors, plotly) rather than a string. The
+    temporary name fits the file system's name limit and carries this process's pid; the
+    temporaries of a writer that was killed are removed by the next write to the same path.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = make_temp_beside(target)
     try:
         yield tmp
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        _publish(tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_pair(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> Iterator[tuple[Path, Path]]:
+    """Two files that belong together (a report's JSON and its HTML): both or neither are new.
+
+    Both are written to temporaries first; nothing at the targets changes until both are complete.
+    Then the old `second` is removed, the new `first` renamed over the old `first`, and the new
+    `second` renamed in. A crash at any point leaves one of: the old pair, the old `first` alone,
+    the new `first` alone, or the new pair -- never a new file beside an old one, and never a
+    `second` (the HTML) without its own `first` (the data). POSIX has no atomic rename of two
+    files; this order is the strongest promise without one.
+    """
+    a, b = Path(first), Path(second)
+    tmp_a = make_temp_beside(a)
+    try:
+        tmp_b = make_temp_beside(b)
+    except BaseException:
+        tmp_a.unlink(missing_ok=True)
+        raise
+    try:
+        yield tmp_a, tmp_b
+        _publish(tmp_a)
+        _publish(tmp_b)
+        b.unlink(missing_ok=True)
+        os.replace(tmp_a, a)
+        os.replace(tmp_b, b)
+    finally:
+        tmp_a.unlink(missing_ok=True)
+        tmp_b.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -175,6 +208,9 @@ def _format_for(path: Path) -> str:
 
 def save_artifact(artifact: Artifact, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
+    if target.suffix.lower() not in ARTIFACT_SUFFIXES:
+        # A .parquet or .txt name would get JSON: refuse rather than write what the name denies.
+        raise InputError(f"{target}: artifacts are written as .json or .yaml, not {target.suffix or 'a bare name'}")
     return atomic_write_text(target, dump_artifact(artifact, _format_for(target)))
 
 
@@ -221,9 +257,17 @@ def load_artifact(path: str | os.PathLike[str], cls: type[A]) -> A:
             f"(this trtq reads version {cls.SCHEMA_VERSION})"
         )
     try:
-        return cls.model_validate(data)
+        artifact = cls.model_validate(data)
     except ValidationError as exc:
         raise ArtifactError(f"{path}: invalid {cls.KIND} artifact: {_first_validation_error(exc)}") from None
+    # What it means, not only its types: every reader of every artifact gets the same checks.
+    from trtq.artifacts.validate import Offence, validate_artifact
+
+    try:
+        validate_artifact(artifact)
+    except Offence as exc:
+        raise ArtifactError(f"{path}: invalid {cls.KIND} artifact: {exc}") from None
+    return artifact
 
 
 def validate_model(cls: type[BaseModel], data: Any, where: str) -> Any:

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, NamedTuple
 
 from trtq.artifacts.io import Artifact, StrictModel
+
+# Layer kind -> the fused group kind TensorRT-LLM builds from it (inside a decoder block):
+# q/k/v become one QKV GEMM and gate/up one GEMM, so they must share one format.
+FUSED_KINDS: dict[str, str] = {
+    "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv",
+    "gate_proj": "gate_up", "up_proj": "gate_up",
+}
+_BLOCK = re.compile(r"\.layers\.(\d+)\.")
+
+
+def fused_group_name(layer: str) -> str | None:
+    """The fused group a layer of this name belongs to (e.g. model.layers.3.self_attn.qkv), or None."""
+    parent, _, kind = layer.rpartition(".")
+    fused = FUSED_KINDS.get(kind)
+    if fused is None or not _BLOCK.search(f".{layer}."):
+        return None
+    return f"{parent}.{fused}"
 
 
 class LayerInfo(StrictModel):

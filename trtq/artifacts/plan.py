@@ -84,6 +84,9 @@ class Plan(Artifact):
 
     model: str
     gpu: str
+    # The runtime the formats were gated for (profiles/runtimes.yaml, e.g. trtllm@1.2); None in plans
+    # written before runtimes were recorded: readers then gate the formats against their --runtime.
+    runtime: str | None = None
     profile_backend: str
     launch_cost_ns: float
     sensitivity_method: str

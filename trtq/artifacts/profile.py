@@ -21,6 +21,10 @@ class ProfileRow(StrictModel):
     max_ns: float | None = None
     reason: str | None = None         # why unsupported / why noisy
     details: dict[str, Any] = {}      # backend-specific raw numbers (bytes, flops, bound ...)
+    # Where the number comes from: measured (a kernel timed, or an exact grid point of a measured table),
+    # interpolated / extrapolated (between / beyond a measured table's grid points), modelled (a roofline).
+    # None in schema-1 tables, which predate it (their backend says it).
+    provenance: Literal["measured", "interpolated", "extrapolated", "modelled"] | None = None
     # MoE grouped GEMM: one (out, in) GEMM per expert, `tokens` routed to experts_per_token of them.
     experts: int | None = None
     experts_per_token: int | None = None
@@ -28,11 +32,13 @@ class ProfileRow(StrictModel):
 
 class Profile(Artifact):
     KIND: ClassVar[str] = "profile"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
+    # Schema 1 lacks the rows' provenance (optional here): still readable.
+    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
 
     model: str
     gpu: str                          # registry name; "cpu" for the cpu backend
-    backend: str                      # roofline | roofline-calibrated | cpu | cuda
+    backend: str                      # roofline | roofline-calibrated | cpu | cuda | aiconfigurator
     launch_cost_ns: float             # fixed cost included in every latency_ns (0 = pure kernel time)
     tokens: list[int]
     formats: list[str]
@@ -60,3 +66,12 @@ class Profile(Artifact):
         import pandas as pd
 
         return pd.DataFrame([r.model_dump(exclude={"details"}) for r in self.rows])
+
+    def provenance_counts(self) -> dict[str, int]:
+        """Rows with a latency per provenance ("unknown" for schema-1 rows)."""
+        counts: dict[str, int] = {}
+        for r in self.rows:
+            if r.latency_ns is not None:
+                key = r.provenance or "unknown"
+                counts[key] = counts.get(key, 0) + 1
+        return counts

@@ -113,6 +113,7 @@ class PlanReport(Artifact):
     title: str
     model: str
     gpu: str
+    runtime: str | None = None          # the TensorRT-LLM runtime the plan was gated for (plan.runtime)
     gpu_memory_bytes: int | None = None
     plan_path: str
     plan_sha256: str

@@ -16,6 +16,7 @@ class SensitivityRow(StrictModel):
     hessian_trace: float | None = None        # method=hessian: tr(H_W) / numel(W)
     input_error: float | None = None          # method=hessian: ||X_f - X||_F^2, mean over calibration batches
     input_hessian_trace: float | None = None  # method=hessian: tr(H_X) / numel(X)
+    raw_score: float | None = None            # method=autoquantize: the layer's own score, before the group sum
 
 
 class TraceEstimate(StrictModel):
@@ -35,7 +36,7 @@ class Sensitivity(Artifact):
     SCHEMA_VERSION: ClassVar[int] = 2
 
     model: str
-    method: Literal["weight", "hessian", "fisher"]
+    method: Literal["weight", "hessian", "fisher", "autoquantize"]
     formats: list[str]
     settings: dict[str, Any] = {}
     rows: list[SensitivityRow]

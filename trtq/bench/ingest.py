@@ -1,4 +1,4 @@
-"""Ingest AIPerf and GenAI-Perf exports into the tidy table (schema: trtq.artifacts.bench).
+"""Ingest AIPerf, GenAI-Perf and trtllm-bench exports into the tidy table (schema: trtq.artifacts.bench).
 
 AIPerf 0.13 `profile_export_aiperf.json` (schema_version "1.4"): top-level metric tags, each
 `{"unit": "ms", "avg": ..., "p50": ..., ...}`; `aiperf_version`; `input_config.phases[]` with the
@@ -10,7 +10,22 @@ the Statistics dict (request metrics with avg/p1..p99/min/max/std, system metric
 request_throughput, request_goodput, request_count, output_token_throughput with avg only;
 times in ms after scale_data), telemetry merged in, and `input_config` (ConfigCommand.to_json_dict:
 `model_names`, `perf_analyzer.stimulus.concurrency`, `input.synthetic_tokens.mean`,
-`input.output_tokens.mean`). It records no tool version or date: the caller supplies them.
+`input.output_tokens.mean`). It records no tool version or date: the caller supplies them. Older
+GenAI-Perf exports record concurrency and model flat, as `input_config.concurrency` and
+`input_config.model` (a list), ISL/OSL as `synthetic_input_tokens_mean` / `output_tokens_mean`, and
+name their artifact directory `<model>-<service>-<endpoint>-concurrency<N>`: all three are read.
+
+trtllm-bench `--report_json` (tensorrt_llm/bench/dataclasses/reporting.py, `get_statistics_dict`):
+`engine` (model, version, backend, quantization), `world_info`, `request_info` (num_requests,
+avg_num_concurrent_requests, avg_input_length, avg_output_length), `performance`
+(request_throughput_req_s, system_output_throughput_tok_s, system_total_throughput_tok_s,
+output_throughput_per_user_tok_s, output_throughput_per_gpu_tok_s, avg_request_latency_ms,
+request_latency_percentiles_ms), with `--streaming` also `streaming_metrics` (ttft_percentiles,
+tpot_percentiles, gen_tps_percentiles; avg_ttft_ms, avg_tpot_ms), and `dataset`. Percentile dicts
+use minimum/maximum/average/p50/p90/p95/p99, times in ms. trtq names the file
+`trtllm_bench_report.json`; any file name given directly is read when its content is one.
+It does not record the --concurrency cap: the directory name (`c4`, `...-concurrency4`) or
+--concurrency gives it.
 
 Every problem is an ArtifactError naming the file and what is wrong; a table is built only
 after every export parsed.
@@ -22,6 +37,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +45,10 @@ from typing import Any
 from trtq.artifacts.bench import METRICS, REQUIRED_METRICS, STATISTICS, TIDY_COLUMNS
 from trtq.errors import ArtifactError, InputError
 
-EXPORT_FILES = {"profile_export_aiperf.json": "aiperf", "profile_export_genai_perf.json": "genai-perf"}
+EXPORT_FILES = {"profile_export_aiperf.json": "aiperf", "profile_export_genai_perf.json": "genai-perf",
+                "trtllm_bench_report.json": "trtllm-bench"}
+# GenAI-Perf names its artifact directories ...-concurrency4; trtq bench names them c4 (or NAME_c4).
+_CONCURRENCY_DIR = re.compile(r"(?:-concurrency|(?:^|[_-])c)(\d+)$")
 
 # Tool tag -> canonical metric name, where they differ.
 _RENAME = {"request_goodput": "goodput"}
@@ -153,23 +172,109 @@ def parse_genai_perf(path: Path) -> ParsedExport:
         raise ArtifactError(f"{path}: no input_config object: not a GenAI-Perf export")
     stimulus = ((config.get("perf_analyzer") or {}).get("stimulus") or {})
     concurrency = _int_or_none(stimulus.get("concurrency")) if isinstance(stimulus, dict) else None
+    if concurrency is None:  # older GenAI-Perf: flat input_config.concurrency, else the directory name
+        concurrency = _int_or_none(config.get("concurrency"))
+    if concurrency is None:
+        concurrency = concurrency_from_directory(path)
     inputs = config.get("input") or {}
     isl = _int_or_none(((inputs.get("synthetic_tokens") or {}).get("mean")))
     osl = _int_or_none(((inputs.get("output_tokens") or {}).get("mean")))
-    models = config.get("model_names") or []
+    isl = isl if isl is not None else _int_or_none(config.get("synthetic_input_tokens_mean"))
+    osl = osl if osl is not None else _int_or_none(config.get("output_tokens_mean"))
+    models = config.get("model_names") or config.get("model") or []  # older GenAI-Perf: input_config.model
+    if isinstance(models, str):
+        models = [models]
     return ParsedExport(
-        path=path, tool="genai-perf", tool_version=None, model=models[0] if models else None,
+        path=path, tool="genai-perf", tool_version=None, model=str(models[0]) if models else None,
         concurrency=concurrency, isl=isl, osl=osl, date=None, run_hint="",
         rows=_metric_rows(path, data),
     )
 
 
+def concurrency_from_directory(path: Path) -> int | None:
+    """`...-concurrency4` (GenAI-Perf's artifact directory) or `c4` (trtq bench's) -> 4."""
+    match = _CONCURRENCY_DIR.search(path.parent.name)
+    return int(match.group(1)) if match else None
+
+
+_PERCENTILE_STATS = {"minimum": "min", "maximum": "max", "average": "avg", "p50": "p50", "p90": "p90",
+                     "p95": "p95", "p99": "p99"}
+
+
+def _number(path: Path, where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ArtifactError(f"{path}: {where} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _percentile_rows(path: Path, section: str, data: Any, metric: str, scale: float, unit: str):
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: {section} must be an object")
+    return [(metric, _PERCENTILE_STATS[key], _number(path, f"{section}.{key}", value) * scale, unit)
+            for key, value in data.items() if key in _PERCENTILE_STATS]
+
+
+def parse_trtllm_bench(path: Path) -> ParsedExport:
+    data = _load(path)
+    perf, engine = data.get("performance"), data.get("engine")
+    if not isinstance(perf, dict) or not isinstance(engine, dict):
+        raise ArtifactError(f"{path}: no 'performance' and 'engine' objects: not a trtllm-bench --report_json report")
+    requests = data.get("request_info") or {}
+    streaming = data.get("streaming_metrics") or {}
+    dataset = data.get("dataset") or {}
+    if not all(isinstance(x, dict) for x in (requests, streaming, dataset)):
+        raise ArtifactError(f"{path}: request_info, streaming_metrics and dataset must be objects")
+    ms = 1e6
+    rows = _percentile_rows(path, "performance.request_latency_percentiles_ms",
+                            perf.get("request_latency_percentiles_ms"), "request_latency", ms, "ns")
+    if not any(r[1] == "avg" for r in rows) and "avg_request_latency_ms" in perf:
+        rows.append(("request_latency", "avg", _number(path, "avg_request_latency_ms", perf["avg_request_latency_ms"]) * ms,
+                     "ns"))
+    rows += _percentile_rows(path, "streaming_metrics.ttft_percentiles", streaming.get("ttft_percentiles"),
+                             "time_to_first_token", ms, "ns")
+    # trtllm-bench's TPOT is (last token - first token) / generated tokens per request: AIPerf's inter-token latency.
+    rows += _percentile_rows(path, "streaming_metrics.tpot_percentiles", streaming.get("tpot_percentiles"),
+                             "inter_token_latency", ms, "ns")
+    rows += _percentile_rows(path, "streaming_metrics.gen_tps_percentiles", streaming.get("gen_tps_percentiles"),
+                             "generation_token_throughput_per_user", 1.0, "tokens/s/user")
+    for key, metric, unit, source in (
+        ("request_throughput_req_s", "request_throughput", "requests/s", perf),
+        ("system_output_throughput_tok_s", "output_token_throughput", "tokens/s", perf),
+        ("system_total_throughput_tok_s", "total_token_throughput", "tokens/s", perf),
+        ("output_throughput_per_user_tok_s", "output_token_throughput_per_user", "tokens/s/user", perf),
+        ("output_throughput_per_gpu_tok_s", "output_token_throughput_per_gpu", "tokens/s/gpu", perf),
+        ("num_requests", "request_count", "requests", requests),
+        ("avg_num_concurrent_requests", "concurrent_requests", "requests", requests),
+        ("avg_input_length", "input_sequence_length", "tokens", requests),
+        ("avg_output_length", "output_sequence_length", "tokens", requests),
+    ):
+        if source.get(key) is not None:
+            rows.append((metric, "avg", _number(path, key, source[key]), unit))
+    present = {r[0] for r in rows}
+    missing = [m for m in REQUIRED_METRICS if m not in present]
+    if missing:
+        raise ArtifactError(f"{path}: no {', '.join(missing)} in the report: not a complete trtllm-bench run")
+    isl = _int_or_none(dataset.get("avg_isl", (dataset.get("isl_stats") or {}).get("average")))
+    osl = _int_or_none(dataset.get("avg_osl", (dataset.get("osl_stats") or {}).get("average")))
+    version = engine.get("version")
+    return ParsedExport(
+        path=path, tool="trtllm-bench", tool_version=str(version) if version is not None else None,
+        model=engine.get("model"), concurrency=concurrency_from_directory(path), isl=isl, osl=osl, date=None,
+        run_hint="", rows=rows,
+    )
+
+
 def find_exports(directory: Path) -> list[Path]:
-    """Export files in `directory` or one level below (GenAI-Perf nests per-run directories)."""
+    """Export files in `directory` or one level below (GenAI-Perf nests per-run directories).
+
+    A file named directly is taken whatever its name when it is a trtllm-bench report (trtllm-bench
+    writes wherever --report_json points)."""
     if directory.is_file():
-        if directory.name in EXPORT_FILES:
+        if directory.name in EXPORT_FILES or directory.suffix == ".json":
             return [directory]
-        raise InputError(f"{directory}: not an AIPerf or GenAI-Perf export ({', '.join(EXPORT_FILES)})")
+        raise InputError(f"{directory}: not an AIPerf, GenAI-Perf or trtllm-bench export ({', '.join(EXPORT_FILES)})")
     if not directory.is_dir():
         raise InputError(f"artifact directory not found: {directory}")
     found = [directory / name for name in EXPORT_FILES if (directory / name).is_file()]
@@ -186,7 +291,9 @@ def parse_export(path: Path) -> ParsedExport:
         return parse_aiperf(path)
     if tool == "genai-perf":
         return parse_genai_perf(path)
-    raise InputError(f"{path}: not an AIPerf or GenAI-Perf export")
+    if tool == "trtllm-bench" or path.suffix == ".json":
+        return parse_trtllm_bench(path)
+    raise InputError(f"{path}: not an AIPerf, GenAI-Perf or trtllm-bench export")
 
 
 @dataclass
@@ -213,9 +320,10 @@ def to_frame(parsed: list[ParsedExport], context: RunContext):
     records = []
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     for export in parsed:
-        concurrency = export.concurrency if export.concurrency is not None else context.concurrency
+        concurrency = context.concurrency if export.concurrency is None else export.concurrency
         if concurrency is None:
-            raise ArtifactError(f"{export.path}: the export does not record its concurrency; pass --concurrency")
+            raise ArtifactError(f"{export.path}: the export does not record its concurrency (nor does its directory "
+                                "name, e.g. c4 or ...-concurrency4); pass --concurrency")
         model = context.model or export.model
         if not model:
             raise ArtifactError(f"{export.path}: the export does not name its model; pass --model")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,23 +22,20 @@ class SweepRequest:
     url: str | None = None
     engine: Path | None = None
     requests: int | None = None
-    tool: str = "auto"
+    tool: str = "aiperf"
     tokenizer: str | None = None
     warmup: int | None = None
     gpu: str | None = None
     plan: Path | None = None
     startup_timeout_s: float = 1800.0
     endpoint_type: str = "chat"
+    bench_mode: str = "throughput"      # trtllm-bench only: throughput | latency
 
 
 def parse_concurrencies(spec: str) -> list[int]:
-    try:
-        values = [int(part) for part in spec.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--concurrency takes comma-separated positive integers, got {spec!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"--concurrency takes comma-separated positive integers, got {spec!r}")
-    return sorted(dict.fromkeys(values))
+    from trtq.options import MAX_CONCURRENCY, int_list
+
+    return int_list(spec, "--concurrency", maximum=MAX_CONCURRENCY)
 
 
 def requests_for(concurrency: int, requested: int | None) -> int:
@@ -57,8 +53,11 @@ def load_build_record(engine: Path):
     raise ArtifactError(f"{engine}: no build_record.json here or in its parent: run trtq build first")
 
 
-def serve_command(record, host: str, port: int) -> list[str]:
-    return list(record.serve_command) + ["--host", host, "--port", str(port)]
+def serve_command(record_path: Path, record, host: str, port: int, out_dir: Path) -> list[str]:
+    # Rebuilt from the record's validated fields: never the record's own serve_command (trtq/bench/engine.py).
+    from trtq.bench.engine import serve_command as rebuilt
+
+    return rebuilt(record_path, record, host, port, out_dir)
 
 
 def run_sweep(request: SweepRequest) -> int:
@@ -70,6 +69,10 @@ def run_sweep(request: SweepRequest) -> int:
     for name, value in (("--isl", request.isl), ("--osl", request.osl), ("--requests", request.requests)):
         if value is not None and value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
+    if request.tool == "trtllm-bench":
+        from trtq.bench.offline import run_trtllm_bench
+
+        return run_trtllm_bench(request)
     tool, executable = loadgen.choose_tool(request.tool)
     version = loadgen.tool_version(tool, executable)
 
@@ -84,13 +87,13 @@ def run_sweep(request: SweepRequest) -> int:
             raise InputError(f"plan not found: {request.plan}")
         plan_sha = sha256_file(request.plan)
     if request.engine is not None:
-        _, record = load_build_record(request.engine)
+        record_path, record = load_build_record(request.engine)
+        port = free_port()
+        server = serve_command(record_path, record, "127.0.0.1", port, request.output)
         if shutil.which("trtllm-serve") is None:
             from trtq.build.trtllm import NOT_INSTALLED
 
             raise MissingToolError(NOT_INSTALLED)
-        port = free_port()
-        server = serve_command(record, "127.0.0.1", port)
         url = f"http://127.0.0.1:{port}"
         engine_name = str(request.engine)
         plan_sha = plan_sha or record.checkpoint.plan_sha256
@@ -142,6 +145,7 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
     from trtq.artifacts.io import atomic_path
     from trtq.bench import loadgen
     from trtq.bench.ingest import find_exports, parse_export
+    from trtq.bench.process_group import run_group
     from trtq.console import stderr_console
 
     runs, parsed = [], []
@@ -165,15 +169,12 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
             start = time.monotonic()
             with atomic_path(log_path) as tmp:
                 with open(tmp, "w", encoding="utf-8") as log:
-                    try:
-                        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False,
-                                                env=loadgen.loadgen_env(tool, tokenizer))
-                    except OSError as exc:
-                        raise ExternalToolError(f"{tool} could not start: {exc}") from None
+                    # Its own process group, stopped whole: AIPerf's workers must not outlive it.
+                    returncode = run_group(command, log, env=loadgen.loadgen_env(tool, tokenizer))
             wall = time.monotonic() - start
-            if result.returncode != 0:
+            if returncode != 0:
                 raise ExternalToolError(
-                    f"{tool} exited with status {result.returncode} at concurrency {concurrency}; log: {log_path}"
+                    f"{tool} exited with status {returncode} at concurrency {concurrency}; log: {log_path}"
                 )
             exports = find_exports(artifact_dir)
             export = parse_export(exports[0])
@@ -183,7 +184,7 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
             parsed.append(export)
             runs.append(ConcurrencyRun(concurrency=concurrency, artifact_dir=str(artifact_dir),
                                        export_file=str(exports[0]), command=command,
-                                       returncode=result.returncode, wall_s=round(wall, 3)))
+                                       returncode=returncode, wall_s=round(wall, 3)))
             progress.advance(task)
     return runs, parsed
 

@@ -2,15 +2,14 @@
 
 The server runs in its own session (process group), so Ctrl-C in the terminal reaches trtq
 only; trtq then stops the whole group (SIGTERM, then SIGKILL after a grace period) in a
-`finally`, on success, on failure and on KeyboardInterrupt alike: no orphan server, including
-the MPI workers trtllm-serve spawns for tp > 1.
+`finally`, on success, on failure, on KeyboardInterrupt and on SIGTERM/SIGHUP (see
+trtq/bench/process_group.py) alike: no orphan server, including the MPI workers trtllm-serve
+spawns for tp > 1.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from trtq.bench.process_group import start_group, stop_group
 from trtq.errors import ExternalToolError, MissingToolError
 
 HEALTH_PATH = "/health"
@@ -38,23 +38,6 @@ def healthy(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _stop_group(process: subprocess.Popen, grace_s: float) -> None:
-    if process.poll() is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # children may outlive the leader
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace_s)
-
-
 @contextlib.contextmanager
 def running_server(
     command: list[str],
@@ -70,10 +53,7 @@ def running_server(
     log = open(log_path, "w", encoding="utf-8")
     try:
         try:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env,
-            )
+            process = start_group(command, log, env)
         except FileNotFoundError:
             raise MissingToolError(f"{command[0]} not found on PATH: run inside the container in docker/") from None
         try:
@@ -92,6 +72,6 @@ def running_server(
                 time.sleep(poll_s)
             yield process
         finally:
-            _stop_group(process, grace_s)
+            stop_group(process, grace_s)
     finally:
         log.close()

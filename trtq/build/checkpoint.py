@@ -32,6 +32,9 @@ QUANT_ALGO_TO_FORMAT: dict[str, str] = {
     "W4A16_AWQ": "int4_awq",
     "W4A8_AWQ": "w4a8_awq",
     "NVFP4": "nvfp4",
+    # TensorRT-LLM's block-scaled FP8 (128x128 weight tiles, 1x128 activation groups); ModelOpt 0.47
+    # does not write it (see trtq/quantize/quant_cfg.py NOT_EXPORTED), other producers do.
+    "FP8_BLOCK_SCALES": "fp8_block",
 }
 MIXED_PRECISION = "MIXED_PRECISION"
 # Group sizes TensorRT-LLM's kernels take for each blocked format.
@@ -124,6 +127,8 @@ class Checkpoint:
     pp_size: int
     plan_path: Path | None
     formats: dict[str, set[int | None]]
+    plan_runtime: str | None = None     # the runtime plan.yaml was made for (None: not recorded / no plan)
+    model_name: str | None = None       # plan.yaml's model, for trtllm-bench --model
 
     @property
     def primary(self) -> QuantSection:
@@ -262,11 +267,12 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     checkpoint = Checkpoint(root, hf_dir, trtllm_dir, hf_section, trtllm_section, architecture, dtype,
                             tp, pp, plan_path, formats)
     if plan_path is not None:
-        _check_against_plan(checkpoint, plan_path)
+        plan = _check_against_plan(checkpoint, plan_path)
+        checkpoint.plan_runtime, checkpoint.model_name = plan.runtime, plan.model
     return checkpoint
 
 
-def _check_against_plan(checkpoint: Checkpoint, plan_path: Path) -> None:
+def _check_against_plan(checkpoint: Checkpoint, plan_path: Path):
     from trtq.artifacts.io import load_artifact
     from trtq.artifacts.plan import Plan
 
@@ -278,3 +284,4 @@ def _check_against_plan(checkpoint: Checkpoint, plan_path: Path) -> None:
             f"{checkpoint.path}: plan.yaml chose {', '.join(sorted(planned)) or 'bf16 only'} but the "
             f"checkpoint holds {', '.join(sorted(present)) or 'no quantized layers'}: re-run trtq quantize"
         )
+    return plan

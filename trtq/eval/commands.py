@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import argparse
+
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+from trtq.options import count, number, seed, seq_len
 import sys
 
 
@@ -27,22 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--checkpoint", metavar="DIR",
                         help="a checkpoint written by `trtq quantize` (engines/NAME, or its hf/ directory)")
     p.add_argument("--text", metavar="FILE", help="UTF-8 evaluation text (default: the shipped evaluation text)")
-    p.add_argument("--seq-len", type=int, default=512, help="tokens per window (default 512)")
-    p.add_argument("--windows", type=int, default=32,
+    p.add_argument("--seq-len", type=seq_len, default=512, help="tokens per window (default 512)")
+    p.add_argument("--windows", type=count(0), default=32,
                    help="windows scored, spread evenly over the text (default 32; 0 = all)")
-    p.add_argument("--max-ppl-increase", type=float, default=5.0, metavar="PERCENT",
+    p.add_argument("--max-ppl-increase", type=number(minimum=0, maximum=1e6), default=5.0, metavar="PERCENT",
                    help="largest relative perplexity increase that passes, percent (default 5)")
     p.add_argument("--lm-eval", metavar="TASKS",
                    help="comma-separated lm-eval tasks, each optionally =THRESHOLD percent (defaults: "
                         "mmlu 3, hellaswag 2, gsm8k 5, others 5); trtq_devil_definitions runs offline")
-    p.add_argument("--lm-eval-limit", type=int, help="score only the first N documents of each task")
+    p.add_argument("--lm-eval-limit", type=count(1), help="score only the first N documents of each task")
     p.add_argument("--calib", metavar="FILE", help="calibration text for the plan's quantization "
                                                    "(default: the shipped calibration text; --plan only)")
-    p.add_argument("--calib-samples", type=int, default=16, help="calibration windows (default 16; --plan only)")
-    p.add_argument("--calib-seq-len", type=int, default=512,
+    p.add_argument("--calib-samples", type=count(1), default=16, help="calibration windows (default 16; --plan only)")
+    p.add_argument("--calib-seq-len", type=seq_len, default=512,
                    help="tokens per calibration window (default 512; --plan only)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", default="eval.json", help="eval artifact (JSON or YAML; default eval.json)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("-o", "--output", default="eval.json", type=output_file(*ARTIFACT_SUFFIXES),
+                   help="eval artifact (JSON or YAML; default eval.json)")
     p.set_defaults(handler=run_eval)
 
 

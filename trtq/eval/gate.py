@@ -130,6 +130,9 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
         plan = load_artifact(request.plan, Plan)
         if plan.model != resolved.name:
             raise InputError(f"plan {request.plan} was made for model {plan.model!r}, not {resolved.name!r}")
+        from trtq.quantize.api import check_plan_against_model
+
+        check_plan_against_model(plan, resolved, request.plan)
     else:
         from trtq.eval.checkpoint import check_model_matches
 

@@ -41,8 +41,8 @@ def parse_task_spec(spec: str) -> dict[str, float]:
                 threshold = float(value)
             except ValueError:
                 raise InputError(f"--lm-eval: threshold for {name} is not a number: {value!r}") from None
-            if threshold < 0:
-                raise InputError(f"--lm-eval: threshold for {name} must be >= 0, got {threshold}")
+            if not 0 <= threshold < float("inf"):  # NaN fails this too
+                raise InputError(f"--lm-eval: threshold for {name} must be a finite number >= 0, got {value!r}")
         else:
             threshold = DEFAULT_THRESHOLDS.get(name, FALLBACK_THRESHOLD)
         tasks[name] = threshold

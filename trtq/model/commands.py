@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("layers", help="list a model's quantizable Linear layers, shapes and fused groups")
     p.add_argument("model", help="built-in alias (smollm2-135m, llama-3.1-8b ...), HF id or local path")
     p.add_argument("--include-lm-head", action="store_true", help="treat lm_head as quantizable")
-    p.add_argument("-o", "--output", help="write the layer graph (JSON/YAML) here")
+    p.add_argument("-o", "--output", type=output_file(*ARTIFACT_SUFFIXES),
+                   help="write the layer graph (JSON/YAML) here")
     p.set_defaults(handler=run_layers)
 
 

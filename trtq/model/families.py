@@ -19,18 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from trtq.artifacts import make_metadata
-from trtq.artifacts.layers import GroupInfo, LayerGraph, LayerInfo
+from trtq.artifacts.layers import FUSED_KINDS, GroupInfo, LayerGraph, LayerInfo  # FUSED_KINDS: q/k/v, gate/up
 from trtq.errors import InputError
 from trtq.model.zoo import ResolvedModel
 
 BF16_BYTES = 2
 # Far above any released model, far below what would exhaust memory while enumerating.
 MAX_BLOCKS = 4096
-# Layer kind -> the fused group kind TensorRT-LLM builds from it (dense layers and shared experts).
-FUSED_KINDS: dict[str, str] = {
-    "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv",
-    "gate_proj": "gate_up", "up_proj": "gate_up",
-}
 # The MoE experts of one block: one planned group (TensorRT-LLM's MoE kernels take one format).
 MOE_GROUP_KIND = "moe"
 EXPERT_KINDS = {"gate_up_proj": "experts_gate_up", "down_proj": "experts_down"}

@@ -10,6 +10,7 @@ A model spec is one of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -111,6 +112,7 @@ def resolve_model(spec: str) -> ResolvedModel:
             raise InputError(f"{config_file}: not valid JSON: {exc}") from None
         if not isinstance(config, dict) or "model_type" not in config:
             raise InputError(f"{config_file}: not a Hugging Face model config (no model_type)")
+        check_config_sizes(config, str(config_file))
         has_weights = any(path.glob("*.safetensors"))
         return ResolvedModel(path.name or str(path), config, str(config_file),
                              path if has_weights else None, "safetensors" if has_weights else None)
@@ -122,14 +124,95 @@ def resolve_model(spec: str) -> ResolvedModel:
     )
 
 
+# Sizes a config may give, with sanity limits far beyond any released model (Llama 3.1 405B: 126
+# layers, hidden 16384, vocab 128k). A typo such as num_hidden_layers: 1e9 would otherwise build
+# a billion meta-device blocks and hang.
+CONFIG_SIZE_LIMITS: dict[str, int] = {
+    "num_hidden_layers": 4096,
+    "hidden_size": 1 << 17,
+    "intermediate_size": 1 << 20,
+    "moe_intermediate_size": 1 << 20,
+    "num_attention_heads": 1 << 12,
+    "num_key_value_heads": 1 << 12,
+    "head_dim": 1 << 12,
+    "vocab_size": 1 << 24,
+    "num_local_experts": 1 << 12,
+    "num_experts": 1 << 12,
+    "n_routed_experts": 1 << 12,
+    "num_experts_per_tok": 1 << 12,
+}
+
+
+def check_config_sizes(config: dict[str, Any], where: str) -> None:
+    """Every size a config gives is a positive integer within CONFIG_SIZE_LIMITS; one line otherwise."""
+    for key, limit in CONFIG_SIZE_LIMITS.items():
+        if key not in config or config[key] is None:
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where}: {key} must be an integer, got {value!r}")
+        if not 1 <= value <= limit:
+            raise InputError(f"{where}: {key} = {value} is outside 1..{limit}")
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """One TCP connection to the Hub's host: the Hub client would otherwise retry for ~30 s."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_hub_client():
+    """huggingface_hub logs each retry as a warning; trtq reports the outcome in one line."""
+    import logging
+
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _resolve_hub(model_id: str) -> ResolvedModel:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    reachable = not offline and _hub_reachable()
+    if not reachable:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(model_id, "config.json")
+        except Exception:  # an id the Hub client rejects (bad characters) is not cached either
+            cached = None
+        if not isinstance(cached, str):
+            raise InputError(f"cannot load the config of {model_id!r}: the Hugging Face Hub is "
+                             f"{'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'} and the model is not "
+                             "in the local cache (give a built-in alias or a local directory)")
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(model_id).to_dict()
+        with _quiet_hub_client():
+            # Unreachable: the local cache only, no retries.
+            config = AutoConfig.from_pretrained(model_id, local_files_only=not reachable).to_dict()
     except Exception as exc:  # any hub/network/format failure is the user's model spec failing
+        if not reachable:
+            raise InputError(f"cannot load the config of {model_id!r}: the Hugging Face Hub is "
+                             f"{'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'} and the model is not "
+                             "in the local cache (give a built-in alias or a local directory)") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load the config of {model_id!r} from the Hugging Face Hub: {first}") from None
+    check_config_sizes(config, f"config of {model_id}")
     return ResolvedModel(model_id, config, f"hub:{model_id}")
 
 

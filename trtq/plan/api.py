@@ -19,7 +19,8 @@ from trtq.plan import commands
 from trtq.plan.budgets import BudgetSpec, fraction_text, parse_budgets, parse_memory_gb, round_up, time_text
 from trtq.plan.costs import CostModel, build_cost_model
 from trtq.plan.ilp import Constraint, IlpProblem, IlpSolution, ParametricIlp, min_common_scale, minimum_of, solve
-from trtq.registry import GpuSpec, get_gpu, parse_formats
+from trtq.registry import GpuSpec, get_gpu
+from trtq.registry.runtimes import Runtime, family_advisories, get_runtime, plannable_formats
 
 _TOL = 1e-9
 # A Pareto front of more points than this is no longer a front to choose from.
@@ -48,6 +49,8 @@ class PlanRequest:
     # stops at 0.5% (sum of Omega within 0.3% of the 0.1% solutions on a 70B, at 2.3x the speed).
     pareto_mip_rel_gap: float = 5e-3
     pareto_time_limit_s: float | None = None   # None: time_limit_s
+    # NAME@VERSION from profiles/runtimes.yaml; None = the default (the release docker/ pins).
+    runtime: str | None = None
 
     def check(self) -> None:
         """Every number in range before any work starts; one line naming the option."""
@@ -70,19 +73,16 @@ class PlanRequest:
             raise InputError(f"--node-limit must be a positive whole number of nodes, got {self.node_limit}")
         if self.solver not in ("highs", "cbc"):
             raise InputError(f"unknown solver {self.solver!r}: highs or cbc")
+        get_runtime(self.runtime)  # an unknown runtime is refused before any file is read
 
     @property
     def pareto_time_limit(self) -> float | None:
         return self.pareto_time_limit_s if self.pareto_time_limit_s is not None else self.time_limit_s
 
 
-def candidate_formats(gpu: GpuSpec, spec: str | None):
-    fmts = parse_formats(spec)
-    if spec:
-        for f in fmts:
-            gpu.require(f)
-        return fmts
-    return [f for f in fmts if gpu.supports(f)]
+def candidate_formats(gpu: GpuSpec, spec: str | None, runtime: Runtime | None = None):
+    # One gate for every format decision: what the runtime runs on this GPU (profiles/runtimes.yaml).
+    return plannable_formats(gpu, runtime or get_runtime(None), spec)
 
 
 def problem_for(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None,
@@ -252,10 +252,11 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
                          f"profile {gpu.name} first")
     budgets = parse_budgets(request.budgets)
     memory_bytes = parse_memory_gb(request.memory_gb)
-    formats = candidate_formats(gpu, request.formats)
+    runtime = get_runtime(request.runtime)
+    formats = candidate_formats(gpu, request.formats, runtime)
     costs = build_cost_model(graph, profile, sensitivity, formats, {b.point: b.tokens for b in budgets})
     problem, resolved = problem_for(costs, budgets, memory_bytes)
-    notes = list(costs.notes)
+    notes = list(costs.notes) + family_advisories(runtime, graph.architecture, costs.formats)
     if profile.model != graph.model:
         notes.append(f"latencies from a profile of {profile.model} (same GEMM shapes)")
     for c, b in zip(problem.constraints, resolved):
@@ -301,6 +302,7 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         metadata=make_metadata(inputs=inputs or {}, notes=[]),
         model=graph.model,
         gpu=gpu.name,
+        runtime=runtime.name,
         profile_backend=profile.backend,
         launch_cost_ns=profile.launch_cost_ns,
         sensitivity_method=sensitivity.method,

@@ -48,7 +48,8 @@ def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
     console.print(table)
     for plan in plans:
         budgets = ", ".join(b.spec for b in plan.budgets)
-        console.print(f"{plan.model} on {plan.gpu}: budgets {budgets}; {plan.solver.name} {plan.solver.status}"
+        console.print(f"{plan.model} on {plan.gpu} ({plan.runtime or 'runtime not recorded'}): budgets {budgets}; "
+                      f"{plan.solver.name} {plan.solver.status}"
                       f"{_stopped_by(plan)} in {plan.solver.solve_time_s * 1e3:.0f} ms; latencies from the "
                       f"{plan.profile_backend} profile"
                       + (" (kernel time, launch cost 0)" if plan.launch_cost_ns == 0 else ""))

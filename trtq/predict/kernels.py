@@ -31,16 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from trtq.errors import MissingToolError, UnsupportedError
+from trtq.profile.aiconfigurator import TABLE_DTYPES
 
 AICONFIGURATOR_PACKAGE = "aiconfigurator-core"
 FRAMEWORK = "trtllm"
 
-# trtq GPU registry name -> aiconfigurator system name.
-AIC_SYSTEMS = {"H100-SXM": "h100_sxm", "H200": "h200_sxm", "B200": "b200_sxm",
-               "A100-SXM-80GB": "a100_sxm", "L40S": "l40s"}
-# trtq format -> the engine's GEMM quant mode (formats absent here have no table).
-AIC_GEMM_MODES = {"bf16": "bfloat16", "fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4",
-                  "int4_awq": "int4_wo", "int8_sq": "sq"}
+# trtq format -> the engine's GEMM quant mode: the profile backend's one mapping (formats without a table are absent).
+AIC_GEMM_MODES = {fmt: mode for fmt, mode in TABLE_DTYPES.items() if mode is not None}
 # trtq KV-cache format -> the engine's attention kv_cache_dtype.
 AIC_KV_MODES = {"bf16": "bfloat16", "fp8": "fp8"}
 # Bytes per KV element.
@@ -80,11 +77,15 @@ def _version_key(v: str) -> tuple:
 
 
 def aic_system(gpu_name: str) -> str:
-    system = AIC_SYSTEMS.get(gpu_name)
+    """The package's system name for a registry GPU (profiles/gpus.yaml `aiconfigurator_system`)."""
+    from trtq.registry.gpus import get_gpu, list_gpus
+
+    system = get_gpu(gpu_name).aiconfigurator_system
     if system is None:
+        covered = [gpu.name for gpu in list_gpus() if gpu.aiconfigurator_system]
         raise UnsupportedError(
             f"{AICONFIGURATOR_PACKAGE} has no kernel tables for {gpu_name}; it covers "
-            f"{', '.join(AIC_SYSTEMS)} (give --profile FILE for the GEMMs on other GPUs)"
+            f"{', '.join(covered)} (give --profile FILE for the GEMMs on other GPUs)"
         )
     return system
 

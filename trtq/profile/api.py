@@ -12,16 +12,9 @@ from trtq.registry import get_gpu, parse_formats
 
 
 def parse_tokens(spec: str | list[int]) -> list[int]:
-    if isinstance(spec, list):
-        values = spec
-    else:
-        try:
-            values = [int(part) for part in spec.split(",") if part.strip()]
-        except ValueError:
-            raise InputError(f"--tokens must be comma-separated positive integers, got {spec!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise InputError(f"--tokens must be comma-separated positive integers, got {spec!r}")
-    return sorted(set(values))
+    from trtq.options import int_list
+
+    return int_list(",".join(map(str, spec)) if isinstance(spec, list) else spec, "--tokens")
 
 
 def gemm_cases(graph: LayerGraph, tokens: list[int], formats: list[str]) -> list[GemmCase]:
@@ -45,8 +38,9 @@ def _resolve_auto_gpu() -> str:
 def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens: list[int],
                   formats: str | None = None, launch_cost_ns: float | None = None,
                   harness: dict | None = None, seed: int = 0, on_row=None,
-                  options: dict | None = None, inputs: dict | None = None) -> Profile:
-    """`options`: cuda_graphs (cuda backend); calibration, a RooflineCalibration (roofline backend).
+                  options: dict | None = None, inputs: dict | None = None, runtime: str | None = None) -> Profile:
+    """`options`: cuda_graphs (cuda backend); calibration, a RooflineCalibration (roofline backend);
+    framework, framework_version (aiconfigurator backend).
     `inputs`: files the table depends on (a calibration, a measured table), recorded with sha256."""
     options = dict(options or {})
     calibration = options.get("calibration")
@@ -69,12 +63,20 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         gpu_spec = get_gpu(gpu) if gpu else None
     fmts = parse_formats(formats)
     if gpu_spec is not None:
+        from trtq.registry.runtimes import get_runtime, plannable_formats, union_formats
+
+        # Kernel latency does not depend on the runtime: without --runtime the table covers every format
+        # some runtime in profiles/runtimes.yaml runs on this GPU, so one profile serves plans for any of them.
         if formats:
+            if runtime:
+                plannable_formats(gpu_spec, get_runtime(runtime), formats)  # refuses, naming the reason
             for f in fmts:
                 gpu_spec.require(f)
         elif not measures_gpu_in_hand:
             # A measuring backend keeps every format: what it cannot run is an unsupported row with a reason.
-            fmts = [f for f in fmts if gpu_spec.supports(f)]
+            allowed = {f.name for f in (plannable_formats(gpu_spec, get_runtime(runtime)) if runtime
+                                        else union_formats(gpu_spec))}
+            fmts = [f for f in fmts if f.name in allowed and gpu_spec.supports(f)]
     format_names = [f.name for f in fmts]
     cases = gemm_cases(graph, tokens, format_names)
     moe_rows = [] if getattr(backend, "moe_grouped_gemm", False) else [
@@ -82,7 +84,17 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
     rows = backend.profile([c for c in cases if not moe_rows or c.experts is None], on_row=on_row) + moe_rows
     device = backend.device_info()
     notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
-    if getattr(backend, "measures", False):
+    if backend.name == "aiconfigurator":
+        settings = backend.settings()
+        counts = {}
+        for row in rows:
+            if row.latency_ns is not None:
+                counts[row.provenance] = counts.get(row.provenance, 0) + 1
+        notes.append(f"{settings['package']} {settings['package_version']} tables of {settings['system']}, "
+                     f"{settings['framework']} {settings['framework_version']}: "
+                     + ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+                     + " rows; no launch cost added")
+    elif getattr(backend, "measures", False):
         notes.append(f"latencies are medians of measured {backend.name} kernel times; no launch cost added")
     elif backend.launch_cost_ns == 0:
         notes.append("launch_cost_ns = 0: pure kernel time")

@@ -19,7 +19,8 @@ class BackendRequest:
     launch_cost_ns: float | None
     harness: dict
     seed: int
-    # Backend-specific options: cuda_graphs (cuda); calibration, a RooflineCalibration (roofline).
+    # Backend-specific options: cuda_graphs (cuda); calibration, a RooflineCalibration (roofline);
+    # framework, framework_version, systems_root (aiconfigurator).
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,10 +57,23 @@ def _cuda(req: BackendRequest):
                        cuda_graphs=bool(req.options.get("cuda_graphs", False)))
 
 
+def _aiconfigurator(req: BackendRequest):
+    from trtq.errors import InputError
+    from trtq.profile.aiconfigurator import AiconfiguratorBackend
+    from trtq.registry import get_gpu
+
+    if not req.gpu:
+        raise InputError("the aiconfigurator backend needs --gpu (see `trtq gpus`)")
+    return AiconfiguratorBackend(get_gpu(req.gpu), framework=req.options.get("framework"),
+                                 version=req.options.get("framework_version"),
+                                 systems_root=req.options.get("systems_root"))
+
+
 PROFILER_BACKENDS: dict[str, Callable[[BackendRequest], object]] = {
     "roofline": _roofline,
     "cpu": _cpu,
     "cuda": _cuda,
+    "aiconfigurator": _aiconfigurator,
 }
 
 

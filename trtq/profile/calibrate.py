@@ -36,17 +36,19 @@ from trtq.artifacts.io import Artifact, InputRef, StrictModel, input_ref, load_a
 from trtq.artifacts.profile import Profile, ProfileRow
 from trtq.errors import InputError, UnknownNameError
 from trtq.profile.harness import GemmCase
-from trtq.profile.roofline import RooflineBackend, RooflineParams, gemm_bytes, gemm_flops
+from trtq.profile.roofline import RooflineBackend, RooflineParams, activation_pass_ns, gemm_bytes, gemm_flops
 from trtq.registry.formats import get_format
 from trtq.registry.gpus import GpuSpec, get_gpu
 
 FRACTION_BOUNDS = (0.005, 1.0)
 PRIOR_WEIGHT = 0.01
+ACTIVATION_PRIOR_SCALE = 0.01
 METHOD = ("least squares on log(predicted / measured) latency, weak prior (0.01) toward the datasheet "
           "fractions; per-format compute and bandwidth fractions, one launch cost; projected "
           "Levenberg-Marquardt, multi-start")
 # Backends whose tables are measurements of a GPU (the roofline is a model; cpu measured a CPU).
-MEASURED_GPU_BACKENDS = ("cuda",)
+# An aiconfigurator table's modelled rows are not measurements: calibrate_profile leaves them out.
+MEASURED_GPU_BACKENDS = ("cuda", "aiconfigurator")
 
 
 class FitError(StrictModel):
@@ -65,11 +67,15 @@ class FormatFit(StrictModel):
     memory_bound_rows: int
     before: FitError                  # datasheet fractions and launch cost
     after: FitError
+    # The activation-quantize pass in bf16 input reads (0 unless fitted with activation_pass=True).
+    activation_pass: float = 0.0
 
 
 class RooflineCalibration(Artifact):
     KIND: ClassVar[str] = "roofline_calibration"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
+    # Schema 1 lacks the formats' activation_pass (0 by default): still readable.
+    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
 
     gpu: str                          # registry name; the calibration applies to this GPU only
     source_profile: InputRef          # the measured table (path, sha256)
@@ -89,6 +95,7 @@ class RooflineCalibration(Artifact):
         return RooflineParams(
             compute_fraction={f: fit.compute_fraction for f, fit in self.formats.items()},
             bandwidth_fraction={f: fit.bandwidth_fraction for f, fit in self.formats.items()},
+            activation_pass={f: fit.activation_pass for f, fit in self.formats.items() if fit.activation_pass},
             default_compute_fraction=self.datasheet_compute_fraction,
             default_bandwidth_fraction=self.datasheet_bandwidth_fraction,
             launch_cost_ns=self.launch_cost_ns,
@@ -126,12 +133,13 @@ class _Rows:
     compute_ns: np.ndarray            # flops / peak, at compute fraction 1
     memory_ns: np.ndarray             # bytes / bandwidth, at bandwidth fraction 1
     measured_ns: np.ndarray
+    act_ns: np.ndarray                # one bf16 read of the m x k input at nominal bandwidth
     prior: np.ndarray | None = None   # log datasheet fractions (compute..., bandwidth...)
 
 
 def _arrays(gpu: GpuSpec, rows: list[ProfileRow]) -> tuple[_Rows, int]:
     formats: list[str] = []
-    idx, comp, mem, meas = [], [], [], []
+    idx, comp, mem, meas, act = [], [], [], [], []
     skipped = 0
     for row in rows:
         fmt = get_format(row.format)
@@ -146,35 +154,44 @@ def _arrays(gpu: GpuSpec, rows: list[ProfileRow]) -> tuple[_Rows, int]:
         comp.append(gemm_flops(case) / gpu.peak_flops[fmt.compute] * 1e9)
         mem.append(gemm_bytes(case, fmt.group_size_for(row.in_features)) / gpu.hbm_bandwidth_bytes_per_s * 1e9)
         meas.append(row.latency_ns)
-    return _Rows(formats, np.array(idx, dtype=int), np.array(comp), np.array(mem), np.array(meas)), skipped
+        act.append(activation_pass_ns(gpu, case))
+    return _Rows(formats, np.array(idx, dtype=int), np.array(comp), np.array(mem), np.array(meas),
+                 np.array(act)), skipped
 
 
 def _terms(data: _Rows, c: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return data.compute_ns / c[data.fmt_index], data.memory_ns / b[data.fmt_index]
 
 
-def predict(data: _Rows, c: np.ndarray, b: np.ndarray, launch_ns: float) -> np.ndarray:
+def predict(data: _Rows, c: np.ndarray, b: np.ndarray, launch_ns: float, q: np.ndarray | None = None) -> np.ndarray:
     compute, memory = _terms(data, c, b)
-    return np.maximum(compute, memory) + launch_ns
+    extra = 0.0 if q is None else q[data.fmt_index] * data.act_ns
+    return np.maximum(compute, memory) + launch_ns + extra
 
 
 def _residual_and_jacobian(data: _Rows, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nf = len(data.formats)
-    c, b, launch_us = np.exp(theta[:nf]), np.exp(theta[nf:2 * nf]), theta[2 * nf]
+    c, b, launch_us, q = np.exp(theta[:nf]), np.exp(theta[nf:2 * nf]), theta[2 * nf], theta[2 * nf + 1:]
     compute, memory = _terms(data, c, b)
-    pred = np.maximum(compute, memory) + launch_us * 1e3
+    pred = np.maximum(compute, memory) + launch_us * 1e3 + q[data.fmt_index] * data.act_ns
     residual = np.log(pred) - np.log(data.measured_ns)
-    jac = np.zeros((len(pred), 2 * nf + 1))
+    jac = np.zeros((len(pred), 3 * nf + 1))
     rows = np.arange(len(pred))
     compute_bound = compute >= memory
     # d log(pred) / d log(c) = -compute / pred where the compute term binds; likewise for b.
     jac[rows[compute_bound], data.fmt_index[compute_bound]] = -(compute / pred)[compute_bound]
     jac[rows[~compute_bound], nf + data.fmt_index[~compute_bound]] = -(memory / pred)[~compute_bound]
     jac[:, 2 * nf] = 1e3 / pred
+    jac[rows, 2 * nf + 1 + data.fmt_index] = data.act_ns / pred
     if data.prior is not None:
         weight = math.sqrt(PRIOR_WEIGHT)
-        residual = np.concatenate([residual, weight * (theta[:2 * nf] - data.prior)])
-        jac = np.vstack([jac, np.hstack([weight * np.eye(2 * nf), np.zeros((2 * nf, 1))])])
+        # The activation pass's prior (toward none) only breaks ties: its data term must win.
+        q_weight = math.sqrt(PRIOR_WEIGHT * ACTIVATION_PRIOR_SCALE)
+        residual = np.concatenate([residual, weight * (theta[:2 * nf] - data.prior), q_weight * q])
+        prior_jac = np.zeros((3 * nf, 3 * nf + 1))
+        prior_jac[:2 * nf, :2 * nf] = weight * np.eye(2 * nf)
+        prior_jac[2 * nf:, 2 * nf + 1:] = q_weight * np.eye(nf)
+        jac = np.vstack([jac, prior_jac])
     return residual, jac
 
 
@@ -225,16 +242,27 @@ class FitResult:
     skipped_rows: int
 
 
-def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | None = None) -> FitResult:
-    """Fit per-format fractions and one launch cost to measured rows of `gpu`."""
+# Upper bound of a fitted activation pass, in bf16 reads of the input (a quantize kernel reads it once and
+# writes it once more; dynamic scaling reads it twice).
+ACTIVATION_PASS_MAX = 8.0
+
+
+def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | None = None,
+                 activation_pass: bool = False) -> FitResult:
+    """Fit per-format fractions and one launch cost to measured rows of `gpu`.
+
+    `activation_pass`: also fit, per format whose activations are quantized (not bf16), the serial
+    activation-quantize pass (RooflineParams.activation_pass); otherwise it stays 0."""
     start = start or RooflineParams.for_gpu(gpu)
     data, skipped = _arrays(gpu, rows)
     if len(data.measured_ns) == 0:
         raise InputError(f"no measured rows with a latency for a format {gpu.name} runs: nothing to calibrate")
     nf = len(data.formats)
     lo_f, hi_f = (math.log(v) for v in FRACTION_BOUNDS)
-    lower = np.array([lo_f] * (2 * nf) + [0.0])
-    upper = np.array([hi_f] * (2 * nf) + [float(data.measured_ns.min()) / 1e3])
+    quantizes = [activation_pass and get_format(f).act_dtype != "bf16" for f in data.formats]
+    lower = np.array([lo_f] * (2 * nf) + [0.0] + [0.0] * nf)
+    upper = np.array([hi_f] * (2 * nf) + [float(data.measured_ns.min()) / 1e3]
+                     + [ACTIVATION_PASS_MAX if qz else 0.0 for qz in quantizes])
     default_c = np.array([start.compute(f) for f in data.formats])
     default_b = np.array([start.bandwidth(f) for f in data.formats])
     before = predict(data, default_c, default_b, start.launch_cost_ns)
@@ -246,11 +274,13 @@ def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | N
             starts.append((np.full(nf, c0), np.full(nf, b0), l0))
     best_theta, best_cost = None, math.inf
     for c0, b0, l0 in starts:
-        theta0 = np.concatenate([np.log(c0), np.log(b0), [l0 / 1e3]])
-        theta, cost = _levenberg_marquardt(data, theta0, lower, upper)
-        if cost < best_cost:
-            best_theta, best_cost = theta, cost
+        for q0 in ((0.0, 1.0) if any(quantizes) else (0.0,)):
+            theta0 = np.concatenate([np.log(c0), np.log(b0), [l0 / 1e3], np.full(nf, q0)])
+            theta, cost = _levenberg_marquardt(data, theta0, lower, upper)
+            if cost < best_cost:
+                best_theta, best_cost = theta, cost
     c, b, launch_ns = np.exp(best_theta[:nf]), np.exp(best_theta[nf:2 * nf]), float(best_theta[2 * nf] * 1e3)
+    q = np.array(best_theta[2 * nf + 1:])
 
     # A fraction no row binds is free above a lower bound: keep the datasheet value (or the bound).
     compute, memory = _terms(data, c, b)
@@ -266,7 +296,7 @@ def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | N
         if not identified_b[i]:
             bound = float(np.max(data.memory_ns[mine] * c[i] / data.compute_ns[mine]))
             b[i] = min(max(default_b[i], bound), FRACTION_BOUNDS[1])
-    after = predict(data, c, b, launch_ns)
+    after = predict(data, c, b, launch_ns, q)
     compute, memory = _terms(data, c, b)
     compute_bound = compute >= memory
 
@@ -279,6 +309,7 @@ def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | N
             compute_bound_rows=int((compute_bound & mine).sum()), memory_bound_rows=int((~compute_bound & mine).sum()),
             before=_fit_error(before[mine], data.measured_ns[mine]),
             after=_fit_error(after[mine], data.measured_ns[mine]),
+            activation_pass=float(q[i]),
         )
     return FitResult(fits, launch_ns, _fit_error(before, data.measured_ns), _fit_error(after, data.measured_ns),
                      skipped)
@@ -295,7 +326,8 @@ def calibrate_profile(profile: Profile, source: InputRef, gpu: GpuSpec | None = 
             raise InputError(f"{source.path}: measured on {profile.gpu!r}, which is not in the GPU registry: "
                              "cannot calibrate its roofline") from None
     start = RooflineParams.for_gpu(gpu)
-    result = fit_roofline(gpu, profile.rows, start)
+    rows = [r for r in profile.rows if not (profile.backend == "aiconfigurator" and r.provenance == "modelled")]
+    result = fit_roofline(gpu, rows, start)
     return RooflineCalibration(
         artifact=RooflineCalibration.KIND,
         schema_version=RooflineCalibration.SCHEMA_VERSION,

@@ -119,6 +119,7 @@ def measure_case(backend: MeasuringBackend, case: GemmCase, settings: HarnessSet
         **base,
         status="noisy" if noisy else "ok",
         latency_ns=stats.median_ns,
+        provenance="measured",
         repeats=stats.repeats,
         cv=stats.cv,
         min_ns=stats.min_ns,

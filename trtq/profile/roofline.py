@@ -2,6 +2,11 @@
 
 latency = max(flops / (peak[compute] * compute_fraction),
               bytes / (hbm_bandwidth * bandwidth_fraction)) + launch_cost
+          + activation_pass * tokens * in_features * 2 / hbm_bandwidth
+
+The last term is the separate pass that quantizes a bf16 activation before the GEMM (per-tensor FP8 and
+INT8 compute a scale, then cast): serial with the GEMM, so added, not max-ed. Its coefficient is 0 unless
+a calibration fitted it (measured tables: 0.5-3 bf16-activation reads for fp8 on H100/B200).
 
 bytes = weight bytes in the format (scales included) + input activations as the
 kernel reads them + bf16 output. INT4-AWQ computes at the bf16 rate but moves a
@@ -35,6 +40,8 @@ class RooflineParams(StrictModel):
     default_bandwidth_fraction: float = Field(gt=0, le=1)
     launch_cost_ns: float = Field(ge=0)
     source: str
+    # Per format: the activation-quantize pass, in bf16 reads of the m x k input at HBM bandwidth (0 if absent).
+    activation_pass: dict[str, float] = Field(default_factory=dict)
 
     @classmethod
     def for_gpu(cls, gpu: GpuSpec, launch_cost_ns: float | None = None) -> "RooflineParams":
@@ -51,6 +58,14 @@ class RooflineParams(StrictModel):
 
     def bandwidth(self, fmt: str) -> float:
         return self.bandwidth_fraction.get(fmt, self.default_bandwidth_fraction)
+
+    def activation(self, fmt: str) -> float:
+        return self.activation_pass.get(fmt, 0.0)
+
+
+def activation_pass_ns(gpu: GpuSpec, case: GemmCase) -> float:
+    """One bf16 read of the GEMM's m x k input at nominal HBM bandwidth (the activation-quantize pass unit)."""
+    return case.tokens * case.in_features * 2 / gpu.hbm_bandwidth_bytes_per_s * 1e9
 
 
 def gemm_flops(case: GemmCase) -> float:
@@ -101,12 +116,13 @@ def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> Profil
     nbytes = moe_bytes(case, group_size) if moe else gemm_bytes(case, group_size)
     compute_ns = flops / (gpu.peak_flops[fmt.compute] * params.compute(fmt.name)) * 1e9
     memory_ns = nbytes / (gpu.hbm_bandwidth_bytes_per_s * params.bandwidth(fmt.name)) * 1e9
-    latency = max(compute_ns, memory_ns) + params.launch_cost_ns
+    quantize_ns = params.activation(fmt.name) * activation_pass_ns(gpu, case)
+    latency = max(compute_ns, memory_ns) + params.launch_cost_ns + quantize_ns
     return ProfileRow(
-        **base, status="ok", latency_ns=latency,
+        **base, status="ok", latency_ns=latency, provenance="modelled",
         details={"flops": flops, "bytes": nbytes, "compute_ns": compute_ns, "memory_ns": memory_ns,
-                 "launch_cost_ns": params.launch_cost_ns, "bound": "compute" if compute_ns >= memory_ns else "memory",
-                 "group_size": group_size,
+                 "launch_cost_ns": params.launch_cost_ns, "activation_quantize_ns": quantize_ns,
+                 "bound": "compute" if compute_ns >= memory_ns else "memory", "group_size": group_size,
                  **({"active_experts": moe_active_experts(case),
                      "tokens_per_expert": case.tokens * case.experts_per_token / case.experts} if moe else {})},
     )

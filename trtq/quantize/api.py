@@ -10,8 +10,19 @@ from trtq.artifacts.plan import Plan
 from trtq.errors import InputError
 
 
+def check_plan_against_model(plan: Plan, resolved, plan_path) -> None:
+    """Before any calibration: the plan covers every quantizable layer, fused groups on one format."""
+    from trtq.artifacts.validate import check_plan_covers_graph
+    from trtq.model.layers import build_layer_graph
+
+    include_lm_head = any(m.rsplit(".", 1)[-1] == "lm_head" for g in plan.groups for m in g.members)
+    graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
+    check_plan_covers_graph(plan, graph, str(plan_path))
+
+
 def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path: str | None = None,
-                       calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0) -> Path:
+                       calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0,
+                       runtime: str | None = None) -> Path:
     """Everything cheap is checked before the model loads: the plan, its formats on this machine, the text."""
     from trtq.console import fmt_bytes, stderr_console
     from trtq.data import CALIBRATION_PATH, read_text_file, token_batches
@@ -22,6 +33,7 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
     plan = load_artifact(plan_path, Plan)
     layers = plan_layers(plan)
     check_runnable_here(plan)
+    require_plan_runtime(plan, plan_path, runtime)
     resolved = resolve_model(model_spec)
     if plan.model != resolved.name:
         raise InputError(f"plan {plan_path} was made for model {plan.model!r}, not {resolved.name!r}")
@@ -29,6 +41,7 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
     text = read_text_file(text_path)
     if calib_samples < 1 or calib_seq_len < 2:
         raise InputError(f"--calib-samples must be >= 1 and --calib-seq-len >= 2, got {calib_samples}, {calib_seq_len}")
+    check_plan_against_model(plan, resolved, plan_path)
 
     from trtq.model.zoo import load_pretrained
     from trtq.quantize.apply import export_checkpoint, quantize_model
@@ -55,3 +68,15 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
         + f" layers; hf/ {fmt_bytes(size)}" + ("; trtllm/" if (out / "trtllm").is_dir() else "; no trtllm/ (see summary)")
     )
     return out
+
+
+def require_plan_runtime(plan: Plan, plan_path, requested: str | None):
+    """Refuse a plan made for another runtime, and any format the runtime does not run on the plan's GPU."""
+    from trtq.registry import get_gpu
+    from trtq.registry.runtimes import require_format, resolve_runtime
+
+    runtime = resolve_runtime(requested, plan.runtime, f"plan {plan_path}")
+    gpu = get_gpu(plan.gpu)
+    for fmt in sorted({g.format for g in plan.groups}):
+        require_format(gpu, fmt, runtime)
+    return runtime

@@ -14,12 +14,12 @@ import copy
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 from trtq.artifacts import make_metadata, save_artifact
 from trtq.artifacts.io import InputRef, atomic_write_text, sha256_file
+from trtq.artifacts.paths import make_temp_beside, replace_directory
 from trtq.artifacts.plan import Plan
 from trtq.errors import InputError, UnsupportedError
 from trtq.quantize.quant_cfg import (
@@ -42,8 +42,23 @@ def _name_list(names: list[str]) -> str:
     return shown + (f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else "")
 
 
+def check_exportable(plan: PlanLike) -> None:
+    """Refuse, in one line, a plan with a format trtq plans but cannot quantize and export (NOT_EXPORTED)."""
+    from trtq.quantize.quant_cfg import NOT_EXPORTED
+
+    by_format: dict[str, list[str]] = {}
+    for layer, fmt, _ in plan_layers(plan):
+        if fmt.name in NOT_EXPORTED:
+            by_format.setdefault(fmt.name, []).append(layer)
+    for name, layers in by_format.items():
+        raise UnsupportedError(f"the plan puts {len(layers)} layers in {name} ({_name_list(layers)}), which trtq "
+                               f"plans but does not quantize: {NOT_EXPORTED[name]}; re-plan without {name}")
+
+
 def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> None:
-    """Refuse, in one line, a plan whose formats ModelOpt quantizes only on a GPU this machine lacks."""
+    """Refuse, in one line, a plan whose formats ModelOpt quantizes only on a GPU this machine lacks
+    (or a format trtq does not export at all: check_exportable)."""
+    check_exportable(plan)
     if cuda_available is None:
         import torch
 
@@ -275,8 +290,7 @@ def export_checkpoint(
         raise InputError(f"output directory {target} exists")
     if target.exists() and not target.is_dir():
         raise InputError(f"output {target} exists and is not a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    work = make_temp_beside(target, directory=True)
     work.chmod(0o755)
     try:
         notes = []
@@ -323,14 +337,9 @@ def export_checkpoint(
             layers=layer_summary(model, plan),
         )
         save_artifact(summary, work / "quantize_summary.json")
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
-            os.replace(work, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(work, target)
+        # An existing output is swapped with the new tree in one atomic step, so the path never
+        # holds nothing (two renames only where the OS lacks the swap; see replace_directory).
+        replace_directory(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

@@ -36,6 +36,9 @@ class Format:
     min_sm: int
     # ModelOpt's fake quantization runs on CPU (NVFP4's dynamic block quantizer asserts CUDA).
     modelopt_on_cpu: bool
+    # Activations quantized in 1 x act_block_size groups along in_features (fp8_block); None: per tensor
+    # (or per the format's own blocks, NVFP4).
+    act_block_size: int | None = None
 
     def group_size_for(self, in_features: int) -> int | None:
         """The block size this format uses for a layer of that input width.
@@ -110,7 +113,7 @@ _FORMATS: tuple[Format, ...] = (
         description="INT4 weights in groups (AWQ), FP8 activations",
         weight_dtype="int4", act_dtype="fp8_e4m3", weight_bits=4, act_bits=8,
         compute="fp8", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False, tensor_scale_bytes=4,
-        input_scale_vector=True, modelopt_config="W4A8_AWQ_BETA_CFG", min_sm=90, modelopt_on_cpu=True,
+        input_scale_vector=True, modelopt_config="W4A8_AWQ_BETA_CFG", min_sm=89, modelopt_on_cpu=True,
     ),
     Format(
         name="nvfp4",
@@ -118,6 +121,16 @@ _FORMATS: tuple[Format, ...] = (
         weight_dtype="e2m1", act_dtype="e2m1", weight_bits=4, act_bits=4,
         compute="fp4", block_sizes=(16,), scale_bytes=1, per_channel_scales=False, tensor_scale_bytes=4,
         input_scale_vector=False, modelopt_config="NVFP4_DEFAULT_CFG", min_sm=100, modelopt_on_cpu=False,
+    ),
+    Format(
+        # TensorRT-LLM's FP8_BLOCK_SCALES (DeepSeek-style): one FP32 scale per 128x128 weight tile (4/128 bytes
+        # per row and 128 inputs) and per 1x128 activation group, quantized by the kernel at run time.
+        name="fp8_block",
+        description="FP8 E4M3 weights in 128x128 blocks, FP8 E4M3 activations in 1x128 groups (block scaling)",
+        weight_dtype="fp8_e4m3", act_dtype="fp8_e4m3", weight_bits=8, act_bits=8,
+        compute="fp8", block_sizes=(128,), scale_bytes=4 / 128, per_channel_scales=False, tensor_scale_bytes=0,
+        input_scale_vector=False, modelopt_config="FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG", min_sm=90,
+        modelopt_on_cpu=True, act_block_size=128,
     ),
 )
 

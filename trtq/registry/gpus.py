@@ -37,6 +37,8 @@ class GpuSpec(StrictModel):
     peak_flops: dict[str, float]
     source: str
     achievable: Achievable | None = None
+    # The system name of this GPU in aiconfigurator-core's measured tables (the aiconfigurator backend).
+    aiconfigurator_system: str | None = None
 
     def supports(self, fmt: Format) -> bool:
         return self.sm >= fmt.min_sm and fmt.compute in self.peak_flops

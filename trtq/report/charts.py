@@ -1,9 +1,11 @@
 """Plotly figures for the reports, built from the report models only.
 
-Every string that came from a user (model, layer, engine, path) is HTML-escaped before it
-reaches a figure: Plotly renders a subset of HTML in labels, so `<b>` in a layer name
-would otherwise become bold and `<br>` a line break. Charts show µs, ms and MB; the
-report models keep ns and bytes.
+Plotly renders a subset of HTML in every label it draws (hover text, tick labels, legend
+names, titles, annotations, bar text): `<b>` in a layer name would become bold and
+`<a href=...>` in a group kind a live link. So the two entry points, `plan_figures` and
+`comparison_figures`, escape the whole report once (`escaped`: every string, dict keys
+included) before any figure is built, and the figure builders below take an escaped report
+and add only markup of their own. Charts show µs, ms and MB; the report models keep ns and bytes.
 """
 
 from __future__ import annotations
@@ -21,14 +23,36 @@ FORMAT_COLORS = {
     "int4_awq": "#E69F00",
     "w4a8_awq": "#CC79A7",
     "nvfp4": "#009E73",
+    "fp8_block": "#D55E00",
 }
-_EXTRA_COLORS = ("#D55E00", "#F0E442", "#000000", "#8c564b", "#17becf")
+_EXTRA_COLORS = ("#F0E442", "#000000", "#8c564b", "#17becf")
 GPU_COLORS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
 
 def esc(text: object) -> str:
-    return html.escape(str(text), quote=False)
+    """Text for a Plotly label: HTML-escaped, and `%{` defused so it cannot act as a hovertemplate field."""
+    # Plotly decodes numeric entities when it draws a label, so "&#123;" still reads "{".
+    return html.escape(str(text), quote=False).replace("%{", "%&#123;")
+
+
+def escaped(value):
+    """A copy of `value` (a report model, or anything inside one) with every string escaped by `esc`.
+
+    Dict keys too: format and point names key the report's dicts and also label the charts, and
+    escaping is one-to-one, so lookups between the escaped names still match.
+    """
+    from pydantic import BaseModel
+
+    if isinstance(value, str):
+        return esc(value)
+    if isinstance(value, BaseModel):
+        return value.model_copy(update={name: escaped(getattr(value, name)) for name in type(value).model_fields})
+    if isinstance(value, dict):
+        return {escaped(k): escaped(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(escaped(v) for v in value)
+    return value
 
 
 def format_color(name: str) -> str:
@@ -72,7 +96,7 @@ def pareto_figure(report: PlanReport):
     points = report.points
     fig = make_subplots(
         rows=1, cols=len(points), shared_yaxes=True, horizontal_spacing=0.06,
-        subplot_titles=[f"at {esc(p.point)}" + ("" if p.limit_ns is not None else " (not budgeted)") for p in points],
+        subplot_titles=[f"at {p.point}" + ("" if p.limit_ns is not None else " (not budgeted)") for p in points],
     )
     feasible = [p for p in report.pareto if p.status != "infeasible" and p.sensitivity is not None]
     for col, pt in enumerate(points, start=1):
@@ -135,7 +159,7 @@ def perplexity_figure(report: PlanReport):
         bound = ev.ppl_bf16 * (1 + ev.threshold)
         fig.add_hline(y=bound, line=dict(color="#D55E00", dash="dash", width=1),
                       annotation_text=f"quality bound (+{ev.threshold:.1%})", annotation_position="top left")
-    fig.update_xaxes(title_text=f"predicted GEMM time at {esc(report.decode_point)} (µs)")
+    fig.update_xaxes(title_text=f"predicted GEMM time at {report.decode_point} (µs)")
     fig.update_yaxes(title_text="perplexity (lower is better)")
     _base_layout(fig, 380, showlegend=False)
     return fig
@@ -145,7 +169,7 @@ def _block_rows(groups) -> list[tuple[str, object]]:
     """Row keys for the block × kind grid: blocks in order, then groups outside blocks by name."""
     blocks = sorted({g.block for g in groups if g.block is not None})
     rows = [(f"block {b}", b) for b in blocks]
-    rows += [(esc(g.group), g.group) for g in groups if g.block is None]
+    rows += [(g.group, g.group) for g in groups if g.block is None]
     return rows
 
 
@@ -170,15 +194,15 @@ def layer_format_figure(report: PlanReport):
         c = col_index[g.kind if g.block is not None else "(other)"]
         z[r][c] = formats.index(g.format)
         text[r][c] = g.format
-        lines = [f"<b>{esc(g.group)}</b>", f"{g.out_features}×{g.in_features}, chosen <b>{esc(g.format)}</b>"
+        lines = [f"<b>{g.group}</b>", f"{g.out_features}×{g.in_features}, chosen <b>{g.format}</b>"
                  + (f" (group {g.group_size})" if g.group_size else ""),
-                 "format: Ω · " + " · ".join(f"{esc(p)} µs" for p in points)]
+                 "format: Ω · " + " · ".join(f"{p} µs" for p in points)]
         for f in formats:
             if f not in g.omega:
                 continue
             lat = " · ".join(f"{_us(g.latency_ns[f].get(p)):.2f}" if p in g.latency_ns[f] else "-" for p in points)
             mark = "▶ " if f == g.format else "   "
-            lines.append(f"{mark}{esc(f)}: {g.omega[f]:.3g} · {lat}")
+            lines.append(f"{mark}{f}: {g.omega[f]:.3g} · {lat}")
         hover[r][c] = "<br>".join(lines)
     n = len(formats)
     scale = []
@@ -189,7 +213,7 @@ def layer_format_figure(report: PlanReport):
         zmin=-0.5, zmax=n - 0.5, colorscale=scale, xgap=2, ygap=2,
         text=text, texttemplate="%{text}", textfont=dict(size=11, color="#111"),
         customdata=hover, hovertemplate="%{customdata}<extra></extra>",
-        colorbar=dict(title=dict(text="format"), tickvals=list(range(n)), ticktext=[esc(f) for f in formats],
+        colorbar=dict(title=dict(text="format"), tickvals=list(range(n)), ticktext=list(formats),
                       thickness=14, len=min(1.0, 0.15 * n + 0.1), y=1, yanchor="top"),
     ))
     fig.update_yaxes(autorange="reversed", title_text="decoder block")
@@ -215,8 +239,8 @@ def sensitivity_figure(report: PlanReport):
         for f in formats:
             omega = s.omega.get(f)
             row.append(math.log10(omega) if omega and omega > 0 else None)
-            hrow.append(f"<b>{esc(s.layer)}</b><br>{esc(f)}: Ω = {omega:.4g}" if omega is not None
-                        else f"<b>{esc(s.layer)}</b><br>{esc(f)}: not available for this shape")
+            hrow.append(f"<b>{s.layer}</b><br>{f}: Ω = {omega:.4g}" if omega is not None
+                        else f"<b>{s.layer}</b><br>{f}: not available for this shape")
             if f == s.chosen:
                 chosen_x.append(f)
                 chosen_y.append(i)
@@ -226,7 +250,7 @@ def sensitivity_figure(report: PlanReport):
     for i, s in enumerate(layers):
         if s.block != last:
             tickvals.append(i)
-            ticktext.append(f"block {s.block}" if s.block is not None else esc(s.layer))
+            ticktext.append(f"block {s.block}" if s.block is not None else s.layer)
             last = s.block
     step = max(1, math.ceil(len(tickvals) / 40))
     fig = go.Figure(go.Heatmap(
@@ -240,7 +264,7 @@ def sensitivity_figure(report: PlanReport):
         hoverinfo="skip",
     ))
     fig.update_yaxes(autorange="reversed", tickvals=tickvals[::step], ticktext=ticktext[::step],
-                     title_text=f"layer ({esc(report.layer_sensitivity_source)})")
+                     title_text=f"layer ({report.layer_sensitivity_source})")
     fig.update_xaxes(side="top")
     _base_layout(fig, max(360, 6 * len(layers) + 140))
     fig.update_layout(margin=dict(l=90, t=90, b=20), showlegend=True,
@@ -293,7 +317,7 @@ def latency_share_figure(report: PlanReport):
         fig.add_trace(go.Bar(
             x=[labels[i] for i in xs], y=ys, base=[base[i] for i in xs], offsetgroup="plan", showlegend=False,
             marker=dict(color=[format_color(r["format"]) for r in members], line=dict(color="#fff", width=0.6)),
-            customdata=[[esc(r["group"]), esc(r["format"]), _us(r["plan_ns"]) or 0.0, _us(r["bf16_ns"]) or 0.0]
+            customdata=[[r["group"], r["format"], _us(r["plan_ns"]) or 0.0, _us(r["bf16_ns"]) or 0.0]
                         for r in members],
             hovertemplate=("%{customdata[0]}<br>%{customdata[1]}: %{customdata[2]:.2f} µs "
                            "(bf16 %{customdata[3]:.2f} µs)<br>%{y:.2f}% of the bf16 total<extra></extra>"),
@@ -302,10 +326,10 @@ def latency_share_figure(report: PlanReport):
             base[i] += y
     used = [f for f in report.candidate_formats if any(r["format"] == f for r in rows)]
     for f in used:
-        fig.add_trace(go.Bar(x=[labels[0]], y=[0], name=f"plan: {esc(f)}", marker_color=format_color(f),
+        fig.add_trace(go.Bar(x=[labels[0]], y=[0], name=f"plan: {f}", marker_color=format_color(f),
                              offsetgroup="plan", hoverinfo="skip"))
     fig.update_xaxes(title_text="decoder block", type="category")
-    fig.update_yaxes(title_text=f"% of all-bf16 GEMM time at {esc(report.decode_point)}", ticksuffix="%")
+    fig.update_yaxes(title_text=f"% of all-bf16 GEMM time at {report.decode_point}", ticksuffix="%")
     _base_layout(fig, 400, barmode="group", bargap=0.25, bargroupgap=0.05)
     return fig
 
@@ -343,10 +367,10 @@ def throughput_latency_figure(rows: list[BenchRow], colors: dict[str, str] | Non
             continue
         fig.add_trace(go.Scatter(
             x=[_ms(lat) for _, lat, _ in pts], y=[tp for _, _, tp in pts], mode="lines+markers+text",
-            name=esc(s), text=[str(lv) for lv, _, _ in pts], textposition="top left",
+            name=s, text=[str(lv) for lv, _, _ in pts], textposition="top left",
             textfont=dict(size=10, color=colors.get(s, "#333")),
             line=dict(color=colors.get(s)), marker=dict(size=7),
-            hovertemplate=(f"{esc(s)}<br>concurrency %{{text}}<br>request latency p50 %{{x:.1f}} ms<br>"
+            hovertemplate=(f"{s}<br>concurrency %{{text}}<br>request latency p50 %{{x:.1f}} ms<br>"
                            "output %{y:,.0f} tokens/s<extra></extra>"),
         ))
     fig.update_xaxes(title_text="request latency, p50 (ms) — labels: concurrency", rangemode="tozero")
@@ -374,9 +398,9 @@ def percentile_figure(rows: list[BenchRow], metric: str, title: str, colors: dic
             # One legend entry per run (its p50 line); clicking it toggles all its percentiles.
             fig.add_trace(go.Scatter(
                 x=[c for c, _ in pts], y=[_ms(v) for _, v in pts], mode="lines+markers",
-                name=esc(s), legendgroup=s, showlegend=st == stats[0],
+                name=s, legendgroup=s, showlegend=st == stats[0],
                 line=dict(color=colors.get(s), dash=dashes[st]), marker=dict(size=6),
-                hovertemplate=f"{esc(s)} {st}<br>concurrency %{{x}}<br>%{{y:.2f}} ms<extra></extra>",
+                hovertemplate=f"{s} {st}<br>concurrency %{{x}}<br>%{{y:.2f}} ms<extra></extra>",
             ))
     styles = ", ".join(f"{st} {dict(solid='solid', dash='dashed', dot='dotted')[dashes[st]]}" for st in stats)
     fig.update_xaxes(title_text=f"concurrency (requests in flight) · lines: {styles}", type="log", dtick=math.log10(2))
@@ -392,7 +416,7 @@ def predicted_vs_measured_figure(report: PlanReport):
     if not rows:
         return None
     fig = go.Figure()
-    x = [esc(r.point) for r in rows]
+    x = [r.point for r in rows]
     fig.add_trace(go.Bar(x=x, y=[_us(r.predicted_ns) for r in rows], name="predicted GEMM time per step",
                          marker_color="#0072B2", hovertemplate="predicted %{y:.1f} µs<extra></extra>"))
     fig.add_trace(go.Bar(x=x, y=[_us(r.measured_itl_ns) for r in rows], name="measured inter-token latency, p50",
@@ -405,6 +429,7 @@ def predicted_vs_measured_figure(report: PlanReport):
 
 
 def plan_figures(report: PlanReport) -> dict[str, object]:
+    report = escaped(report)
     figures = {
         "pareto": pareto_figure(report),
         "perplexity": perplexity_figure(report),
@@ -429,22 +454,22 @@ def _per_point_bars(report: ComparisonReport, values, axis_title: str, fmt: str,
 
     colors = gpu_colors([g.gpu for g in report.gpus])
     points = report.points
-    fig = make_subplots(rows=1, cols=len(points), subplot_titles=[esc(p) for p in points],
+    fig = make_subplots(rows=1, cols=len(points), subplot_titles=list(points),
                         horizontal_spacing=0.08)
     for col, point in enumerate(points, start=1):
         gpus = [g for g in report.gpus if values(g, point) is not None]
         ys = [values(g, point) for g in gpus]
         # Values go under the GPU names: on or above the bars they collide with the bf16 ticks.
         fig.add_trace(go.Bar(
-            x=[esc(g.gpu) for g in gpus], y=ys, marker_color=[colors[g.gpu] for g in gpus],
+            x=[g.gpu for g in gpus], y=ys, marker_color=[colors[g.gpu] for g in gpus],
             text=[fmt(v) for v in ys], textposition="none", showlegend=False,
             hovertemplate="%{x}: %{text}<extra></extra>",
         ), row=1, col=col)
-        fig.update_xaxes(tickvals=[esc(g.gpu) for g in gpus],
-                         ticktext=[f"{esc(g.gpu)}<br><b>{fmt(v)}</b>" for g, v in zip(gpus, ys)], row=1, col=col)
+        fig.update_xaxes(tickvals=[g.gpu for g in gpus],
+                         ticktext=[f"{g.gpu}<br><b>{fmt(v)}</b>" for g, v in zip(gpus, ys)], row=1, col=col)
         if bf16 is not None:
             fig.add_trace(go.Scatter(
-                x=[esc(g.gpu) for g in gpus], y=[bf16(g, point) for g in gpus], mode="markers",
+                x=[g.gpu for g in gpus], y=[bf16(g, point) for g in gpus], mode="markers",
                 name="all-bf16 on the same GPU", showlegend=col == 1, legendgroup="bf16",
                 marker=dict(symbol="line-ew-open", size=28, color="#444", line=dict(width=2)),
                 hovertemplate="%{x} all-bf16: %{y:.1f}<extra></extra>",
@@ -460,6 +485,7 @@ def _per_point_bars(report: ComparisonReport, values, axis_title: str, fmt: str,
 def comparison_figures(report: ComparisonReport) -> dict[str, object]:
     import plotly.graph_objects as go
 
+    report = escaped(report)
     colors = gpu_colors([g.gpu for g in report.gpus])
     figures: dict[str, object] = {}
     figures["latency"] = _per_point_bars(
@@ -473,7 +499,7 @@ def comparison_figures(report: ComparisonReport) -> dict[str, object]:
     gpus = [g.gpu for g in report.gpus]
     mem = go.Figure()
     mem.add_trace(go.Bar(
-        y=[esc(g) for g in gpus], x=[g.weight_bytes / 1e6 for g in report.gpus], orientation="h",
+        y=list(gpus), x=[g.weight_bytes / 1e6 for g in report.gpus], orientation="h",
         marker_color=[colors[g] for g in gpus], showlegend=False,
         text=[(f"{g.weight_bytes / 1e6:,.1f} MB · {g.memory_share:.2%} of {g.memory_bytes / 1e9:.0f} GB · "
                f"{'fits' if g.fits else 'does NOT fit'}") if g.memory_share is not None
@@ -492,9 +518,9 @@ def comparison_figures(report: ComparisonReport) -> dict[str, object]:
     for f in formats_seen:
         shares = [100 * g.format_weight_share.get(f, 0.0) for g in report.gpus]
         fmt_fig.add_trace(go.Bar(
-            y=[esc(g) for g in gpus], x=shares, orientation="h", name=esc(f), marker_color=format_color(f),
-            text=[f"{esc(f)} {s:.0f}%" if s >= 7 else "" for s in shares], textposition="inside",
-            insidetextanchor="middle", hovertemplate=f"%{{y}}: {esc(f)} %{{x:.1f}}% of weights<extra></extra>",
+            y=list(gpus), x=shares, orientation="h", name=f, marker_color=format_color(f),
+            text=[f"{f} {s:.0f}%" if s >= 7 else "" for s in shares], textposition="inside",
+            insidetextanchor="middle", hovertemplate=f"%{{y}}: {f} %{{x:.1f}}% of weights<extra></extra>",
         ))
     fmt_fig.update_xaxes(title_text="share of quantizable weight parameters (%)", range=[0, 100], ticksuffix="%")
     _base_layout(fmt_fig, 120 + 60 * len(gpus), barmode="stack")

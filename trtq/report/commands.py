@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+
+from trtq.artifacts.paths import output_file
+from trtq.options import number
 from pathlib import Path
 
 _USAGE = (
@@ -27,17 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="PLAN | compare PLAN_OR_DIR...",
                    help="a plan file, or `compare` followed by plan files and/or directories of plans")
-    p.add_argument("-o", "--output", type=Path, default=None,
+    p.add_argument("-o", "--output", type=output_file(".html", ".htm"), default=None,
                    help="HTML file to write (default reports/<model>-<gpu>.html or reports/<model>-compare.html)")
     p.add_argument("--profile", type=Path, help="PLAN only: the latency profile the plan was made from")
     p.add_argument("--sensitivity", type=Path, help="PLAN only: the sensitivity artifact (per-layer heatmap)")
     p.add_argument("--eval", dest="eval_result", type=Path, help="PLAN only: eval result (perplexity, pass/fail)")
     p.add_argument("--bench", type=Path, action="append", default=[], metavar="TABLE",
                    help="tidy bench table (.parquet or .csv) from `trtq bench`; compare takes it more than once")
-    p.add_argument("--quality-bound", type=float, default=None, metavar="OMEGA",
+    p.add_argument("--quality-bound", type=number(minimum=0), default=None, metavar="OMEGA",
                    help="compare only: pick each GPU's fastest plan with Σ sensitivity <= OMEGA "
                         "(default: the smallest Σ among the chosen plans)")
-    p.add_argument("--fraction", type=float, default=None, metavar="F",
+    p.add_argument("--fraction", type=number(above=0, maximum=1e6), default=None, metavar="F",
                    help="compare only: pick each GPU's plan at budget fraction F of all-bf16 instead")
     p.set_defaults(handler=run_report)
 

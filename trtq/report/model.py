@@ -320,7 +320,7 @@ def build_plan_report(
         artifact=PlanReport.KIND, schema_version=PlanReport.SCHEMA_VERSION,
         metadata=make_metadata(inputs=inputs),
         title=f"{plan.model} on {plan.gpu}",
-        model=plan.model, gpu=plan.gpu, gpu_memory_bytes=gpu.memory_bytes if gpu else None,
+        model=plan.model, gpu=plan.gpu, runtime=plan.runtime, gpu_memory_bytes=gpu.memory_bytes if gpu else None,
         plan_path=str(loaded.path), plan_sha256=loaded.sha256, plan_created_at=plan.metadata.created_at,
         profile_backend=plan.profile_backend, sensitivity_method=plan.sensitivity_method,
         solver=plan.solver, memory_budget_bytes=plan.memory_budget_bytes,

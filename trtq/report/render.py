@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from trtq import __version__
-from trtq.artifacts.io import atomic_write_text, save_artifact
+from trtq.artifacts.io import atomic_pair, dump_artifact
+from trtq.artifacts.paths import check_output_path
 from trtq.artifacts.report import ComparisonReport, PlanReport
 from trtq.console import fmt_bytes, fmt_ns
 from trtq.errors import InputError
@@ -82,6 +83,9 @@ def _render(template: str, out_html: Path, report, figures: dict[str, Any], **co
     out_html = Path(out_html)
     if out_html.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"report output must end in .html: {out_html}")
+    # The default path (reports/...) and library callers get the checks `-o` gets when parsed.
+    check_output_path(out_html, suffixes=(".html", ".htm"))
+    check_output_path(out_html.with_suffix(".json"), suffixes=(".json",))
     figures_json, heights = _figures_json(figures)
     json_path = out_html.with_suffix(".json")
     html_text = _environment().get_template(template).render(
@@ -90,8 +94,10 @@ def _render(template: str, out_html: Path, report, figures: dict[str, Any], **co
         generated_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         **context,
     )
-    save_artifact(report, json_path)
-    atomic_write_text(out_html, html_text)
+    # The JSON and the HTML land together or not at all (see atomic_pair for what a crash leaves).
+    with atomic_pair(json_path, out_html) as (tmp_json, tmp_html):
+        tmp_json.write_text(dump_artifact(report, "json"), encoding="utf-8")
+        tmp_html.write_text(html_text, encoding="utf-8")
     return out_html
 
 

@@ -173,8 +173,57 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
     )
 
 
+def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
+                             model=None, tokenizer=None, *, formats: str | None = None,
+                             include_lm_head: bool = False, calib: str | None = None, score: str = "gradient",
+                             batch_size: int = 4, checkpoint: str | None = None) -> Sensitivity:
+    """ModelOpt AutoQuantize's own scores (searcher's candidate_stats) for every layer x format.
+
+    The same calibration windows as the Hessian and Fisher methods calibrate every candidate and
+    score it, `batch_size` windows per step. lm_head is disabled unless `include_lm_head`, as
+    NVIDIA's hf_ptq.py does.
+    """
+    import modelopt
+    import torch
+
+    from trtq.sensitivity.autoquantize import autoquantize_table_rows, run_autoquantize
+    from trtq.sensitivity.weight import weight_rows
+
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    torch.manual_seed(seed)
+    run = run_autoquantize(c.model, c.graph, c.formats, c.batches, score=score, batch_size=batch_size,
+                           checkpoint=checkpoint)
+    with torch.no_grad():
+        weight_errors = {(r.layer, r.format): r.weight_error for r in weight_rows(c.model, c.graph, c.formats)}
+    rows, groups = autoquantize_table_rows(c.graph, c.formats, run, weight_errors)
+    scoring = "restored from the checkpoint" if run.scoring_seconds is None else f"{run.scoring_seconds:.0f} s"
+    return Sensitivity(
+        artifact=Sensitivity.KIND,
+        schema_version=Sensitivity.SCHEMA_VERSION,
+        metadata=make_metadata(inputs=c.inputs, seed=seed, notes=[
+            f"omega = ModelOpt {modelopt.__version__} AutoQuantize ({score}) score of the layer's group, read from its "
+            "searcher's candidate_stats (after its monotone pass over formats ordered by compression), split over the "
+            "group's members in proportion to their weight size; raw_score = the layer's own score before both",
+            "weight_error = ||Q_f(W) - W||^2 with trtq's reference quantizers (not AutoQuantize's)",
+            f"auto_quantize {run.seconds:.0f} s in all (calibrating every candidate, then scoring); scoring {scoring}",
+        ]),
+        model=c.resolved.name,
+        method="autoquantize",
+        formats=[f.name for f in c.formats],
+        settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
+                  "score": score, "batch_size": batch_size, "seconds": round(run.seconds, 3),
+                  "scoring_seconds": None if run.scoring_seconds is None else round(run.scoring_seconds, 3),
+                  "autoquantize_groups": groups},
+        rows=rows,
+    )
+
+
 def compute_sensitivity(args: argparse.Namespace, progress=None) -> Sensitivity:
-    if args.method == "weight":
+    if args.method == "autoquantize":
+        table = autoquantize_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
+                                         include_lm_head=args.include_lm_head, calib=args.calib, score=args.score,
+                                         batch_size=args.score_batch)
+    elif args.method == "weight":
         table = weight_sensitivity(args.model, args.formats, args.include_lm_head)
     elif args.method == "fisher":
         table = fisher_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,

@@ -17,7 +17,7 @@ import torch
 
 from trtq.artifacts.layers import LayerGraph
 from trtq.registry.formats import Format
-from trtq.sensitivity.quantizers import fp8_e4m3, int_symmetric, nvfp4, quantize_dequantize
+from trtq.sensitivity.quantizers import fp8_e4m3, fp8_groupwise, int_symmetric, nvfp4, quantize_dequantize
 
 SMOOTHQUANT_ALPHA = 1.0  # ModelOpt's SmoothQuant default
 _MIN_SCALE = 1e-5
@@ -75,6 +75,8 @@ def kernel_inputs(x: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.T
     """Q_a(X') as format f's kernel multiplies it; x is [tokens, in]."""
     if fmt.act_dtype == "bf16":
         return x.to(torch.bfloat16).to(x.dtype)
+    if fmt.act_dtype == "fp8_e4m3" and fmt.act_block_size:
+        return fp8_groupwise(x, fmt.act_block_size)
     if fmt.act_dtype == "fp8_e4m3":
         return fp8_e4m3(x)
     if fmt.act_dtype == "int8":
@@ -92,11 +94,12 @@ def effective_weight(quantized_kernel_weight: torch.Tensor, fmt: Format, smooth:
 
 def kernel_inputs_by_format(x: torch.Tensor, formats: Iterable[Format], smooth: torch.Tensor) -> dict[str, torch.Tensor]:
     """Q_a(X') for each format; formats that quantize their inputs alike share one tensor."""
-    by_activation: dict[str, torch.Tensor] = {}
+    by_activation: dict[tuple[str, int | None], torch.Tensor] = {}
     for fmt in formats:
-        if fmt.act_dtype not in by_activation:
-            by_activation[fmt.act_dtype] = kernel_inputs(x, fmt, smooth)
-    return {fmt.name: by_activation[fmt.act_dtype] for fmt in formats}
+        key = (fmt.act_dtype, fmt.act_block_size)
+        if key not in by_activation:
+            by_activation[key] = kernel_inputs(x, fmt, smooth)
+    return {fmt.name: by_activation[(fmt.act_dtype, fmt.act_block_size)] for fmt in formats}
 
 
 def effective_inputs(quantized_kernel_inputs: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:

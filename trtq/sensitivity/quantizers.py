@@ -67,6 +67,26 @@ def int4_blockwise(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return q.reshape(out_features, in_features)
 
 
+def fp8_blockwise_2d(w: torch.Tensor, block: int = 128) -> torch.Tensor:
+    """FP8 E4M3 with one scale per block x block tile of a [out, in] weight (`in` a multiple of `block`).
+
+    A partial tile at the end of the out dimension keeps its own scale, as ModelOpt pads it with zeros.
+    """
+    out_features, in_features = w.shape
+    pad = -out_features % block
+    padded = torch.nn.functional.pad(w, (0, 0, 0, pad)) if pad else w
+    tiles = padded.reshape(padded.shape[0] // block, block, in_features // block, block)
+    amax = tiles.abs().amax(dim=(1, 3), keepdim=True)
+    return fp8_e4m3(tiles, amax=amax).reshape(padded.shape)[:out_features]
+
+
+def fp8_groupwise(x: torch.Tensor, group: int = 128) -> torch.Tensor:
+    """FP8 E4M3 with one scale per `group` consecutive elements of each row (1 x group activation groups)."""
+    rows, width = x.reshape(-1, x.shape[-1]).shape
+    groups = x.reshape(rows, width // group, group)
+    return fp8_e4m3(groups, amax=groups.abs().amax(dim=-1, keepdim=True)).reshape(x.shape)
+
+
 def e2m1_codes(x: torch.Tensor) -> torch.Tensor:
     """Index into E2M1_GRID of |x| rounded to nearest, ties to even, saturating at 6."""
     magnitude = x.abs().to(torch.float32)
@@ -114,6 +134,8 @@ def quantize_dequantize(w: torch.Tensor, fmt: Format, group_size: int | None = N
         return w.to(torch.bfloat16).to(w.dtype)
     if fmt.name == "fp8":
         return fp8_e4m3(w)
+    if fmt.name == "fp8_block":
+        return fp8_blockwise_2d(w, group_size)
     if fmt.name == "int8_sq":
         return int8_per_channel(w)
     if fmt.name == "int4_awq":

@@ -1,0 +1,59 @@
+"""`trtq demo`, the README's first command, end to end on the real model — its own options make it quick.
+
+The full default run (three GPUs, 4 x 256-token Hessian windows, 16 perplexity windows) takes minutes
+more on 2 cores; this is the same code path with two GPUs and short windows.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trtq.artifacts import load_artifact
+from trtq.artifacts.eval import EvalResult
+from trtq.artifacts.plan import Plan
+from trtq.artifacts.sensitivity import Sensitivity
+from trtq.cli import main
+
+QUICK = ["--gpu", "H100", "--gpu", "B200", "--seq-len", "64", "--hessian-samples", "2", "--hessian-probes", "2",
+         "--calib-samples", "2", "--eval-windows", "2", "--pareto", "3"]
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path, capsys, loads_smollm2):
+    out, report = tmp_path / "demo", tmp_path / "reports" / "demo-compare.html"
+    code = main(["demo", "-o", str(out), "--report", str(report), *QUICK])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    for step in range(1, 6):
+        assert f"[{step}/5]" in captured.err
+    sensitivity = load_artifact(out / "sensitivity-hessian.json", Sensitivity)
+    assert sensitivity.method == "hessian" and len({r.layer for r in sensitivity.rows}) == 210
+    plans = {gpu: load_artifact(out / f"plan-{gpu}.yaml", Plan) for gpu in ("H100-SXM", "B200")}
+    assert not (out / "plan-A100-SXM-80GB.yaml").exists()
+    for gpu, plan in plans.items():
+        assert plan.gpu == gpu and plan.model == "smollm2-135m"
+        assert len(plan.groups) == 120 and {g.format for g in plan.groups} - {"bf16"}, gpu
+    assert "nvfp4" not in {g.format for g in plans["H100-SXM"].groups}  # Hopper has no FP4 kernels
+    result = load_artifact(out / "eval-H100-SXM.json", EvalResult)
+    assert result.plan_sha256 and result.seq_len == 64 and 5 < result.ppl_bf16 < 500
+    assert result.ppl_quant != result.ppl_bf16
+    assert "H100-SXM plan on the evaluation text" in captured.out and str(report) in captured.out
+    data = json.loads(report.with_suffix(".json").read_text())
+    assert data["artifact"] == "comparison_report" and [g["gpu"] for g in data["gpus"]] == ["H100-SXM", "B200"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--gpu", "H900"], "unknown GPU"),
+    (["--hessian-samples", "0"], "must be at least 1"),
+    (["--seq-len", "x"], "not an integer"),
+])
+def test_demo_options_are_checked_before_any_work(tmp_path, capsys, extra, needle):
+    out = tmp_path / "demo"
+    try:
+        code = main(["demo", "-o", str(out), "--report", str(tmp_path / "r.html"), *extra])
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.strip().count("\n") == 0, err
+    assert not out.exists()
