@@ -6,7 +6,7 @@ from trtq.errors import InputError
 from trtq.model.layers import build_layer_graph
 from trtq.model.zoo import resolve_model
 
-SHIPPED = ["smollm2-135m", "llama-3.1-8b", "llama-3.1-70b", "qwen2.5-7b", "mistral-7b"]
+SHIPPED = ["smollm2-135m", "llama-3.1-8b", "llama-3.1-70b", "qwen2.5-7b", "mistral-7b", "mixtral-8x7b", "qwen3-30b-a3b"]
 
 
 def test_llama_8b_layers_shapes_and_fused_groups():
@@ -70,3 +70,13 @@ def test_config_only_model_has_no_weights():
 
     with pytest.raises(InputError, match="has no weights here"):
         load_pretrained(resolve_model("llama-3.1-70b"))
+
+
+@pytest.mark.parametrize("alias, billions, experts, top_k", [("mixtral-8x7b", 46.70, 8, 2), ("qwen3-30b-a3b", 30.53, 128, 8)])
+def test_shipped_moe_configs_plan_every_expert(alias, billions, experts, top_k):
+    graph = build_layer_graph(resolve_model(alias))
+    assert graph.total_parameters / 1e9 == pytest.approx(billions, abs=0.01)   # the model cards' sizes
+    moe = [g for g in graph.groups if g.kind == "moe"]
+    assert len(moe) == graph.num_blocks and {(g.experts, g.experts_per_token) for g in moe} == {(experts, top_k)}
+    # the fixed bf16 part is embeddings, lm_head, norms and routers only: under 3% of the weights
+    assert graph.fixed_parameter_bytes / (2 * graph.total_parameters) < 0.03

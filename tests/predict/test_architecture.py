@@ -33,3 +33,21 @@ def test_tp_sharding_and_kv_size():
 def test_non_dense_models_are_refused():
     with pytest.raises(UnsupportedError, match="model_type 'mixtral' is not built yet"):
         decoder_architecture("m", {"model_type": "mixtral"})
+
+
+def test_qwen3_dense_blocks_come_from_the_same_adapter():
+    """Qwen3's head_dim defaults to 128 (not hidden / heads): the adapter says so for both views."""
+    from trtq.model.zoo import ResolvedModel
+
+    config = {"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128}
+    graph = build_layer_graph(ResolvedModel("tiny-qwen3", config, "test"))
+    arch = decoder_architecture("tiny-qwen3", config)
+    assert arch.head_dim == 128 and arch.groups[0].out_features == (4 + 2 * 2) * 128
+    assert [(g.name, g.kind, g.block, g.out_features, g.in_features) for g in arch.groups] == [
+        (g.name, g.kind, g.block, g.out_features, g.in_features) for g in graph.groups]
+
+
+def test_moe_models_are_refused_by_the_step_model():
+    with pytest.raises(UnsupportedError, match="model_type 'qwen3_moe' is not built yet"):
+        decoder_architecture("m", {"model_type": "qwen3_moe", "num_experts": 8})

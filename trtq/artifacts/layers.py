@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from trtq.artifacts.io import Artifact, StrictModel
 
@@ -32,6 +32,22 @@ class LayerInfo(StrictModel):
     group: str           # fused group name; a layer that fuses with nothing is its own group
     in_features: int
     out_features: int
+    # MoE: the layer is a fused expert parameter [experts, out, in] (transformers 5's
+    # mlp.experts.gate_up_proj / down_proj), one (out, in) GEMM per expert.
+    experts: int | None = None
+
+    @property
+    def weight_count(self) -> int:
+        return self.in_features * self.out_features * (self.experts or 1)
+
+
+class GemmKey(NamedTuple):
+    """One GEMM the profile measures: dense (experts None) or an MoE grouped GEMM."""
+
+    out_features: int
+    in_features: int
+    experts: int | None = None
+    experts_per_token: int | None = None
 
 
 class GroupInfo(StrictModel):
@@ -43,6 +59,10 @@ class GroupInfo(StrictModel):
     members: list[str]
     in_features: int
     out_features: int    # sum of the members' output widths: the fused GEMM's N
+    # MoE: the block's experts, one group sharing one format (TensorRT-LLM's MoE kernels take
+    # one); its members are the expert GEMMs (gate_up, down), in = out = the hidden size.
+    experts: int | None = None
+    experts_per_token: int | None = None
 
 
 class LayerGraph(Artifact):
@@ -60,8 +80,31 @@ class LayerGraph(Artifact):
     total_parameters: int
 
     def unique_shapes(self) -> list[tuple[int, int]]:
-        """Unique (out, in) GEMM shapes over fused groups, in first-seen order."""
+        """Unique (out, in) dense GEMM shapes over fused groups, in first-seen order (MoE groups: unique_gemms)."""
         seen: dict[tuple[int, int], None] = {}
         for g in self.groups:
-            seen.setdefault((g.out_features, g.in_features), None)
+            if g.experts is None:
+                seen.setdefault((g.out_features, g.in_features), None)
+        return list(seen)
+
+    def group_gemms(self, group: GroupInfo) -> list[GemmKey]:
+        """The GEMMs one group costs: its fused GEMM, or an MoE group's grouped GEMM per member."""
+        if group.experts is None:
+            return [GemmKey(group.out_features, group.in_features)]
+        members = {layer.name: layer for layer in self.layers if layer.group == group.name}
+        return [GemmKey(members[m].out_features, members[m].in_features, group.experts, group.experts_per_token)
+                for m in group.members]
+
+    def unique_gemms(self) -> list[GemmKey]:
+        """Unique GEMMs over all groups, dense and MoE, in first-seen order."""
+        seen: dict[GemmKey, None] = {}
+        members = {layer.name: layer for layer in self.layers}
+        for g in self.groups:
+            if g.experts is None:
+                seen.setdefault(GemmKey(g.out_features, g.in_features), None)
+            else:
+                for m in g.members:
+                    layer = members[m]
+                    seen.setdefault(GemmKey(layer.out_features, layer.in_features, g.experts,
+                                            g.experts_per_token), None)
         return list(seen)

@@ -25,6 +25,9 @@ class ProfileRow(StrictModel):
     # interpolated / extrapolated (between / beyond a measured table's grid points), modelled (a roofline).
     # None in schema-1 tables, which predate it (their backend says it).
     provenance: Literal["measured", "interpolated", "extrapolated", "modelled"] | None = None
+    # MoE grouped GEMM: one (out, in) GEMM per expert, `tokens` routed to experts_per_token of them.
+    experts: int | None = None
+    experts_per_token: int | None = None
 
 
 class Profile(Artifact):
@@ -44,11 +47,19 @@ class Profile(Artifact):
     rows: list[ProfileRow]
 
     def latency_map(self) -> dict[tuple[int, int, int, str], float]:
-        """(out, in, tokens, format) -> latency_ns for rows with a number."""
+        """(out, in, tokens, format) -> latency_ns for dense rows with a number."""
         return {
             (r.out_features, r.in_features, r.tokens, r.format): r.latency_ns
             for r in self.rows
-            if r.latency_ns is not None
+            if r.latency_ns is not None and r.experts is None
+        }
+
+    def moe_latency_map(self) -> dict[tuple[int, int, int, str, int, int], float]:
+        """(out, in, tokens, format, experts, experts_per_token) -> latency_ns for MoE grouped-GEMM rows."""
+        return {
+            (r.out_features, r.in_features, r.tokens, r.format, r.experts, r.experts_per_token): r.latency_ns
+            for r in self.rows
+            if r.latency_ns is not None and r.experts is not None
         }
 
     def to_frame(self):

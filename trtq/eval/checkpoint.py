@@ -77,8 +77,7 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
     "NVFP4": (),
 }
 # Config entries that fix the shapes: a checkpoint of another model disagrees on one.
-_ARCHITECTURE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-                      "num_attention_heads", "num_key_value_heads", "vocab_size")
+from trtq.model.families import SHAPE_KEYS as _ARCHITECTURE_KEYS  # noqa: E402  (from the family adapters)
 INT8_MAX = 127.0
 NVFP4_BLOCK = 16
 

@@ -35,7 +35,8 @@ def run_layers(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(
         f"{graph.total_parameters / 1e6:.1f} M parameters; unique GEMM shapes (out x in): "
-        + ", ".join(f"{n}x{k}" for n, k in graph.unique_shapes())
+        + ", ".join(f"{g.out_features}x{g.in_features}" + (f" ({g.experts} experts, top-{g.experts_per_token})"
+                                                            if g.experts else "") for g in graph.unique_gemms())
         + f"; bf16 parameters outside the plan: {fmt_bytes(graph.fixed_parameter_bytes)}"
     )
     if args.output:

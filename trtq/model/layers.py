@@ -1,8 +1,12 @@
-"""The layer graph: every quantizable Linear of a causal LM, its shape, block and fused group.
+"""The layer graph: every quantizable weight of a causal LM, its shape, block and fused group.
 
 Built on the meta device from the config alone, so a 70B model costs no memory.
 TensorRT-LLM fuses q/k/v into one QKV GEMM and gate/up into one GEMM: those layers
-form a group that shares one format and costs one fused GEMM.
+form a group that shares one format and costs one fused GEMM. The family's adapter
+(trtq.model.families) says where the MoE experts are (fused [experts, out, in]
+parameters in transformers 5, not nn.Linear) and what stays bf16; every parameter is
+then accounted for, and a model with more than 1% of its weights neither planned nor
+known to stay bf16 is refused rather than planned with those weights silently fixed.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import re
 
 from trtq.artifacts import make_metadata
-from trtq.artifacts.layers import FUSED_KINDS, GroupInfo, LayerGraph, LayerInfo
-from trtq.errors import InputError
+from trtq.artifacts.layers import LayerGraph, LayerInfo
+from trtq.errors import InputError, UnsupportedError
+from trtq.model.families import ADAPTERS, BF16_BYTES, EXPERT_KINDS, FUSED_KINDS, adapter_for, group_layers
 from trtq.model.zoo import ResolvedModel, hf_config
 
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
-BF16_BYTES = 2
+# Above this share of its parameters unaccounted for, a model is refused, not planned.
+MAX_UNPLANNED_SHARE = 0.01
+__all__ = ["BF16_BYTES", "FUSED_KINDS", "MAX_UNPLANNED_SHARE", "build_layer_graph"]
 
 
 def _meta_model(resolved: ResolvedModel):
@@ -31,53 +38,88 @@ def _meta_model(resolved: ResolvedModel):
         raise InputError(f"{resolved.name}: cannot build a causal LM from its config: {first}") from None
 
 
+def _expert_layers(resolved: ResolvedModel, name: str, module, block: int) -> list[LayerInfo]:
+    layers = []
+    for pname, kind in EXPERT_KINDS.items():
+        param = getattr(module, pname, None)
+        if param is None or getattr(param, "dim", lambda: 0)() != 3:
+            raise UnsupportedError(
+                f"{resolved.name}: the experts at {name} are not fused [experts, out, in] parameters "
+                f"{', '.join(EXPERT_KINDS)} (the layout of transformers 5): this transformers is not supported")
+        experts, out_features, in_features = (int(d) for d in param.shape)
+        layers.append(LayerInfo(name=f"{name}.{pname}", block=block, kind=kind, group=name,
+                                in_features=in_features, out_features=out_features, experts=experts))
+    return layers
+
+
 def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) -> LayerGraph:
     import torch
 
+    adapter = adapter_for(resolved.config)
     model = _meta_model(resolved)
+    fixed_suffixes = tuple(f".{s}" for s in adapter.fixed_bf16_modules()) if adapter else ()
+    experts_suffix = f".{adapter.moe.experts_path}" if adapter and adapter.moe else None
     layers: list[LayerInfo] = []
+    planned: set[str] = set()        # parameter names whose weights the plan covers
+    fixed_modules: set[str] = set()  # module names whose parameters stay bf16 by design
+    experts_per_token: dict[int, int | None] = {}
     for name, module in model.named_modules():
+        match = _BLOCK.search(f".{name}.")
+        block = int(match.group(1)) if match else None
+        if isinstance(module, torch.nn.Embedding) or (block is not None and name.endswith(fixed_suffixes)):
+            fixed_modules.add(name)
+            continue
+        if experts_suffix and block is not None and name.endswith(experts_suffix):
+            layers += _expert_layers(resolved, name, module, block)
+            planned.update(f"{name}.{p}" for p in EXPERT_KINDS)
+            experts_per_token[block] = int(model.config.num_experts_per_tok)
+            continue
         if not isinstance(module, torch.nn.Linear):
             continue
         kind = name.rsplit(".", 1)[-1]
         if kind == "lm_head" and not include_lm_head:
+            fixed_modules.add(name)
             continue
-        match = _BLOCK.search(f".{name}.")
-        block = int(match.group(1)) if match else None
         fused = FUSED_KINDS.get(kind)
         group = f"{name.rsplit('.', 1)[0]}.{fused}" if fused and block is not None else name
         layers.append(LayerInfo(name=name, block=block, kind=kind, group=group,
                                 in_features=module.in_features, out_features=module.out_features))
+        planned.add(f"{name}.weight")
+
+    total, unplanned, example = 0, 0, None
+    for pname, param in model.named_parameters():
+        total += param.numel()
+        module_name = pname.rpartition(".")[0]
+        # Norm weights and biases are vectors: bf16 by design, like embeddings, lm_head and routers.
+        if pname in planned or module_name in fixed_modules or param.dim() <= 1:
+            continue
+        unplanned += param.numel()
+        example = example or pname
+    model_type = resolved.config.get("model_type")
+    if total and unplanned / total > MAX_UNPLANNED_SHARE:
+        why = (f"no adapter for model_type {model_type!r}; trtq plans {', '.join(ADAPTERS)}" if adapter is None
+               else f"the {model_type} adapter does not cover them")
+        raise UnsupportedError(
+            f"{resolved.name}: {unplanned / total:.1%} of its parameters ({unplanned:,} of {total:,}, e.g. "
+            f"{example}) are in no layer trtq plans and not known to stay bf16 ({why}): refusing to plan it")
     if not layers:
         raise InputError(f"{resolved.name}: no quantizable Linear layers found")
-
-    groups: dict[str, GroupInfo] = {}
-    for layer in layers:
-        g = groups.get(layer.group)
-        if g is None:
-            groups[layer.group] = GroupInfo(
-                name=layer.group, kind=FUSED_KINDS.get(layer.kind, layer.kind) if layer.group != layer.name else layer.kind,
-                block=layer.block, members=[layer.name], in_features=layer.in_features,
-                out_features=layer.out_features,
-            )
-        else:
-            if g.in_features != layer.in_features:
-                raise InputError(f"{resolved.name}: fused group {g.name} mixes input widths")
-            g.members.append(layer.name)
-            g.out_features += layer.out_features
-
-    total = sum(p.numel() for p in model.parameters())
-    quantizable = sum(layer.in_features * layer.out_features for layer in layers)
+    groups = group_layers(layers, experts_per_token, resolved.name)
+    quantizable = sum(layer.weight_count for layer in layers)
     blocks = [layer.block for layer in layers if layer.block is not None]
+    notes = [f"config: {resolved.source}"]
+    if adapter is None:
+        notes.append(f"no adapter for model_type {model_type!r}: nn.Linear layers enumerated generically, "
+                     "q/k/v and gate/up fused by name")
     return LayerGraph(
         artifact=LayerGraph.KIND,
         schema_version=LayerGraph.SCHEMA_VERSION,
-        metadata=make_metadata(notes=[f"config: {resolved.source}"]),
+        metadata=make_metadata(notes=notes),
         model=resolved.name,
         architecture=(resolved.config.get("architectures") or [type(model).__name__])[0],
         num_blocks=max(blocks) + 1 if blocks else 0,
         layers=layers,
-        groups=list(groups.values()),
+        groups=groups,
         fixed_parameter_bytes=(total - quantizable) * BF16_BYTES,
         total_parameters=total,
     )

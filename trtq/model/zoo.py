@@ -53,6 +53,10 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("qwen2.5-7b", ("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct"), "Qwen2.5 7B (config only)"),
         ZooEntry("mistral-7b", ("mistralai/Mistral-7B-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
                  "Mistral 7B v0.3 (config only)"),
+        ZooEntry("mixtral-8x7b", ("mistralai/Mixtral-8x7B-v0.1", "mistralai/Mixtral-8x7B-Instruct-v0.1"),
+                 "Mixtral 8x7B MoE, 8 experts top-2 (config only)"),
+        ZooEntry("qwen3-30b-a3b", ("Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-30B-A3B-Base"),
+                 "Qwen3 30B-A3B MoE, 128 experts top-8 (config only)"),
     )
 }
 

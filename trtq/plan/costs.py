@@ -2,10 +2,14 @@
 
 Reads the layer graph, a profile and a sensitivity table as artifacts only. The
 latency of a group is its fused GEMM (out = sum of members' outputs) at each
-workload point; its Omega and weight bytes are the sums over its members.
+workload point; its Omega and weight bytes are the sums over its members. An MoE group
+(the experts of one block, one format) costs its members' grouped GEMMs at the workload's
+tokens routed to top-k of E experts, and its weight bytes count all E experts.
 """
 
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass, field
 
@@ -77,6 +81,20 @@ def point_names(budget_points: dict[str, int], profile_tokens: list[int]) -> dic
     return points
 
 
+def _group_latency(gemms, tokens: int, fmt: str, dense: dict, moe: dict) -> float | None:
+    """The group's GEMM time at M = tokens: its fused GEMM, or the sum of its MoE grouped GEMMs."""
+    total = 0.0
+    for gemm in gemms:
+        if gemm.experts is None:
+            value = dense.get((gemm.out_features, gemm.in_features, tokens, fmt))
+        else:
+            value = moe.get((gemm.out_features, gemm.in_features, tokens, fmt, gemm.experts, gemm.experts_per_token))
+        if value is None:
+            return None
+        total += value
+    return total
+
+
 def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity,
                      formats: list[Format], budget_points: dict[str, int]) -> CostModel:
     if sensitivity.model != graph.model:
@@ -89,6 +107,7 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
         )
     points = point_names(budget_points, profile.tokens)
     latency_of = profile.latency_map()
+    moe_latency_of = profile.moe_latency_map()
     omega_of = sensitivity.omega_map()
     layer_names = {layer.name for layer in graph.layers}
     covered_layers = {layer for layer, _ in omega_of}
@@ -105,23 +124,28 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
     notes: set[str] = set()
     members_of = {layer.name: layer for layer in graph.layers}
     for g, group in enumerate(graph.groups):
+        gemms = graph.group_gemms(group)
+        # An MoE group's members read different widths (hidden, expert intermediate): one block size for all.
+        width = math.gcd(*(gemm.in_features for gemm in gemms))
         for f, fmt in enumerate(formats):
-            if not fmt.available_for(group.in_features):
-                notes.add(f"{fmt.unavailable_reason(group.in_features)}: {fmt.name} not planned there")
+            if not fmt.available_for(width):
+                notes.add(f"{fmt.unavailable_reason(width)}: {fmt.name} not planned there")
                 continue
-            gs = fmt.group_size_for(group.in_features)
+            gs = fmt.group_size_for(width)
             omegas = [omega_of.get((m, fmt.name)) for m in group.members]
             if any(o is None for o in omegas):
                 notes.add(f"sensitivity table has no {fmt.name} rows: {fmt.name} not planned")
                 continue
-            lats = {p: latency_of.get((group.out_features, group.in_features, m, fmt.name)) for p, m in points.items()}
+            lats = {p: _group_latency(gemms, m, fmt.name, latency_of, moe_latency_of) for p, m in points.items()}
             if any(v is None for v in lats.values()):
-                notes.add(f"profile has no {fmt.name} latency for shape {group.out_features}x{group.in_features}: "
-                          f"{fmt.name} not planned there")
+                shapes = ", ".join(f"{gemm.out_features}x{gemm.in_features}"
+                                   + (f" ({gemm.experts} experts, top-{gemm.experts_per_token})" if gemm.experts else "")
+                                   for gemm in gemms)
+                notes.add(f"profile has no {fmt.name} latency for shape {shapes}: {fmt.name} not planned there")
                 continue
             omega[g, f] = float(sum(omegas))
             weight_bytes[g, f] = sum(fmt.weight_bytes(members_of[m].out_features, members_of[m].in_features, gs)
-                                     for m in group.members)
+                                     * (members_of[m].experts or 1) for m in group.members)
             for p, v in lats.items():
                 latency[p][g, f] = v
             group_sizes[g][f] = gs

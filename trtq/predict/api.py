@@ -27,7 +27,7 @@ class ProfileGemms(GemmSource):
         self.rows: dict[tuple[int, int, str], list[tuple[int, float, str]]] = {}
         measured_backend = profile.backend in ("cuda", "cpu")
         for r in profile.rows:
-            if r.latency_ns is None:
+            if r.latency_ns is None or r.experts is not None:   # MoE rows: not a dense GEMM
                 continue
             prov = r.details.get("provenance") if isinstance(r.details, dict) else None
             prov = prov if prov in ("measured", "interpolated", "modelled") else ("measured" if measured_backend else "modelled")

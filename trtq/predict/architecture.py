@@ -1,11 +1,9 @@
 """A dense decoder's blocks from its Hugging Face config, in pure Python (no torch).
 
-`trtq.model.layers.build_layer_graph` enumerates Linear modules on the meta device and so
-imports torch and transformers (seconds). The step model needs only the block structure
-of the dense Llama-style families trtq ships (llama, mistral, qwen2): four fused GEMM
-groups per block, named as `build_layer_graph` names them (`model.layers.3.self_attn.qkv`,
-`.self_attn.o_proj`, `.mlp.gate_up`, `.mlp.down_proj`), so a plan's group names map 1:1.
-A test holds this enumeration against `build_layer_graph` on the shipped configs.
+The step model needs only the block structure: four fused GEMM groups per block
+(`model.layers.3.self_attn.qkv`, `.self_attn.o_proj`, `.mlp.gate_up`, `.mlp.down_proj`).
+It reads them from the family's adapter (trtq.model.families), the same one both layer
+graphs use, so a plan's group names map 1:1. MoE blocks are not costed by the step model yet.
 """
 
 from __future__ import annotations
@@ -14,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trtq.errors import InputError, UnsupportedError
+from trtq.model.families import ADAPTERS, adapter_for, block_layout, read_dims
 
-DENSE_MODEL_TYPES = ("llama", "mistral", "qwen2")
+DENSE_MODEL_TYPES = tuple(t for t, a in ADAPTERS.items() if not a.is_moe)
 
 # Group kind -> the op that produces its input inside a block (for the transition term).
 PRODUCER_OF = {"qkv": "norm", "o_proj": "attention", "gate_up": "norm", "down_proj": "act"}
@@ -64,38 +63,24 @@ class DecoderArchitecture:
                 raise InputError(f"{self.name}: {what} ({value}) do not divide by --tp {tp}")
 
 
-def _int(config: dict[str, Any], key: str, name: str) -> int:
-    value = config.get(key)
-    if not isinstance(value, int) or value <= 0:
-        raise InputError(f"{name}: config has no positive integer {key!r}")
-    return value
-
-
 def decoder_architecture(name: str, config: dict[str, Any]) -> DecoderArchitecture:
-    model_type = config.get("model_type")
-    if model_type not in DENSE_MODEL_TYPES:
+    """The block view of the family's adapter (trtq.model.families): the same fused groups, the same names."""
+    adapter = adapter_for(config)
+    if adapter is None or adapter.is_moe:
         raise UnsupportedError(
             f"{name}: the step model covers dense decoders ({', '.join(DENSE_MODEL_TYPES)}); "
-            f"model_type {model_type!r} is not built yet"
+            f"model_type {config.get('model_type')!r} is not built yet"
         )
-    layers = _int(config, "num_hidden_layers", name)
-    hidden = _int(config, "hidden_size", name)
-    heads = _int(config, "num_attention_heads", name)
-    kv_heads = config.get("num_key_value_heads") or heads
-    head_dim = config.get("head_dim") or hidden // heads
-    inter = _int(config, "intermediate_size", name)
-    vocab = _int(config, "vocab_size", name)
-    groups: list[GemmGroup] = []
-    for b in range(layers):
-        prefix = f"model.layers.{b}"
-        groups += [
-            GemmGroup(f"{prefix}.self_attn.qkv", "qkv", b, (heads + 2 * kv_heads) * head_dim, hidden),
-            GemmGroup(f"{prefix}.self_attn.o_proj", "o_proj", b, hidden, heads * head_dim),
-            GemmGroup(f"{prefix}.mlp.gate_up", "gate_up", b, 2 * inter, hidden),
-            GemmGroup(f"{prefix}.mlp.down_proj", "down_proj", b, hidden, inter),
-        ]
+    dims = read_dims(adapter, config, name)
+    groups: dict[str, list] = {}
+    for b in range(dims.blocks):
+        for linear in block_layout(adapter, dims, b).linears:
+            key = f"{adapter.block_path}.{b}.{linear.group_suffix}"
+            entry = groups.setdefault(key, [linear.group_kind, b, 0, linear.in_features])
+            entry[2] += linear.out_features
     return DecoderArchitecture(
-        name=name, num_layers=layers, hidden_size=hidden, num_heads=heads, num_kv_heads=kv_heads,
-        head_dim=head_dim, intermediate_size=inter, vocab_size=vocab,
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", False)), groups=tuple(groups),
+        name=name, num_layers=dims.blocks, hidden_size=dims.hidden, num_heads=dims.heads,
+        num_kv_heads=dims.kv_heads, head_dim=dims.head_dim, intermediate_size=dims.intermediate,
+        vocab_size=dims.vocab, tie_word_embeddings=dims.tied,
+        groups=tuple(GemmGroup(key, kind, b, n, k) for key, (kind, b, n, k) in groups.items()),
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from trtq.artifacts import make_metadata
 from trtq.artifacts.layers import LayerGraph
-from trtq.artifacts.profile import Profile
+from trtq.artifacts.profile import Profile, ProfileRow
 from trtq.errors import InputError
 from trtq.profile.backends import BackendRequest, make_backend
-from trtq.profile.harness import GemmCase
+from trtq.profile.harness import GemmCase, case_fields
 from trtq.registry import get_gpu, parse_formats
 
 
@@ -19,7 +19,13 @@ def parse_tokens(spec: str | list[int]) -> list[int]:
 
 def gemm_cases(graph: LayerGraph, tokens: list[int], formats: list[str]) -> list[GemmCase]:
     """One case per unique (out, in) shape x format x token count: layers sharing a shape are measured once."""
-    return [GemmCase(n, k, m, f) for (n, k) in graph.unique_shapes() for f in formats for m in tokens]
+    return [GemmCase(n, k, m, f, e, t) for (n, k, e, t) in graph.unique_gemms() for f in formats for m in tokens]
+
+
+def unsupported_moe_row(backend, case: GemmCase) -> ProfileRow:
+    """An MoE case for a backend without `moe_grouped_gemm`, which would time it as one dense GEMM."""
+    return ProfileRow(**case_fields(case), method="none", status="unsupported", latency_ns=None,
+                      reason=f"the {backend.name} backend does not cost MoE grouped GEMMs yet (the roofline backend does)")
 
 
 def _resolve_auto_gpu() -> str:
@@ -72,7 +78,10 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
                                         else union_formats(gpu_spec))}
             fmts = [f for f in fmts if f.name in allowed and gpu_spec.supports(f)]
     format_names = [f.name for f in fmts]
-    rows = backend.profile(gemm_cases(graph, tokens, format_names), on_row=on_row)
+    cases = gemm_cases(graph, tokens, format_names)
+    moe_rows = [] if getattr(backend, "moe_grouped_gemm", False) else [
+        unsupported_moe_row(backend, c) for c in cases if c.experts is not None]
+    rows = backend.profile([c for c in cases if not moe_rows or c.experts is None], on_row=on_row) + moe_rows
     device = backend.device_info()
     notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
     if backend.name == "aiconfigurator":

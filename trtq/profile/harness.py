@@ -24,6 +24,17 @@ class GemmCase:
     in_features: int
     tokens: int
     format: str
+    # MoE grouped GEMM: `experts` (out, in) GEMMs sharing the tokens x experts_per_token routed rows.
+    experts: int | None = None
+    experts_per_token: int | None = None
+
+
+def case_fields(case: GemmCase) -> dict:
+    """The row fields that name a case (an MoE case's expert counts only where set)."""
+    base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens, format=case.format)
+    if case.experts is not None:
+        base.update(experts=case.experts, experts_per_token=case.experts_per_token)
+    return base
 
 
 @dataclass

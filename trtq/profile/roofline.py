@@ -11,6 +11,11 @@ a calibration fitted it (measured tables: 0.5-3 bf16-activation reads for fp8 on
 bytes = weight bytes in the format (scales included) + input activations as the
 kernel reads them + bf16 output. INT4-AWQ computes at the bf16 rate but moves a
 quarter of the weight bytes; W4A8 computes at the FP8 rate.
+
+An MoE grouped GEMM (one launch over the experts of a block) at M tokens routed to k of
+E experts computes M x k rows in all (M x k / E per expert on average) and reads the
+weights of the experts that receive at least one token: E x (1 - (1 - k/E)^M) of them
+in expectation under uniform routing, all E at prefill sizes.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pydantic import Field
 
 from trtq.artifacts.io import StrictModel
 from trtq.artifacts.profile import ProfileRow
-from trtq.profile.harness import GemmCase
+from trtq.profile.harness import GemmCase, case_fields
 from trtq.registry.formats import get_format
 from trtq.registry.gpus import GpuSpec
 
@@ -67,6 +72,26 @@ def gemm_flops(case: GemmCase) -> float:
     return 2.0 * case.tokens * case.out_features * case.in_features
 
 
+def moe_active_experts(case: GemmCase) -> float:
+    """Expected experts receiving at least one of the tokens x experts_per_token routed rows (uniform routing)."""
+    e, k = case.experts, case.experts_per_token
+    return e * (1.0 - (1.0 - k / e) ** case.tokens)
+
+
+def moe_flops(case: GemmCase) -> float:
+    return 2.0 * case.tokens * case.experts_per_token * case.out_features * case.in_features
+
+
+def moe_bytes(case: GemmCase, group_size: int | None) -> float:
+    fmt = get_format(case.format)
+    rows = case.tokens * case.experts_per_token
+    return (
+        moe_active_experts(case) * fmt.weight_bytes(case.out_features, case.in_features, group_size)
+        + fmt.activation_bytes(rows, case.in_features)
+        + rows * case.out_features * OUTPUT_BYTES
+    )
+
+
 def gemm_bytes(case: GemmCase, group_size: int | None) -> float:
     fmt = get_format(case.format)
     return (
@@ -78,8 +103,7 @@ def gemm_bytes(case: GemmCase, group_size: int | None) -> float:
 
 def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> ProfileRow:
     fmt = get_format(case.format)
-    base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
-                format=case.format, method="roofline")
+    base = dict(case_fields(case), method="roofline" if case.experts is None else "roofline_grouped_gemm")
     if not gpu.supports(fmt):
         return ProfileRow(**base, status="unsupported", latency_ns=None,
                           reason=f"{gpu.name} (sm{gpu.sm}) does not run {fmt.name} (needs sm{fmt.min_sm}+)")
@@ -87,8 +111,9 @@ def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> Profil
         return ProfileRow(**base, status="unsupported", latency_ns=None,
                           reason=fmt.unavailable_reason(case.in_features))
     group_size = fmt.group_size_for(case.in_features)
-    flops = gemm_flops(case)
-    nbytes = gemm_bytes(case, group_size)
+    moe = case.experts is not None
+    flops = moe_flops(case) if moe else gemm_flops(case)
+    nbytes = moe_bytes(case, group_size) if moe else gemm_bytes(case, group_size)
     compute_ns = flops / (gpu.peak_flops[fmt.compute] * params.compute(fmt.name)) * 1e9
     memory_ns = nbytes / (gpu.hbm_bandwidth_bytes_per_s * params.bandwidth(fmt.name)) * 1e9
     quantize_ns = params.activation(fmt.name) * activation_pass_ns(gpu, case)
@@ -96,14 +121,17 @@ def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> Profil
     return ProfileRow(
         **base, status="ok", latency_ns=latency, provenance="modelled",
         details={"flops": flops, "bytes": nbytes, "compute_ns": compute_ns, "memory_ns": memory_ns,
-                 "launch_cost_ns": params.launch_cost_ns, "activation_quantize_ns": quantize_ns, "bound": "compute" if compute_ns >= memory_ns else "memory",
-                 "group_size": group_size},
+                 "launch_cost_ns": params.launch_cost_ns, "activation_quantize_ns": quantize_ns,
+                 "bound": "compute" if compute_ns >= memory_ns else "memory", "group_size": group_size,
+                 **({"active_experts": moe_active_experts(case),
+                     "tokens_per_expert": case.tokens * case.experts_per_token / case.experts} if moe else {})},
     )
 
 
 class RooflineBackend:
     name = "roofline"
     measures = False
+    moe_grouped_gemm = True   # costs GemmCase.experts cases as grouped GEMMs (see moe_bytes)
 
     def __init__(self, gpu: GpuSpec, params: RooflineParams):
         self.gpu = gpu

@@ -32,8 +32,8 @@ from trtq.quantize.quant_cfg import (
 )
 from trtq.quantize.summary import LayerQuantization, QuantizerState, QuantizeSummary
 
-# TensorRT-LLM decoder type per Hugging Face model_type, for the models ModelOpt exports.
-TRTLLM_DECODER_TYPES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen"}
+from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
+
 _NAMES_SHOWN = 6
 
 

@@ -1,4 +1,9 @@
-"""Weight sensitivity: Omega(layer, format) = ||Q_f(W) - W||^2 (no data needed)."""
+"""Weight sensitivity: Omega(layer, format) = ||Q_f(W) - W||^2 (no data needed).
+
+An MoE layer is a fused expert parameter [experts, out, in] (transformers 5): each expert is
+quantized on its own (TensorRT-LLM's MoE kernels keep one scale set per expert), and the
+layer's Omega is the sum over its experts.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,14 @@ from trtq.sensitivity.quantizers import weight_error
 
 def linear_weights(model, graph: LayerGraph) -> dict[str, "torch.Tensor"]:  # noqa: F821
     modules = dict(model.named_modules())
-    missing = [layer.name for layer in graph.layers if layer.name not in modules]
+    params = dict(model.named_parameters())
+    missing = [layer.name for layer in graph.layers
+               if (layer.name not in params if layer.experts else layer.name not in modules)]
     if missing:
         from trtq.errors import InputError
 
         raise InputError(f"{graph.model}: the loaded model lacks layers of its config, e.g. {missing[0]}")
-    return {layer.name: modules[layer.name].weight for layer in graph.layers}
+    return {layer.name: params[layer.name] if layer.experts else modules[layer.name].weight for layer in graph.layers}
 
 
 def weight_rows(model, graph: LayerGraph, formats: list[Format]) -> list[SensitivityRow]:
@@ -27,7 +34,10 @@ def weight_rows(model, graph: LayerGraph, formats: list[Format]) -> list[Sensiti
             if not fmt.available_for(layer.in_features):
                 continue
             group_size = fmt.group_size_for(layer.in_features)
-            err = weight_error(w, fmt, group_size)
+            if layer.experts:
+                err = float(sum(weight_error(expert, fmt, group_size) for expert in w))
+            else:
+                err = weight_error(w, fmt, group_size)
             rows.append(SensitivityRow(layer=layer.name, format=fmt.name, group_size=group_size,
                                        weight_error=err, omega=err))
     return rows
