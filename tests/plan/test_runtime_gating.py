@@ -30,8 +30,8 @@ def _plan(inputs, gpu, runtime=None, budget="decode@16=0.4", **kw) -> Plan:
 def test_b200_default_plan_has_no_int8_sq_or_awq(inputs):
     plan = _plan(inputs, "B200", budget="decode@16=0.3")
     assert plan.runtime == "trtllm@1.2"
-    assert plan.candidate_formats == ["bf16", "fp8", "nvfp4"]
-    assert {g.format for g in plan.groups} <= {"bf16", "fp8", "nvfp4"} and "nvfp4" in {g.format for g in plan.groups}
+    assert plan.candidate_formats == ["bf16", "fp8", "nvfp4", "fp8_block"]
+    assert {g.format for g in plan.groups} <= {"bf16", "fp8", "nvfp4", "fp8_block"} and "nvfp4" in {g.format for g in plan.groups}
     legacy = _plan(inputs, "B200", "trtllm-engine@1.2", budget="decode@16=0.3")
     assert legacy.runtime == "trtllm-engine@1.2"
     assert {"int8_sq", "int4_awq", "w4a8_awq"} <= set(legacy.candidate_formats)
@@ -61,8 +61,8 @@ def test_the_plan_records_its_runtime_and_round_trips(inputs, tmp_path):
 
 def test_profile_runtime_restricts_the_formats(smollm2_graph):
     everything = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0)
-    assert everything.formats == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4"]
+    assert everything.formats == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4", "fp8_block"]
     pytorch = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0, runtime="trtllm@1.2")
-    assert pytorch.formats == ["bf16", "fp8", "nvfp4"]
+    assert pytorch.formats == ["bf16", "fp8", "nvfp4", "fp8_block"]
     with pytest.raises(UnsupportedError, match="format int4_awq is not supported on B200 .* by trtllm@1.2"):
         build_profile(smollm2_graph, "roofline", "B200", [16], "int4_awq", runtime="trtllm@1.2")

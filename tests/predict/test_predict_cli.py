@@ -32,19 +32,13 @@ def predict_json(capsys, *argv):
 
 
 def write_plan(path, model, gpu, format_of):
-    """A plan artifact as `trtq plan` writes it, with the formats given per group."""
+    """A plan artifact as `trtq plan` writes it (costs and totals consistent), with the formats given per group."""
+    from tests.quantize.plans import group, plan_of
+
     arch = decoder_architecture(model, resolve_model(model).config)
-    groups = [GroupChoice(group=g.name, kind=g.kind, block=g.block, members=[g.name], in_features=g.in_features,
-                          out_features=g.out_features, format=format_of(g), group_size=None, costs={})
+    groups = [group(g.name, [g.name], format_of(g), None, g.in_features, g.out_features, g.kind, g.block)
               for g in arch.groups]
-    plan = Plan(artifact=Plan.KIND, schema_version=Plan.SCHEMA_VERSION, metadata=make_metadata(),
-                model=model, gpu=gpu, profile_backend="aiconfigurator", launch_cost_ns=0.0,
-                sensitivity_method="weight", budgets=[], candidate_formats=["bf16", "fp8"], fixed_parameter_bytes=0,
-                solver=SolverInfo(name="highs", version="1", status="optimal", solve_time_s=0.0, objective=0.0,
-                                  mip_rel_gap=0.0),
-                groups=groups, totals=Totals(latency_ns={}, bf16_latency_ns={}, weight_bytes=0,
-                                             bf16_weight_bytes=0, sensitivity=0.0))
-    return save_artifact(plan, path)
+    return save_artifact(plan_of(groups, model=model, gpu=gpu, runtime="trtllm@1.2"), path)
 
 
 def test_uniform_prediction_json(capsys):

@@ -143,14 +143,14 @@ def test_cuda_table_dedupes_shapes_gates_formats_and_round_trips(smollm2_graph, 
     shapes = smollm2_graph.unique_shapes()
     assert len(shapes) < len(smollm2_graph.layers)
     # Every format stays in a measured table: what sm80 cannot run is a row with its reason.
-    assert profile.formats == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4"]
-    assert len(profile.rows) == len(shapes) * 6 * 2
+    assert profile.formats == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4", "fp8_block"]
+    assert len(profile.rows) == len(shapes) * 7 * 2
     assert sorted({(r.out_features, r.in_features) for r in profile.rows}) == sorted(shapes)
     assert (profile.backend, profile.gpu, profile.launch_cost_ns) == ("cuda", "A100-SXM-80GB", 0.0)
     by_format = {}
     for row in profile.rows:
         by_format.setdefault(row.format, set()).add(row.status)
-    assert by_format["fp8"] == by_format["w4a8_awq"] == by_format["nvfp4"] == {"unsupported"}
+    assert by_format["fp8"] == by_format["w4a8_awq"] == by_format["nvfp4"] == by_format["fp8_block"] == {"unsupported"}
     for fmt in ("bf16", "int8_sq", "int4_awq"):
         assert by_format[fmt] <= {"ok", "noisy"}
     fp8 = next(r for r in profile.rows if r.format == "fp8")
