@@ -40,7 +40,7 @@ def test_malformed_artifacts_give_one_line_naming_the_file(profile, tmp_path):
         "garbage": ("{[", "is not valid YAML/JSON"),
         "list": ("[1, 2]", "expected a mapping"),
         "kind": (path.read_text().replace('"artifact": "profile"', '"artifact": "plan"'), "expected a profile artifact, found 'plan'"),
-        "version": (path.read_text().replace('"schema_version": 1', '"schema_version": 99', 1), "schema_version 99 is not supported"),
+        "version": (path.read_text().replace(f'"schema_version": {Profile.SCHEMA_VERSION}', '"schema_version": 99', 1), "schema_version 99 is not supported"),
         "typo": (path.read_text().replace('"backend"', '"backnd"', 1), "invalid profile artifact"),
         "truncated": (path.read_text()[: len(path.read_text()) // 2], "not valid YAML/JSON"),
     }
