@@ -47,7 +47,7 @@ def test_a100_gets_int8_sq_only_with_the_legacy_engine_runtime():
 
 
 def test_hopper_and_blackwell_under_each_runtime():
-    assert _names("H100") == ["bf16", "fp8", "int4_awq", "w4a8_awq"]
+    assert _names("H100") == ["bf16", "fp8", "int4_awq", "w4a8_awq", "fp8_block"]
     assert _names("H100", "trtllm-engine@1.2") == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq"]
     assert _names("B200", "trtllm-engine@1.2") == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4"]
 

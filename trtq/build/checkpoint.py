@@ -33,7 +33,7 @@ QUANT_ALGO_TO_FORMAT: dict[str, str] = {
     "W4A8_AWQ": "w4a8_awq",
     "NVFP4": "nvfp4",
     # TensorRT-LLM's block-scaled FP8 (128x128 weight tiles, 1x128 activation groups); ModelOpt 0.47
-    # does not write it (see trtq/quantize/quant_cfg.py NOT_EXPORTED), other producers do.
+    # does not write it (see the format's export_refusal in trtq/registry/formats.py), other producers do.
     "FP8_BLOCK_SCALES": "fp8_block",
 }
 MIXED_PRECISION = "MIXED_PRECISION"

@@ -20,7 +20,7 @@ from trtq.plan.budgets import BudgetSpec, fraction_text, parse_budgets, parse_me
 from trtq.plan.costs import CostModel, build_cost_model
 from trtq.plan.ilp import Constraint, IlpProblem, IlpSolution, ParametricIlp, min_common_scale, minimum_of, solve
 from trtq.registry import GpuSpec, get_gpu
-from trtq.registry.runtimes import Runtime, family_advisories, get_runtime, plannable_formats
+from trtq.registry.runtimes import Runtime, family_advisories, get_runtime, plannable_formats, unexported_formats
 
 _TOL = 1e-9
 # A Pareto front of more points than this is no longer a front to choose from.
@@ -81,8 +81,10 @@ class PlanRequest:
 
 
 def candidate_formats(gpu: GpuSpec, spec: str | None, runtime: Runtime | None = None):
-    # One gate for every format decision: what the runtime runs on this GPU (profiles/runtimes.yaml).
-    return plannable_formats(gpu, runtime or get_runtime(None), spec)
+    # One gate for every format decision: what the runtime runs on this GPU (profiles/runtimes.yaml). By default a
+    # plan is one trtq can ship, so formats trtq cannot export are candidates only when named in `spec`.
+    formats = plannable_formats(gpu, runtime or get_runtime(None), spec)
+    return formats if spec else [f for f in formats if not f.export_refusal]
 
 
 def problem_for(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None,
@@ -257,6 +259,9 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
     costs = build_cost_model(graph, profile, sensitivity, formats, {b.point: b.tokens for b in budgets})
     problem, resolved = problem_for(costs, budgets, memory_bytes)
     notes = list(costs.notes) + family_advisories(runtime, graph.architecture, costs.formats)
+    if not request.formats:
+        notes += [f"{f.name} left out (name it in --formats to plan it anyway): trtq quantize cannot export it: "
+                  f"{f.export_refusal}" for f in unexported_formats(gpu, runtime)]
     if profile.model != graph.model:
         notes.append(f"latencies from a profile of {profile.model} (same GEMM shapes)")
     for c, b in zip(problem.constraints, resolved):

@@ -43,16 +43,16 @@ def _name_list(names: list[str]) -> str:
 
 
 def check_exportable(plan: PlanLike) -> None:
-    """Refuse, in one line, a plan with a format trtq plans but cannot quantize and export (NOT_EXPORTED)."""
-    from trtq.quantize.quant_cfg import NOT_EXPORTED
-
+    """Refuse, in one line, a plan with a format trtq plans but cannot quantize and export (its export_refusal)."""
     by_format: dict[str, list[str]] = {}
+    refusals: dict[str, str] = {}
     for layer, fmt, _ in plan_layers(plan):
-        if fmt.name in NOT_EXPORTED:
+        if fmt.export_refusal:
             by_format.setdefault(fmt.name, []).append(layer)
+            refusals[fmt.name] = fmt.export_refusal
     for name, layers in by_format.items():
         raise UnsupportedError(f"the plan puts {len(layers)} layers in {name} ({_name_list(layers)}), which trtq "
-                               f"plans but does not quantize: {NOT_EXPORTED[name]}; re-plan without {name}")
+                               f"plans but does not quantize: {refusals[name]}; re-plan without {name}")
 
 
 def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> None:

@@ -29,16 +29,6 @@ from trtq.registry.formats import Format, get_format
 WEIGHT_QUANTIZER = "weight_quantizer"
 INPUT_QUANTIZER = "input_quantizer"
 
-# Formats trtq plans but `trtq quantize` refuses, with why (one line each).
-NOT_EXPORTED: dict[str, str] = {
-    "fp8_block": (
-        "ModelOpt 0.47 has no W8A8 block-FP8 recipe: its FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG quantizes 128x128 "
-        "weight tiles but cannot fake-quantize 1x128 FP8 activation groups (its dynamic block quantizer needs a "
-        "low-bit scale format), and it exports the layers as quant_algo 'fp8_pb_wo', which TensorRT-LLM maps "
-        "to FP8_BLOCK_SCALES only checkpoint-wide (main branch), not per layer in a MIXED_PRECISION checkpoint"
-    ),
-}
-
 # Calibration algorithm per format, as its ModelOpt preset names it, and the order
 # stages run in: weight-rewriting smoothing first, plain max calibration last.
 _STAGE_ORDER = ("smoothquant", "awq_lite", "max")

@@ -39,6 +39,9 @@ class Format:
     # Activations quantized in 1 x act_block_size groups along in_features (fp8_block); None: per tensor
     # (or per the format's own blocks, NVFP4).
     act_block_size: int | None = None
+    # Why `trtq quantize` cannot apply and export this format with the installed ModelOpt (None: it can).
+    # Such a format is planned only when asked for by name (--formats): a default plan must be one trtq can ship.
+    export_refusal: str | None = None
 
     def group_size_for(self, in_features: int) -> int | None:
         """The block size this format uses for a layer of that input width.
@@ -131,6 +134,12 @@ _FORMATS: tuple[Format, ...] = (
         compute="fp8", block_sizes=(128,), scale_bytes=4 / 128, per_channel_scales=False, tensor_scale_bytes=0,
         input_scale_vector=False, modelopt_config="FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG", min_sm=90,
         modelopt_on_cpu=True, act_block_size=128,
+        export_refusal=(
+            "ModelOpt 0.47 has no W8A8 block-FP8 recipe: its FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG quantizes 128x128 "
+            "weight tiles but cannot fake-quantize 1x128 FP8 activation groups (its dynamic block quantizer needs a "
+            "low-bit scale format), and it exports the layers as quant_algo 'fp8_pb_wo', which TensorRT-LLM maps "
+            "to FP8_BLOCK_SCALES only checkpoint-wide (main branch), not per layer in a MIXED_PRECISION checkpoint"
+        ),
     ),
 )
 

@@ -162,7 +162,7 @@ def require_format(gpu: GpuSpec, fmt: Format | str, runtime: Runtime) -> None:
 
 
 def plannable_formats(gpu: GpuSpec, runtime: Runtime, spec: str | None = None) -> list[Format]:
-    """The planner's candidates: every registered format the gate passes, or exactly `spec` (each checked)."""
+    """Every registered format the gate passes, or exactly `spec` (each checked)."""
     from trtq.registry.formats import parse_formats
 
     fmts = parse_formats(spec)
@@ -171,6 +171,11 @@ def plannable_formats(gpu: GpuSpec, runtime: Runtime, spec: str | None = None) -
             require_format(gpu, f, runtime)
         return fmts
     return [f for f in fmts if format_refusal(gpu, f, runtime) is None]
+
+
+def unexported_formats(gpu: GpuSpec, runtime: Runtime) -> list[Format]:
+    """Formats the runtime runs on this GPU that trtq cannot quantize and export (the planner's default leaves them out)."""
+    return [f for f in FORMATS.values() if f.export_refusal and format_refusal(gpu, f, runtime) is None]
 
 
 def union_formats(gpu: GpuSpec) -> list[Format]:
