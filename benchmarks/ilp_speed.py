@@ -39,7 +39,7 @@ from trtq.registry import FORMATS, get_gpu
 
 BUDGETS = ["decode@16=0.5", "prefill@2048=0.8"]
 MEMORY_GB = 70.0
-FORMAT_SCALE = {"bf16": 1e-6, "fp8": 1e-2, "int8_sq": 6e-3, "int4_awq": 0.2, "w4a8_awq": 0.26, "nvfp4": 0.15}
+FORMAT_SCALE = {"bf16": 1e-6, "fp8": 1e-2, "fp8_block": 8e-3, "int8_sq": 6e-3, "int4_awq": 0.2, "w4a8_awq": 0.26, "nvfp4": 0.15}
 
 
 def synthetic_sensitivity(graph, seed: int = 0) -> Sensitivity:
