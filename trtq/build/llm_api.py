@@ -42,8 +42,6 @@ QUANT_ALGOS = frozenset({
 })
 # mode.py KV_CACHE_QUANT_ALGO_LIST, and the trtq KV format / LLM API kv_cache_config.dtype for each.
 KV_CACHE_ALGOS = {"FP8": "fp8", "NVFP4": "nvfp4", "INT8": "int8"}
-# Algorithms whose weights are grouped along the input width: group_size is required.
-GROUPED_ALGOS = {"W4A16_AWQ": (64, 128), "W4A8_AWQ": (64, 128), "NVFP4": (16,)}
 # Layers the PyTorch backend fuses into one GEMM: their members must share an algorithm.
 FUSED_MEMBERS = {"qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
                  "gate_up": ("mlp.gate_proj", "mlp.up_proj")}
@@ -136,12 +134,17 @@ def validate_quantization(quantization: dict, source: Path, num_layers: int | No
 
 
 def _group_size(cfg: dict, algo: str, source: Path, where: str) -> int | None:
+    from trtq.formats import format_for_checkpoint_algo
+
     value = cfg.get("group_size")
-    allowed = GROUPED_ALGOS.get(algo)
-    if allowed is None:
+    # Algorithms whose weights are grouped along the input width (the format's runtime_group_sizes):
+    # group_size is required.
+    fmt = format_for_checkpoint_algo(algo)
+    allowed = tuple(sorted(fmt.runtime_group_sizes)) if fmt is not None else ()
+    if not allowed:
         return value if isinstance(value, int) else None
-    if value is None and algo == "NVFP4":
-        return 16  # the loader's default
+    if value is None and len(allowed) == 1:
+        return allowed[0]  # the loader's default (NVFP4: 16)
     if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
         raise UnsupportedError(f"{source}: {where}: {algo} with group_size {value!r} has no TensorRT-LLM kernel "
                                f"(group sizes {'/'.join(map(str, allowed))})")
@@ -169,7 +172,8 @@ def validate_for_llm_api(checkpoint, gpu, runtime) -> list[str]:
 
     Returns what was checked, for the build record.
     """
-    from trtq.build.checkpoint import QUANT_ALGO_TO_FORMAT, _read_json
+    from trtq.build.checkpoint import _read_json
+    from trtq.formats import checkpoint_algo_formats
     from trtq.registry.runtimes import require_format, require_kv_cache
 
     hf_dir = checkpoint.hf_dir
@@ -193,10 +197,11 @@ def validate_for_llm_api(checkpoint, gpu, runtime) -> list[str]:
     algos = {a for a, _ in parsed["layers"].values()} or ({parsed["quant_algo"]} if parsed["quant_algo"] else set())
     formats = set()
     for algo in sorted(algos):
-        fmt = QUANT_ALGO_TO_FORMAT.get(algo)
+        known = checkpoint_algo_formats()
+        fmt = known[algo].name if algo in known else None
         if fmt is None:
             raise UnsupportedError(f"{quant_file}: quant_algo {algo} has no trtq format to gate it by "
-                                   f"(known: {', '.join(sorted(QUANT_ALGO_TO_FORMAT))})")
+                                   f"(known: {', '.join(sorted(known))})")
         require_format(gpu, fmt, runtime)
         formats.add(fmt)
     kv = KV_CACHE_ALGOS.get(parsed["kv_cache_quant_algo"] or "")

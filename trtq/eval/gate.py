@@ -65,20 +65,22 @@ def check_request(request: EvalRequest) -> Any:
     return open_checkpoint(request.checkpoint)
 
 
-def split_plan(plan: Plan, cuda_available: bool) -> tuple[dict[str, tuple[str, int | None]], dict[str, int]]:
-    """(layers ModelOpt quantizes here, NVFP4 layers -> block size for the reference substitute)."""
+def split_plan(plan: Plan, cuda_available: bool) -> tuple[dict[str, tuple[str, int | None]],
+                                                          dict[str, tuple[str, int | None]]]:
+    """(layers ModelOpt quantizes here, layers -> (format, block size) for the reference substitute: the formats
+    whose ModelOpt fake quantization needs CUDA, NVFP4)."""
     from trtq.registry import get_format
 
     modelopt_layers: dict[str, tuple[str, int | None]] = {}
-    reference_layers: dict[str, int] = {}
+    reference_layers: dict[str, tuple[str, int | None]] = {}
     for layer, (format_name, group_size) in plan.layer_formats().items():
         fmt = get_format(format_name)
-        if fmt.name == "bf16":
+        if not fmt.quantized:
             continue
         if fmt.modelopt_on_cpu or cuda_available:
             modelopt_layers[layer] = (fmt.name, group_size)
         else:
-            reference_layers[layer] = group_size or 16
+            reference_layers[layer] = (fmt.name, group_size)
     return modelopt_layers, reference_layers
 
 
@@ -99,13 +101,13 @@ def quantized_copy(model: Any, plan: Plan, calib_batches: Any) -> tuple[Any, lis
                      "(trtq.quantize.apply.quantize_model: weights and activations as each format says)")
     if reference_layers:
         modules = dict(quantized.named_modules())
-        nvfp4 = get_format("nvfp4")
         with torch.no_grad():
-            for layer, block in reference_layers.items():
+            for layer, (format_name, block) in reference_layers.items():
                 weight = modules[layer].weight
-                weight.copy_(quantize_dequantize(weight, nvfp4, block))
-        notes.append(f"{len(reference_layers)} NVFP4 layers: weights replaced by trtq's reference NVFP4 "
-                     "quantize-dequantize (ModelOpt's NVFP4 needs CUDA); activations NOT quantized")
+                weight.copy_(quantize_dequantize(weight, get_format(format_name), block))
+        label = "/".join(sorted({name.upper() for name, _ in reference_layers.values()}))
+        notes.append(f"{len(reference_layers)} {label} layers: weights replaced by trtq's reference {label} "
+                     f"quantize-dequantize (ModelOpt's {label} needs CUDA); activations NOT quantized")
     return quantized, notes
 
 

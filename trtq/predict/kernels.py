@@ -31,13 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from trtq.errors import MissingToolError, UnsupportedError
-from trtq.profile.aiconfigurator import TABLE_DTYPES
+from trtq.profile.aiconfigurator import table_dtypes
 
 AICONFIGURATOR_PACKAGE = "aiconfigurator-core"
 FRAMEWORK = "trtllm"
 
-# trtq format -> the engine's GEMM quant mode: the profile backend's one mapping (formats without a table are absent).
-AIC_GEMM_MODES = {fmt: mode for fmt, mode in TABLE_DTYPES.items() if mode is not None}
+
+
+def aic_gemm_modes() -> dict[str, str]:
+    """trtq format -> the engine's GEMM quant mode: the profile backend's one mapping (formats without a table
+    are absent)."""
+    return {fmt: mode for fmt, mode in table_dtypes().items() if mode is not None}
+
+
 # trtq KV-cache format -> the engine's attention kv_cache_dtype.
 AIC_KV_MODES = {"bf16": "bfloat16", "fp8": "fp8"}
 # Bytes per KV element.
@@ -267,7 +273,7 @@ class AicKernels:
 
     # ---- typed queries ----------------------------------------------------------------
     def has_gemm(self, fmt: str) -> bool:
-        mode = AIC_GEMM_MODES.get(fmt)
+        mode = aic_gemm_modes().get(fmt)
         if mode is None:
             return False
         dtypes = self._memo.get("gemm_dtypes")
@@ -278,7 +284,7 @@ class AicKernels:
         return mode in dtypes
 
     def gemm(self, n: int, k: int, fmt: str, tokens: int) -> Answer:
-        mode = AIC_GEMM_MODES.get(fmt)
+        mode = aic_gemm_modes().get(fmt)
         if mode is None:
             raise UnsupportedError(
                 f"{AICONFIGURATOR_PACKAGE} has no GEMM table or model for {fmt}; give --profile FILE"

@@ -35,7 +35,7 @@ from pathlib import Path
 from trtq.artifacts.profile import ProfileRow
 from trtq.errors import InputError, MissingToolError, UnknownNameError
 from trtq.profile.harness import GemmCase
-from trtq.registry.formats import get_format
+from trtq.registry.formats import FORMATS, get_format
 from trtq.registry.gpus import GpuSpec
 
 PACKAGE = "aiconfigurator-core"
@@ -46,21 +46,13 @@ PINNED_VERSION = "0.12.0"
 FRAMEWORKS: dict[str, str] = {"trtllm": "trtllm", "vllm": "vllm", "sglang": "sglang"}
 DEFAULT_FRAMEWORK = "trtllm"
 
-# trtq format -> the GEMM table's `gemm_dtype` (the package's GEMMQuantMode name). The one place the two
-# vocabularies meet. None: no GEMM table holds that format; the reason says why (its rows are modelled).
-TABLE_DTYPES: dict[str, str | None] = {
-    "bf16": "bfloat16",
-    "fp8": "fp8",                  # per-tensor FP8 (TensorRT-LLM's torch flow), activation quantize included
-    "fp8_block": "fp8_block",      # 128x128 weight blocks, 1x128 activation groups (DeepGEMM / torch flow)
-    "nvfp4": "nvfp4",
-    "int8_sq": "sq",               # SmoothQuant W8A8 (a100_sxm, TensorRT-LLM 1.0 plugin)
-    "int4_awq": None,
-    "w4a8_awq": None,
-}
-UNMAPPED_REASONS: dict[str, str] = {
-    "int4_awq": "the tables' int4_wo is TensorRT-LLM's per-channel weight-only plugin, not group-wise AWQ",
-    "w4a8_awq": "no GEMM table holds W4A8 (only the MoE tables have w4afp8)",
-}
+
+def table_dtypes() -> dict[str, str | None]:
+    """trtq format -> the GEMM table's `gemm_dtype` (the package's GEMMQuantMode name): each format's own
+    `aiconfigurator_dtype`, the one place the two vocabularies meet. None: no GEMM table holds that format;
+    its `aiconfigurator_refusal` says why (its rows are modelled)."""
+    return {f.name: f.aiconfigurator_dtype for f in FORMATS.values()}
+
 
 MS_TO_NS = 1e6
 
@@ -214,7 +206,7 @@ class GemmTables:
 
 
 def table_dtype(fmt_name: str, tables: GemmTables) -> str | None:
-    dtype = TABLE_DTYPES.get(fmt_name)
+    dtype = table_dtypes().get(fmt_name)
     return dtype if dtype in tables.grid else None
 
 
@@ -227,7 +219,7 @@ FIT_TOKENS = (1, 16, 128, 1024, 4096, 16384)
 def fit_rows(tables: GemmTables, gpu: GpuSpec) -> list[ProfileRow]:
     """Measured grid points of every mapped format the GPU runs, as profile rows for the calibration."""
     rows = []
-    for fmt_name, dtype in TABLE_DTYPES.items():
+    for fmt_name, dtype in table_dtypes().items():
         if dtype is None or dtype not in tables.grid:
             continue
         try:
@@ -248,7 +240,6 @@ def modelled_params(gpu: GpuSpec, rows: list[ProfileRow]):
     """RooflineParams fitted to the measured rows; unmeasured formats borrow the same-compute-rate fit."""
     from trtq.profile.calibrate import fit_roofline
     from trtq.profile.roofline import RooflineParams
-    from trtq.registry.formats import FORMATS
 
     start = RooflineParams.for_gpu(gpu)
     result = fit_roofline(gpu, rows, start, activation_pass=True)
@@ -315,7 +306,7 @@ class AiconfiguratorBackend:
             "package": PACKAGE, "package_version": package_version(), "system": self.system,
             "framework": self.framework, "framework_version": self.version,
             "table_files": self.tables.table_files, "table_dtypes": self.tables.dtypes,
-            "format_dtypes": {f: d for f, d in TABLE_DTYPES.items()},
+            "format_dtypes": table_dtypes(),
             "interpolation": "the package's compiled estimator (EngineHandle.evaluate_ops_json)",
         }
         if self._modelled is not None:
@@ -343,7 +334,7 @@ class AiconfiguratorBackend:
                               details={"table_dtype": dtype})
         params, _ = self._model()
         modelled = roofline_row(self.gpu, case, params)
-        why = UNMAPPED_REASONS.get(fmt.name) or f"the {self.system} tables hold no {TABLE_DTYPES.get(fmt.name)}"
+        why = fmt.aiconfigurator_refusal or f"the {self.system} tables hold no {fmt.aiconfigurator_dtype}"
         return modelled.model_copy(update={
             "provenance": "modelled", "method": "roofline calibrated on the measured formats",
             "details": {**modelled.details, "why_modelled": why}})

@@ -172,7 +172,7 @@ def _check_applied(model: Any, plan: PlanLike) -> None:
     modules = dict(model.named_modules())
     for layer, fmt, _ in plan_layers(plan):
         weight_on = getattr(modules[layer], WEIGHT_QUANTIZER).is_enabled
-        if weight_on != (fmt.name != "bf16"):
+        if weight_on != fmt.quantized:
             raise InputError(f"layer {layer}: weight quantizer is {'on' if weight_on else 'off'} "
                              f"after quantization, the plan says {fmt.name}")
 

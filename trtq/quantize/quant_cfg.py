@@ -35,15 +35,8 @@ _STAGE_ORDER = ("smoothquant", "awq_lite", "max")
 
 
 def _preset(fmt: Format) -> dict[str, Any]:
-    """A deep copy of the format's ModelOpt preset (never the module-level dict itself)."""
-    import modelopt.torch.quantization as mtq
-
-    if fmt.modelopt_config is None:
-        raise InputError(f"format {fmt.name} has no ModelOpt config")
-    preset = getattr(mtq, fmt.modelopt_config, None)
-    if not isinstance(preset, dict):
-        raise InputError(f"this ModelOpt has no preset {fmt.modelopt_config} for format {fmt.name}")
-    return copy.deepcopy(preset)
+    """A deep copy of the format's ModelOpt preset (the format owns it: Format.modelopt_preset)."""
+    return fmt.modelopt_preset()
 
 
 def _preset_entry(preset: dict[str, Any], quantizer: str) -> dict[str, Any]:
@@ -73,7 +66,7 @@ def _with_group_size(cfg: Any, group_size: int) -> Any:
 
 def format_entries(fmt: Format, group_size: int | None) -> dict[str, dict[str, Any]]:
     """{'weight_quantizer': {...}, 'input_quantizer': {...}} (without names) for one format."""
-    if fmt.name == "bf16":
+    if not fmt.quantized:
         return {WEIGHT_QUANTIZER: {"enable": False}, INPUT_QUANTIZER: {"enable": False}}
     preset = _preset(fmt)
     entries = {q: _preset_entry(preset, q) for q in (WEIGHT_QUANTIZER, INPUT_QUANTIZER)}
@@ -86,7 +79,7 @@ def format_entries(fmt: Format, group_size: int | None) -> dict[str, dict[str, A
 
 def format_algorithm(fmt: Format) -> str | None:
     """The calibration method of the format's ModelOpt preset; None for bf16."""
-    if fmt.name == "bf16":
+    if not fmt.quantized:
         return None
     algorithm = _preset(fmt).get("algorithm")
     method = algorithm.get("method") if isinstance(algorithm, dict) else algorithm

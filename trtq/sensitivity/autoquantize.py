@@ -49,7 +49,7 @@ def format_config(fmt: Format, group_size: int | None) -> dict[str, Any]:
 def layer_options(graph: LayerGraph, formats: list[Format]) -> dict[str, tuple[Option, ...]]:
     """Each layer's quantized candidates (format, group size); bf16 is AutoQuantize's implicit no-quant."""
     return {layer.name: tuple((f.name, f.group_size_for(layer.in_features)) for f in formats
-                              if f.name != "bf16" and f.available_for(layer.in_features))
+                              if f.quantized and f.available_for(layer.in_features))
             for layer in graph.layers}
 
 
@@ -241,7 +241,7 @@ def autoquantize_table_rows(graph: LayerGraph, formats: list[Format], run: AutoQ
             option = (fmt.name, fmt.group_size_for(layer.in_features))
             value = omega.get((layer.name, option))
             if value is None:
-                if fmt.name != "bf16":
+                if fmt.quantized:
                     raise InputError(f"AutoQuantize returned no score for {layer.name} in {fmt.name}")
                 value = 0.0
             rows.append(SensitivityRow(layer=layer.name, format=fmt.name, group_size=option[1],
