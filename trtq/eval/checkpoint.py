@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from trtq.errors import ArtifactError, InputError, UnsupportedError
+
 # ModelOpt's CPU fake quantization, operation for operation (tested bit for bit against it).
 from trtq.sensitivity.quantizers import E2M1_GRID, FP8_E4M3_MAX, fp8_e4m3, int_symmetric, nvfp4
 
@@ -78,6 +79,7 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
 }
 # Config entries that fix the shapes: a checkpoint of another model disagrees on one.
 from trtq.model.families import SHAPE_KEYS as _ARCHITECTURE_KEYS  # noqa: E402  (from the family adapters)
+
 INT8_MAX = 127.0
 NVFP4_BLOCK = 16
 
@@ -197,7 +199,7 @@ def _read_provenance(checkpoint: Checkpoint) -> None:
     """The model and calibration the checkpoint was made from, where `trtq quantize` wrote them."""
     from trtq.artifacts import load_artifact
     from trtq.artifacts.plan import Plan
-    from trtq.quantize.summary import QuantizeSummary
+    from trtq.artifacts.quantize import QuantizeSummary
 
     if checkpoint.hf == checkpoint.root:
         return  # an hf/ directory named directly: its parent is not ours to read

@@ -24,8 +24,9 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 from trtq.errors import MissingToolError, UnknownNameError
 from trtq.profile.harness import GemmCase, HarnessSettings, Prepared, measure_table
@@ -107,7 +108,7 @@ def choose_kernel(case: GemmCase, sm: int, trtllm: TrtllmInfo | None,
             return _unsupported(f"torch's int4 kernel needs in % 32 == 0 and out % 8 == 0, got {n}x{k}")
         if group not in TINYGEMM_GROUP_SIZES:
             return _unsupported(f"torch's int4 kernel takes groups {TINYGEMM_GROUP_SIZES}, not {group}")
-        details = {"group_size": group, "inner_k_tiles": inner_k_tiles(k)}
+        details: dict[str, Any] = {"group_size": group, "inner_k_tiles": inner_k_tiles(k)}
         if trtllm is None:
             details["fallback"] = trtllm_reason or "tensorrt_llm is not importable here"
         else:
@@ -306,8 +307,8 @@ class CudaBackend:
             self.trtllm, self.trtllm_reason = detect_trtllm()
         else:
             self.trtllm, self.trtllm_reason = trtllm, None if trtllm else "tensorrt_llm is not importable here"
-        self._flush = None
-        self._events = None
+        self._flush: Any = None
+        self._events: Any = None
         if not fake:
             l2 = self.info.get("l2_bytes") or (registry_gpu.l2_bytes if registry_gpu else 64 << 20)
             self._flush = torch.empty(2 * l2, dtype=torch.int8, device=self.device)

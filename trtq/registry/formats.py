@@ -69,6 +69,8 @@ class Format:
         total = n * k * self.weight_bits / 8
         if self.block_sizes:
             g = group_size if group_size is not None else self.group_size_for(k)
+            if g is None:
+                raise ValueError(f"{self.name}: no block size divides in_features {k}")
             total += n * math.ceil(k / g) * self.scale_bytes
         elif self.per_channel_scales:
             total += n * self.scale_bytes
