@@ -57,7 +57,7 @@ def synthetic_sensitivity(graph, seed: int = 0) -> Sensitivity:
                 rows.append(SensitivityRow(layer=layer.name, format=fmt.name,
                                            group_size=fmt.group_size_for(layer.in_features),
                                            weight_error=omega, omega=omega))
-    return Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(seed=seed),
+    return Sensitivity.create(metadata=make_metadata(seed=seed),
                        model=graph.model, method="weight", formats=list(FORMATS), rows=rows)
 
 
@@ -80,7 +80,7 @@ def main() -> None:
     gpu = get_gpu("b200")
     profile = build_profile(graph, "roofline", gpu.name, [16, 2048])
     sensitivity = synthetic_sensitivity(graph)
-    request = PlanRequest(BUDGETS, memory_gb=MEMORY_GB, runtime=RUNTIME)
+    request = PlanRequest(budgets=BUDGETS, memory_gb=MEMORY_GB, runtime=RUNTIME)
 
     formats = candidate_formats(gpu, None, get_runtime(RUNTIME))
     budgets = parse_budgets(BUDGETS)

@@ -262,8 +262,7 @@ class Bench:
         run = AutoQuantizeRun(state=state, options=self.autoquantize_options(), seconds=timing["total_seconds"],
                               scoring_seconds=timing["scoring_seconds"])
         rows, groups = autoquantize_table_rows(self.graph, fmts, run, errors)
-        return Sensitivity(artifact=Sensitivity.KIND, schema_version=Sensitivity.SCHEMA_VERSION,
-                           metadata=make_metadata(), model=MODEL, method="autoquantize",
+        return Sensitivity.create(metadata=make_metadata(), model=MODEL, method="autoquantize",
                            formats=[f.name for f in fmts], settings={"autoquantize_groups": groups}, rows=rows)
 
     def autoquantize_assignment(self, state: dict, effective_bits: float) -> dict[str, str]:

@@ -91,8 +91,7 @@ def inputs(tmp_path_factory, smollm2_graph):
     rows = [SensitivityRow(layer=layer.name, format=f, group_size=64 if "4" in f else None, weight_error=1.0,
                            omega=base_omega[f] * (1 + (i % 7) / 10))
             for i, layer in enumerate(smollm2_graph.layers) for f in formats]
-    save_artifact(Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION,
-                              metadata=make_metadata(), model="smollm2-135m", method="weight",
+    save_artifact(Sensitivity.create(metadata=make_metadata(), model="smollm2-135m", method="weight",
                               formats=list(formats), rows=rows), d / "sens.json")
     plan = make_plan("smollm2-135m", d / "profile.json", d / "sens.json", "h100",
                      PlanRequest(budgets=["decode@16=0.6"]), graph=smollm2_graph)
@@ -327,7 +326,7 @@ def test_a_250_character_file_name_is_written(tmp_path):
     from trtq.artifacts.sensitivity import Sensitivity
 
     name = "s" * 245 + ".json"
-    sens = Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(),
+    sens = Sensitivity.create(metadata=make_metadata(),
                        model="m", method="weight", formats=["bf16"], rows=[])
     path = save_artifact(sens, tmp_path / name)
     assert len(name) == 250 and load_artifact(path, Sensitivity) == sens
@@ -502,8 +501,8 @@ def test_build_record_validator_refuses_formats_the_gpu_cannot_run(tmp_path):
     from trtq.artifacts.build import BuildRecord, CheckpointSummary
     from trtq.errors import ArtifactError
 
-    record = BuildRecord(
-        artifact=BuildRecord.KIND, schema_version=BuildRecord.SCHEMA_VERSION, metadata=make_metadata(),
+    record = BuildRecord.create(
+        metadata=make_metadata(),
         backend="pytorch", runtime="trtllm@1.2", status="prepared", gpu="H100-SXM", gpu_sm=90, tp_size=1, pp_size=1,
         checkpoint=CheckpointSummary(path="engines/x", hf_dir="engines/x/hf", trtllm_dir=None, architecture=None,
                                      dtype="bfloat16", quant_algo="FP8", kv_cache_quant_algo=None, formats=["fp8"],

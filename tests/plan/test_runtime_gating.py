@@ -24,7 +24,7 @@ def inputs(smollm2_graph):
 
 def _plan(inputs, gpu, runtime=None, budget="decode@16=0.4", **kw) -> Plan:
     graph, profiles, sens = inputs
-    return solve_plan(graph, profiles[gpu], sens, get_gpu(gpu), PlanRequest([budget], runtime=runtime, **kw))
+    return solve_plan(graph, profiles[gpu], sens, get_gpu(gpu), PlanRequest(budgets=[budget], runtime=runtime, **kw))
 
 
 def test_b200_default_plan_has_no_int8_sq_or_awq(inputs):

@@ -136,7 +136,7 @@ def test_profile_gemms_interpolate_and_keep_provenance(tmp_path):
     rows = [ProfileRow(out_features=6144, in_features=4096, tokens=t, format="fp8", status="ok", latency_ns=ns,
                        method="table", details={"provenance": "measured"})
             for t, ns in ((16, 20000.0), (128, 30000.0), (2048, 80000.0))]
-    profile = Profile(artifact=Profile.KIND, schema_version=Profile.SCHEMA_VERSION, metadata=make_metadata(),
+    profile = Profile.create(metadata=make_metadata(),
                       model="llama-3.1-8b", gpu="H100-SXM", backend="aiconfigurator", launch_cost_ns=0.0,
                       tokens=[16, 128, 2048], formats=["fp8"], rows=rows)
     gemms = ProfileGemms(profile, "p.json")

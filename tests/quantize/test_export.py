@@ -117,7 +117,7 @@ def test_trtllm_checkpoint_is_mixed_precision_as_planned(exported):
 
 def test_output_holds_plan_copy_and_summary(exported):
     from trtq.data import calibration_text, text_sha256
-    from trtq.quantize.summary import QuantizeSummary
+    from trtq.artifacts.quantize import QuantizeSummary
 
     plan, plan_path, out = exported
     assert sha256_file(out / "plan.yaml") == sha256_file(plan_path)

@@ -11,8 +11,9 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -66,6 +67,11 @@ class Artifact(StrictModel):
     artifact: str
     schema_version: int
     metadata: Metadata
+
+    @classmethod
+    def create(cls: type[A], **fields: Any) -> A:
+        """A new artifact of this kind, written at the current schema version."""
+        return cls(artifact=cls.KIND, schema_version=cls.SCHEMA_VERSION, **fields)
 
 
 A = TypeVar("A", bound=Artifact)

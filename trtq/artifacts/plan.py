@@ -26,7 +26,9 @@ class FormatCost(StrictModel):
     latency_ns: dict[str, float]      # workload point -> fused-GEMM latency
 
 
-class GroupChoice(StrictModel):
+class GroupFormat(StrictModel):
+    """One fused group (layers that share a format) and the format chosen for it."""
+
     group: str
     kind: str
     block: int | None
@@ -35,6 +37,9 @@ class GroupChoice(StrictModel):
     out_features: int
     format: str
     group_size: int | None
+
+
+class GroupChoice(GroupFormat):
     costs: dict[str, FormatCost]      # every candidate format, the chosen one included
 
 

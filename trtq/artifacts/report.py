@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from trtq.artifacts.io import Artifact, InputRef, StrictModel
-from trtq.artifacts.plan import SolverInfo
+from trtq.artifacts.plan import GroupFormat, SolverInfo
 
 
 class PointTotals(StrictModel):
@@ -25,17 +25,9 @@ class PointTotals(StrictModel):
     met: bool | None = None
 
 
-class GroupRow(StrictModel):
+class GroupRow(GroupFormat):
     """One fused group: its chosen format and its cost in every candidate format."""
 
-    group: str
-    kind: str
-    block: int | None
-    members: list[str]
-    in_features: int
-    out_features: int
-    format: str
-    group_size: int | None
     omega: dict[str, float]                       # format -> Ω
     weight_bytes: dict[str, int]                  # format -> bytes
     latency_ns: dict[str, dict[str, float]]       # format -> point -> ns

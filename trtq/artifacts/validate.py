@@ -11,7 +11,8 @@ prefixes the file. A reader that knows the model also checks a plan against its 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -237,7 +238,7 @@ def check_plan(plan) -> None:
         _fail("the plan has no groups")
     groups_seen: set[str] = set()
     layer_group: dict[str, str] = {}
-    for i, g in enumerate(plan.groups):
+    for g in plan.groups:
         where = f"group {g.group}"
         if g.group in groups_seen:
             _fail(f"{where} is listed twice")

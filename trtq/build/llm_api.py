@@ -25,10 +25,13 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from trtq.artifacts.build import (
-    DEFAULT_FREE_GPU_MEMORY_FRACTION, CudaGraphConfig, KvCacheConfig, LlmApiOptions,
+    DEFAULT_FREE_GPU_MEMORY_FRACTION,
+    CudaGraphConfig,
+    KvCacheConfig,
+    LlmApiOptions,
 )
 from trtq.errors import ArtifactError, InputError, UnsupportedError
 
@@ -70,7 +73,7 @@ def llm_api_options(kv_cache_quant_algo: str | None, max_batch_size: int | None 
     if kv == "int8":
         raise UnsupportedError("an INT8 KV cache is not one the PyTorch backend's kv_cache_config takes (fp8, nvfp4)")
     return LlmApiOptions(
-        kv_cache_config=KvCacheConfig(dtype=kv, free_gpu_memory_fraction=(
+        kv_cache_config=KvCacheConfig(dtype=cast(Any, kv), free_gpu_memory_fraction=(
             free_gpu_memory_fraction if free_gpu_memory_fraction is not None else DEFAULT_FREE_GPU_MEMORY_FRACTION)),
         cuda_graph_config=CudaGraphConfig(batch_sizes=cuda_graph_batch_sizes(batch)),
         max_batch_size=batch, max_num_tokens=max_num_tokens or DEFAULT_MAX_NUM_TOKENS, max_seq_len=max_seq_len,
@@ -187,7 +190,7 @@ def validate_for_llm_api(checkpoint, gpu, runtime) -> list[str]:
     num_layers = num_layers if isinstance(num_layers, int) and num_layers > 0 else None
     checked = [f"{hf_dir / 'config.json'}: architecture {config['architectures'][0]}"]
     quant_file = hf_dir / "hf_quant_config.json"
-    parsed = {"quant_algo": None, "kv_cache_quant_algo": None, "layers": {}}
+    parsed: dict[str, Any] = {"quant_algo": None, "kv_cache_quant_algo": None, "layers": {}}
     if quant_file.is_file():
         data = _read_json(quant_file, "hf_quant_config.json")
         overlay = _read_json(hf_dir / "quant_cfg.json", "quant_cfg.json") if (hf_dir / "quant_cfg.json").is_file() else None
@@ -219,7 +222,7 @@ def check_with_tensorrt_llm(hf_dir: Path) -> str | None:
     if importlib.util.find_spec("tensorrt_llm") is None or not (hf_dir / "hf_quant_config.json").is_file():
         return None
     try:
-        from tensorrt_llm._torch.model_config import ModelConfig  # type: ignore[import-not-found]
+        from tensorrt_llm._torch.model_config import ModelConfig
 
         quant_config, layers = ModelConfig.load_modelopt_quant_config(
             str(hf_dir / "hf_quant_config.json"), str(hf_dir), "CUTLASS")

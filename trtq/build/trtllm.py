@@ -35,7 +35,13 @@ from pathlib import Path
 
 from trtq.build.checkpoint import Checkpoint
 from trtq.build.llm_api import (
-    OPTIONS_FILE, LlmApiOptions, bench_argv, llm_api_options, prepare_dataset_argv, serve_argv, validate_for_llm_api,
+    OPTIONS_FILE,
+    LlmApiOptions,
+    bench_argv,
+    llm_api_options,
+    prepare_dataset_argv,
+    serve_argv,
+    validate_for_llm_api,
 )
 from trtq.errors import ExternalToolError, InputError, MissingToolError, UnsupportedError
 from trtq.registry import GpuSpec, get_format

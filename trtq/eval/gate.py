@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,42 +21,13 @@ from trtq.artifacts.eval import EvalResult, TaskResult
 from trtq.artifacts.io import sha256_file
 from trtq.artifacts.plan import Plan
 from trtq.errors import InputError
-
-DEFAULT_MAX_WINDOWS = 32
-DEFAULT_CALIB_SAMPLES = 16
-
-
-@dataclass
-class EvalRequest:
-    model: str
-    plan: str | None = None
-    checkpoint: str | None = None
-    text: str | None = None
-    seq_len: int = 512
-    max_windows: int | None = DEFAULT_MAX_WINDOWS
-    max_ppl_increase: float = 5.0
-    lm_eval: str | None = None
-    lm_eval_limit: int | None = None
-    calib: str | None = None
-    calib_samples: int = DEFAULT_CALIB_SAMPLES
-    calib_seq_len: int = 512
-    seed: int = 0
+from trtq.eval.request import EvalRequest
 
 
 def check_request(request: EvalRequest) -> Any:
     """Everything cheap, before a model loads; the opened checkpoint (its JSON only), if one was named."""
     if (request.plan is None) == (request.checkpoint is None):
         raise InputError("trtq eval needs exactly one of --plan FILE or --checkpoint DIR")
-    if request.seq_len < 2:
-        raise InputError(f"--seq-len must be at least 2, got {request.seq_len}")
-    if request.max_windows is not None and request.max_windows < 1:
-        raise InputError(f"--windows must be at least 1, got {request.max_windows}")
-    if not request.max_ppl_increase >= 0:
-        raise InputError(f"--max-ppl-increase must be >= 0 percent, got {request.max_ppl_increase}")
-    if request.calib_samples < 1 or request.calib_seq_len < 2:
-        raise InputError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
-    if request.lm_eval_limit is not None and request.lm_eval_limit < 1:
-        raise InputError(f"--lm-eval-limit must be at least 1, got {request.lm_eval_limit}")
     if request.checkpoint is None:
         return None
     from trtq.eval.checkpoint import open_checkpoint
@@ -214,9 +184,7 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
         # The checkpoint's files by their path under it, e.g. hf/model.safetensors, hf/hf_quant_config.json.
         inputs = {"text": text_path, **checkpoint.input_files()}
         plan_path = checkpoint.plan_path
-    return EvalResult(
-        artifact=EvalResult.KIND,
-        schema_version=EvalResult.SCHEMA_VERSION,
+    return EvalResult.create(
         metadata=make_metadata(inputs=inputs, seed=request.seed if checkpoint is None else None, notes=notes,
                                versions={"torch_threads": str(torch.get_num_threads())}),
         model=resolved.name,

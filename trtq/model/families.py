@@ -280,9 +280,7 @@ def config_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) -
                                 in_features=dims.hidden, out_features=dims.vocab))
     groups = group_layers(layers, experts_per_token, name)
     quantizable = sum(layer.weight_count for layer in layers)
-    return LayerGraph(
-        artifact=LayerGraph.KIND,
-        schema_version=LayerGraph.SCHEMA_VERSION,
+    return LayerGraph.create(
         metadata=make_metadata(notes=[f"config: {resolved.source}"]),
         model=name,
         architecture=(config.get("architectures") or [adapter.architecture])[0],

@@ -111,9 +111,7 @@ def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) ->
     if adapter is None:
         notes.append(f"no adapter for model_type {model_type!r}: nn.Linear layers enumerated generically, "
                      "q/k/v and gate/up fused by name")
-    return LayerGraph(
-        artifact=LayerGraph.KIND,
-        schema_version=LayerGraph.SCHEMA_VERSION,
+    return LayerGraph.create(
         metadata=make_metadata(notes=notes),
         model=resolved.name,
         architecture=(resolved.config.get("architectures") or [type(model).__name__])[0],

@@ -10,7 +10,6 @@ tokens routed to top-k of E experts, and its weight bytes count all E experts.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 import numpy as np

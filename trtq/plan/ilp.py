@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SOLVERS = ("highs", "cbc")
 # HiGHS's default primal feasibility tolerance on a (scaled) row: an answer may exceed a
 # limit by this fraction of it. Tightening starts here.
 FEASIBILITY_TOLERANCE = 1e-6
@@ -109,7 +108,7 @@ class IlpSolution:
 class SolveOptions:
     solver: str = "highs"
     mip_rel_gap: float = 1e-6
-    time_limit: float | None = None    # seconds; None = no wall-clock limit (deterministic)
+    time_limit_s: float | None = None    # seconds; None = no wall-clock limit (deterministic)
     node_limit: int | None = None      # branch-and-bound nodes; deterministic
 
 
@@ -338,8 +337,8 @@ class _Model:
         highs.setOptionValue("threads", 1)
         highs.setOptionValue("random_seed", 0)
         highs.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
-        if options.time_limit is not None:
-            highs.setOptionValue("time_limit", float(options.time_limit))
+        if options.time_limit_s is not None:
+            highs.setOptionValue("time_limit", float(options.time_limit_s))
         if options.node_limit is not None:
             highs.setOptionValue("mip_max_nodes", int(options.node_limit))
         highs.passModel(self._highs_lp(highspy, rhs))
@@ -406,7 +405,7 @@ class _Model:
             if i in self.scaled_rows:
                 row.append((t, -c.limit / _row_scale(c.limit)))
             prob += pulp.LpAffineExpression(row) <= rhs[i], f"c{i}"
-        cmd = pulp.PULP_CBC_CMD(msg=False, gapRel=options.mip_rel_gap, timeLimit=options.time_limit,
+        cmd = pulp.PULP_CBC_CMD(msg=False, gapRel=options.mip_rel_gap, timeLimit=options.time_limit_s,
                                 threads=1, options=["randomSeed 1"] + (
                                     [f"maxNodes {options.node_limit}"] if options.node_limit is not None else []))
         begin = time.perf_counter()
@@ -455,16 +454,16 @@ class _Model:
 
 
 def solve(problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-6,
-          time_limit: float | None = None, node_limit: int | None = None) -> IlpSolution:
+          time_limit_s: float | None = None, node_limit: int | None = None) -> IlpSolution:
     problem.check()
     model = _Model(problem.allowed, problem.objective, problem.constraints)
-    sol = model.solve(SolveOptions(solver, mip_rel_gap, time_limit, node_limit))
+    sol = model.solve(SolveOptions(solver, mip_rel_gap, time_limit_s, node_limit))
     if sol.feasible:
         sol.objective = evaluate(problem.objective, sol.choice)
     return sol
 
 
-def minimum_of(problem: IlpProblem, index: int, solver: str = "highs", time_limit: float | None = None,
+def minimum_of(problem: IlpProblem, index: int, solver: str = "highs", time_limit_s: float | None = None,
                node_limit: int | None = None) -> IlpSolution:
     """The smallest value constraint `index`'s left side can take while every other
     constraint holds: the solution's `objective` is that value (None when the others
@@ -474,20 +473,20 @@ def minimum_of(problem: IlpProblem, index: int, solver: str = "highs", time_limi
     others = [c for i, c in enumerate(problem.constraints) if i != index]
     objective = np.where(problem.allowed, target.coeffs, np.inf)
     model = _Model(problem.allowed, objective, others)
-    sol = model.solve(SolveOptions(solver, 1e-9, time_limit, node_limit))
+    sol = model.solve(SolveOptions(solver, 1e-9, time_limit_s, node_limit))
     if sol.feasible:
         sol.objective = evaluate(target.coeffs, sol.choice)
     return sol
 
 
 def min_common_scale(problem: IlpProblem, scaled: list[int], solver: str = "highs",
-                     time_limit: float | None = None, node_limit: int | None = None) -> float | None:
+                     time_limit_s: float | None = None, node_limit: int | None = None) -> float | None:
     """The smallest t such that constraints `scaled` hold with limits multiplied by t
     (and the rest as given): how far all latency budgets can shrink together."""
     problem.check()
     zero = np.where(problem.allowed, 0.0, np.inf)
     model = _Model(problem.allowed, zero, problem.constraints, scaled_rows=frozenset(scaled), objective_t=True)
-    sol = model.solve(SolveOptions(solver, 1e-9, time_limit, node_limit))
+    sol = model.solve(SolveOptions(solver, 1e-9, time_limit_s, node_limit))
     if not sol.feasible:
         return None
     return max(evaluate(problem.constraints[i].coeffs, sol.choice) / problem.constraints[i].limit for i in scaled)
@@ -501,10 +500,10 @@ class ParametricIlp:
     """
 
     def __init__(self, problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-3,
-                 time_limit: float | None = None, node_limit: int | None = None):
+                 time_limit_s: float | None = None, node_limit: int | None = None):
         problem.check()
         self.problem = problem
-        self.options = SolveOptions(solver, mip_rel_gap, time_limit, node_limit)
+        self.options = SolveOptions(solver, mip_rel_gap, time_limit_s, node_limit)
 
     def solve(self, limits: list[float]) -> IlpSolution:
         constraints = [Constraint(c.name, c.coeffs, limit) for c, limit in zip(self.problem.constraints, limits)]

@@ -96,7 +96,7 @@ def aic_system(gpu_name: str) -> str:
     return system
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def framework_version(system: str) -> str:
     """Newest TensorRT-LLM version with a GEMM table for `system` in the installed package."""
     base = _package_root() / "systems" / "data" / system / "gemm" / FRAMEWORK
@@ -110,7 +110,7 @@ def _table(system: str, op_dir: str, version: str, filename: str) -> Path:
     return _package_root() / "systems" / "data" / system / op_dir / FRAMEWORK / version / filename
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gemm_grid(system: str, version: str) -> frozenset:
     """(m, n, k, dtype) points the GEMM table measured."""
     import pyarrow.parquet as pq
@@ -121,12 +121,12 @@ def gemm_grid(system: str, version: str) -> frozenset:
     return frozenset(zip(*cols))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gemm_dtypes(system: str, version: str) -> frozenset:
     return frozenset(p[3] for p in gemm_grid(system, version))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def quantize_table(system: str, version: str, filename: str) -> dict[tuple[int, int], float]:
     """FP8 activation-quantize table: (m, k) -> ms (scale_matrix: static per-tensor;
     computescale: the amax pass of dynamic scaling)."""
@@ -176,7 +176,7 @@ def interpolate_mk(table: dict[tuple[int, int], float], m: int, k: int) -> Answe
     return Answer(math.exp(value), "interpolated")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _open_engine(system: str, version: str):
     """aiconfigurator's compiled engine bound to one system's tables and no model (its
     "database probe" spec): it evaluates ad-hoc op lists. Opened once per process."""

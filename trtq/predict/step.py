@@ -146,7 +146,7 @@ class Cost:
         self.by_category[category] += answer.ms * times
         self.by_provenance[answer.provenance] += answer.ms * times
 
-    def scaled(self, factor: float) -> "Cost":
+    def scaled(self, factor: float) -> Cost:
         out = Cost()
         for k, v in self.by_category.items():
             out.by_category[k] = v * factor
@@ -154,7 +154,7 @@ class Cost:
             out.by_provenance[k] = v * factor
         return out
 
-    def __iadd__(self, other: "Cost") -> "Cost":
+    def __iadd__(self, other: Cost) -> Cost:
         for k, v in other.by_category.items():
             self.by_category[k] += v
         for k, v in other.by_provenance.items():
@@ -298,7 +298,7 @@ class StepModel:
         a, tp, k = self.arch, self.tp, self.kernels
         h = a.hidden_size
         cost = Cost()
-        for (kind, fmt), groups in self._group_classes.items():
+        for (_kind, fmt), groups in self._group_classes.items():
             gemm, trans = self.group_cost(groups[0], fmt, tokens)
             cost.add(f"gemm_{fmt}", gemm, len(groups))
             if trans.ms:

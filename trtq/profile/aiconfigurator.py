@@ -31,6 +31,7 @@ import importlib.metadata
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trtq.artifacts.profile import ProfileRow
 from trtq.errors import InputError, MissingToolError, UnknownNameError
@@ -135,12 +136,12 @@ class GemmTables:
     systems_root: Path
     grid: dict[str, dict[tuple[int, int, int], float]] = field(default_factory=dict)  # dtype -> (m,n,k) -> ms
     table_files: list[dict] = field(default_factory=list)
-    _database: object = None
-    _handle: object = None
+    _database: Any = None
+    _handle: Any = None
     _ranges: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, system: str, framework: str, version: str, systems_root: Path) -> "GemmTables":
+    def open(cls, system: str, framework: str, version: str, systems_root: Path) -> GemmTables:
         from aiconfigurator_core.sdk.engine import EngineHandle
         from aiconfigurator_core.sdk.perf_database import get_database
 
@@ -182,7 +183,7 @@ class GemmTables:
         if dtype not in self._ranges:
             cells = self.grid[dtype]
             self._ranges[dtype] = tuple((min(c[i] for c in cells), max(c[i] for c in cells)) for i in range(3))
-        return self._ranges[dtype]  # type: ignore[return-value]
+        return self._ranges[dtype]
 
     def estimate_ms(self, dtype: str, m: int, n: int, k: int) -> float:
         """The package's estimator for one GEMM (its interpolation between grid points)."""
@@ -317,8 +318,8 @@ class AiconfiguratorBackend:
         from trtq.profile.roofline import roofline_row
 
         fmt = get_format(case.format)
-        base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
-                    format=case.format)
+        base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features,
+                                    tokens=case.tokens, format=case.format)
         if not self.gpu.supports(fmt):
             return ProfileRow(**base, status="unsupported", latency_ns=None, method="none",
                               reason=f"{self.gpu.name} (sm{self.gpu.sm}) does not run {fmt.name} "

@@ -86,7 +86,7 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
     notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
     if backend.name == "aiconfigurator":
         settings = backend.settings()
-        counts = {}
+        counts: dict[str, int] = {}
         for row in rows:
             if row.latency_ns is not None:
                 counts[row.provenance] = counts.get(row.provenance, 0) + 1
@@ -104,9 +104,7 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         notes.append(f"roofline calibrated on {calibration.source_profile.path} "
                      f"(sha256 {calibration.source_profile.sha256}): median |error| "
                      f"{calibration.before.median_abs_rel_error:.1%} -> {calibration.after.median_abs_rel_error:.1%}")
-    return Profile(
-        artifact=Profile.KIND,
-        schema_version=Profile.SCHEMA_VERSION,
+    return Profile.create(
         metadata=make_metadata(inputs=inputs or {}, seed=seed, notes=notes),
         model=graph.model,
         gpu=device.get("gpu", backend_name) if gpu_spec is None else gpu_spec.name,

@@ -14,14 +14,17 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from trtq.artifacts import make_metadata, save_artifact
 from trtq.artifacts.io import InputRef, atomic_write_text, sha256_file
 from trtq.artifacts.paths import make_temp_beside, replace_directory
 from trtq.artifacts.plan import Plan
+from trtq.artifacts.quantize import LayerQuantization, QuantizerState, QuantizeSummary
 from trtq.errors import InputError, UnsupportedError
+from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
 from trtq.quantize.quant_cfg import (
     INPUT_QUANTIZER,
     WEIGHT_QUANTIZER,
@@ -30,9 +33,6 @@ from trtq.quantize.quant_cfg import (
     calibration_stages,
     plan_layers,
 )
-from trtq.quantize.summary import LayerQuantization, QuantizerState, QuantizeSummary
-
-from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
 
 _NAMES_SHOWN = 6
 
@@ -317,9 +317,7 @@ def export_checkpoint(
             inputs["calibration"] = calibration["path"]
         metadata = make_metadata(inputs=inputs, seed=calibration.get("seed"), notes=notes,
                                  versions={"nvidia-modelopt": modelopt.__version__})
-        summary = QuantizeSummary(
-            artifact=QuantizeSummary.KIND,
-            schema_version=QuantizeSummary.SCHEMA_VERSION,
+        summary = QuantizeSummary.create(
             metadata=metadata,
             model=model_name or _model_name(model),
             plan_sha256=plan_sha,

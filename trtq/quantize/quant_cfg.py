@@ -19,7 +19,8 @@ asks for it: `calibration_stages(plan)`.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 from trtq.artifacts.plan import Plan
 from trtq.errors import InputError, UnknownNameError
@@ -93,7 +94,7 @@ def _format_algorithm_cfg(fmt: Format) -> Any:
 # What `trtq quantize` applies: a plan, or {layer: (format name, group size)} as
 # `Plan.layer_formats()` returns it (the benchmark builds those for AutoQuantize's plans).
 Assignment = Mapping[str, tuple[str, "int | None"]]
-PlanLike = Union[Plan, Assignment]
+PlanLike = Plan | Assignment
 
 
 def _check_group_size(where: str, fmt: Format, group_size: int | None, in_features: int | None) -> None:
@@ -110,6 +111,7 @@ def _check_group_size(where: str, fmt: Format, group_size: int | None, in_featur
 
 def plan_layers(plan: PlanLike) -> list[tuple[str, Format, int | None]]:
     """(layer, format, group size) in plan order, checked: known format, group size where it belongs."""
+    rows: list[tuple[str, str, int | None, int | None, str]]
     if isinstance(plan, Plan):
         rows = [(m, g.format, g.group_size, g.in_features, f"plan group {g.group}")
                 for g in plan.groups for m in g.members]

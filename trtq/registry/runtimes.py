@@ -71,7 +71,7 @@ class _RuntimeFile(StrictModel):
     runtimes: list[Runtime]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: str) -> _RuntimeFile:
     parsed: _RuntimeFile = validate_model(_RuntimeFile, read_structured(path, "runtime table"), path)
     if parsed.schema_version != 1:
@@ -257,10 +257,10 @@ def format_rows(gpu: GpuSpec, runtime: Runtime, architecture: str | None = None)
             why += f"; {advisories[name]}"
         rows.append({"format": name, "plannable": reason is None, "why": why,
                      "source": support.source if support else "profiles/runtimes.yaml"})
-    for kv, support in runtime.kv_cache.items():
-        reason = kv_cache_refusal(gpu, kv, runtime, set(support.requires_layer_formats) or {"bf16"})
+    for kv, kv_support in runtime.kv_cache.items():
+        reason = kv_cache_refusal(gpu, kv, runtime, set(kv_support.requires_layer_formats) or {"bf16"})
         rows.append({"format": f"kv:{kv}", "plannable": reason is None,
-                     "why": reason or ("needs a layer in " + " or ".join(support.requires_layer_formats)
-                                       if support.requires_layer_formats else f"{runtime.name} runs it here"),
-                     "source": support.source})
+                     "why": reason or ("needs a layer in " + " or ".join(kv_support.requires_layer_formats)
+                                       if kv_support.requires_layer_formats else f"{runtime.name} runs it here"),
+                     "source": kv_support.source})
     return rows

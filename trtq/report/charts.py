@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
+from typing import Any
+
 from trtq.artifacts.report import BenchRow, ComparisonReport, PlanReport
 from trtq.registry.formats import FORMATS
 from trtq.report.model import kind_label, order_kinds
@@ -178,7 +181,7 @@ def layer_format_figure(report: PlanReport):
     row_index = {key: i for i, (_, key) in enumerate(rows)}
     columns = kinds + (["(other)"] if any(g.block is None for g in report.groups) else [])
     col_index = {k: i for i, k in enumerate(columns)}
-    z = [[None] * len(columns) for _ in rows]
+    z: list[list[int | None]] = [[None] * len(columns) for _ in rows]
     text = [[""] * len(columns) for _ in rows]
     hover = [[""] * len(columns) for _ in rows]
     points = [p.point for p in report.points]
@@ -441,7 +444,7 @@ def plan_figures(report: PlanReport) -> dict[str, object]:
 # ---------------------------------------------------------------------------- comparison
 
 
-def _per_point_bars(report: ComparisonReport, values, axis_title: str, fmt: str, bf16=None):
+def _per_point_bars(report: ComparisonReport, values, axis_title: str, fmt: Callable[[Any], str], bf16=None):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -522,7 +525,7 @@ def comparison_figures(report: ComparisonReport) -> dict[str, object]:
     figures["formats"] = fmt_fig
 
     if report.bench:
-        bench_colors = {}
+        bench_colors: dict[str, str] = {}
         for r in report.bench:
             if r.series not in bench_colors:
                 base = colors.get(r.gpu)

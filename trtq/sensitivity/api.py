@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
-from trtq.artifacts import make_metadata, save_artifact
+from trtq.artifacts import make_metadata
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.errors import InputError
 from trtq.registry import parse_formats
+from trtq.sensitivity.request import SensitivityRequest
 
 
 def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_head: bool = False,
@@ -28,9 +28,7 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
     with torch.no_grad():
         rows = weight_rows(model, graph, fmts)
     inputs = {"weights": str(resolved.weights)} if resolved.weights and resolved.weights.is_file() else {}
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=inputs, notes=[
             "omega = ||Q_f(W) - W||_F^2 with trtq's reference quantizers (round-to-nearest; "
             "AWQ/SmoothQuant scaling not applied)"]),
@@ -109,9 +107,7 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
     rows = hessian_rows(model, graph, fmts, traces, c.batches)
     tensors = [*traces.weights.values(), *traces.inputs.values()]
     converged = sum(stats.converged for stats in tensors)
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
             "omega = sum over input channels j of max(t_W[j], floor) x ||dW[:, j]||^2 + max(t_X[j], floor) x "
             "mean ||dX[:, j]||^2 (HAWQ-V3's weight term and HAWQ-V2's activation term; t[j] = channel j's share "
@@ -156,9 +152,7 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
     rows = [SensitivityRow(layer=layer.name, format=fmt.name, group_size=fmt.group_size_for(layer.in_features),
                            weight_error=weight_errors[layer.name, fmt.name], omega=scores[layer.name, fmt.name])
             for layer in graph.layers for fmt in fmts if fmt.available_for(layer.in_features)]
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
             "omega = 1/2 sum over calibration tokens of (dL/dY)^2 x dY^2, dY = Q_a(X') Q_w(W')^T - X W^T "
             "with trtq's reference quantizers (SmoothQuant alpha 1 for int8_sq); weight_error = ||Q_w(W') / s - W||^2 "
@@ -197,9 +191,7 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
         weight_errors = {(r.layer, r.format): r.weight_error for r in weight_rows(c.model, c.graph, c.formats)}
     rows, groups = autoquantize_table_rows(c.graph, c.formats, run, weight_errors)
     scoring = "restored from the checkpoint" if run.scoring_seconds is None else f"{run.scoring_seconds:.0f} s"
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=c.inputs, seed=seed, notes=[
             f"omega = ModelOpt {modelopt.__version__} AutoQuantize ({score}) score of the layer's group, read from its "
             "searcher's candidate_stats (after its monotone pass over formats ordered by compression), split over the "
@@ -218,21 +210,16 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
     )
 
 
-def compute_sensitivity(args: argparse.Namespace, progress=None) -> Sensitivity:
-    if args.method == "autoquantize":
-        table = autoquantize_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-                                         include_lm_head=args.include_lm_head, calib=args.calib, score=args.score,
-                                         batch_size=args.score_batch)
-    elif args.method == "weight":
-        table = weight_sensitivity(args.model, args.formats, args.include_lm_head)
-    elif args.method == "fisher":
-        table = fisher_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-                                   include_lm_head=args.include_lm_head, calib=args.calib)
-    else:
-        table = hessian_sensitivity(
-            args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-            include_lm_head=args.include_lm_head, calib=args.calib, tolerance=args.tolerance,
-            max_iterations=args.max_iterations, progress=progress,
-        )
-    save_artifact(table, args.output)
-    return table
+def compute_sensitivity(request: SensitivityRequest, progress=None, model=None, tokenizer=None) -> Sensitivity:
+    """The table `request.method` asks for (`model`/`tokenizer`: already loaded, else loaded here)."""
+    r = request
+    if r.method == "weight":
+        return weight_sensitivity(r.model, r.formats, r.include_lm_head, model=model)
+    common = dict(samples=r.samples, seq_len=r.seq_len, seed=r.seed, model=model, tokenizer=tokenizer,
+                  formats=r.formats, include_lm_head=r.include_lm_head, calib=r.calib)
+    if r.method == "autoquantize":
+        return autoquantize_sensitivity(r.model, **common, score=r.score, batch_size=r.score_batch)
+    if r.method == "fisher":
+        return fisher_sensitivity(r.model, **common)
+    return hessian_sensitivity(r.model, **common, tolerance=r.tolerance, max_iterations=r.max_iterations,
+                               progress=progress)
