@@ -4,7 +4,7 @@ The package ships parquet tables under `aiconfigurator_core/systems/data/<system
 (latency by m, n, k and GEMM dtype, in ms). This backend reads them, as `trtq predict` does, through
 trtq/profile/aiconfigurator_tables.py: the package's compiled estimator bound to the tables (its
 interpolation; the package removed its per-call `query_gemm` in 0.12), the systems directory located by
-`importlib.resources`: nothing is copied into this repository.
+`importlib`: nothing is copied into this repository.
 
 Every row says where its number comes from (`ProfileRow.provenance`, the rule of aiconfigurator_tables.py):
 

@@ -35,6 +35,10 @@ def _resolve_auto_gpu() -> str:
     return gpu.name
 
 
+# `--runtime any`: profile every format some runtime runs on the GPU (one table for plans under any runtime).
+ALL_RUNTIMES = "any"
+
+
 def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens: list[int],
                   formats: str | None = None, launch_cost_ns: float | None = None,
                   harness: dict | None = None, seed: int = 0, on_row=None,
@@ -62,21 +66,31 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
     else:
         gpu_spec = get_gpu(gpu) if gpu else None
     fmts = parse_formats(formats)
+    runtime_note = None
     if gpu_spec is not None:
         from trtq.registry.runtimes import get_runtime, plannable_formats, union_formats
 
-        # Kernel latency does not depend on the runtime: without --runtime the table covers every format
-        # some runtime in profiles/runtimes.yaml runs on this GPU, so one profile serves plans for any of them.
+        # Without --runtime the table covers the formats the default runtime (the release docker/ pins, PyTorch
+        # backend) runs on this GPU; --runtime any covers every format some runtime in profiles/runtimes.yaml
+        # runs there, so one profile serves plans for any of them.
+        every_runtime = runtime == ALL_RUNTIMES
+        chosen = None if every_runtime else get_runtime(runtime)
         if formats:
-            if runtime:
-                plannable_formats(gpu_spec, get_runtime(runtime), formats)  # refuses, naming the reason
+            if chosen is not None and runtime:
+                plannable_formats(gpu_spec, chosen, formats)  # refuses, naming the reason
             for f in fmts:
                 gpu_spec.require(f)
         elif not measures_gpu_in_hand:
             # A measuring backend keeps every format: what it cannot run is an unsupported row with a reason.
-            allowed = {f.name for f in (plannable_formats(gpu_spec, get_runtime(runtime)) if runtime
-                                        else union_formats(gpu_spec))}
+            allowed = {f.name for f in (union_formats(gpu_spec) if every_runtime
+                                        else plannable_formats(gpu_spec, chosen))}
             fmts = [f for f in fmts if f.name in allowed and gpu_spec.supports(f)]
+            runtime_note = ("formats: every format some runtime in profiles/runtimes.yaml runs on "
+                            f"{gpu_spec.name} (--runtime {ALL_RUNTIMES})" if every_runtime else
+                            f"formats: those runtime {chosen.name} ({chosen.backend} backend"
+                            f"{', the default' if not runtime else ''}) runs on {gpu_spec.name}"
+                            + (f"; --runtime NAME@VERSION for another runtime's, --runtime {ALL_RUNTIMES} "
+                               "for every runtime's" if not runtime else ""))
     format_names = [f.name for f in fmts]
     cases = gemm_cases(graph, tokens, format_names)
     moe_rows = [] if getattr(backend, "moe_grouped_gemm", False) else [
@@ -84,6 +98,8 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
     rows = backend.profile([c for c in cases if not moe_rows or c.experts is None], on_row=on_row) + moe_rows
     device = backend.device_info()
     notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
+    if runtime_note:
+        notes.append(runtime_note)
     if backend.name == "aiconfigurator":
         settings = backend.settings()
         counts = {}
@@ -118,3 +134,4 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         settings=backend.settings(),
         rows=rows,
     )
+

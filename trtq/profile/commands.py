@@ -25,13 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--framework", choices=("trtllm", "vllm", "sglang"), default=None,
                    help="aiconfigurator: whose kernels the tables measured (default trtllm)")
     p.add_argument("--framework-version", metavar="V", default=None,
-                   help="aiconfigurator: the framework version's tables (default: the package's newest for the GPU)")
+                   help="aiconfigurator: the framework version's tables (default: the package's current one for the GPU)")
     p.add_argument("--tokens", default="1,16,128,2048", help="GEMM M values (token counts), comma-separated")
     p.add_argument("--formats", help="comma-separated formats (default: all the GPU supports; cuda: all, "
                                        "those it cannot run recorded as unsupported with the reason)")
     p.add_argument("--runtime", metavar="NAME@VERSION",
-                   help="profile only the formats this TensorRT-LLM runtime runs on the GPU (default: every format "
-                        "some runtime in `trtq formats --runtime` runs there: one table serves plans for any)")
+                   help="profile the formats this TensorRT-LLM runtime runs on the GPU (default: the default runtime, "
+                        "PyTorch backend; `any`: every format some runtime in `trtq formats --runtime` runs there, "
+                        "one table for plans under any runtime)")
     p.add_argument("--launch-cost", type=number(minimum=0, maximum=1e9), default=None, metavar="NS",
                    help="roofline: fixed cost per GEMM in ns (default: the GPU's; 0 = pure kernel time)")
     p.add_argument("--repeats", type=count(1), default=None, help="measuring backends: minimum repetitions")
