@@ -18,8 +18,8 @@ GPUS = ("H100-SXM", "A100-SXM-80GB", "B200", "L40S")
 
 @pytest.fixture(scope="module")
 def inputs(smollm2_graph):
-    # Profiles with --runtime any cover every format some runtime runs on the GPU: one table for every runtime.
-    profiles = {gpu: build_profile(smollm2_graph, "roofline", gpu, [16, 2048], launch_cost_ns=0, runtime="any")
+    # Profiles with --runtime all cover every format some runtime runs on the GPU: one table for every runtime.
+    profiles = {gpu: build_profile(smollm2_graph, "roofline", gpu, [16, 2048], launch_cost_ns=0, runtime="all")
                 for gpu in GPUS}
     return smollm2_graph, profiles, synthetic_sensitivity(smollm2_graph)
 
@@ -66,7 +66,7 @@ def test_the_plan_records_its_runtime_and_round_trips(inputs, tmp_path):
 
 
 def test_profile_runtime_restricts_the_formats(smollm2_graph):
-    everything = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0, runtime="any")
+    everything = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0, runtime="all")
     assert everything.formats == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4", "fp8_block"]
     assert any("every format some runtime" in n for n in everything.metadata.notes)
     pytorch = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0, runtime="trtllm@1.2")

@@ -35,8 +35,9 @@ def _resolve_auto_gpu() -> str:
     return gpu.name
 
 
-# `--runtime any`: profile every format some runtime runs on the GPU (one table for plans under any runtime).
-ALL_RUNTIMES = "any"
+# `--runtime all` (as in `trtq formats --runtime all`): every format some runtime runs on the GPU, one table
+# for plans under any runtime.
+ALL_RUNTIMES = "all"
 
 
 def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens: list[int],
@@ -71,9 +72,9 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         from trtq.registry.runtimes import get_runtime, plannable_formats, union_formats
 
         # Without --runtime the table covers the formats the default runtime (the release docker/ pins, PyTorch
-        # backend) runs on this GPU; --runtime any covers every format some runtime in profiles/runtimes.yaml
+        # backend) runs on this GPU; --runtime all covers every format some runtime in profiles/runtimes.yaml
         # runs there, so one profile serves plans for any of them.
-        every_runtime = runtime == ALL_RUNTIMES
+        every_runtime = (runtime or "").lower() == ALL_RUNTIMES
         chosen = None if every_runtime else get_runtime(runtime)
         if formats:
             if chosen is not None and runtime:
@@ -135,3 +136,29 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         rows=rows,
     )
 
+
+def tables_or_roofline_profile(graph: LayerGraph, gpu: str, tokens: list[int], *, runtime: str | None = None,
+                               formats: str | None = None) -> tuple[Profile, str]:
+    """(profile, one line saying where its latencies come from): NVIDIA's measured kernel tables
+    (aiconfigurator-core, TensorRT-LLM) where the package has them for the GPU, their rows measured,
+    interpolated or extrapolated, and modelled by the roofline calibrated on the GPU's measured formats where
+    the tables lack a format; else (no tables for the GPU, or the package missing) the datasheet roofline at
+    kernel time (launch cost 0)."""
+    from trtq.errors import MissingToolError, UnknownNameError, UnsupportedError
+
+    try:
+        profile = build_profile(graph, "aiconfigurator", gpu, tokens, formats, runtime=runtime)
+    except (UnknownNameError, UnsupportedError, MissingToolError) as exc:
+        if isinstance(exc, UnknownNameError) and "has no tables for" not in str(exc):
+            raise   # an unknown GPU or runtime is the caller's mistake, not a missing table
+        profile = build_profile(graph, "roofline", gpu, tokens, formats, launch_cost_ns=0.0, runtime=runtime)
+        return profile, f"datasheet roofline, kernel time (launch cost 0): {exc}"
+    s = profile.settings
+    counts = profile.provenance_counts()
+    line = (f"{s['package']} {s['package_version']} measured tables ({s['system']}, {s['framework']} "
+            f"{s['framework_version']}): " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) + " rows")
+    modelled = sorted({r.format for r in profile.rows if r.provenance == "modelled"})
+    if modelled:
+        line += (f"; {', '.join(modelled)} modelled by the roofline calibrated on this GPU's measured formats "
+                 "(the tables lack them)")
+    return profile, line

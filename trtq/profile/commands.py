@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "those it cannot run recorded as unsupported with the reason)")
     p.add_argument("--runtime", metavar="NAME@VERSION",
                    help="profile the formats this TensorRT-LLM runtime runs on the GPU (default: the default runtime, "
-                        "PyTorch backend; `any`: every format some runtime in `trtq formats --runtime` runs there, "
+                        "PyTorch backend; `all`: every format some runtime in `trtq formats --runtime` runs there, "
                         "one table for plans under any runtime)")
     p.add_argument("--launch-cost", type=number(minimum=0, maximum=1e9), default=None, metavar="NS",
                    help="roofline: fixed cost per GEMM in ns (default: the GPU's; 0 = pure kernel time)")
