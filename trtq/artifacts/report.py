@@ -23,6 +23,9 @@ class PointTotals(StrictModel):
     spec: str | None = None           # the budget as written, when the point was budgeted
     limit_ns: float | None = None
     met: bool | None = None
+    # provenance of the profile rows (measured | interpolated | extrapolated | modelled | unknown) -> ns of
+    # predicted_ns from rows of that provenance; {} for plans that predate it
+    provenance_ns: dict[str, float] = {}
 
 
 class GroupRow(GroupFormat):
@@ -41,6 +44,7 @@ class ParetoRow(StrictModel):
     weight_bytes: int | None = None
     latency_ns: dict[str, float] = {}
     format_counts: dict[str, int] = {}            # format -> number of groups in it
+    provenance_ns: dict[str, dict[str, float]] = {}   # point -> provenance -> ns (as PointTotals)
 
 
 class LayerSensitivity(StrictModel):

@@ -288,3 +288,32 @@ def make_plan(model: str, profile_path: str | Path, sensitivity_path: str | Path
             graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     inputs = {"profile": input_ref(profile_path), "sensitivity": input_ref(sensitivity_path)}
     return solve_plan(graph, profile, sensitivity, gpu, request, inputs)
+
+
+def budget_at_fraction(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gpu: GpuSpec,
+                       points: list[str], fraction: float, *, formats: str | None = None,
+                       runtime: str | None = None, solver: str = "highs",
+                       node_limit: int | None = DEFAULT_NODE_LIMIT) -> list[str]:
+    """Latency budgets `POINT=VALUE` for `points` (e.g. ["decode@16", "prefill@2048"]) placed `fraction` of
+    the way along this profile's front: 0 is the fastest plan the candidate formats allow at all points
+    together (the Pareto front's fastest end, one common fraction of all-bf16), 1 is all-bf16.
+
+    Fixed fractions tuned on a roofline ("decode@16=0.45") are infeasible on measured tables where no format
+    halves a small GEMM; a budget chosen on the profile's own front is met on any GPU and table. Every point
+    gets the same fraction of its all-bf16 time, rounded up so that the printed budget is feasible.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise InputError(f"the budget fraction must be a number from 0 (fastest plan) to 1 (all-bf16), "
+                         f"got {fraction}")
+    budgets = parse_budgets([f"{p}=1" for p in points])
+    formats_ = candidate_formats(gpu, formats, get_runtime(runtime))
+    costs = build_cost_model(graph, profile, sensitivity, formats_, {b.point: b.tokens for b in budgets})
+    problem, _ = problem_for(costs, budgets, None, scale=1.0)
+    fastest = min_common_scale(problem, list(range(len(budgets))), solver, None, node_limit)
+    if fastest is None:
+        raise InfeasibleError(f"no plan of {', '.join(costs.formats)} is feasible at {', '.join(points)} "
+                              f"on {gpu.name}")
+    target = fastest + fraction * (1.0 - fastest)
+    # All-bf16 meets a budget of exactly 1; below it, round up so that the printed budget stays feasible.
+    value = "1" if target >= 1.0 else fraction_text(target)
+    return [f"{b.point}={value}" for b in budgets]

@@ -14,16 +14,9 @@ from typing import Any
 
 from trtq.errors import InputError, UnsupportedError
 from trtq.predict.architecture import decoder_architecture
-from trtq.predict.kernels import AicKernels, Answer
-from trtq.predict.step import (
-    MAX_BATCH_SIZE,
-    AggPoint,
-    GemmSource,
-    StepModel,
-    Workload,
-    parse_workload,
-    provenance_shares,
-)
+from trtq.predict.kernels import PROVENANCES, Answer, AicKernels
+from trtq.predict.step import (MAX_BATCH_SIZE, AggPoint, GemmSource, StepModel, Workload, parse_workload,
+                               provenance_shares)
 
 
 class ProfileGemms(GemmSource):
@@ -36,8 +29,9 @@ class ProfileGemms(GemmSource):
         for r in profile.rows:
             if r.latency_ns is None or r.experts is not None:   # MoE rows: not a dense GEMM
                 continue
-            prov = r.details.get("provenance") if isinstance(r.details, dict) else None
-            prov = prov if prov in ("measured", "interpolated", "modelled") else ("measured" if measured_backend else "modelled")
+            # The row's provenance (profile schema 2; older tables kept it in details), else the backend's kind.
+            prov = r.provenance or (r.details.get("provenance") if isinstance(r.details, dict) else None)
+            prov = prov if prov in PROVENANCES else ("measured" if measured_backend else "modelled")
             self.rows.setdefault((r.out_features, r.in_features, r.format), []).append((r.tokens, r.latency_ns, prov))
         for v in self.rows.values():
             v.sort()
@@ -208,6 +202,7 @@ def _result(step: StepModel, source: dict[str, Any], w: Workload, point: AggPoin
         "time_breakdown": breakdown,
         "measured_share": shares["measured"],
         "interpolated_share": shares["interpolated"],
+        "extrapolated_share": shares["extrapolated"],
         "modelled_share": shares["modelled"],
         # TTFT and TPOT are linear in the mixed- and decode-step times, which are sums of
         # per-group costs at these GEMM M values (StepModel.group_costs) plus fixed terms.

@@ -22,15 +22,16 @@ class ProfileRequest(Request):
     framework: Literal["trtllm", "vllm", "sglang"] | None = setting(
         None, "aiconfigurator: whose kernels the tables measured (default trtllm)")
     framework_version: str | None = setting(
-        None, "aiconfigurator: the framework version's tables (default: the package's newest for the GPU)",
+        None, "aiconfigurator: the framework version's tables (default: the package's current one for the GPU)",
         metavar="V")
     tokens: str = setting("1,16,128,2048", "GEMM M values (token counts), comma-separated")
     formats: str | None = setting(
         None, "comma-separated formats (default: all the GPU supports; cuda: all, those it cannot run recorded as "
               "unsupported with the reason)")
     runtime: str | None = setting(
-        None, "profile only the formats this TensorRT-LLM runtime runs on the GPU (default: every format some "
-              "runtime in `trtq formats --runtime` runs there: one table serves plans for any)",
+        None, "profile the formats this TensorRT-LLM runtime runs on the GPU (default: the default runtime, "
+              "PyTorch backend; `all`: every format some runtime in `trtq formats --runtime` runs there, one table "
+              "for plans under any runtime)",
         metavar="NAME@VERSION")
     launch_cost: float | None = setting(
         None, "roofline: fixed cost per GEMM in ns (default: the GPU's; 0 = pure kernel time)", ge=0, le=1e9,

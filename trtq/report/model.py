@@ -204,6 +204,7 @@ def _point_totals(plan: Plan) -> list[PointTotals]:
             bf16_ns=plan.totals.bf16_latency_ns.get(point, b.bf16_ns if b else math.nan),
             spec=b.spec if b else None, limit_ns=b.limit_ns if b else None,
             met=(predicted <= b.limit_ns * (1 + 1e-9)) if b else None,
+            provenance_ns=dict(plan.totals.provenance_ns.get(point, {})),
         ))
     return rows
 
@@ -344,6 +345,7 @@ def build_plan_report(
                 weight_bytes=p.totals.weight_bytes if p.totals else None,
                 latency_ns=dict(p.totals.latency_ns) if p.totals else {},
                 format_counts=_format_counts(p.formats),
+                provenance_ns={k: dict(v) for k, v in p.totals.provenance_ns.items()} if p.totals else {},
             )
             for p in sorted(plan.pareto, key=lambda p: -p.fraction)
         ],
