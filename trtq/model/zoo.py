@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtq.errors import InputError, MissingToolError
+from trtq.errors import InputError, MissingToolError, storage_errno, write_error
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -274,8 +274,13 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32"):
             directory.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
             try:
-                model.save_pretrained(tmp, safe_serialization=True)
-                tokenizer.save_pretrained(tmp)
+                try:
+                    model.save_pretrained(tmp, safe_serialization=True)
+                    tokenizer.save_pretrained(tmp)
+                except Exception as exc:  # safetensors wraps ENOSPC in its own error type
+                    if storage_errno(exc) is None:
+                        raise
+                    raise write_error(directory, exc) from None
                 try:
                     os.replace(tmp, directory)
                 except OSError:
