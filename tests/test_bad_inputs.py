@@ -380,7 +380,7 @@ class _Crash(BaseException):
 @pytest.mark.parametrize("crash_at", [1, 2, 3])
 def test_report_html_and_json_land_together_or_not_at_all(tmp_path, monkeypatch, crash_at):
     """A crash at each step of the publication leaves no new file beside an old one of the pair."""
-    import tests.report.synthetic as synthetic
+    import tests.helpers.synthetic_reports as synthetic
     from trtq.report.model import build_plan_report
     from trtq.report.render import render_plan_report
 

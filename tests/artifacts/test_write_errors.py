@@ -99,7 +99,7 @@ def test_disk_full_through_the_cli_is_one_line_and_exit_2(small_fs, capsys):
 
 
 def test_disk_full_leaves_the_report_pair_as_it_was(small_fs, tmp_path):
-    import tests.report.synthetic as synthetic
+    import tests.helpers.synthetic_reports as synthetic
     from trtq.report.model import build_plan_report
     from trtq.report.render import render_plan_report
 
