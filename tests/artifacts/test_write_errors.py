@@ -65,7 +65,8 @@ def small_fs(tmp_path):
     try:
         yield directory
     finally:
-        subprocess.run(["umount", str(directory)], check=False, capture_output=True)
+        # Lazy: a library that failed mid-write may still hold a descriptor on it (pyarrow does).
+        subprocess.run(["umount", "-l", str(directory)], check=False, capture_output=True)
 
 
 def _listing(directory: Path) -> list[str]:

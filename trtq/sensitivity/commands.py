@@ -16,18 +16,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "x their quantization errors (HAWQ-V3, with HAWQ-V2's activation term); "
                         "fisher: Fisher-weighted output error of quantized weights and activations; "
                         "autoquantize: ModelOpt AutoQuantize's own per-layer scores (lm_head disabled)")
-    p.add_argument("--score", choices=("gradient", "kl_div"), default="gradient",
+    p.add_argument("--score", choices=("gradient", "kl_div"), default=None,
                    help="autoquantize: ModelOpt's score, gradient (loss-weighted output error) or kl_div "
                         "(default: gradient)")
-    p.add_argument("--score-batch", type=count(1), default=4,
+    p.add_argument("--score-batch", type=count(1), default=None,
                    help="autoquantize: calibration windows per AutoQuantize step (default: 4)")
     p.add_argument("--formats", help="comma-separated formats (default: all)")
     p.add_argument("--include-lm-head", action="store_true")
     p.add_argument("--calib", metavar="FILE",
                    help="hessian/fisher/autoquantize: UTF-8 calibration text (default: the shipped calibration text)")
-    p.add_argument("--samples", type=count(1), default=8,
+    p.add_argument("--samples", type=count(1), default=None,
                    help="hessian/fisher/autoquantize: calibration windows (default: 8)")
-    p.add_argument("--seq-len", type=seq_len, default=512,
+    p.add_argument("--seq-len", type=seq_len, default=None,
                    help="hessian/fisher/autoquantize: tokens per window (default: 512)")
     p.add_argument("--tolerance", type=number(), default=None,
                    help="hessian: stop a trace (a layer's weight or input) when its running mean changes by less than this "
@@ -40,10 +40,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_sensitivity)
 
 
+# Options that only one method (or the data-driven ones) reads, and their defaults: given to another
+# method they are refused, not silently ignored.
+METHOD_OPTIONS = {
+    "--score": ("score", ("autoquantize",), "gradient"),
+    "--score-batch": ("score_batch", ("autoquantize",), 4),
+    "--tolerance": ("tolerance", ("hessian",), None),
+    "--max-iterations": ("max_iterations", ("hessian",), None),
+    "--calib": ("calib", ("hessian", "fisher", "autoquantize"), None),
+    "--samples": ("samples", ("hessian", "fisher", "autoquantize"), 8),
+    "--seq-len": ("seq_len", ("hessian", "fisher", "autoquantize"), 512),
+}
+
+
+def check_method_options(args: argparse.Namespace) -> None:
+    """Refuse an option the chosen method ignores; fill in the defaults of the ones it reads."""
+    from trtq.errors import InputError
+
+    for option, (dest, methods, default) in METHOD_OPTIONS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+        elif args.method not in methods:
+            raise InputError(f"{option} applies to --method {' or '.join(methods)}, not {args.method}")
+
+
 def run_sensitivity(args: argparse.Namespace) -> int:
     from trtq.console import stderr_console
     from trtq.sensitivity.api import compute_sensitivity
 
+    check_method_options(args)
     console = stderr_console()
 
     def progress(iteration: int, active: int, total: int) -> None:
