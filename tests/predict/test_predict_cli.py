@@ -33,7 +33,7 @@ def predict_json(capsys, *argv):
 
 def write_plan(path, model, gpu, format_of):
     """A plan artifact as `trtq plan` writes it (costs and totals consistent), with the formats given per group."""
-    from tests.quantize.plans import group, plan_of
+    from tests.helpers.plans import group, plan_of
 
     arch = decoder_architecture(model, resolve_model(model).config)
     groups = [group(g.name, [g.name], format_of(g), None, g.in_features, g.out_features, g.kind, g.block)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.quantize.plans import plan_from_graph
+from tests.helpers.plans import plan_from_graph
 from trtq.artifacts import load_artifact, save_artifact
 from trtq.artifacts.io import sha256_file
 from trtq.cli import main

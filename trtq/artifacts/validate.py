@@ -216,8 +216,27 @@ def check_sensitivity(sensitivity) -> None:
         _non_negative(trace.iterations, f"traces[{i}].iterations")
 
 
+def _runtime(name: str, where: str):
+    from trtq.errors import TrtqError
+    from trtq.registry.runtimes import get_runtime
+
+    try:
+        return get_runtime(name)
+    except TrtqError as exc:
+        _fail(f"{where}: {exc}")
+
+
+def _runtime_runs(runtime, gpu, fmt, where: str) -> None:
+    """The plan's runtime deploys the format on its GPU (the gate the planner applied; an edit skips it)."""
+    from trtq.registry.runtimes import format_refusal
+
+    if runtime is not None and (reason := format_refusal(gpu, fmt, runtime)) is not None:
+        _fail(f"{where}: format {fmt.name} is not run by the plan's runtime {runtime.name} on {gpu.name}: {reason}")
+
+
 def check_plan(plan) -> None:
     gpu = _gpu(plan.gpu, "gpu")
+    runtime = _runtime(plan.runtime, "runtime") if plan.runtime is not None else None
     _non_negative(plan.launch_cost_ns, "launch_cost_ns", " ns")
     _non_negative(plan.fixed_parameter_bytes, "fixed_parameter_bytes", " bytes")
     _positive(plan.memory_budget_bytes, "memory_budget_bytes")
@@ -255,6 +274,7 @@ def check_plan(plan) -> None:
         if fmt.name not in candidates:
             _fail(f"{where}: format {fmt.name} is not among the plan's candidate formats")
         _runnable(gpu, fmt, where)
+        _runtime_runs(runtime, gpu, fmt, where)
         _group_size(fmt, g.group_size, g.in_features, where)
         if fmt.name not in g.costs:
             _fail(f"{where}: no costs for its own format {fmt.name}")

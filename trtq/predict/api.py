@@ -107,6 +107,13 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
         formats = {g.name: uniform.strip().lower() for g in arch.groups}
         source["uniform"] = uniform
     else:
+        # A plan for another model (or edited) would otherwise be priced with its strangers in bf16.
+        from trtq.artifacts.validate import check_plan_covers_graph
+        from trtq.model.families import config_layer_graph
+
+        graph = config_layer_graph(resolved, include_lm_head=any(g.kind == "lm_head" for g in plan.groups))
+        if graph is not None:
+            check_plan_covers_graph(plan, graph, plan_path)
         formats = {g.name: formats[g.name] for g in arch.groups if g.name in formats} | {
             g.name: "bf16" for g in arch.groups if g.name not in formats}
     kernels = AicKernels(gpu.name, scope=f"{resolved.name}-tp{request.tp}")

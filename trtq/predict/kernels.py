@@ -131,6 +131,7 @@ class AicKernels:
         if not (self._use_cache and self._dirty):
             return
         from trtq.artifacts import atomic_write_text
+        from trtq.errors import WriteError
 
         try:
             self._cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +139,8 @@ class AicKernels:
             merged = {**self._load_cache(), **self._memo}
             atomic_write_text(self._cache_path, json.dumps(merged, separators=(",", ":")))
             self._dirty = False
-        except OSError:
-            pass  # a read-only cache only costs speed
+        except (OSError, WriteError):
+            pass  # a cache that cannot be written (read-only, full) only costs speed: the answer stands
 
     # ---- the engine -----------------------------------------------------------------
     def _open(self):

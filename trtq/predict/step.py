@@ -125,6 +125,8 @@ def parse_workload(spec: str) -> Workload:
         key = key.strip().lower()
         if not sep or key not in ("isl", "osl", "concurrency"):
             raise InputError(f"--workload {spec!r}: expected isl=N,osl=N[,concurrency=N], got {part!r}")
+        if key in values:  # 'isl=10,osl=10,isl=20': which one was meant is not ours to guess
+            raise InputError(f"--workload {spec!r}: {key} is given twice")
         try:
             values[key] = int(raw)
         except ValueError:

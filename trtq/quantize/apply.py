@@ -23,7 +23,7 @@ from trtq.artifacts.io import InputRef, atomic_write_text, sha256_file
 from trtq.artifacts.paths import make_temp_beside, replace_directory
 from trtq.artifacts.plan import Plan
 from trtq.artifacts.quantize import LayerQuantization, QuantizerState, QuantizeSummary
-from trtq.errors import InputError, UnsupportedError
+from trtq.errors import InputError, UnsupportedError, storage_errno, write_error
 from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
 from trtq.quantize.quant_cfg import (
     INPUT_QUANTIZER,
@@ -246,6 +246,8 @@ def _export_trtllm(model: Any, directory: Path) -> str | None:
             )
     except Exception as exc:  # ModelOpt raises bare Exceptions for unsupported combinations
         shutil.rmtree(directory, ignore_errors=True)
+        if storage_errno(exc) is not None:  # a full disk is not "this model cannot export"
+            raise write_error(directory, exc) from None
         return f"no TensorRT-LLM checkpoint: ModelOpt's export failed: {_first_line(exc)}"
     return None
 
@@ -261,6 +263,8 @@ def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
         with _quiet_modelopt():
             export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory)
     except Exception as exc:  # a ModelOpt failure is this plan failing to export: one line
+        if storage_errno(exc) is not None:  # ... unless the disk refused the write
+            raise write_error(directory, exc) from None
         raise UnsupportedError(f"ModelOpt could not export the Hugging Face checkpoint: {_first_line(exc)}") from None
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)

@@ -106,6 +106,8 @@ def default_runtime_name() -> str:
 def get_runtime(spec: str | None = None) -> Runtime:
     """`trtllm@1.2`, `trtllm-engine@1.2`, ...; None -> the default (the release docker/ pins)."""
     table = runtime_table()
+    if spec is not None and not spec.strip():   # `--runtime ""` is a mistake, not a request for the default
+        raise UnknownNameError(f"empty runtime name; known runtimes: {', '.join(r.name for r in table.runtimes)}")
     wanted = (spec or table.default).strip().lower()
     for runtime in table.runtimes:
         if runtime.name.lower() == wanted:

@@ -53,7 +53,8 @@ class _Calibrated:
 
 
 def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, tokenizer,
-                formats: str | None, include_lm_head: bool, calib: str | None) -> _Calibrated:
+                formats: str | None, include_lm_head: bool, calib: str | None,
+                before_load=None) -> _Calibrated:
     """`samples` windows of `seq_len` tokens drawn (seeded) from the shipped calibration text or `calib`."""
     from trtq.data import calibration_text, read_text_file, token_batches
     from trtq.data.texts import CALIBRATION_PATH
@@ -64,6 +65,8 @@ def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, t
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     fmts = parse_formats(formats)
     text = read_text_file(calib) if calib else calibration_text()
+    if before_load is not None:   # the method's own refusals, before the model costs its load
+        before_load(graph, fmts)
     if model is None or tokenizer is None:
         loaded_model, loaded_tokenizer = load_pretrained(resolved)
         model = model if model is not None else loaded_model
@@ -180,10 +183,11 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
     import modelopt
     import torch
 
-    from trtq.sensitivity.autoquantize import autoquantize_table_rows, run_autoquantize
+    from trtq.sensitivity.autoquantize import autoquantize_table_rows, check_formats, run_autoquantize
     from trtq.sensitivity.weight import weight_rows
 
-    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                    before_load=check_formats)
     torch.manual_seed(seed)
     run = run_autoquantize(c.model, c.graph, c.formats, c.batches, score=score, batch_size=batch_size,
                            checkpoint=checkpoint)

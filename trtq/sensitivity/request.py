@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from trtq.options import MAX_COUNT, MAX_SEED, MAX_TOKENS, number
 from trtq.settings import Request, setting
@@ -14,6 +14,19 @@ DEFAULT_TOLERANCE = 0.05
 # One probe per window of the default 8 calibration windows: on SmolLM2 it plans as well as 12 probes
 # (benchmarks/RESULTS.md, plan_quality) in 1.4-1.8x AutoQuantize's scoring time, against 2.1-2.7x.
 DEFAULT_MAX_ITERATIONS = 8
+
+
+# Settings only some methods read: set to anything but the default for another method, they are refused,
+# not silently ignored.
+METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "score": ("autoquantize",),
+    "score_batch": ("autoquantize",),
+    "tolerance": ("hessian",),
+    "max_iterations": ("hessian",),
+    "calib": ("hessian", "fisher", "autoquantize"),
+    "samples": ("hessian", "fisher", "autoquantize"),
+    "seq_len": ("hessian", "fisher", "autoquantize"),
+}
 
 
 class SensitivityRequest(Request):
@@ -45,3 +58,11 @@ class SensitivityRequest(Request):
         if not 0 < tolerance < 1:
             raise ValueError(f"tolerance must be between 0 and 1, got {tolerance}")
         return tolerance
+
+    @model_validator(mode="after")
+    def _method_settings(self) -> SensitivityRequest:
+        for name, methods in METHOD_SETTINGS.items():
+            if self.method not in methods and getattr(self, name) != type(self).model_fields[name].default:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} applies to --method {' or '.join(methods)}, not {self.method}")
+        return self
