@@ -214,4 +214,9 @@ def verdict(result: EvalResult) -> str:
     for task in result.lm_eval:
         parts.append(f"{task.task} {task.metric} {task.reference:.4f} -> {task.quantized:.4f} "
                      f"({-100 * task.degradation:+.2f}%, limit -{100 * task.threshold:g}%)")
-    return ("PASS: " if result.passed else "FAIL: ") + "; ".join(parts)
+    if result.passed:
+        return "PASS: " + "; ".join(parts)
+    # Name what failed first: with a task in the gate, the perplexity part may have passed.
+    failed = ([] if result.relative_increase <= result.threshold else ["perplexity"]) + \
+        [task.task for task in result.lm_eval if not task.passed]
+    return f"FAIL ({', '.join(failed)}): " + "; ".join(parts)
