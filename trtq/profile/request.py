@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import field_validator, model_validator
@@ -46,7 +47,7 @@ class ProfileRequest(Request):
     calibrate_from: str | None = setting(
         None, "roofline: fit the fractions and launch cost to this measured table (trtq profile --backend cuda "
               "output on the same GPU), then use them", metavar="MEASURED")
-    fit_out: str | None = setting(
+    fit_out: Path | None = setting(
         None, "with --calibrate-from: also write the fit (with its error before and after) here", metavar="FIT")
     include_lm_head: bool = setting(False, "profile lm_head's GEMM too (kept bf16 by default)")
     seed: int = setting(0, "seed of the measuring backends' inputs", ge=0, le=MAX_SEED)
