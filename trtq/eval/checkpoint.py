@@ -36,6 +36,7 @@ import torch
 from trtq.errors import ArtifactError, InputError, UnsupportedError
 from trtq.formats import FORMATS, format_for_checkpoint_algo
 from trtq.formats.base import Format
+
 # ModelOpt's packings read back (re-exported: tests and callers import them from here).
 from trtq.formats.numerics import unpack_e2m1, unpack_int4  # noqa: F401
 

@@ -39,7 +39,12 @@ class Int4Awq(Format):
 
     def cuda_kernel(self, case, sm, trtllm, trtllm_reason):
         from trtq.formats.kernels import (
-            TINYGEMM_GROUP_SIZES, TORCH_INT4PACK, TRTLLM_MIXED, KernelChoice, inner_k_tiles, unsupported,
+            TINYGEMM_GROUP_SIZES,
+            TORCH_INT4PACK,
+            TRTLLM_MIXED,
+            KernelChoice,
+            inner_k_tiles,
+            unsupported,
         )
 
         n, k = case.out_features, case.in_features

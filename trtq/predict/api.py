@@ -14,9 +14,16 @@ from typing import Any
 
 from trtq.errors import InputError, UnsupportedError
 from trtq.predict.architecture import decoder_architecture
-from trtq.predict.kernels import PROVENANCES, Answer, AicKernels
-from trtq.predict.step import (MAX_BATCH_SIZE, AggPoint, GemmSource, StepModel, Workload, parse_workload,
-                               provenance_shares)
+from trtq.predict.kernels import PROVENANCES, AicKernels, Answer
+from trtq.predict.step import (
+    MAX_BATCH_SIZE,
+    AggPoint,
+    GemmSource,
+    StepModel,
+    Workload,
+    parse_workload,
+    provenance_shares,
+)
 
 
 class ProfileGemms(GemmSource):

@@ -34,11 +34,11 @@ from trtq.errors import UnsupportedError
 from trtq.profile.aiconfigurator_tables import (
     PACKAGE,
     PROVENANCES,  # noqa: F401 - the provenance labels, shared with the profile backend
-    table_dtypes,
     AicTables,
     Answer,
     gemm_op,
     package_version,
+    table_dtypes,
 )
 
 AICONFIGURATOR_PACKAGE = PACKAGE

@@ -49,7 +49,6 @@ from trtq.profile.harness import GemmCase
 from trtq.registry.formats import get_format
 from trtq.registry.gpus import GpuSpec
 
-
 # ---- the modelled rows: the roofline calibrated on the measured grid points ------------------------------
 
 FIT_SIDES = (1024, 4096, 16384)   # n and k of the grid points the calibration fits (kept small: seconds)

@@ -251,7 +251,7 @@ def probe_spec(system: str, framework: str, version: str, systems_root: Path | s
             "context_ops": [], "generation_ops": []}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def open_engine(system: str, framework: str, version: str, systems_root: str):
     """aiconfigurator's compiled engine bound to one (system, framework, version). Opened once per process
     (it loads the tables: seconds)."""
@@ -271,6 +271,15 @@ def gemm_op(n: int, k: int, dtype: str) -> dict[str, Any]:
                      "seq_split": 1, "below_grid_sol": False}}
 
 
+def _read_quantize_table(path: Path | None) -> dict[tuple[int, int], float]:
+    import pyarrow.parquet as pq
+
+    if path is None or not path.is_file():
+        return {}
+    t = pq.ParquetFile(path).read(columns=["m", "k", "latency"])
+    return {(m, k): lat for m, k, lat in zip(*(t.column(c).to_pylist() for c in ("m", "k", "latency")))}
+
+
 class AicTables:
     """One (system, framework, version) of the package: its GEMM grid, quantize tables and engine."""
 
@@ -278,10 +287,11 @@ class AicTables:
         self.system, self.framework, self.version = system, framework, version
         self.systems_root = _root(systems_root)
         self._ranges: dict[str, tuple] = {}
+        self._quantize_tables: dict[str, dict[tuple[int, int], float]] = {}
 
     @classmethod
     def for_gpu(cls, gpu, framework: str | None = None, version: str | None = None,
-                systems_root: Path | str | None = None, hint: str = "") -> "AicTables":
+                systems_root: Path | str | None = None, hint: str = "") -> AicTables:
         framework = framework or DEFAULT_FRAMEWORK
         root = _root(systems_root)
         system = system_for(gpu, root, hint)
@@ -338,17 +348,13 @@ class AicTables:
             self._ranges[dtype] = tuple((min(c[i] for c in cells), max(c[i] for c in cells)) for i in range(3))
         return self._ranges[dtype]  # type: ignore[return-value]
 
-    @functools.lru_cache(maxsize=None)
     def quantize_table(self, filename: str) -> dict[tuple[int, int], float]:
         """An FP8 activation-quantize table: (m, k) -> ms (scale_matrix: static per-tensor scale-and-cast;
         computescale: the amax pass of dynamic scaling); {} when the package has none."""
-        import pyarrow.parquet as pq
-
-        path = table_path(self.system, "quantize", self.framework, self.version, filename, self.systems_root)
-        if path is None or not path.is_file():
-            return {}
-        t = pq.ParquetFile(path).read(columns=["m", "k", "latency"])
-        return {(m, k): lat for m, k, lat in zip(*(t.column(c).to_pylist() for c in ("m", "k", "latency")))}
+        if filename not in self._quantize_tables:
+            self._quantize_tables[filename] = _read_quantize_table(
+                table_path(self.system, "quantize", self.framework, self.version, filename, self.systems_root))
+        return self._quantize_tables[filename]
 
     # ---- the engine ----
     def engine(self):

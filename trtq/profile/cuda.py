@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
 from trtq.errors import MissingToolError, UnknownNameError
 from trtq.formats.kernels import (  # noqa: F401  (the kernel vocabulary, public here as before)
@@ -45,7 +45,6 @@ from trtq.formats.kernels import (  # noqa: F401  (the kernel vocabulary, public
 from trtq.profile.harness import GemmCase, HarnessSettings, Prepared, measure_table
 from trtq.registry.formats import get_format
 from trtq.registry.gpus import GpuSpec, get_gpu, list_gpus
-
 
 
 def choose_kernel(case: GemmCase, sm: int, trtllm: TrtllmInfo | None,
