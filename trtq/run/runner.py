@@ -334,6 +334,8 @@ class Runner:
             self._ray = _connect_ray(self.ray_address)
         self.ctx.root.mkdir(parents=True, exist_ok=True)
         for stage in STAGES:
+            if self.only and STAGES.index(stage) > STAGES.index(self.only):
+                break   # --only: nothing after it
             self.run_stage(stage)
         return self.result
 
