@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from trtq.run.pipeline import STAGES
+from trtq.run import STAGES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -38,7 +38,7 @@ from trtq.artifacts.io import StrictModel, read_structured, validate_model
 from trtq.errors import InputError
 
 PIPELINE_SCHEMA_VERSION = 1
-STAGES = ("layers", "profile", "sensitivity", "front", "select", "quantize", "eval", "build", "bench", "report")
+from trtq.run import STAGES  # noqa: F401  (the order of the stages, one definition)
 
 
 class GpuEntry(StrictModel):
