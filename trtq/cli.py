@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "trtq.build.commands",
     "trtq.bench.commands",
     "trtq.report.commands",
+    "trtq.run.commands",
     "trtq.demo",
 )
 

@@ -1,0 +1,57 @@
+"""Pipeline files: the shipped examples validate; a bad file is one line on stderr and exit 2, before any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trtq.run.pipeline import load_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def test_examples_are_valid_pipelines():
+    assert {p.name for p in EXAMPLES} >= {"smollm2.yaml", "llama-3.1-8b.yaml"}
+    for path in EXAMPLES:
+        pipeline = load_pipeline(path)
+        assert pipeline.gpus and pipeline.plan.budgets
+    smollm2 = load_pipeline(ROOT / "examples" / "smollm2.yaml")
+    assert smollm2.gpu_names() == ["H100-SXM", "A100-SXM-80GB", "B200"]  # registry spelling
+
+
+def _minimal(**changes) -> dict:
+    data = {"schema_version": 1, "model": "smollm2-135m", "gpus": [{"name": "H100"}],
+            "plan": {"budgets": ["decode@16=0.5"]}, "profile": {"tokens": [16]}}
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize("data, needle", [
+    (_minimal(qualty={"max_ppl_increase": 2}), "qualty: Extra inputs are not permitted"),
+    (_minimal(gpus=[{"name": "H900"}]), "unknown GPU 'H900'"),
+    ({k: v for k, v in _minimal().items() if k != "model"}, "model: Field required"),
+    (_minimal(model="no-such-model-anywhere"), "model"),
+    (_minimal(schema_version=7), "schema_version 7 is not supported"),
+    (_minimal(plan={"budgets": ["decode@16=fast"]}), "plan"),
+    (_minimal(profile={"tokens": [1]}), "profile.tokens has no 16"),
+    (_minimal(plan={"budgets": ["decode@16=0.5"], "slo": ["ttft=200ms"]}), "slo"),
+])
+def test_bad_pipeline_is_one_line_and_exit_2(tmp_path, data, needle):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = subprocess.run([sys.executable, "-m", "trtq", "run", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert needle in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+    assert not (tmp_path / "engines").exists()
+
+
+def test_missing_pipeline_file(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "trtq", "run", str(tmp_path / "nope.yaml")], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "pipeline file not found" in done.stderr

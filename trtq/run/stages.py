@@ -1,0 +1,425 @@
+"""The stages of `trtq run`, each a thin call of the library API that `trtq <stage>` uses, by keyword.
+
+A stage is split into units (one per GPU where the work is per GPU); a unit reads its upstream
+artifacts by their fixed place in the output tree, writes its own with trtq.artifacts.io (atomic),
+and returns the files it made. The runner (trtq.run.runner) decides, from the content keys of
+trtq.run.cache, which units to redo, and where they run (here, or as Ray tasks).
+
+Layout under the output root:
+
+    layers/all/layers.json
+    profile/<GPU>/profile.json
+    sensitivity/all/sensitivity.json
+    front/<GPU>/front.json, budget-plan.yaml, candidates/NN.yaml   (fastest first)
+    evals/<plan hash>-<settings>.json, evals/plans/<plan hash>.yaml  (shared by every GPU, never invalidated)
+    select/all/selection.json, plan-<GPU>.yaml
+    quantize/<GPU>/checkpoint/        eval/<GPU>/eval.json
+    build/<GPU>/                      bench/<GPU>/
+    report/all/compare.html, plan-<GPU>.html
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtq.errors import InfeasibleError, InputError
+from trtq.run.pipeline import Pipeline, plan_extra_fields
+
+ALL = "all"
+
+
+class Skip(Exception):
+    """A unit that cannot run on this machine (or is switched off): the reason is printed, nothing written."""
+
+
+def _text_sha(path: str | None, default: Path) -> str:
+    from trtq.data import read_text_file, text_sha256
+
+    return text_sha256(read_text_file(Path(path) if path else default))
+
+
+@dataclass
+class Context:
+    """What every unit needs: the pipeline and the output root. Picklable, so Ray tasks get it too."""
+
+    pipeline: Pipeline
+    root: Path
+    _model: Any = field(default=None, repr=False, compare=False)
+
+    # ---------------------------------------------------------------- places
+    def unit_dir(self, stage: str, unit: str) -> Path:
+        return self.root / stage / unit
+
+    def layers_path(self) -> Path:
+        return self.unit_dir("layers", ALL) / "layers.json"
+
+    def profile_path(self, gpu: str) -> Path:
+        return self.unit_dir("profile", gpu) / "profile.json"
+
+    def sensitivity_path(self) -> Path:
+        return self.unit_dir("sensitivity", ALL) / "sensitivity.json"
+
+    def front_path(self, gpu: str) -> Path:
+        return self.unit_dir("front", gpu) / "front.json"
+
+    def selection_path(self) -> Path:
+        return self.unit_dir("select", ALL) / "selection.json"
+
+    def selected_plan_path(self, gpu: str) -> Path:
+        return self.unit_dir("select", ALL) / f"plan-{gpu}.yaml"
+
+    def checkpoint_dir(self, gpu: str) -> Path:
+        return self.unit_dir("quantize", gpu) / "checkpoint"
+
+    def eval_path(self, gpu: str) -> Path:
+        return self.unit_dir("eval", gpu) / "eval.json"
+
+    def evals_dir(self) -> Path:
+        return self.root / "evals"
+
+    # ---------------------------------------------------------------- texts and the model
+    def calibration_sha(self) -> str:
+        from trtq.data import CALIBRATION_PATH
+
+        return _text_sha(self.pipeline.texts.calibration, CALIBRATION_PATH)
+
+    def evaluation_sha(self) -> str:
+        from trtq.data import EVALUATION_PATH
+
+        return _text_sha(self.pipeline.texts.evaluation, EVALUATION_PATH)
+
+    def model(self):
+        """(model, tokenizer), loaded once per process (a Ray worker keeps its own)."""
+        if self._model is None:
+            from trtq.model.zoo import load_pretrained, resolve_model
+
+            self._model = load_pretrained(resolve_model(self.pipeline.model))
+        return self._model
+
+    def __getstate__(self):
+        return {"pipeline": self.pipeline, "root": self.root, "_model": None}
+
+
+# -------------------------------------------------------------------- layers, profile, sensitivity
+
+
+def run_layers(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path], dict]:
+    from trtq.artifacts import save_artifact
+    from trtq.model.families import config_layer_graph
+    from trtq.model.zoo import resolve_model
+
+    resolved = resolve_model(ctx.pipeline.model)
+    graph = config_layer_graph(resolved)
+    if graph is None:
+        from trtq.model.layers import build_layer_graph
+
+        graph = build_layer_graph(resolved)
+    path = save_artifact(graph, out / "layers.json")
+    return [path], {"layers": len(graph.layers), "groups": len(graph.groups)}
+
+
+def _graph(ctx: Context):
+    from trtq.artifacts import load_artifact
+    from trtq.artifacts.layers import LayerGraph
+
+    return load_artifact(ctx.layers_path(), LayerGraph)
+
+
+def run_profile(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
+    from trtq.artifacts import save_artifact
+    from trtq.profile.api import build_profile
+
+    settings = ctx.pipeline.profile
+    profile = build_profile(_graph(ctx), settings.backend, "auto" if settings.backend == "cuda" else gpu,
+                            list(settings.tokens), launch_cost_ns=settings.launch_cost_ns,
+                            runtime=ctx.pipeline.runtime)
+    path = save_artifact(profile, out / "profile.json")
+    return [path], {"rows": len(profile.rows)}
+
+
+def run_sensitivity(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path], dict]:
+    from trtq.artifacts import save_artifact
+    from trtq.sensitivity import api
+
+    s, calib = ctx.pipeline.sensitivity, ctx.pipeline.texts.calibration
+    model, tokenizer = ctx.model()
+    if s.method == "weight":
+        table = api.weight_sensitivity(ctx.pipeline.model, formats=s.formats, model=model)
+    elif s.method == "hessian":
+        table = api.hessian_sensitivity(ctx.pipeline.model, samples=s.samples, seq_len=s.seq_len, seed=s.seed,
+                                        model=model, tokenizer=tokenizer, calib=calib, max_iterations=s.probes,
+                                        formats=s.formats)
+    elif s.method == "fisher":
+        table = api.fisher_sensitivity(ctx.pipeline.model, samples=s.samples, seq_len=s.seq_len, seed=s.seed,
+                                       model=model, tokenizer=tokenizer, calib=calib, formats=s.formats)
+    else:
+        table = api.autoquantize_sensitivity(ctx.pipeline.model, samples=s.samples, seq_len=s.seq_len,
+                                             seed=s.seed, model=model, tokenizer=tokenizer, calib=calib,
+                                             formats=s.formats)
+    path = save_artifact(table, out / "sensitivity.json")
+    return [path], {"method": table.method, "rows": len(table.rows)}
+
+
+# -------------------------------------------------------------------- front
+
+
+def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
+    """The plan at the budgets with its Pareto front; every distinct plan of the front as a plan file.
+
+    A front point is re-solved as a plan whose every budget is the point's common fraction of
+    all-bf16, so each candidate is a full plan artifact (what quantize and build take).
+    """
+    from trtq.artifacts import load_artifact, make_metadata, save_artifact
+    from trtq.artifacts.plan import Plan
+    from trtq.artifacts.profile import Profile
+    from trtq.artifacts.run import Front, FrontCandidate
+    from trtq.artifacts.sensitivity import Sensitivity
+    from trtq.plan.api import PlanRequest, solve_plan
+    from trtq.plan.budgets import parse_budgets
+    from trtq.registry import get_gpu
+    from trtq.run.select import plan_hash
+
+    p = ctx.pipeline
+    graph = _graph(ctx)
+    profile = load_artifact(ctx.profile_path(gpu), Profile)
+    sensitivity = load_artifact(ctx.sensitivity_path(), Sensitivity)
+    spec = get_gpu(gpu)
+    extra = plan_extra_fields(p.plan)
+    inputs = {"profile": ctx.profile_path(gpu), "sensitivity": ctx.sensitivity_path()}
+
+    def front_artifact(**fields) -> Front:
+        return Front(artifact=Front.KIND, schema_version=Front.SCHEMA_VERSION, metadata=make_metadata(inputs=inputs),
+                     model=graph.model, gpu=gpu, budgets=list(p.plan.budgets), **fields)
+
+    try:
+        plan = solve_plan(graph, profile, sensitivity, spec,
+                          PlanRequest(budgets=list(p.plan.budgets), memory_gb=p.plan.memory_gb, pareto=p.plan.pareto,
+                                      formats=p.plan.formats, runtime=p.runtime, **extra), inputs=inputs)
+    except InfeasibleError as exc:
+        path = save_artifact(front_artifact(status="infeasible", reason=str(exc)), out / "front.json")
+        return [path], {"status": "infeasible"}
+    files = [save_artifact(plan, out / "budget-plan.yaml")]
+    points = [b.point for b in parse_budgets(p.plan.budgets)]
+    candidates: list[FrontCandidate] = []
+    seen: set[str] = set()
+    (out / "candidates").mkdir(exist_ok=True)
+    for point in plan.pareto:
+        if point.totals is None:
+            continue
+        budgets = [f"{b}={point.fraction * (1 + 1e-9):.12g}" for b in points]
+        try:
+            candidate = solve_plan(graph, profile, sensitivity, spec,
+                                   PlanRequest(budgets=budgets, memory_gb=p.plan.memory_gb, formats=p.plan.formats,
+                                               runtime=p.runtime, **extra), inputs=inputs)
+        except InfeasibleError:
+            continue  # the front's point was found at the Pareto gap; at the finer gap it may sit just outside
+        h = plan_hash(candidate.model, candidate.layer_formats())
+        if h in seen:
+            continue
+        seen.add(h)
+        path = save_artifact(candidate, out / "candidates" / f"{len(candidates):02d}.yaml")
+        files.append(path)
+        t = candidate.totals
+        fraction = max(t.latency_ns[b] / t.bf16_latency_ns[b] for b in points)
+        candidates.append(FrontCandidate(plan=str(path.relative_to(out)), plan_hash=h, fraction=fraction,
+                                         omega=t.sensitivity, weight_bytes=t.weight_bytes))
+    candidates.sort(key=lambda c: (c.fraction, c.omega))
+    files.append(save_artifact(front_artifact(status="planned", budget_plan="budget-plan.yaml",
+                                              candidates=candidates), out / "front.json"))
+    say(f"{gpu}: {len(candidates)} distinct plans on the front")
+    return files, {"status": "planned", "candidates": len(candidates)}
+
+
+# -------------------------------------------------------------------- evaluations (the select stage's work)
+
+
+def eval_settings_key(ctx: Context) -> str:
+    """What a measurement depends on (not the thresholds: changing the gate re-judges, never re-measures)."""
+    from trtq.run.cache import content_key
+
+    q = ctx.pipeline.quality
+    return content_key(model=ctx.pipeline.model, seq_len=q.seq_len, windows=q.windows, calib_samples=q.calib_samples,
+                       seed=q.seed, lm_eval=sorted(q.lm_eval), lm_eval_limit=q.lm_eval_limit,
+                       evaluation=ctx.evaluation_sha(), calibration=ctx.calibration_sha())[:12]
+
+
+def eval_result_path(ctx: Context, plan_hash: str, settings_key: str) -> Path:
+    return ctx.evals_dir() / f"{plan_hash}-{settings_key}.json"
+
+
+def evaluation_plan_path(ctx: Context, plan_hash: str) -> Path:
+    return ctx.evals_dir() / "plans" / f"{plan_hash}.yaml"
+
+
+def evaluate_plan(ctx: Context, plan_hash: str, settings_key: str) -> Path:
+    """Measure one plan (ModelOpt fake quantization, trtq.eval.gate) and cache the EvalResult by plan hash."""
+    from trtq.artifacts import save_artifact
+    from trtq.eval.gate import EvalRequest, evaluate
+
+    target = eval_result_path(ctx, plan_hash, settings_key)
+    if target.is_file():
+        return target
+    q, texts = ctx.pipeline.quality, ctx.pipeline.texts
+    model, tokenizer = ctx.model()
+    lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
+    result = evaluate(EvalRequest(model=ctx.pipeline.model, plan=str(evaluation_plan_path(ctx, plan_hash)),
+                                  text=texts.evaluation, seq_len=q.seq_len, max_windows=q.windows,
+                                  max_ppl_increase=q.max_ppl_increase, lm_eval=lm_eval,
+                                  lm_eval_limit=q.lm_eval_limit, calib=texts.calibration,
+                                  calib_samples=q.calib_samples, calib_seq_len=q.seq_len, seed=q.seed),
+                      model=model, tokenizer=tokenizer)
+    return save_artifact(result, target)
+
+
+def judge(ctx: Context, result) -> tuple[bool, float | None]:
+    """The pipeline's gate on a measurement: (passed, relative increase or None if it overflowed)."""
+    import math
+
+    q = ctx.pipeline.quality
+    increase = result.relative_increase if math.isfinite(result.relative_increase) else None
+    passed = increase is not None and increase <= q.max_ppl_increase / 100.0
+    for task in result.lm_eval:
+        passed = passed and task.degradation <= q.lm_eval.get(task.task, float("inf")) / 100.0
+    return passed, increase
+
+
+# -------------------------------------------------------------------- after the selection
+
+
+def _selection(ctx: Context):
+    from trtq.artifacts import load_artifact
+    from trtq.artifacts.run import Selection
+
+    return load_artifact(ctx.selection_path(), Selection)
+
+
+def selected_gpus(ctx: Context) -> list[str]:
+    """GPUs with a selected plan (read from the selection), filtered by quantize.gpus."""
+    chosen = [g.gpu for g in _selection(ctx).gpus if g.status == "selected"]
+    wanted = ctx.pipeline.quantize.gpus
+    return [g for g in chosen if not wanted or g in wanted]
+
+
+def _require_selected(ctx: Context, gpu: str) -> Path:
+    plan = ctx.selected_plan_path(gpu)
+    if not plan.is_file():
+        raise Skip(f"{gpu} has no selected plan")
+    return plan
+
+
+def run_quantize(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
+    from trtq.quantize.api import quantize_from_plan
+
+    if not ctx.pipeline.quantize.enabled:
+        raise Skip("quantize.enabled is false")
+    plan = _require_selected(ctx, gpu)
+    q = ctx.pipeline.quality
+    checkpoint = quantize_from_plan(ctx.pipeline.model, str(plan), str(out / "checkpoint"),
+                                    calib_path=ctx.pipeline.texts.calibration, calib_samples=q.calib_samples,
+                                    calib_seq_len=q.seq_len, seed=q.seed, runtime=ctx.pipeline.runtime)
+    return [Path(checkpoint)], {}
+
+
+def run_eval(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
+    """The exported checkpoint itself, as shipped, against bf16 on the evaluation text."""
+    from trtq.artifacts import save_artifact
+    from trtq.eval.gate import EvalRequest, evaluate, verdict
+
+    checkpoint = ctx.checkpoint_dir(gpu)
+    if not checkpoint.is_dir():
+        raise Skip(f"{gpu} has no quantized checkpoint")
+    q = ctx.pipeline.quality
+    lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
+    model, tokenizer = ctx.model()
+    result = evaluate(EvalRequest(model=ctx.pipeline.model, checkpoint=str(checkpoint),
+                                  text=ctx.pipeline.texts.evaluation, seq_len=q.seq_len, max_windows=q.windows,
+                                  max_ppl_increase=q.max_ppl_increase, lm_eval=lm_eval, lm_eval_limit=q.lm_eval_limit),
+                      model=model, tokenizer=tokenizer)
+    path = save_artifact(result, out / "eval.json")
+    say(f"{gpu} checkpoint: {verdict(result)}")
+    return [path], {"passed": result.passed, "relative_increase": result.relative_increase}
+
+
+def _require_container(what: str) -> None:
+    if importlib.util.find_spec("tensorrt_llm") is None:
+        raise Skip(f"{what} needs TensorRT-LLM, which is not installed here: run the pipeline in the NGC "
+                   "container (docker/README.md)")
+
+
+def run_build(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
+    import argparse
+
+    from trtq.build.commands import run_build_command
+
+    if not ctx.pipeline.build.enabled:
+        raise Skip("build.enabled is false")
+    _require_container("build")
+    if not ctx.checkpoint_dir(gpu).is_dir():
+        raise Skip(f"{gpu} has no quantized checkpoint")
+    b = ctx.pipeline.build
+    # `trtq build`'s own handler, given its options by name (it writes build_record.json atomically).
+    run_build_command(argparse.Namespace(
+        checkpoint=str(ctx.checkpoint_dir(gpu)), gpu=gpu, runtime=ctx.pipeline.runtime, backend=b.backend,
+        tp=b.tp, pp=None, max_batch_size=b.max_batch_size, max_input_len=None, max_seq_len=b.max_seq_len,
+        max_num_tokens=None, free_gpu_memory_fraction=None, dry_run=False, output=str(out / "engine")))
+    return [out / "engine"], {}
+
+
+def run_bench(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
+    from trtq.bench.runner import SweepRequest, run_sweep
+
+    if not ctx.pipeline.bench.enabled:
+        raise Skip("bench.enabled is false")
+    _require_container("bench")
+    engine = ctx.unit_dir("build", gpu) / "engine"
+    if not (engine / "build_record.json").is_file():
+        raise Skip(f"{gpu} has no build")
+    b = ctx.pipeline.bench
+    run_sweep(SweepRequest(model=ctx.pipeline.model, concurrencies=list(b.concurrency), isl=b.isl, osl=b.osl,
+                           output=out / "bench", engine=engine, requests=b.requests, tool=b.tool, gpu=gpu,
+                           plan=ctx.selected_plan_path(gpu)))
+    return [out / "bench"], {}
+
+
+def run_report(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path], dict]:
+    from trtq.report.render import write_comparison_report, write_plan_report
+
+    if not ctx.pipeline.report.enabled:
+        raise Skip("report.enabled is false")
+    selection = _selection(ctx)
+    gpus = [g.gpu for g in selection.gpus if g.status == "selected"]
+    if not gpus:
+        raise Skip("no GPU has a selected plan")
+    files = [write_comparison_report([ctx.selected_plan_path(g) for g in gpus], out / "compare.html")]
+    files.append(out / "compare.json")
+    for g in gpus:
+        evaluated = ctx.eval_path(g)
+        files.append(write_plan_report(ctx.selected_plan_path(g), out / f"plan-{g}.html",
+                                       profile=ctx.profile_path(g), sensitivity=ctx.sensitivity_path(),
+                                       eval_result=evaluated if evaluated.is_file() else None))
+        json_twin = out / f"plan-{g}.json"
+        if json_twin.is_file():
+            files.append(json_twin)
+    return files, {"gpus": gpus}
+
+
+UNIT_FUNCTIONS = {
+    "layers": run_layers,
+    "profile": run_profile,
+    "sensitivity": run_sensitivity,
+    "front": run_front,
+    "quantize": run_quantize,
+    "eval": run_eval,
+    "build": run_build,
+    "bench": run_bench,
+    "report": run_report,
+}
+
+
+def run_unit(ctx: Context, stage: str, unit: str, out: Path, say) -> tuple[list[Path], dict]:
+    if stage not in UNIT_FUNCTIONS:
+        raise InputError(f"no unit function for stage {stage}")
+    return UNIT_FUNCTIONS[stage](ctx, unit, out, say)
