@@ -36,9 +36,9 @@ from pydantic import Field
 
 from trtq.artifacts.io import StrictModel, read_structured, validate_model
 from trtq.errors import InputError
+from trtq.run import STAGES  # noqa: F401  (the order of the stages, one definition)
 
 PIPELINE_SCHEMA_VERSION = 1
-from trtq.run import STAGES  # noqa: F401  (the order of the stages, one definition)
 
 
 class GpuEntry(StrictModel):

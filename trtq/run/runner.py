@@ -12,9 +12,10 @@ needs CUDA; the artifacts land in the same tree (on a cluster: a file system eve
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from trtq.errors import InputError
 from trtq.run.cache import StageCache, content_key

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 def plan_hash(model: str, layer_formats: dict[str, tuple[str, int | None]]) -> str:

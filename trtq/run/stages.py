@@ -173,7 +173,6 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
     all-bf16, so each candidate is a full plan artifact (what quantize and build take).
     """
     from trtq.artifacts import load_artifact, make_metadata, save_artifact
-    from trtq.artifacts.plan import Plan
     from trtq.artifacts.profile import Profile
     from trtq.artifacts.run import Front, FrontCandidate
     from trtq.artifacts.sensitivity import Sensitivity
