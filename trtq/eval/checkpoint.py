@@ -174,7 +174,7 @@ def _read_provenance(checkpoint: Checkpoint) -> None:
     """The model and calibration the checkpoint was made from, where `trtq quantize` wrote them."""
     from trtq.artifacts import load_artifact
     from trtq.artifacts.plan import Plan
-    from trtq.quantize.summary import QuantizeSummary
+    from trtq.artifacts.quantize import QuantizeSummary
 
     if checkpoint.hf == checkpoint.root:
         return  # an hf/ directory named directly: its parent is not ours to read

@@ -265,7 +265,7 @@ def evaluate_plan(ctx: Context, plan_hash: str, settings_key: str) -> Path:
     model, tokenizer = ctx.model()
     lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
     result = evaluate(EvalRequest(model=ctx.pipeline.model, plan=str(evaluation_plan_path(ctx, plan_hash)),
-                                  text=texts.evaluation, seq_len=q.seq_len, max_windows=q.windows,
+                                  text=texts.evaluation, seq_len=q.seq_len, windows=q.windows,
                                   max_ppl_increase=q.max_ppl_increase, lm_eval=lm_eval,
                                   lm_eval_limit=q.lm_eval_limit, calib=texts.calibration,
                                   calib_samples=q.calib_samples, calib_seq_len=q.seq_len, seed=q.seed),
@@ -311,14 +311,16 @@ def _require_selected(ctx: Context, gpu: str) -> Path:
 
 def run_quantize(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
     from trtq.quantize.api import quantize_from_plan
+    from trtq.quantize.request import QuantizeRequest
 
     if not ctx.pipeline.quantize.enabled:
         raise Skip("quantize.enabled is false")
     plan = _require_selected(ctx, gpu)
     q = ctx.pipeline.quality
-    checkpoint = quantize_from_plan(ctx.pipeline.model, str(plan), str(out / "checkpoint"),
-                                    calib_path=ctx.pipeline.texts.calibration, calib_samples=q.calib_samples,
-                                    calib_seq_len=q.seq_len, seed=q.seed, runtime=ctx.pipeline.runtime)
+    request = QuantizeRequest(model=ctx.pipeline.model, plan=str(plan), runtime=ctx.pipeline.runtime,
+                              calib=ctx.pipeline.texts.calibration, calib_samples=q.calib_samples,
+                              calib_seq_len=q.seq_len, seed=q.seed)
+    checkpoint = quantize_from_plan(request, out / "checkpoint")
     return [Path(checkpoint)], {}
 
 
@@ -334,7 +336,7 @@ def run_eval(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
     lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
     model, tokenizer = ctx.model()
     result = evaluate(EvalRequest(model=ctx.pipeline.model, checkpoint=str(checkpoint),
-                                  text=ctx.pipeline.texts.evaluation, seq_len=q.seq_len, max_windows=q.windows,
+                                  text=ctx.pipeline.texts.evaluation, seq_len=q.seq_len, windows=q.windows,
                                   max_ppl_increase=q.max_ppl_increase, lm_eval=lm_eval, lm_eval_limit=q.lm_eval_limit),
                       model=model, tokenizer=tokenizer)
     path = save_artifact(result, out / "eval.json")
