@@ -22,7 +22,7 @@ def h100_tables(smollm2_graph):
 
 def _plan(inputs, budgets):
     graph, profile, sensitivity, gpu = inputs
-    return solve_plan(graph, profile, sensitivity, gpu, PlanRequest(budgets, pareto=3))
+    return solve_plan(graph, profile, sensitivity, gpu, PlanRequest(budgets=budgets, pareto=3))
 
 
 def test_roofline_budgets_are_infeasible_on_the_measured_tables(h100_tables):

@@ -22,7 +22,7 @@ def measured_plan(smollm2_graph) -> tuple[Plan, object]:
     # int4_awq has no table, so its rows are modelled (the roofline calibrated on the measured formats).
     profile = build_profile(smollm2_graph, "aiconfigurator", "H100-SXM", [16, 2048], formats="bf16,fp8,int4_awq")
     plan = solve_plan(smollm2_graph, profile, synthetic_sensitivity(smollm2_graph), get_gpu("H100-SXM"),
-                      PlanRequest(["decode@16=0.98"], pareto=4))
+                      PlanRequest(budgets=["decode@16=0.98"], pareto=4))
     return plan, profile
 
 

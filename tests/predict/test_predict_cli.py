@@ -34,10 +34,12 @@ def predict_json(capsys, *argv):
 def write_plan(path, model, gpu, format_of):
     """A plan artifact as `trtq plan` writes it (costs and totals consistent), with the formats given per group."""
     from tests.helpers.plans import group, plan_of
+    from trtq.model.layers import build_layer_graph
 
-    arch = decoder_architecture(model, resolve_model(model).config)
-    groups = [group(g.name, [g.name], format_of(g), None, g.in_features, g.out_features, g.kind, g.block)
-              for g in arch.groups]
+    # The model's own layer graph: a plan names real layers (predict checks them against the model).
+    graph = build_layer_graph(resolve_model(model))
+    groups = [group(g.name, g.members, format_of(g), None, g.in_features, g.out_features, g.kind, g.block)
+              for g in graph.groups]
     return save_artifact(plan_of(groups, model=model, gpu=gpu, runtime="trtllm@1.2"), path)
 
 
