@@ -51,11 +51,31 @@ class PlanRequest:
     pareto_time_limit_s: float | None = None   # None: time_limit_s
     # NAME@VERSION from profiles/runtimes.yaml; None = the default (the release docker/ pins).
     runtime: str | None = None
+    # Serving workload and SLOs (trtq/plan/slo.py): "isl=2048,osl=256,concurrency=32" or a YAML file,
+    # ["ttft=500ms", "tpot=30ms"], the KV-cache formats to decide among, tensor parallelism.
+    workload: str | None = None
+    slos: list[str] | None = None
+    kv_formats: str | None = None
+    tp: int = 1
 
     def check(self) -> None:
         """Every number in range before any work starts; one line naming the option."""
-        if not parse_budgets(self.budgets):
-            raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
+        from trtq.plan.slo import load_workload, parse_slos
+
+        slos = parse_slos(self.slos)
+        if slos.given and not self.workload:
+            raise InputError("--slo needs --workload isl=N,osl=N[,concurrency=N]: TTFT and TPOT depend on it")
+        if self.kv_formats and not self.workload:
+            raise InputError("--kv-formats needs --workload: the KV cache is sized by the workload")
+        if self.workload:
+            load_workload(self.workload)
+            if self.pareto is not None:
+                raise InputError("--pareto with --workload is not built yet: `trtq compare` gives the "
+                                 "throughput-per-quality front")
+        if isinstance(self.tp, bool) or not isinstance(self.tp, int) or not 1 <= self.tp <= 64:
+            raise InputError(f"--tp must be a whole number from 1 to 64, got {self.tp}")
+        if not parse_budgets(self.budgets) and not self.workload:
+            raise InputError("give at least one --budget, e.g. --budget decode@16=0.6, or --workload with --slo")
         parse_memory_gb(self.memory_gb)
         if self.pareto is not None and (isinstance(self.pareto, bool) or not isinstance(self.pareto, int)
                                         or not 2 <= self.pareto <= MAX_PARETO_POINTS):
@@ -269,7 +289,17 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         if worst <= c.limit:
             notes.append(f"budget {b.spec} is met by every assignment (slowest possible: "
                          f"{worst / b.bf16_ns:.3g} of all-bf16)")
-    sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit)
+    serving = None
+    if request.workload:
+        from trtq.plan.slo import solve_serving
+
+        profile_ref = (inputs or {}).get("profile")
+        sol, problem, serving = solve_serving(
+            problem=problem, costs=costs, gpu=gpu, request=request, runtime=runtime, profile=profile,
+            profile_path=str(getattr(profile_ref, "path", "the profile")), sensitivity=sensitivity,
+            model=graph.model)
+    else:
+        sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit)
     if not sol.feasible:
         if sol.status == "infeasible":
             raise explain_infeasible(problem, resolved, costs, gpu, request)
@@ -326,6 +356,8 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         totals=totals,
         pareto=front,
         notes=notes,
+        kv_format=serving.kv_format if serving else None,
+        serving=serving,
     )
 
 

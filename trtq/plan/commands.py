@@ -24,6 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", metavar="NAME@VERSION",
                    help="TensorRT-LLM runtime the plan is for (see `trtq formats --runtime`; default: the release "
                         "docker/ pins, PyTorch backend); trtllm-engine@1.2 = legacy engines with INT8-SQ")
+    p.add_argument("--workload", metavar="isl=N,osl=N[,concurrency=N] | FILE",
+                   help="serving workload (or a YAML/JSON file with isl, osl, concurrency): the plan must fit its "
+                        "KV cache in GPU memory and meet --slo at it (the step model of `trtq predict`)")
+    p.add_argument("--slo", action="append", default=[], metavar="ttft=MS|tpot=MS",
+                   help="service-level objective at --workload: ttft=500ms, tpot=30ms (or both, comma-separated); "
+                        "repeatable")
+    p.add_argument("--kv-formats", metavar="LIST",
+                   help="KV-cache formats to choose among with --workload (default: bf16 and those the "
+                        "sensitivity table measured, where the runtime runs them)")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size for --workload (default 1)")
     p.add_argument("--solver", choices=("highs", "cbc"), default="highs")
     p.add_argument("--mip-gap", type=float, default=1e-3,
                    help="relative optimality gap of the ILP (default 0.001; 0 = exact optimum)")
@@ -44,7 +54,8 @@ def run_plan(args: argparse.Namespace) -> int:
 
     request = PlanRequest(args.budget, args.memory_gb, args.pareto, args.formats, args.solver, args.mip_gap,
                           time_limit_s=args.time_limit, node_limit=args.node_limit,
-                          runtime=args.runtime)
+                          runtime=args.runtime, workload=args.workload, slos=args.slo,
+                          kv_formats=args.kv_formats, tp=args.tp)
     request.check()     # every number in range before any file is read
     plan = make_plan(args.model, args.profile, args.sensitivity, args.gpu, request)
     save_artifact(plan, args.output)
