@@ -210,6 +210,12 @@ def check_sensitivity(sensitivity) -> None:
         if (row.layer, fmt.name) in seen:
             _fail(f"{where}: a second row for the same layer and format")
         seen.add((row.layer, fmt.name))
+    from trtq.predict.kernels import KV_BYTES
+
+    for kv, omega in sensitivity.kv_cache.items():
+        if kv not in KV_BYTES:
+            _fail(f"kv_cache: unknown KV-cache format {kv!r} (known: {', '.join(KV_BYTES)})")
+        _non_negative(omega, f"kv_cache[{kv}]")
     for i, trace in enumerate(sensitivity.traces):
         _non_negative(trace.numel, f"traces[{i}].numel")
         _non_negative(trace.iterations, f"traces[{i}].iterations")
