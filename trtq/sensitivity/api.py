@@ -234,5 +234,15 @@ def compute_sensitivity(args: argparse.Namespace, progress=None) -> Sensitivity:
             include_lm_head=args.include_lm_head, calib=args.calib, tolerance=args.tolerance,
             max_iterations=args.max_iterations, progress=progress,
         )
+    kv_spec = getattr(args, "kv_formats", None)
+    if kv_spec:
+        from trtq.sensitivity.kv_cache import METHOD, kv_cache_sensitivity, parse_kv_formats
+
+        table.kv_cache = kv_cache_sensitivity(args.model, parse_kv_formats(kv_spec), args.samples, args.seq_len,
+                                              args.seed, calib=args.calib)
+        table.kv_cache_method = METHOD
+        table.metadata.notes.append(
+            "kv_cache: Omega of each KV-cache format = mean per-token KL(p_bf16 || p_kv) over the calibration "
+            "windows with ModelOpt's KV preset (FP8_KV_CFG / NVFP4_KV_CFG, max calibration) on the bf16 model")
     save_artifact(table, args.output)
     return table

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="autoquantize: calibration windows per AutoQuantize step (default: 4)")
     p.add_argument("--formats", help="comma-separated formats (default: all)")
     p.add_argument("--include-lm-head", action="store_true")
+    p.add_argument("--kv-formats", metavar="LIST",
+                   help="also measure the KV-cache formats (fp8; nvfp4 on a CUDA GPU): Omega = mean per-token KL "
+                        "of the output with ModelOpt's KV preset, for `trtq plan --workload` to decide the KV format")
     p.add_argument("--calib", metavar="FILE",
                    help="hessian/fisher/autoquantize: UTF-8 calibration text (default: the shipped calibration text)")
     p.add_argument("--samples", type=count(1), default=8,
@@ -42,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     from trtq.console import stderr_console
+    from trtq.sensitivity.kv_cache import parse_kv_formats
+
+    parse_kv_formats(args.kv_formats)   # refused before the model loads
     from trtq.sensitivity.api import compute_sensitivity
 
     console = stderr_console()
