@@ -142,7 +142,11 @@ class SloRows:
     weight_coeffs: np.ndarray
     memory_limit_bytes: float
     operating_point: dict = field(default_factory=dict)
-    refusal: str | None = None            # why this KV format cannot be planned (runtime, tables)
+    # The life of the `concurrency` requests (all their steps), ns = const + sum of coeffs: output
+    # tokens/s per replica = output_tokens x 1e9 / life (linear, so "fastest plan" is an ILP objective).
+    life_coeffs: np.ndarray | None = None
+    life_const_ns: float = 0.0
+    output_tokens: float = 0.0
 
     def constraints(self) -> list[Constraint]:
         return [c for c in (self.ttft, self.tpot, self.memory) if c is not None]
@@ -152,6 +156,13 @@ class SloRows:
 
     def tpot_ms(self, choice: np.ndarray) -> float:
         return (self.tpot_const_ns + math.fsum(self.tpot_coeffs[np.arange(len(choice)), choice].tolist())) / MS_TO_NS
+
+    def life_ns(self, choice: np.ndarray) -> float:
+        return self.life_const_ns + math.fsum(self.life_coeffs[np.arange(len(choice)), choice].tolist())
+
+    def tokens_per_s(self, choice: np.ndarray) -> float:
+        """Output tokens/s of one TP replica (the step model's output_tokens_per_s)."""
+        return 1e9 / self.life_ns(choice) * self.output_tokens
 
     def memory_slack_bytes(self, choice: np.ndarray) -> float:
         return self.memory_limit_bytes - math.fsum(self.weight_coeffs[np.arange(len(choice)), choice].tolist())
@@ -243,8 +254,11 @@ def build_slo_rows(*, model: str, group_names: list[str], formats: list[str], al
           "capacity_bytes": step.capacity_bytes, "non_group_bytes": non_group,
           "gemm_source": step.gemms.describe()}
     kernels.save()
+    life_coeffs = (point.mix_steps * c_mix + point.decode_steps * c_dec) * MS_TO_NS
+    life_const = (point.mix_steps * mix_fixed + point.decode_steps * dec_fixed) * MS_TO_NS
     return SloRows(kv_format, kv_omega, ttft, tpot, memory, ttft_coeffs, ttft_const, tpot_coeffs, tpot_const,
-                   weights, memory_limit, op)
+                   weights, memory_limit, op, life_coeffs=life_coeffs, life_const_ns=life_const,
+                   output_tokens=float(point.batch * (workload.osl - 1)))
 
 
 def kv_candidates(*, spec: str | None, sensitivity, gpu, runtime, layer_formats: set[str]) -> list[tuple[str, float]]:
@@ -429,6 +443,9 @@ def serving_record(*, rows: SloRows, choice, group_names, formats, model, gpu, w
                                 ("TPOT", rows.tpot_ms(choice), point.tpot_ms)):
         if abs(linear - exact) > 1e-6 * max(1.0, abs(exact)):
             raise RuntimeError(f"internal: the ILP's linear {name} {linear!r} ms is not the step model's {exact!r} ms")
+    if abs(rows.tokens_per_s(choice) - point.output_tokens_per_s) > 1e-6 * point.output_tokens_per_s:
+        raise RuntimeError(f"internal: the rows' tokens/s {rows.tokens_per_s(choice)!r} is not the step model's "
+                           f"{point.output_tokens_per_s!r}")
     for name, limit, value in (("ttft", slos.ttft_ms, point.ttft_ms), ("tpot", slos.tpot_ms, point.tpot_ms)):
         if limit is not None and value > limit * (1 + 1e-9):
             raise RuntimeError(f"internal: the plan's {name} {value!r} ms is over the SLO {limit!r} ms")
