@@ -328,6 +328,7 @@ def build_plan_report(
         decode_point=_decode_point(point_names),
         weight_bytes=plan.totals.weight_bytes, bf16_weight_bytes=plan.totals.bf16_weight_bytes,
         sensitivity=plan.totals.sensitivity,
+        serving=getattr(plan, "serving", None),
         groups=[
             GroupRow(
                 group=g.group, kind=g.kind, block=g.block, members=list(g.members),
