@@ -176,6 +176,8 @@ def test_plan_meets_slos_and_predict_reproduces_them(llama, tmp_path):
     assert r["ttft_ms"] == pytest.approx(s.ttft_ms, rel=1e-9)
     assert r["tpot_ms"] == pytest.approx(s.tpot_ms, rel=1e-9)
     assert r["max_concurrency"] == s.max_concurrency
+    # The synthetic table is method "weight": the KV Omega (a KL) is in other units, and the plan says so.
+    assert any("weighs unlike quantities" in n for n in plan.notes)
 
 
 def test_looser_slo_never_costs_more_quality(llama):

@@ -298,6 +298,10 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
             problem=problem, costs=costs, gpu=gpu, request=request, runtime=runtime, profile=profile,
             profile_path=str(getattr(profile_ref, "path", "the profile")), sensitivity=sensitivity,
             model=graph.model)
+        from trtq.plan.slo import kv_scale_note
+
+        if kv_scale_note(sensitivity, serving):
+            notes.append(kv_scale_note(sensitivity, serving))
     else:
         sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit)
     if not sol.feasible:

@@ -458,3 +458,16 @@ def serving_record(*, rows: SloRows, choice, group_names, formats, model, gpu, w
                    memory_slack_bytes=rows.memory_slack_bytes(choice), gemm_source=step.gemms.describe(),
                    operating_point={k: v for k, v in rows.operating_point.items()
                                     if isinstance(v, (int, float, str))})
+
+
+# Sensitivity methods whose Omega estimates the loss increase (second order), the scale of the KV Omega (KL).
+LOSS_SCALE_METHODS = ("fisher", "hessian")
+
+
+def kv_scale_note(sensitivity, serving) -> str | None:
+    """A plan note when the KV Omega (a KL divergence) is weighed against layer Omegas in other units."""
+    if serving is None or set(serving.kv_candidates) <= {"bf16"} or sensitivity.method in LOSS_SCALE_METHODS:
+        return None
+    return (f"the KV-cache Omega ({sensitivity.kv_cache_method or 'kl'}: mean per-token KL of the output) estimates a "
+            f"loss increase; the layers' {sensitivity.method} Omega is in other units, so the KV-format decision "
+            "weighs unlike quantities (use --method fisher or hessian for a consistent scale)")
