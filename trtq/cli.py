@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "trtq.sensitivity.commands",
     "trtq.plan.commands",
     "trtq.predict.commands",
+    "trtq.plan.compare_commands",
     "trtq.quantize.commands",
     "trtq.eval.commands",
     "trtq.build.commands",

@@ -246,3 +246,65 @@ def test_fp8_block_entries_come_from_modelopts_2d_blockwise_preset_and_quantize_
     message = str(info.value)
     assert "\n" not in message and "1 layers in fp8_block (model.layers.0.mlp.down_proj)" in message
     assert "fp8_pb_wo" in message and "re-plan without fp8_block" in message and "o_proj" not in message
+
+
+def test_kv_cache_format_adds_modelopts_kv_preset_last():
+    import modelopt.torch.quantization as mtq
+
+    from trtq.quantize.quant_cfg import kv_cache_entries
+
+    plan = tiny_plan()
+    assert not any("bmm_quantizer" in e["quantizer_name"] for e in build_quant_cfg(plan)["quant_cfg"])
+    plan.kv_format = "fp8"
+    cfg = build_quant_cfg(plan)["quant_cfg"]
+    assert cfg[-len(mtq.FP8_KV_CFG["quant_cfg"]):] == mtq.FP8_KV_CFG["quant_cfg"]
+    assert kv_cache_entries("nvfp4") == mtq.NVFP4_KV_CFG["quant_cfg"] and kv_cache_entries("bf16") == []
+    with pytest.raises(InputError, match="no ModelOpt KV-cache preset"):
+        kv_cache_entries("int8")
+
+
+def test_nvfp4_kv_cache_refused_without_cuda():
+    from trtq.errors import UnsupportedError
+    from trtq.quantize.apply import check_runnable_here
+
+    plan = tiny_plan()
+    plan.kv_format = "nvfp4"
+    with pytest.raises(UnsupportedError, match="KV cache is nvfp4, which ModelOpt quantizes only on a CUDA GPU"):
+        check_runnable_here(plan, cuda_available=False)
+    check_runnable_here(plan, cuda_available=True)
+
+
+def test_fp8_kv_cache_is_calibrated_and_exported_on_a_tiny_llama(tmp_path):
+    """ModelOpt's FP8 KV preset on the planned model: K and V quantizers calibrated (per-tensor amax),
+    the outputs change, the planned layers keep their own calibration, and the unified HF export
+    records kv_cache_quant_algo FP8."""
+    import json
+
+    import torch
+
+    from trtq.quantize.apply import _export_hf, kv_cache_quantizers, quantize_model
+
+    batches = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    plain, kv = tiny_llama(), tiny_llama()
+    plan = tiny_plan()
+    quantize_model(plain, plan, batches)
+    plan.kv_format = "fp8"
+    quantize_model(kv, plan, batches)
+    names = kv_cache_quantizers(kv)
+    layers = len([n for n, _ in kv.named_modules() if n.endswith("self_attn")])
+    assert len(names) == 2 * layers and not kv_cache_quantizers(plain)
+    modules = dict(kv.named_modules())
+    for name in names:
+        q = modules[name]
+        assert q.num_bits == (4, 3) and q.amax is not None and q.amax.numel() == 1 and float(q.amax) > 0, name
+    plain_modules = dict(plain.named_modules())
+    for layer in plan.layer_formats():
+        a, b = plain_modules[layer].input_quantizer, modules[layer].input_quantizer
+        if a.is_enabled and a.amax is not None:
+            assert torch.equal(a.amax, b.amax), layer   # the KV pass left the layers' calibration alone
+    with torch.no_grad():
+        assert not torch.equal(plain(batches[:1]).logits, kv(batches[:1]).logits)
+    kv.config.architectures = ["LlamaForCausalLM"]
+    _export_hf(kv, None, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "hf_quant_config.json").read_text())
+    assert config["quantization"]["kv_cache_quant_algo"] == "FP8"

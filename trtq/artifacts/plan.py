@@ -91,6 +91,28 @@ class SolverInfo(StrictModel):
     tightened: dict[str, float] = {}
 
 
+class Serving(StrictModel):
+    """What the plan was solved for when given a workload (`--workload`, `--slo`): the serving step
+    model's prediction of the chosen plan (trtq/plan/slo.py), re-computed by the step model itself."""
+
+    isl: int
+    osl: int
+    concurrency: int
+    tp: int = 1
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    kv_format: str                        # the KV-cache format chosen (one of kv_candidates)
+    kv_omega: float                       # its quality cost, added to the groups' sum of Omega
+    kv_candidates: dict[str, float] = {}  # feasible KV format -> the least total Omega with it
+    ttft_ms: float                        # predicted for the chosen plan
+    tpot_ms: float
+    output_tokens_per_s_per_gpu: float
+    max_concurrency: int                  # sequences of isl + osl tokens whose KV cache fits
+    memory_slack_bytes: float             # free bytes left once the workload's KV cache is placed
+    gemm_source: str                      # where the GEMM latencies came from
+    operating_point: dict[str, float | int | str] = {}
+
+
 class Plan(Artifact):
     KIND: ClassVar[str] = "plan"
     # 2: budgets' slack_ns, memory_slack_bytes, solver.stopped_by/node_limit/nodes/tightened
@@ -115,6 +137,9 @@ class Plan(Artifact):
     totals: Totals
     pareto: list[ParetoPoint] = []
     notes: list[str] = []
+    # KV-cache format (None: bf16, not planned); `serving` when planned against a workload / SLOs.
+    kv_format: str | None = None
+    serving: Serving | None = None
 
     def layer_formats(self) -> dict[str, tuple[str, int | None]]:
         """layer name -> (format, group size): what `trtq quantize` applies."""

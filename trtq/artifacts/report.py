@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from trtq.artifacts.io import Artifact, InputRef, StrictModel
-from trtq.artifacts.plan import GroupFormat, SolverInfo
+from trtq.artifacts.plan import GroupFormat, Serving, SolverInfo
 
 
 class PointTotals(StrictModel):
@@ -136,6 +136,9 @@ class PlanReport(Artifact):
     plan_inputs: dict[str, InputRef] = {}
     plan_notes: list[str] = []
     warnings: list[str] = []
+    # The workload / SLOs the plan was solved for and the step model's prediction (plan.serving), and
+    # the KV-cache format it chose; None for plans made against GEMM budgets only.
+    serving: Serving | None = None
 
 
 class GpuColumn(StrictModel):

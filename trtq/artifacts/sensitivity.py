@@ -41,6 +41,10 @@ class Sensitivity(Artifact):
     settings: dict[str, Any] = {}
     rows: list[SensitivityRow]
     traces: list[TraceEstimate] = []
+    # KV-cache format -> Omega of quantizing the whole model's KV cache to it (bf16: 0), on the same
+    # scale as the rows' Omega; empty when not measured (the planner then keeps the KV cache bf16).
+    kv_cache: dict[str, float] = {}
+    kv_cache_method: str | None = None
 
     def omega_map(self) -> dict[tuple[str, str], float]:
         return {(r.layer, r.format): r.omega for r in self.rows}

@@ -211,6 +211,12 @@ def check_sensitivity(sensitivity) -> None:
         if (row.layer, fmt.name) in seen:
             _fail(f"{where}: a second row for the same layer and format")
         seen.add((row.layer, fmt.name))
+    from trtq.predict.kernels import KV_BYTES
+
+    for kv, omega in sensitivity.kv_cache.items():
+        if kv not in KV_BYTES:
+            _fail(f"kv_cache: unknown KV-cache format {kv!r} (known: {', '.join(KV_BYTES)})")
+        _non_negative(omega, f"kv_cache[{kv}]")
     for i, trace in enumerate(sensitivity.traces):
         _non_negative(trace.numel, f"traces[{i}].numel")
         _non_negative(trace.iterations, f"traces[{i}].iterations")
@@ -298,8 +304,31 @@ def check_plan(plan) -> None:
         for f in point.formats:
             if _format(f, f"pareto[{i}]").name not in candidates:
                 _fail(f"pareto[{i}]: format {f} is not a candidate format")
+    if plan.serving is not None:
+        _check_serving(plan)
     _non_negative(plan.solver.solve_time_s, "solver.solve_time_s", " s")
     _non_negative(plan.solver.mip_rel_gap, "solver.mip_rel_gap")
+
+
+def _check_serving(plan) -> None:
+    """A plan solved for a workload meets its SLOs and fits its workload (the raw re-check on read)."""
+    from trtq.predict.kernels import KV_BYTES
+
+    s = plan.serving
+    for name in ("isl", "osl", "concurrency", "tp"):
+        _positive(getattr(s, name), f"serving.{name}")
+    if s.kv_format not in KV_BYTES or plan.kv_format != s.kv_format:
+        _fail(f"serving.kv_format {s.kv_format!r} is not a KV-cache format ({', '.join(KV_BYTES)}) or not the "
+              f"plan's kv_format {plan.kv_format!r}")
+    _non_negative(s.kv_omega, "serving.kv_omega")
+    for name, limit, value in (("TTFT", s.slo_ttft_ms, s.ttft_ms), ("TPOT", s.slo_tpot_ms, s.tpot_ms)):
+        _non_negative(value, f"serving predicted {name}", " ms")
+        if limit is not None:
+            _positive(limit, f"serving SLO {name}")
+            if value > limit * (1 + 1e-9):
+                _fail(f"serving: the predicted {name} {value:.6g} ms is over the SLO {limit:g} ms")
+    if s.max_concurrency < s.concurrency:
+        _fail(f"serving: {s.concurrency} sequences in flight but the KV cache holds {s.max_concurrency}")
 
 
 def _check_fused_formats(layer_formats: dict[str, tuple[str, str]]) -> None:

@@ -211,7 +211,21 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         if worst <= c.limit:
             notes.append(f"budget {b.spec} is met by every assignment (slowest possible: "
                          f"{worst / b.bf16_ns:.3g} of all-bf16)")
-    sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit)
+    serving = None
+    if request.workload:
+        from trtq.plan.slo import solve_serving
+
+        profile_ref = (inputs or {}).get("profile")
+        sol, problem, serving = solve_serving(
+            problem=problem, costs=costs, gpu=gpu, request=request, runtime=runtime, profile=profile,
+            profile_path=str(getattr(profile_ref, "path", "the profile")), sensitivity=sensitivity,
+            model=graph.model)
+        from trtq.plan.slo import kv_scale_note
+
+        if kv_scale_note(sensitivity, serving):
+            notes.append(kv_scale_note(sensitivity, serving))
+    else:
+        sol = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit)
     if not sol.feasible:
         if sol.status == "infeasible":
             raise explain_infeasible(problem, resolved, costs, gpu, request)
@@ -266,6 +280,8 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         totals=totals,
         pareto=front,
         notes=notes,
+        kv_format=serving.kv_format if serving else None,
+        serving=serving,
     )
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
+from trtq.errors import InputError
 from trtq.plan.budgets import parse_budgets, parse_memory_gb
 from trtq.settings import Request, setting
 
@@ -30,6 +31,18 @@ class PlanRequest(Request):
     runtime: str | None = setting(
         None, "TensorRT-LLM runtime the plan is for (see `trtq formats --runtime`; default: the release docker/ "
               "pins, PyTorch backend); trtllm-engine@1.2 = legacy engines with INT8-SQ", metavar="NAME@VERSION")
+    # Serving workload and SLOs (trtq/plan/slo.py): the KV cache must fit and the SLOs hold at the workload.
+    workload: str | None = setting(
+        None, "serving workload (or a YAML/JSON file with isl, osl, concurrency): the plan must fit its KV cache in "
+              "GPU memory and meet --slo at it (the step model of `trtq predict`)",
+        metavar="isl=N,osl=N[,concurrency=N] | FILE")
+    slos: list[str] = setting(
+        [], "service-level objective at --workload: ttft=500ms, tpot=30ms (or both, comma-separated); repeatable",
+        flag="--slo", metavar="ttft=MS|tpot=MS")
+    kv_formats: str | None = setting(
+        None, "KV-cache formats to choose among with --workload (default: bf16 and those the sensitivity table "
+              "measured, where the runtime runs them)", metavar="LIST")
+    tp: int = setting(1, "tensor-parallel size for --workload", parse=int)
     solver: Literal["highs", "cbc"] = setting("highs", "the ILP solver")
     # HiGHS stops once the plan's sum of Omega is proven within 0.1% of the optimum: the
     # sensitivity estimates are noisier than that, and proving the last 0.1% on a 70B model
@@ -53,9 +66,48 @@ class PlanRequest(Request):
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, budgets: list[str]) -> list[str]:
-        if not parse_budgets(budgets):
-            raise ValueError("give at least one --budget, e.g. --budget decode@16=0.6")
+        parse_budgets(budgets)  # each one well-formed; at least one unless --workload (_serving)
         return budgets
+
+    @field_validator("slos")
+    @classmethod
+    def _slos(cls, slos: list[str]) -> list[str]:
+        from trtq.plan.slo import parse_slos
+
+        parse_slos(slos)
+        return slos
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, workload: str | None) -> str | None:
+        if workload:
+            from trtq.plan.slo import load_workload
+
+            load_workload(workload)
+        return workload
+
+    @field_validator("tp", mode="before")
+    @classmethod
+    def _tp(cls, tp: object) -> object:
+        if isinstance(tp, bool) or not isinstance(tp, int) or not 1 <= tp <= 64:
+            raise ValueError(f"--tp must be a whole number from 1 to 64, got {tp}")
+        return tp
+
+    @model_validator(mode="after")
+    def _serving(self) -> PlanRequest:
+        """The options that only mean something together with --workload, and a goal to plan for."""
+        from trtq.plan.slo import parse_slos
+
+        if parse_slos(self.slos).given and not self.workload:
+            raise InputError("--slo needs --workload isl=N,osl=N[,concurrency=N]: TTFT and TPOT depend on it")
+        if self.kv_formats and not self.workload:
+            raise InputError("--kv-formats needs --workload: the KV cache is sized by the workload")
+        if self.workload and self.pareto is not None:
+            raise InputError("--pareto with --workload is not built yet: `trtq compare` gives the "
+                             "throughput-per-quality front")
+        if not self.budgets and not self.workload:
+            raise InputError("give at least one --budget, e.g. --budget decode@16=0.6, or --workload with --slo")
+        return self
 
     @field_validator("memory_gb")
     @classmethod

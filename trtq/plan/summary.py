@@ -58,6 +58,17 @@ def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
             from rich.markup import escape
 
             console.print(f"  latency from: {escape(shares)}")
+        serving = getattr(plan, "serving", None)
+        if serving is not None:
+            from rich.markup import escape
+
+            slos = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", serving.slo_ttft_ms),
+                                                              ("TPOT", serving.slo_tpot_ms)) if v is not None)
+            console.print(escape(
+                f"  serving isl={serving.isl}, osl={serving.osl}, concurrency={serving.concurrency}, TP{serving.tp}"
+                f" ({slos or 'no SLO'}): predicted TTFT {serving.ttft_ms:.1f} ms, TPOT {serving.tpot_ms:.2f} ms, "
+                f"{serving.output_tokens_per_s_per_gpu:.0f} output tokens/s per GPU; KV cache {serving.kv_format} "
+                f"(Omega {serving.kv_omega:.4g}), at most {serving.max_concurrency} sequences fit"))
         for note in plan.notes:
             console.print(f"  note: {note}")
 

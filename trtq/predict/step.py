@@ -40,7 +40,13 @@ bf16 in them (H100, 4096x4096, M=16: 19.2 vs 16.6 µs), which suggests a row alr
 the quantize of a bf16 input. If so, the standalone quantize above double-counts where no
 producer fuses (on uniform NVFP4 that is o_proj: at most 1.4% of the step in
 benchmarks/step_model.py), and fused producers save what the rows include. An nsys trace of
-one fp8 Linear in the torch flow answers it.
+one fp8 Linear in the torch flow answers it (needs a GPU).
+
+Settled on CPU: a trtq profile's modelled rows (roofline, calibrated with its fitted
+activation-quantize pass) carry that pass in their latency (details.activation_quantize_ns),
+so `--profile` predictions and SLO plans counted the quantize twice where no producer fuses
+it, and once where a producer fuses it for free. `ProfileGemms` reads such a row less its pass:
+the transition term below is then the only quantize (tests/predict/test_transitions.py).
 
 The scheduling model (in-flight batching, as aiconfigurator's TensorRT-LLM backend)
 -----------------------------------------------------------------------------------

@@ -27,10 +27,13 @@ from trtq.errors import InputError, UnsupportedError, storage_errno, write_error
 from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
 from trtq.quantize.quant_cfg import (
     INPUT_QUANTIZER,
+    KV_CACHE_NEEDS_CUDA,
+    KV_QUANTIZER_SUFFIXES,
     WEIGHT_QUANTIZER,
     PlanLike,
     build_quant_cfg,
     calibration_stages,
+    plan_kv_format,
     plan_layers,
 )
 
@@ -65,6 +68,10 @@ def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> N
         cuda_available = torch.cuda.is_available()
     if cuda_available:
         return
+    if plan_kv_format(plan) in KV_CACHE_NEEDS_CUDA:
+        raise UnsupportedError(f"the plan's KV cache is {plan_kv_format(plan)}, which ModelOpt quantizes only on a "
+                               "CUDA GPU (dynamic block quantization) and this machine has none: run trtq quantize "
+                               "on a GPU machine or re-plan with --kv-formats bf16,fp8")
     by_format: dict[str, list[str]] = {}
     for layer, fmt, _ in plan_layers(plan):
         if not fmt.modelopt_on_cpu:
@@ -151,8 +158,21 @@ def quantize_model(model: Any, plan: PlanLike, calib_batches: Any, batch_size: i
         for algorithm, layers in calibration_stages(plan):
             with _only_enabled(model, layers):
                 mtq.calibrate(model, algorithm=copy.deepcopy(algorithm), forward_loop=loop)
+        kv_quantizers = kv_cache_quantizers(model)
+        if kv_quantizers:
+            # The KV-cache scales (max calibration, as ModelOpt's KV presets), over the planned model.
+            # Only the KV quantizers run here: a second max pass over the layers would overwrite the
+            # AWQ/SmoothQuant calibration of their own stages.
+            with _only_enabled(model, kv_quantizers):
+                mtq.calibrate(model, algorithm="max", forward_loop=loop)
     _check_applied(model, plan)
     return model
+
+
+def kv_cache_quantizers(model: Any) -> list[str]:
+    """Names of the enabled KV-cache quantizers ModelOpt inserted (empty when the KV cache stays bf16)."""
+    return [name for name, module in model.named_modules()
+            if name.endswith(KV_QUANTIZER_SUFFIXES) and getattr(module, "is_enabled", False)]
 
 
 @contextlib.contextmanager
@@ -169,6 +189,10 @@ def _quiet_modelopt():
 
 def _check_applied(model: Any, plan: PlanLike) -> None:
     """What the model now carries agrees with the plan, layer by layer (a wrong pattern would not)."""
+    kv = plan_kv_format(plan)
+    if kv not in (None, "bf16") and not kv_cache_quantizers(model):
+        raise UnsupportedError(f"the plan's KV cache is {kv} but ModelOpt inserted no KV-cache quantizers "
+                               f"({', '.join(KV_QUANTIZER_SUFFIXES)}) into this model's attention")
     modules = dict(model.named_modules())
     for layer, fmt, _ in plan_layers(plan):
         weight_on = getattr(modules[layer], WEIGHT_QUANTIZER).is_enabled

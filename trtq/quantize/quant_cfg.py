@@ -6,8 +6,9 @@ weight-quantizer and one input-quantizer entry taken from its format's ModelOpt
 preset (INT4 block size replaced by the plan's group size), or two `enable: False`
 entries for a bf16 layer. The per-layer entries come last, as in ModelOpt's own
 `get_auto_quantize_config`, so a layer the plan quantizes (lm_head included) is
-quantized even where a default exclusion would match it. KV-cache quantizers are
-never enabled: the plan does not ask for them.
+quantized even where a default exclusion would match it. KV-cache quantizers
+(`*[kv]_bmm_quantizer`) are enabled only when the plan chose a quantized KV-cache format
+(`plan.kv_format`): then ModelOpt's own KV preset's entries (`KV_CACHE_PRESETS`) come last.
 
 ModelOpt 0.47 has one calibration algorithm per `mtq.quantize` call, applied to
 every enabled quantizer (awq_lite would AWQ-scale FP8 and INT8 layers too;
@@ -167,6 +168,35 @@ def primary_algorithm(plan: PlanLike) -> Any:
     return "max"
 
 
+# KV-cache format -> ModelOpt's KV-cache preset (modelopt.torch.quantization.config: FP8_KV_CFG quantizes K and
+# V per tensor to e4m3; NVFP4_KV_CFG to e2m1 in dynamic blocks of 16 with e4m3 scales, CUDA only).
+KV_CACHE_PRESETS: dict[str, str] = {"fp8": "FP8_KV_CFG", "nvfp4": "NVFP4_KV_CFG"}
+# Measured 2026-11 (DESIGN.md): ModelOpt's dynamic block quantization asserts a CUDA amax: NVFP4 needs a GPU.
+KV_CACHE_NEEDS_CUDA = frozenset({"nvfp4"})
+# ModelOpt's KV-cache quantizers in its quantized attention: k_bmm_quantizer and v_bmm_quantizer.
+KV_QUANTIZER_SUFFIXES = ("k_bmm_quantizer", "v_bmm_quantizer")
+
+
+def kv_cache_entries(kv_format: str | None) -> list[dict[str, Any]]:
+    """The quant_cfg entries of a KV-cache format (none for bf16/None), deep-copied from ModelOpt's preset."""
+    import modelopt.torch.quantization as mtq
+
+    if kv_format in (None, "bf16"):
+        return []
+    name = KV_CACHE_PRESETS.get(kv_format)
+    if name is None:
+        raise InputError(f"no ModelOpt KV-cache preset for KV format {kv_format!r} "
+                         f"(known: {', '.join(KV_CACHE_PRESETS)})")
+    preset = getattr(mtq, name, None)
+    if not isinstance(preset, dict):
+        raise InputError(f"this ModelOpt has no KV-cache preset {name} for KV format {kv_format}")
+    return copy.deepcopy(preset["quant_cfg"])
+
+
+def plan_kv_format(plan: PlanLike) -> str | None:
+    return getattr(plan, "kv_format", None) if isinstance(plan, Plan) else None
+
+
 def build_quant_cfg(plan: PlanLike) -> dict[str, Any]:
     """The plan as one ModelOpt quantize config: {'quant_cfg': [...], 'algorithm': ...}."""
     quant_cfg: list[dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
@@ -179,6 +209,7 @@ def build_quant_cfg(plan: PlanLike) -> dict[str, Any]:
         for quantizer in (WEIGHT_QUANTIZER, INPUT_QUANTIZER):
             quant_cfg.append({"quantizer_name": layer_pattern(layer, quantizer),
                               **copy.deepcopy(cache[key][quantizer])})
+    quant_cfg.extend(kv_cache_entries(plan_kv_format(plan)))
     return {"quant_cfg": quant_cfg, "algorithm": primary_algorithm(plan)}
 
 

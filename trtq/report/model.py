@@ -329,6 +329,7 @@ def build_plan_report(
         decode_point=_decode_point(point_names),
         weight_bytes=plan.totals.weight_bytes, bf16_weight_bytes=plan.totals.bf16_weight_bytes,
         sensitivity=plan.totals.sensitivity,
+        serving=getattr(plan, "serving", None),
         groups=[
             GroupRow(
                 **g.model_dump(include=set(GroupFormat.model_fields)),

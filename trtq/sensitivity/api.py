@@ -215,15 +215,28 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
 
 
 def compute_sensitivity(request: SensitivityRequest, progress=None, model=None, tokenizer=None) -> Sensitivity:
-    """The table `request.method` asks for (`model`/`tokenizer`: already loaded, else loaded here)."""
+    """The table `request.method` asks for (`model`/`tokenizer`: already loaded, else loaded here), with the
+    KV-cache formats' Omega when `request.kv_formats` names them."""
     r = request
     if r.method == "weight":
-        return weight_sensitivity(r.model, r.formats, r.include_lm_head, model=model)
-    common = dict(samples=r.samples, seq_len=r.seq_len, seed=r.seed, model=model, tokenizer=tokenizer,
-                  formats=r.formats, include_lm_head=r.include_lm_head, calib=r.calib)
-    if r.method == "autoquantize":
-        return autoquantize_sensitivity(r.model, **common, score=r.score, batch_size=r.score_batch)
-    if r.method == "fisher":
-        return fisher_sensitivity(r.model, **common)
-    return hessian_sensitivity(r.model, **common, tolerance=r.tolerance, max_iterations=r.max_iterations,
-                               progress=progress)
+        table = weight_sensitivity(r.model, r.formats, r.include_lm_head, model=model)
+    else:
+        common = dict(samples=r.samples, seq_len=r.seq_len, seed=r.seed, model=model, tokenizer=tokenizer,
+                      formats=r.formats, include_lm_head=r.include_lm_head, calib=r.calib)
+        if r.method == "autoquantize":
+            table = autoquantize_sensitivity(r.model, **common, score=r.score, batch_size=r.score_batch)
+        elif r.method == "fisher":
+            table = fisher_sensitivity(r.model, **common)
+        else:
+            table = hessian_sensitivity(r.model, **common, tolerance=r.tolerance, max_iterations=r.max_iterations,
+                                        progress=progress)
+    if r.kv_formats:
+        from trtq.sensitivity.kv_cache import METHOD, kv_cache_sensitivity, parse_kv_formats
+
+        table.kv_cache = kv_cache_sensitivity(r.model, parse_kv_formats(r.kv_formats), r.samples, r.seq_len,
+                                              r.seed, calib=r.calib)
+        table.kv_cache_method = METHOD
+        table.metadata.notes.append(
+            "kv_cache: Omega of each KV-cache format = mean per-token KL(p_bf16 || p_kv) over the calibration "
+            "windows with ModelOpt's KV preset (FP8_KV_CFG / NVFP4_KV_CFG, max calibration) on the bf16 model")
+    return table

@@ -28,6 +28,9 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "seq_len": ("hessian", "fisher", "autoquantize"),
 }
 
+# What the KV-cache measurement (--kv-formats, trtq/sensitivity/kv_cache.py) reads, with any method.
+KV_CACHE_SETTINGS = ("calib", "samples", "seq_len")
+
 
 class SensitivityRequest(Request):
     model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")
@@ -51,6 +54,10 @@ class SensitivityRequest(Request):
                            "than this fraction", parse=number())
     max_iterations: int = setting(DEFAULT_MAX_ITERATIONS, "hessian: most Hutchinson probes", ge=1, le=10_000)
     seed: int = setting(0, "seed of the calibration windows and probes", ge=0, le=MAX_SEED)
+    kv_formats: str | None = setting(
+        None, "also measure the KV-cache formats (fp8; nvfp4 on a CUDA GPU): Omega = mean per-token KL of the "
+              "output with ModelOpt's KV preset, for `trtq plan --workload` to decide the KV format; any method "
+              "(it reads --calib, --samples, --seq-len)", metavar="LIST")
 
     @field_validator("tolerance")
     @classmethod
@@ -59,9 +66,19 @@ class SensitivityRequest(Request):
             raise ValueError(f"tolerance must be between 0 and 1, got {tolerance}")
         return tolerance
 
+    @field_validator("kv_formats")
+    @classmethod
+    def _kv_formats(cls, kv_formats: str | None) -> str | None:
+        from trtq.sensitivity.kv_cache import parse_kv_formats
+
+        parse_kv_formats(kv_formats)   # refused before the model loads
+        return kv_formats
+
     @model_validator(mode="after")
     def _method_settings(self) -> SensitivityRequest:
         for name, methods in METHOD_SETTINGS.items():
+            if self.kv_formats and name in KV_CACHE_SETTINGS:
+                continue   # the KV-cache measurement reads them, whatever the method
             if self.method not in methods and getattr(self, name) != type(self).model_fields[name].default:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{flag} applies to --method {' or '.join(methods)}, not {self.method}")
