@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+from trtq.model.device import add_device_options
 from trtq.options import count, number, seed, seq_len
 import sys
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-seq-len", type=seq_len, default=512,
                    help="tokens per calibration window (default 512; --plan only)")
     p.add_argument("--seed", type=seed, default=0)
+    add_device_options(p)
     p.add_argument("-o", "--output", default="eval.json", type=output_file(*ARTIFACT_SUFFIXES),
                    help="eval artifact (JSON or YAML; default eval.json)")
     p.set_defaults(handler=run_eval)
@@ -61,6 +63,7 @@ def run_eval(args: argparse.Namespace) -> int:
         max_windows=None if args.windows == 0 else args.windows, max_ppl_increase=args.max_ppl_increase,
         lm_eval=args.lm_eval, lm_eval_limit=args.lm_eval_limit, calib=args.calib,
         calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, seed=args.seed,
+        device=args.device, dtype=args.dtype,
     )
     result = evaluate(request, progress=lambda message: console.print(message, highlight=False))
     save_artifact(result, args.output)

@@ -42,6 +42,8 @@ class EvalRequest:
     calib_samples: int = DEFAULT_CALIB_SAMPLES
     calib_seq_len: int = 512
     seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
 
 
 def check_request(request: EvalRequest) -> Any:
@@ -58,6 +60,9 @@ def check_request(request: EvalRequest) -> Any:
         raise InputError("--calib-samples must be >= 1 and --calib-seq-len >= 2")
     if request.lm_eval_limit is not None and request.lm_eval_limit < 1:
         raise InputError(f"--lm-eval-limit must be at least 1, got {request.lm_eval_limit}")
+    from trtq.model.device import resolve_placement
+
+    resolve_placement(request.device, request.dtype)
     if request.checkpoint is None:
         return None
     from trtq.eval.checkpoint import open_checkpoint
@@ -150,14 +155,14 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
 
     if model is None or tokenizer is None:
         started = time.perf_counter()
-        model, tokenizer = load_pretrained(resolved)
+        model, tokenizer = load_pretrained(resolved, dtype=request.dtype, device=request.device)
         say(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s")
     if checkpoint is not None:
         # Before the reference is scored: a broken checkpoint fails fast.
         from trtq.eval.checkpoint import load_checkpoint_model
 
         started = time.perf_counter()
-        loaded = load_checkpoint_model(checkpoint, model)
+        loaded = load_checkpoint_model(checkpoint, model, dtype=next(model.parameters()).dtype)
         say(f"rebuilt {checkpoint.root} from its exported tensors in {time.perf_counter() - started:.0f} s")
     windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
     started = time.perf_counter()
@@ -201,7 +206,8 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
                                            samples=samples))
     del quantized
 
-    notes.append(f"reference: the unquantized model ({next(model.parameters()).dtype}); "
+    notes.append(f"reference: the unquantized model ({next(model.parameters()).dtype} on "
+                 f"{next(model.parameters()).device}); "
                  f"windows: {reference.windows} non-overlapping, evenly spaced over the text")
     if tasks:
         notes.append("lm-eval degradation = relative drop of the task metric, (reference - quantized) / reference")

@@ -22,7 +22,7 @@ def check_plan_against_model(plan: Plan, resolved, plan_path) -> None:
 
 def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path: str | None = None,
                        calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0,
-                       runtime: str | None = None) -> Path:
+                       runtime: str | None = None, device: str = "cpu", dtype: str = "float32") -> Path:
     """Everything cheap is checked before the model loads: the plan, its formats on this machine, the text."""
     from trtq.console import fmt_bytes, stderr_console
     from trtq.data import CALIBRATION_PATH, read_text_file, token_batches
@@ -30,9 +30,12 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
     from trtq.quantize.apply import check_runnable_here
     from trtq.quantize.quant_cfg import plan_layers
 
+    from trtq.model.device import resolve_placement
+
+    placement = resolve_placement(device, dtype)
     plan = load_artifact(plan_path, Plan)
     layers = plan_layers(plan)
-    check_runnable_here(plan)
+    check_runnable_here(plan, cuda_available=placement.device != "cpu")
     require_plan_runtime(plan, plan_path, runtime)
     resolved = resolve_model(model_spec)
     if plan.model != resolved.name:
@@ -48,7 +51,7 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
 
     console = stderr_console()
     started = time.perf_counter()
-    model, tokenizer = load_pretrained(resolved)
+    model, tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
     batches = token_batches(tokenizer, text, calib_samples, calib_seq_len, seed)
     console.print(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
                   f"{len(layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}")
@@ -57,7 +60,8 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
     console.print(f"quantized in {time.perf_counter() - started:.0f} s; exporting")
     out = export_checkpoint(
         model, tokenizer, plan, output, plan_path=plan_path, model_name=resolved.name,
-        calibration={"path": str(text_path), "samples": calib_samples, "seq_len": calib_seq_len, "seed": seed},
+        calibration={"path": str(text_path), "samples": calib_samples, "seq_len": calib_seq_len, "seed": seed,
+                     **placement.as_settings()},
     )
     counts: dict[str, int] = {}
     for _, fmt, _ in layers:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trtq.artifacts.paths import output_dir
+from trtq.model.device import add_device_options
 from trtq.options import count, seed, seq_len
 
 
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", metavar="NAME@VERSION",
                    help="TensorRT-LLM runtime the checkpoint is for (default: the plan's; a plan made for another "
                         "runtime is refused)")
+    add_device_options(p)
     p.add_argument("-o", "--output", required=True, type=output_dir, help="output directory, e.g. engines/NAME/")
     p.set_defaults(handler=run_quantize)
 
@@ -37,5 +39,6 @@ def run_quantize(args: argparse.Namespace) -> int:
     quantize_from_plan(
         model_spec=args.model, plan_path=args.plan, output=args.output, calib_path=args.calib,
         calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, seed=args.seed, runtime=args.runtime,
+        device=args.device, dtype=args.dtype,
     )
     return 0

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from trtq.artifacts import make_metadata, save_artifact
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.errors import InputError
+from trtq.model.device import placement_of, resolve_placement
 from trtq.registry import parse_formats
 
 
 def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_head: bool = False,
-                       model=None) -> Sensitivity:
+                       model=None, *, device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """Weight-perturbation sensitivity of every quantizable layer for every format that fits it."""
     import torch
 
@@ -20,11 +21,12 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
     from trtq.model.zoo import load_pretrained, resolve_model
     from trtq.sensitivity.weight import weight_rows
 
+    placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     fmts = parse_formats(formats)
     if model is None:
-        model, _ = load_pretrained(resolved)
+        model, _ = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
     with torch.no_grad():
         rows = weight_rows(model, graph, fmts)
     inputs = {"weights": str(resolved.weights)} if resolved.weights and resolved.weights.is_file() else {}
@@ -37,7 +39,7 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
         model=resolved.name,
         method="weight",
         formats=[f.name for f in fmts],
-        settings={"include_lm_head": include_lm_head},
+        settings={"include_lm_head": include_lm_head, **placement.as_settings()},
         rows=rows,
     )
 
@@ -52,35 +54,39 @@ class _Calibrated:
     model: object
     batches: object
     inputs: dict
+    placement: object
 
 
 def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, tokenizer,
-                formats: str | None, include_lm_head: bool, calib: str | None) -> _Calibrated:
+                formats: str | None, include_lm_head: bool, calib: str | None,
+                device: str = "cpu", dtype: str = "float32") -> _Calibrated:
     """`samples` windows of `seq_len` tokens drawn (seeded) from the shipped calibration text or `calib`."""
     from trtq.data import calibration_text, read_text_file, token_batches
     from trtq.data.texts import CALIBRATION_PATH
     from trtq.model.layers import build_layer_graph
     from trtq.model.zoo import load_pretrained, resolve_model
 
+    placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     fmts = parse_formats(formats)
     text = read_text_file(calib) if calib else calibration_text()
     if model is None or tokenizer is None:
-        loaded_model, loaded_tokenizer = load_pretrained(resolved)
+        loaded_model, loaded_tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
         model = model if model is not None else loaded_model
         tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
     inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
     if resolved.weights and resolved.weights.is_file():
         inputs["weights"] = str(resolved.weights)
-    return _Calibrated(resolved, graph, fmts, model, token_batches(tokenizer, text, samples, seq_len, seed), inputs)
+    batches = token_batches(tokenizer, text, samples, seq_len, seed).to(next(model.parameters()).device)
+    return _Calibrated(resolved, graph, fmts, model, batches, inputs, placement)
 
 
 def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
                         model=None, tokenizer=None, *, formats: str | None = None,
                         include_lm_head: bool = False, calib: str | None = None,
                         tolerance: float | None = None, max_iterations: int | None = None,
-                        progress=None) -> Sensitivity:
+                        progress=None, device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """HAWQ-V2/V3 sensitivity: mean Hessian traces of each layer's weight and input x their quantization errors.
 
     `samples` windows of `seq_len` tokens are drawn (seeded) from the shipped
@@ -102,7 +108,8 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         raise InputError(f"tolerance must be between 0 and 1, got {tolerance}")
     if max_iterations < 2:
         raise InputError(f"max iterations must be at least 2, got {max_iterations}")
-    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                    device=device, dtype=dtype)
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     traces = model_traces(model, graph, c.batches, tolerance=tolerance, max_iterations=max_iterations,
                           seed=seed, progress=progress)
@@ -128,7 +135,7 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         model=resolved.name,
         method="hessian",
         formats=[f.name for f in fmts],
-        settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len,
+        settings={**c.placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len,
                   "seed": seed, "tolerance": tolerance, "max_iterations": max_iterations,
                   "iterations": traces.iterations, "seconds": round(traces.seconds, 3)},
         rows=rows,
@@ -138,7 +145,8 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
 
 def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
                        model=None, tokenizer=None, *, formats: str | None = None,
-                       include_lm_head: bool = False, calib: str | None = None) -> Sensitivity:
+                       include_lm_head: bool = False, calib: str | None = None,
+                       device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """Omega = 1/2 sum (dL/dY)^2 (Q_a(X') Q_w(W')^T - X W^T)^2: weights *and* activations, per layer."""
     import time
 
@@ -147,7 +155,8 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
     from trtq.artifacts.sensitivity import SensitivityRow
     from trtq.sensitivity.fisher import fisher_scores
 
-    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                    device=device, dtype=dtype)
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -167,16 +176,90 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
         model=resolved.name,
         method="fisher",
         formats=[f.name for f in fmts],
-        settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
+        settings={**c.placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
                   "seconds": round(seconds, 3)},
         rows=rows,
     )
 
 
+def output_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
+                       model=None, tokenizer=None, *, formats: str | None = None,
+                       include_lm_head: bool = False, calib: str | None = None, sequential: bool = False,
+                       checkpoint_dir: str | None = None, device: str = "cpu", dtype: str = "float32",
+                       progress=None) -> Sensitivity:
+    """Omega = 1/2 sum ||Q_a(X') Q_w(W')^T - X W^T||^2 per layer (GPTQ's layer-wise Hessian objective).
+
+    `sequential`: one decoder block in memory at a time, read from the safetensors, resumable from
+    `checkpoint_dir` (trtq.sensitivity.sequential); otherwise the whole model is loaded.
+    """
+    import time
+
+    import torch
+
+    from trtq.sensitivity.output import output_rows
+
+    started = time.perf_counter()
+    notes = ["omega = 1/2 sum over calibration tokens of ||Q_a(X') Q_w(W')^T - X W^T||^2 (GPTQ's layer-wise "
+             "Hessian objective, H = X^T X, with the activations quantized too; trtq's reference quantizers, "
+             "SmoothQuant alpha 1 for int8_sq); MoE experts per expert on their routed tokens, summed; "
+             "weight_error = ||Q_w(W') / s - W||^2"]
+    if sequential:
+        from trtq.data import calibration_text, read_text_file, token_batches
+        from trtq.data.texts import CALIBRATION_PATH
+        from trtq.model.layers import build_layer_graph
+        from trtq.model.zoo import resolve_model, weights_directory
+        from trtq.sensitivity.sequential import sequential_output_rows
+        from transformers import AutoTokenizer
+
+        if model is not None:
+            raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
+        if checkpoint_dir is None:
+            raise InputError("block-sequential sensitivity needs a checkpoint directory")
+        placement = resolve_placement(device, dtype)
+        resolved = resolve_model(model_spec)
+        graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
+        fmts = parse_formats(formats)
+        text = read_text_file(calib) if calib else calibration_text()
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(str(weights_directory(resolved)))
+        batches = token_batches(tokenizer, text, samples, seq_len, seed)
+        inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
+        settings = {"samples": samples, "seq_len": seq_len, "seed": seed, "formats": [f.name for f in fmts],
+                    "device": placement.device, "dtype": placement.dtype}
+        run = sequential_output_rows(resolved, graph, fmts, batches, checkpoint_dir=checkpoint_dir,
+                                     settings=settings, device=placement.device, dtype=placement.dtype,
+                                     progress=progress)
+        rows = run.rows
+        notes.append(f"block-sequential: one of {run.blocks} decoder blocks in memory at a time"
+                     + (f", resumed at block {run.resumed_from}" if run.resumed_from else ""))
+    else:
+        c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                        device=device, dtype=dtype)
+        resolved, graph, fmts, placement, inputs = c.resolved, c.graph, c.formats, c.placement, c.inputs
+        with torch.no_grad():
+            rows = output_rows(c.model, graph, fmts, c.batches)
+    if resolved.weights and resolved.weights.is_file():
+        inputs["weights"] = str(resolved.weights)
+    table = Sensitivity(
+        artifact=Sensitivity.KIND,
+        schema_version=Sensitivity.SCHEMA_VERSION,
+        metadata=make_metadata(inputs=inputs, seed=seed, notes=notes),
+        model=resolved.name,
+        method="output",
+        formats=[f.name for f in fmts],
+        settings={**placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples,
+                  "seq_len": seq_len, "seed": seed, "sequential": sequential,
+                  "seconds": round(time.perf_counter() - started, 3)},
+        rows=rows,
+    )
+    return table
+
+
 def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
                              model=None, tokenizer=None, *, formats: str | None = None,
                              include_lm_head: bool = False, calib: str | None = None, score: str = "gradient",
-                             batch_size: int = 4, checkpoint: str | None = None) -> Sensitivity:
+                             batch_size: int = 4, checkpoint: str | None = None,
+                             device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """ModelOpt AutoQuantize's own scores (searcher's candidate_stats) for every layer x format.
 
     The same calibration windows as the Hessian and Fisher methods calibrate every candidate and
@@ -189,7 +272,8 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
     from trtq.sensitivity.autoquantize import autoquantize_table_rows, run_autoquantize
     from trtq.sensitivity.weight import weight_rows
 
-    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                    device=device, dtype=dtype)
     torch.manual_seed(seed)
     run = run_autoquantize(c.model, c.graph, c.formats, c.batches, score=score, batch_size=batch_size,
                            checkpoint=checkpoint)
@@ -210,7 +294,7 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
         model=c.resolved.name,
         method="autoquantize",
         formats=[f.name for f in c.formats],
-        settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
+        settings={**c.placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
                   "score": score, "batch_size": batch_size, "seconds": round(run.seconds, 3),
                   "scoring_seconds": None if run.scoring_seconds is None else round(run.scoring_seconds, 3),
                   "autoquantize_groups": groups},
@@ -218,21 +302,45 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
     )
 
 
+def checkpoint_dir_for(output: str):
+    """Where a block-sequential run keeps its partial results: next to its output, removed once it is written."""
+    from pathlib import Path
+
+    path = Path(output)
+    return path.with_name(f".{path.name}.partial")
+
+
 def compute_sensitivity(args: argparse.Namespace, progress=None) -> Sensitivity:
+    if getattr(args, "sequential", False) and args.method != "output":
+        raise InputError(f"--sequential runs --method output (the layer-wise Hessian, block-local); --method "
+                         f"{args.method} needs the loss gradient through every later block, so it loads the model")
     if args.method == "autoquantize":
         table = autoquantize_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
                                          include_lm_head=args.include_lm_head, calib=args.calib, score=args.score,
-                                         batch_size=args.score_batch)
+                                         batch_size=args.score_batch, device=args.device, dtype=args.dtype)
+    elif args.method == "output":
+        from trtq.sensitivity.sequential import remove_checkpoint
+
+        checkpoint_dir = checkpoint_dir_for(args.output)
+        table = output_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
+                                   include_lm_head=args.include_lm_head, calib=args.calib,
+                                   sequential=args.sequential, checkpoint_dir=checkpoint_dir,
+                                   device=args.device, dtype=args.dtype, progress=progress)
+        save_artifact(table, args.output)
+        remove_checkpoint(checkpoint_dir)
+        return table
     elif args.method == "weight":
-        table = weight_sensitivity(args.model, args.formats, args.include_lm_head)
+        table = weight_sensitivity(args.model, args.formats, args.include_lm_head, device=args.device,
+                                   dtype=args.dtype)
     elif args.method == "fisher":
         table = fisher_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-                                   include_lm_head=args.include_lm_head, calib=args.calib)
+                                   include_lm_head=args.include_lm_head, calib=args.calib, device=args.device,
+                                   dtype=args.dtype)
     else:
         table = hessian_sensitivity(
             args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
             include_lm_head=args.include_lm_head, calib=args.calib, tolerance=args.tolerance,
-            max_iterations=args.max_iterations, progress=progress,
+            max_iterations=args.max_iterations, progress=progress, device=args.device, dtype=args.dtype,
         )
     save_artifact(table, args.output)
     return table
