@@ -127,3 +127,12 @@ def test_a_run_stopped_between_blocks_resumes_to_the_same_table(tiny_saved, tmp_
     with pytest.raises(InputError, match="other settings"):
         run_sequential(resolved, graph, batches[:2], tmp_path / "partial")
 
+
+
+def test_sequential_is_refused_for_the_whole_model_methods(tmp_path, capsys):
+    from trtq.cli import main
+
+    code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--sequential", "-o", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--sequential runs --method output" in err[0]
+    assert not (tmp_path / "s.json").exists()
