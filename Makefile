@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.trtq-installed
 TORCH_CPU ?= 2.13.0
 
-.PHONY: demo test test-fast install clean
+.PHONY: demo test test-fast lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/trtq demo
 
-test: $(STAMP)
+# ruff (lint) and mypy on the package, configured in pyproject.toml; `make test` runs them first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check trtq
+	$(VENV)/bin/mypy
+
+test: lint
 	bash scripts/ensure-chromium.sh || true
 	$(VENV)/bin/python -m pytest
 

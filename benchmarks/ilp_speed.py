@@ -36,9 +36,12 @@ from trtq.plan.costs import build_cost_model
 from trtq.plan.ilp import solve
 from trtq.profile.api import build_profile
 from trtq.registry import FORMATS, get_gpu
+from trtq.registry.runtimes import get_runtime
 
 BUDGETS = ["decode@16=0.5", "prefill@2048=0.8"]
 MEMORY_GB = 70.0
+# The legacy engine runtime runs all six weight formats on B200 (the PyTorch backend runs three): the hardest ILP.
+RUNTIME = "trtllm-engine@1.2"
 FORMAT_SCALE = {"bf16": 1e-6, "fp8": 1e-2, "fp8_block": 8e-3, "int8_sq": 6e-3, "int4_awq": 0.2, "w4a8_awq": 0.26, "nvfp4": 0.15}
 
 
@@ -54,7 +57,7 @@ def synthetic_sensitivity(graph, seed: int = 0) -> Sensitivity:
                 rows.append(SensitivityRow(layer=layer.name, format=fmt.name,
                                            group_size=fmt.group_size_for(layer.in_features),
                                            weight_error=omega, omega=omega))
-    return Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(seed=seed),
+    return Sensitivity.create(metadata=make_metadata(seed=seed),
                        model=graph.model, method="weight", formats=list(FORMATS), rows=rows)
 
 
@@ -77,9 +80,9 @@ def main() -> None:
     gpu = get_gpu("b200")
     profile = build_profile(graph, "roofline", gpu.name, [16, 2048])
     sensitivity = synthetic_sensitivity(graph)
-    request = PlanRequest(BUDGETS, memory_gb=MEMORY_GB)
+    request = PlanRequest(budgets=BUDGETS, memory_gb=MEMORY_GB, runtime=RUNTIME)
 
-    formats = candidate_formats(gpu, None)
+    formats = candidate_formats(gpu, None, get_runtime(RUNTIME))
     budgets = parse_budgets(BUDGETS)
     costs = build_cost_model(graph, profile, sensitivity, formats, {b.point: b.tokens for b in budgets})
     problem, _ = problem_for(costs, budgets, int(MEMORY_GB * 1e9))
@@ -105,7 +108,7 @@ def main() -> None:
         save_artifact(profile, Path(tmp) / "b200.json")
         save_artifact(sensitivity, Path(tmp) / "sens.json")
         command = [sys.executable, "-m", "trtq", "plan", "llama-3.1-70b", "--profile", str(Path(tmp) / "b200.json"),
-                   "--sensitivity", str(Path(tmp) / "sens.json"), "--gpu", "b200",
+                   "--sensitivity", str(Path(tmp) / "sens.json"), "--gpu", "b200", "--runtime", RUNTIME,
                    *[a for b in BUDGETS for a in ("--budget", b)], "--memory-gb", str(MEMORY_GB),
                    "-o", str(Path(tmp) / "plan.yaml")]
         for _ in range(args.repeats):
@@ -117,7 +120,7 @@ def main() -> None:
             # CPU time (user + sys) of the child: what the command costs when the machine is shared
             command_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
 
-    table = Table(title=f"ILP speed: Llama-3.1-70B on B200, {len(graph.groups)} groups x {len(formats)} formats "
+    table = Table(title=f"ILP speed: Llama-3.1-70B on B200 ({RUNTIME}), {len(graph.groups)} groups x {len(formats)} formats "
                         f"= {int(costs.allowed.sum())} binaries, budgets {', '.join(BUDGETS)}, memory {MEMORY_GB:g} GB")
     for col in ("measure", "median s", "min s", "max s", "target"):
         table.add_column(col)

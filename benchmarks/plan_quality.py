@@ -262,8 +262,7 @@ class Bench:
         run = AutoQuantizeRun(state=state, options=self.autoquantize_options(), seconds=timing["total_seconds"],
                               scoring_seconds=timing["scoring_seconds"])
         rows, groups = autoquantize_table_rows(self.graph, fmts, run, errors)
-        return Sensitivity(artifact=Sensitivity.KIND, schema_version=Sensitivity.SCHEMA_VERSION,
-                           metadata=make_metadata(), model=MODEL, method="autoquantize",
+        return Sensitivity.create(metadata=make_metadata(), model=MODEL, method="autoquantize",
                            formats=[f.name for f in fmts], settings={"autoquantize_groups": groups}, rows=rows)
 
     def autoquantize_assignment(self, state: dict, effective_bits: float) -> dict[str, str]:
@@ -383,7 +382,8 @@ def main(argv=None) -> int:
                         help="another UTF-8 text to score every plan on (repeatable), besides the shipped "
                              "evaluation text and the held-out texts under benchmarks/texts/")
     parser.add_argument("--profile-backend", default="roofline",
-                        help="trtq profile backend that produces the latency table (default: roofline)")
+                        help="trtq profile backend that produces the latency table (default: roofline; "
+                             "aiconfigurator: NVIDIA's measured H100 TensorRT-LLM tables, formats they lack modelled)")
     parser.add_argument("--with-weight", action="store_true", help="also plan and score with weight sensitivity")
     parser.add_argument("--seed", type=int, default=0, help="calibration windows and bootstrap resamples")
     parser.add_argument("--bisect-steps", type=int, default=8, help="AutoQuantize effective_bits bisection steps")
@@ -422,6 +422,7 @@ def main(argv=None) -> int:
     except TrtqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    log(f"profile: {GPU} {profile.backend}.{provenance_sentence(profile)}")
     if args.retime:
         bench.forget_timings()
     formats = parse_formats(FORMATS)
@@ -596,6 +597,7 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
         f"Model {MODEL}; latency from the {GPU.upper()} {args.profile_backend} profile"
         + (f" with launch cost {profile.launch_cost_ns:g} ns (kernel time only)" if profile.launch_cost_ns == 0 else "")
         + ". Formats: " + FORMATS + " (INT4 group 64 where 128 does not divide the input width)."
+        + provenance_sentence(profile)
     )
     lines.append(
         f"Budgets: decode@16 and prefill@2048 at the same fraction of all-bf16 GEMM time "
@@ -728,6 +730,20 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
     lines.append(summary_line(len(texts), summary[winner]["n"] // len(texts), summary[winner],
                               seconds[winner] / aq_scoring, with_paired=False))
     return "\n".join(lines)
+
+
+def provenance_sentence(profile: Profile) -> str:
+    """Where the profile's latencies come from, for a profile whose rows say so (e.g. aiconfigurator's tables)."""
+    counts = profile.provenance_counts()
+    if set(counts) <= {"modelled", "unknown"} and profile.backend != "aiconfigurator":   # a plain roofline
+        return ""
+    modelled = sorted({r.format for r in profile.rows if r.provenance == "modelled"})
+    settings = profile.settings
+    source = (f" ({settings['package']} {settings['package_version']}, {settings['system']}, {settings['framework']} "
+              f"{settings['framework_version']})" if profile.backend == "aiconfigurator" else "")
+    return (f" Latency rows{source}: " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))
+            + (f"; {', '.join(modelled)} modelled (roofline calibrated on the GPU's measured formats: the tables "
+               "lack them)" if modelled else "") + ".")
 
 
 def summary_line(n_texts: int, n_budgets: int, c: dict, ratio: float, with_paired: bool = True) -> str:

@@ -74,8 +74,7 @@ def _synthetic_profile():
                 row = roofline_row(gpu, GemmCase(n, k, m, fmt), truth)
                 rows.append(row.model_copy(update={"latency_ns": row.latency_ns * float(np.exp(rng.normal(0, 0.03))),
                                                    "method": "SYNTHETIC"}))
-    return Profile(artifact=Profile.KIND, schema_version=Profile.SCHEMA_VERSION,
-                   metadata=make_metadata(notes=["SYNTHETIC: not a measurement"]), model="llama-3.1-8b (SYNTHETIC)",
+    return Profile.create(metadata=make_metadata(notes=["SYNTHETIC: not a measurement"]), model="llama-3.1-8b (SYNTHETIC)",
                    gpu=gpu.name, backend="cuda", launch_cost_ns=0.0, tokens=[1, 16, 128, 2048],
                    formats=list(truth.compute_fraction), rows=rows), truth
 
@@ -85,13 +84,14 @@ def compare(profile, calibration, label: str, out=sys.stdout) -> dict:
     import numpy as np
 
     from trtq.console import fmt_ns
+    from trtq.profile.calibrate import fitted_params
     from trtq.profile.harness import GemmCase
     from trtq.profile.roofline import RooflineParams, roofline_row
     from trtq.registry import get_gpu
 
     gpu = get_gpu(profile.gpu)
     datasheet = RooflineParams.for_gpu(gpu)
-    calibrated = calibration.params()
+    calibrated = fitted_params(calibration)
     print(f"\n{label}: {profile.model} on {gpu.name}, {profile.backend} backend, "
           f"{sum(r.latency_ns is not None for r in profile.rows)} measured rows", file=out)
     print(f"calibration: launch cost {fmt_ns(calibration.launch_cost_ns)} (datasheet "

@@ -62,6 +62,16 @@ def _half(plan: dict) -> dict:
     return _retotal(plan)
 
 
+def _int8_sq_under_pytorch(plan: dict) -> dict:
+    """One group edited to INT8 SmoothQuant, which the plan's PyTorch-backend runtime does not run."""
+    g = plan["groups"][3]
+    g["costs"]["int8_sq"] = copy.deepcopy(g["costs"]["bf16"])
+    g.update(format="int8_sq", group_size=None)
+    plan["candidate_formats"] = sorted(set(plan["candidate_formats"]) | {"int8_sq"})
+    assert plan["runtime"] == "trtllm@1.2"
+    return _retotal(plan)
+
+
 def _edit(data: dict, fn) -> dict:
     data = copy.deepcopy(data)
     fn(data)  # edits in place
@@ -91,8 +101,7 @@ def inputs(tmp_path_factory, smollm2_graph):
     rows = [SensitivityRow(layer=layer.name, format=f, group_size=64 if "4" in f else None, weight_error=1.0,
                            omega=base_omega[f] * (1 + (i % 7) / 10))
             for i, layer in enumerate(smollm2_graph.layers) for f in formats]
-    save_artifact(Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION,
-                              metadata=make_metadata(), model="smollm2-135m", method="weight",
+    save_artifact(Sensitivity.create(metadata=make_metadata(), model="smollm2-135m", method="weight",
                               formats=list(formats), rows=rows), d / "sens.json")
     plan = make_plan("smollm2-135m", d / "profile.json", d / "sens.json", "h100",
                      PlanRequest(budgets=["decode@16=0.6"]), graph=smollm2_graph)
@@ -148,6 +157,19 @@ def inputs(tmp_path_factory, smollm2_graph):
     for name, value in (("cfg-layers-float", 1e9), ("cfg-layers-huge", 10**9), ("cfg-layers-negative", -1)):
         (d / name).mkdir()
         (d / name / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": value}))
+
+    mixtral = json.loads((Path(__file__).parents[1] / "trtq/model/configs/mixtral-8x7b.json").read_text())
+    for name, config in (("cfg-kv-heads-not-dividing", {**cfg, "num_key_value_heads": 4}),
+                         ("cfg-heads-not-dividing-hidden", {**cfg, "num_attention_heads": 7,
+                                                            "num_key_value_heads": 1}),
+                         ("cfg-pad-token-outside-vocab", {**cfg, "pad_token_id": cfg["vocab_size"]}),
+                         ("cfg-mixtral-top-k-over-experts", {**mixtral, "num_local_experts": 2,
+                                                             "num_experts_per_tok": 4})):
+        (d / name).mkdir()
+        (d / name / "config.json").write_text(json.dumps(config))
+    plan_variant("plan-other-model", lambda p: p.update(model="llama-3.1-8b"))
+    plan_variant("plan-int8-sq-pytorch", _int8_sq_under_pytorch)
+    plan_variant("plan-unknown-runtime", lambda p: p.update(runtime="trtllm@9.9"))
 
     (d / "a-file").write_text("not a directory")
     (d / "existing-dir").mkdir()
@@ -268,6 +290,42 @@ CASES: list[tuple[str, list[str], str]] = [
     ("config num_hidden_layers: 10**9", ["layers", "{in}/cfg-layers-huge"], "outside 1..4096"),
     ("config num_hidden_layers: -1", ["layers", "{in}/cfg-layers-negative"], "outside 1..4096"),
     ("unknown Hub id", ["layers", "made-up-org/made-up-model-3f9c2"], "made-up-org/made-up-model-3f9c2"),
+    # -- commands and options that landed after the table was first written (second adversarial pass)
+    ("predict --workload with isl twice", ["predict", "llama-3.1-8b", "--uniform", "fp8", "--gpu", "h100",
+                                           "--workload", "isl=128,osl=64,isl=4096"], "isl is given twice"),
+    ("predict a plan for another model", ["predict", "{in}/plan-other-model.yaml", "--workload", "isl=128,osl=64"],
+     "quantizable layers of llama-3.1-8b"),
+    ("predict config: KV heads do not divide the heads", ["predict", "{in}/cfg-kv-heads-not-dividing", "--uniform",
+                                                          "fp8", "--gpu", "h100", "--workload", "isl=128,osl=64"],
+     "is not a multiple of num_key_value_heads"),
+    ("config: KV heads do not divide the heads", ["layers", "{in}/cfg-kv-heads-not-dividing"],
+     "is not a multiple of num_key_value_heads"),
+    ("config: heads do not divide hidden_size", ["layers", "{in}/cfg-heads-not-dividing-hidden"],
+     "does not divide into num_attention_heads"),
+    ("config: pad_token_id outside the vocabulary", ["layers", "{in}/cfg-pad-token-outside-vocab"],
+     "is outside the vocabulary"),
+    ("config: MoE top-k over the experts", ["layers", "{in}/cfg-mixtral-top-k-over-experts"],
+     "more than the 2 routed experts"),
+    ("sensitivity --score with --method weight", ["sensitivity", "smollm2-135m", "--method", "weight", "--score",
+                                                  "kl_div", "-o", "{out}/s.json"], "--score applies to --method"),
+    ("sensitivity --tolerance with --method weight", ["sensitivity", "smollm2-135m", "--tolerance", "0.1",
+                                                      "-o", "{out}/s.json"], "--tolerance applies to --method"),
+    ("sensitivity --score-batch with --method fisher", ["sensitivity", "smollm2-135m", "--method", "fisher",
+                                                        "--score-batch", "2", "-o", "{out}/s.json"],
+     "--score-batch applies to --method"),
+    ("autoquantize --formats nvfp4 on CPU", ["sensitivity", "smollm2-135m", "--method", "autoquantize", "--formats",
+                                             "nvfp4", "-o", "{out}/s.json"], "needs a CUDA GPU"),
+    ("autoquantize --formats bf16", ["sensitivity", "smollm2-135m", "--method", "autoquantize", "--formats", "bf16",
+                                     "-o", "{out}/s.json"], "nothing for AutoQuantize to score"),
+    ("plan in int8_sq under the PyTorch runtime (report)", ["report", "{in}/plan-int8-sq-pytorch.yaml", *REPORT_OUT],
+     "not run by the plan's runtime trtllm@1.2"),
+    ("plan in int8_sq under the PyTorch runtime (quantize)", QUANT + ["--plan", "{in}/plan-int8-sq-pytorch.yaml",
+                                                                     "-o", "{out}/q"],
+     "not run by the plan's runtime trtllm@1.2"),
+    ("plan naming an unknown runtime (predict)", ["predict", "{in}/plan-unknown-runtime.yaml", "--workload",
+                                                  "isl=128,osl=64"], "unknown runtime 'trtllm@9.9'"),
+    ("plan --runtime ''", PLAN + ["--profile", "{in}/profile.json", "--sensitivity", "{in}/sens.json",
+                                  "--runtime", "", "-o", "{out}/p.yaml"], "empty runtime name"),
     # -- output paths, checked before any work
     ("-o ''", PROFILE + ["-o", ""], "path is empty"),
     ("-o an existing directory", PROFILE + ["-o", "{in}/existing-dir"], "is a directory"),
@@ -290,6 +348,8 @@ CASES: list[tuple[str, list[str], str]] = [
 ]
 
 NEEDS_NON_ROOT = {"-o in a read-only directory", "-o missing parent under a read-only directory"}
+# ModelOpt calibrates NVFP4 on CUDA only: where a GPU is present the run is legitimate, nothing to refuse.
+NEEDS_NO_CUDA = {"autoquantize --formats nvfp4 on CPU"}
 
 
 def _tree(root: Path) -> set[str]:
@@ -300,6 +360,11 @@ def _tree(root: Path) -> set[str]:
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(inputs, tmp_path, name, argv, needle):
     if name in NEEDS_NON_ROOT and IS_ROOT:
         pytest.skip("running as root, which may write into a 0555 directory: nothing to refuse")
+    if name in NEEDS_NO_CUDA:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA GPU is present: ModelOpt calibrates NVFP4 here, nothing to refuse")
     out = tmp_path / "cwd"
     out.mkdir()
     args = [a.replace("{in}", str(inputs / "in")).replace("{out}", str(out)) for a in argv]
@@ -327,7 +392,7 @@ def test_a_250_character_file_name_is_written(tmp_path):
     from trtq.artifacts.sensitivity import Sensitivity
 
     name = "s" * 245 + ".json"
-    sens = Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(),
+    sens = Sensitivity.create(metadata=make_metadata(),
                        model="m", method="weight", formats=["bf16"], rows=[])
     path = save_artifact(sens, tmp_path / name)
     assert len(name) == 250 and load_artifact(path, Sensitivity) == sens
@@ -380,7 +445,7 @@ class _Crash(BaseException):
 @pytest.mark.parametrize("crash_at", [1, 2, 3])
 def test_report_html_and_json_land_together_or_not_at_all(tmp_path, monkeypatch, crash_at):
     """A crash at each step of the publication leaves no new file beside an old one of the pair."""
-    import tests.report.synthetic as synthetic
+    import tests.helpers.synthetic_reports as synthetic
     from trtq.report.model import build_plan_report
     from trtq.report.render import render_plan_report
 
@@ -502,8 +567,8 @@ def test_build_record_validator_refuses_formats_the_gpu_cannot_run(tmp_path):
     from trtq.artifacts.build import BuildRecord, CheckpointSummary
     from trtq.errors import ArtifactError
 
-    record = BuildRecord(
-        artifact=BuildRecord.KIND, schema_version=BuildRecord.SCHEMA_VERSION, metadata=make_metadata(),
+    record = BuildRecord.create(
+        metadata=make_metadata(),
         backend="pytorch", runtime="trtllm@1.2", status="prepared", gpu="H100-SXM", gpu_sm=90, tp_size=1, pp_size=1,
         checkpoint=CheckpointSummary(path="engines/x", hf_dir="engines/x/hf", trtllm_dir=None, architecture=None,
                                      dtype="bfloat16", quant_algo="FP8", kv_cache_quant_algo=None, formats=["fp8"],

@@ -106,7 +106,7 @@ def bad_input_dir(tmp_path_factory, smollm2_graph):
     rows = [SensitivityRow(layer=layer.name, format=f, group_size=64 if "4" in f else None, weight_error=1.0,
                            omega={"bf16": 0.0, "fp8": 1.0, "int8_sq": 1.0, "int4_awq": 2.0, "w4a8_awq": 2.0}[f])
             for layer in smollm2_graph.layers for f in ("bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq")]
-    save_artifact(Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(),
+    save_artifact(Sensitivity.create(metadata=make_metadata(),
                               model="smollm2-135m", method="weight", formats=[], rows=rows), tmp / "s.json")
     (tmp / "garbage.json").write_text("{ this is : [ not json")
     return tmp

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 from trtq import __version__
-from trtq.errors import TrtqError
+from trtq.errors import TrtqError, storage_errno, write_error
 
 # Every subcommand module, in the order `trtq --help` lists them: one visible place.
 COMMAND_MODULES = (
@@ -68,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     except TrtqError as exc:
         print(f"trtq: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A write the machine refused (disk full, I/O error, read-only, permission) in a writer that
+        # did not say so itself (a library's, a log): one line naming the file. Anything else is a bug.
+        if storage_errno(exc) is None:
+            raise
+        error = write_error(exc.filename or "a file", exc)
+        print(f"trtq: error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("trtq: interrupted", file=sys.stderr)
         return 130

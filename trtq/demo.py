@@ -126,7 +126,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from trtq.eval.gate import EvalRequest, evaluate, verdict
 
     result = evaluate(EvalRequest(model=DEMO_MODEL, plan=str(out / f"plan-{eval_gpu}.yaml"), seq_len=args.seq_len,
-                                  max_windows=args.eval_windows, calib_samples=args.calib_samples,
+                                  windows=args.eval_windows, calib_samples=args.calib_samples,
                                   calib_seq_len=args.seq_len),
                       model=model, tokenizer=tokenizer)
     save_artifact(result, out / f"eval-{eval_gpu}.json")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 # Sanity limits shared by the commands.
 MAX_TOKENS = 1 << 20          # a GEMM's M, a sequence length: 1M tokens
@@ -56,7 +57,7 @@ def number(*, integer: bool = False, minimum: float | None = None, maximum: floa
 
 
 def count(minimum: int = 1, maximum: int = MAX_COUNT) -> Callable[[str], int]:
-    return number(integer=True, minimum=minimum, maximum=maximum)
+    return cast(Callable[[str], int], number(integer=True, minimum=minimum, maximum=maximum))
 
 
 # The options most commands share.

@@ -17,7 +17,7 @@ def profile(smollm2_graph):
 
 @pytest.mark.parametrize("suffix", [".json", ".yaml"])
 def test_round_trip_layers_profile_sensitivity(smollm2_graph, profile, tmp_path, suffix):
-    sens = Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(seed=3),
+    sens = Sensitivity.create(metadata=make_metadata(seed=3),
                        model="smollm2-135m", method="weight", formats=["bf16"], rows=[])
     for artifact, cls in ((smollm2_graph, LayerGraph), (profile, Profile), (sens, Sensitivity)):
         path = save_artifact(artifact, tmp_path / f"{cls.KIND}{suffix}")

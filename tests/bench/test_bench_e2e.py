@@ -18,7 +18,7 @@ import pytest
 from tests.gating import requires_ngc
 from trtq.artifacts.bench import BenchRun, read_table
 from trtq.artifacts.io import load_artifact
-from trtq.bench.loadgen import aiperf_command, choose_tool, genai_perf_command, LoadSpec
+from trtq.bench.loadgen import LoadSpec, choose_tool, loadgen_command
 from trtq.bench.serve import free_port, healthy
 from trtq.cli import main
 from trtq.errors import MissingToolError
@@ -127,11 +127,11 @@ def test_trtq_bench_url_with_aiperf_matches_what_the_server_saw(smollm2_server, 
 def test_loadgen_commands_and_tool_choice(tmp_path, monkeypatch):
     spec = LoadSpec(url="http://127.0.0.1:1", model="m", tokenizer="t", concurrency=4, requests=16, isl=128,
                     osl=64, artifact_dir=tmp_path / "c4", warmup_requests=4)
-    a = aiperf_command("aiperf", spec)
+    a = loadgen_command("aiperf", "aiperf", spec)
     assert a[:2] == ["aiperf", "profile"]
     assert a[a.index("--concurrency") + 1] == "4" and a[a.index("--osl") + 1] == "64"
     assert "ignore_eos:true" in a and a[a.index("--warmup-request-count") + 1] == "4"
-    g = genai_perf_command("genai-perf", spec)
+    g = loadgen_command("genai-perf", "genai-perf", spec)
     assert g[g.index("--synthetic-input-tokens-mean") + 1] == "128" and g[g.index("-u") + 1] == spec.url
     monkeypatch.setenv("PATH", str(tmp_path))  # no perf_analyzer anywhere
     assert choose_tool("auto")[0] == "aiperf"

@@ -184,7 +184,7 @@ def test_hf_config_without_architectures_is_refused(tmp_path):
 
 
 def test_plan_made_for_another_runtime_is_refused_in_one_line(tmp_path, capsys):
-    from tests.quantize.plans import group, plan_of
+    from tests.helpers.plans import group, plan_of
     from trtq.artifacts import save_artifact
 
     ckpt = _copy(tmp_path, "fp8_int4awq")

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.quantize.plans import plan_from_graph
+from tests.helpers.plans import plan_from_graph
 from tests.quantize.test_export import FORMATS, choose
 from trtq.artifacts import load_artifact, save_artifact
 from trtq.artifacts.eval import EvalResult

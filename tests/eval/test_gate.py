@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.quantize.plans import plan_from_graph
+from tests.helpers.plans import plan_from_graph
 from trtq.artifacts import load_artifact, save_artifact
 from trtq.artifacts.eval import EvalResult
 from trtq.cli import main
@@ -26,8 +26,9 @@ def plans(smollm2_graph, tmp_path_factory):
     one_fp8 = plan_from_graph(smollm2_graph, lambda i, name, kind: "fp8" if i == 0 else "bf16")
     all_fp8 = plan_from_graph(smollm2_graph, lambda i, name, kind: "fp8")
     nvfp4_mlp = plan_from_graph(smollm2_graph, lambda i, name, kind: "nvfp4" if kind == "gate_up" else "bf16")
+    all_nvfp4 = plan_from_graph(smollm2_graph, lambda i, name, kind: "nvfp4")
     paths = {}
-    for name, plan in {"one_fp8": one_fp8, "all_fp8": all_fp8, "nvfp4_mlp": nvfp4_mlp}.items():
+    for name, plan in {"one_fp8": one_fp8, "all_fp8": all_fp8, "nvfp4_mlp": nvfp4_mlp, "all_nvfp4": all_nvfp4}.items():
         paths[name] = save_artifact(plan, directory / f"{name}.yaml")
     return paths
 
@@ -63,9 +64,50 @@ def test_gate_fails_with_exit_code_1_and_one_line(plans, tmp_path, capsys):
     assert code == 1
     failure_lines = [line for line in err.splitlines() if line.startswith("trtq: eval gate failed")]
     assert len(failure_lines) == 1 and "limit 0.01%" in failure_lines[0]
+    assert failure_lines[0].startswith("trtq: eval gate failed: FAIL (perplexity): ")
     result = load_artifact(out, EvalResult)
     assert not result.passed and result.relative_increase > 0.0001 and result.threshold == 0.0001
     assert result.layer_formats == {"fp8": 210}
+
+
+@pytest.mark.slow  # `trtq eval` loads the real model
+def test_lm_eval_degradation_fails_the_gate_alone(plans, tmp_path, capsys):
+    """Every layer in NVFP4 (weights only, on CPU): the task accuracy falls past its limit while the
+    perplexity bound is set out of reach, so the lm-eval check alone fails the gate."""
+    out = tmp_path / "eval.json"
+    code, err = run(capsys, "--plan", str(plans["all_nvfp4"]), *FAST, "--max-ppl-increase", "100000",
+                    "--lm-eval", "trtq_devil_definitions=5", "--lm-eval-limit", "16", "-o", str(out))
+    assert code == 1, err
+    result = load_artifact(out, EvalResult)
+    [task] = result.lm_eval
+    assert task.samples == 16 and task.quantized < task.reference
+    assert task.degradation == pytest.approx((task.reference - task.quantized) / task.reference)
+    assert task.degradation > 0.05 and task.passed is False
+    assert result.relative_increase <= result.threshold == 1000 and not result.passed
+    failure_lines = [line for line in err.splitlines() if line.startswith("trtq: eval gate failed")]
+    assert len(failure_lines) == 1, err
+    # The reason is the task alone: the perplexity part passed and the line says so by omission.
+    assert failure_lines[0].startswith("trtq: eval gate failed: FAIL (trtq_devil_definitions): "), err
+
+
+def test_verdict_names_each_check_that_failed():
+    from trtq.artifacts import make_metadata
+    from trtq.artifacts.eval import TaskResult
+    from trtq.eval.gate import verdict
+
+    def result(increase, *tasks):
+        lm_eval = [TaskResult(task=name, metric="acc", reference=0.5, quantized=0.5 * (1 - drop), degradation=drop,
+                              threshold=0.05, passed=drop <= 0.05, samples=16) for name, drop in tasks]
+        return EvalResult(artifact="eval", schema_version=EvalResult.SCHEMA_VERSION, metadata=make_metadata(),
+                          model="m", text="t.txt", seq_len=128, ppl_bf16=20.0, ppl_quant=20.0 * (1 + increase),
+                          relative_increase=increase, threshold=0.05,
+                          passed=increase <= 0.05 and all(t.passed for t in lm_eval), lm_eval=lm_eval)
+
+    assert verdict(result(0.01, ("a", 0.0))).startswith("PASS: perplexity 20.000 -> 20.200 (+1.00%, limit 5%)")
+    assert verdict(result(0.01, ("a", 0.5), ("b", 0.01))).startswith("FAIL (a): ")
+    assert "a acc 0.5000 -> 0.2500 (-50.00%, limit -5%)" in verdict(result(0.01, ("a", 0.5)))
+    assert verdict(result(0.2, ("a", 0.5), ("b", 0.5))).startswith("FAIL (perplexity, a, b): ")
+    assert verdict(result(0.2)).startswith("FAIL (perplexity): ")
 
 
 @pytest.mark.slow  # `trtq eval` loads the real model

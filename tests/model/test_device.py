@@ -26,6 +26,23 @@ def test_defaults_and_spellings():
             parse(*bad)
 
 
+def test_the_requests_inherit_one_declaration():
+    from trtq.eval.request import EvalRequest
+    from trtq.quantize.request import QuantizeRequest
+    from trtq.sensitivity.request import SensitivityRequest
+
+    assert SensitivityRequest(model="m", device="CUDA:1").device == "cuda:1"
+    assert QuantizeRequest(model="m", plan="p", dtype="bfloat16").dtype == "bfloat16"
+    assert (EvalRequest(model="m", plan="p").device, EvalRequest(model="m", plan="p").dtype) == ("cpu", "float32")
+    with pytest.raises(InputError, match="--device: not a device: 'gpu'"):
+        SensitivityRequest(model="m", device="gpu")
+    with pytest.raises(InputError, match="--dtype"):
+        QuantizeRequest(model="m", plan="p", dtype="int8")
+    with pytest.raises(InputError, match="--sequential applies to --method output, not weight"):
+        SensitivityRequest(model="m", sequential=True)
+    assert SensitivityRequest(model="m", method="output", sequential=True).sequential
+
+
 def test_cuda_refused_without_cuda_and_past_the_last_gpu():
     with pytest.raises(UnsupportedError, match="CUDA is not available"):
         resolve_placement("cuda", "bfloat16", cuda_available=False)

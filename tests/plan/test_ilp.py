@@ -81,3 +81,21 @@ def test_group_without_options_is_rejected():
     objective = np.array([[np.inf, np.inf], [0.0, 1.0]])
     with pytest.raises(ValueError, match="group 0 has no allowed option"):
         solve(IlpProblem(objective, []))
+
+
+def test_lp_rounding_answer_is_within_the_gap_it_claims():
+    """Large instances: the LP-rounded plan (no branch and bound) must sit within the gap it
+    reports of the true optimum, and within the gap asked for."""
+    used_rounding = 0
+    for seed in range(4):
+        problem = random_problem(100 + seed, groups=120, options=5, tight=0.7)
+        exact = solve(problem, mip_rel_gap=1e-9)
+        assert exact.feasible
+        for gap in (0.01, 0.002):
+            sol = solve(problem, mip_rel_gap=gap)
+            assert sol.feasible
+            assert all(evaluate(c.coeffs, sol.choice) <= c.limit for c in problem.constraints)
+            assert exact.objective - 1e-9 <= sol.objective <= exact.objective * (1 + gap) + 1e-9
+            assert (sol.objective - exact.objective) / sol.objective <= sol.gap + 1e-9
+            used_rounding += sol.nodes == 0
+    assert used_rounding > 0          # the shortcut was really taken, not only branch and bound

@@ -24,7 +24,7 @@ def synthetic_sensitivity(graph, seed=0) -> Sensitivity:
                 rows.append(SensitivityRow(layer=layer.name, format=fmt.name,
                                            group_size=fmt.group_size_for(layer.in_features),
                                            weight_error=scale[fmt.name], omega=scale[fmt.name] * weight))
-    return Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(seed=seed),
+    return Sensitivity.create(metadata=make_metadata(seed=seed),
                        model=graph.model, method="weight", formats=list(FORMATS), rows=rows)
 
 
@@ -128,7 +128,7 @@ def test_same_inputs_same_plan_and_round_trip(inputs, tmp_path):
 def test_mismatched_inputs_are_refused(inputs):
     graph, profiles, sens = inputs
     with pytest.raises(InputError, match="profile was measured for A100-SXM-80GB, the plan targets H100-SXM"):
-        solve_plan(graph, profiles["A100-SXM-80GB"], sens, get_gpu("h100"), PlanRequest(["decode@16=0.5"]))
+        solve_plan(graph, profiles["A100-SXM-80GB"], sens, get_gpu("h100"), PlanRequest(budgets=["decode@16=0.5"]))
     partial = sens.model_copy(update={"rows": [r for r in sens.rows if "layers.3." not in r.layer]})
     with pytest.raises(InputError, match="sensitivity table has no rows for layer model.layers.3"):
-        solve_plan(graph, profiles["H100-SXM"], partial, get_gpu("h100"), PlanRequest(["decode@16=0.5"]))
+        solve_plan(graph, profiles["H100-SXM"], partial, get_gpu("h100"), PlanRequest(budgets=["decode@16=0.5"]))

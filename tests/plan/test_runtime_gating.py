@@ -11,20 +11,22 @@ from trtq.errors import UnknownNameError, UnsupportedError
 from trtq.plan.api import PlanRequest, solve_plan
 from trtq.profile.api import build_profile
 from trtq.registry import get_gpu
+from trtq.registry.runtimes import default_runtime_name
 
 GPUS = ("H100-SXM", "A100-SXM-80GB", "B200", "L40S")
 
 
 @pytest.fixture(scope="module")
 def inputs(smollm2_graph):
-    # Profiles without --runtime cover every format some runtime runs on the GPU: one table for every runtime.
-    profiles = {gpu: build_profile(smollm2_graph, "roofline", gpu, [16, 2048], launch_cost_ns=0) for gpu in GPUS}
+    # Profiles with --runtime all cover every format some runtime runs on the GPU: one table for every runtime.
+    profiles = {gpu: build_profile(smollm2_graph, "roofline", gpu, [16, 2048], launch_cost_ns=0, runtime="all")
+                for gpu in GPUS}
     return smollm2_graph, profiles, synthetic_sensitivity(smollm2_graph)
 
 
 def _plan(inputs, gpu, runtime=None, budget="decode@16=0.4", **kw) -> Plan:
     graph, profiles, sens = inputs
-    return solve_plan(graph, profiles[gpu], sens, get_gpu(gpu), PlanRequest([budget], runtime=runtime, **kw))
+    return solve_plan(graph, profiles[gpu], sens, get_gpu(gpu), PlanRequest(budgets=[budget], runtime=runtime, **kw))
 
 
 def test_b200_default_plan_has_no_int8_sq_or_awq(inputs):
@@ -64,9 +66,15 @@ def test_the_plan_records_its_runtime_and_round_trips(inputs, tmp_path):
 
 
 def test_profile_runtime_restricts_the_formats(smollm2_graph):
-    everything = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0)
+    everything = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0, runtime="all")
     assert everything.formats == ["bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4", "fp8_block"]
+    assert any("every format some runtime" in n for n in everything.metadata.notes)
     pytorch = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0, runtime="trtllm@1.2")
     assert pytorch.formats == ["bf16", "fp8", "nvfp4", "fp8_block"]
+    # Without --runtime: the registry's default runtime (PyTorch backend), said in the metadata.
+    default = build_profile(smollm2_graph, "roofline", "B200", [16], launch_cost_ns=0)
+    assert default.formats == pytorch.formats
+    (note,) = [n for n in default.metadata.notes if n.startswith("formats:")]
+    assert f"runtime {default_runtime_name()} (pytorch backend, the default) runs on B200" in note
     with pytest.raises(UnsupportedError, match="format int4_awq is not supported on B200 .* by trtllm@1.2"):
         build_profile(smollm2_graph, "roofline", "B200", [16], "int4_awq", runtime="trtllm@1.2")

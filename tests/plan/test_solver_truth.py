@@ -54,7 +54,7 @@ def test_every_pareto_point_matches_an_independent_exact_solve(smollm2, gpu):
     assignment everywhere but the chosen point): each point is feasible at its fraction and
     within the sweep's gap of a fresh exact solve at that fraction; the front is monotone."""
     graph, profiles, sens = smollm2
-    request = PlanRequest(["decode@16=0.6"], memory_gb=0.15, pareto=10)
+    request = PlanRequest(budgets=["decode@16=0.6"], memory_gb=0.15, pareto=10)
     plan = solve_plan(graph, profiles[gpu], sens, get_gpu(gpu), request)
     budgets = parse_budgets(request.budgets)
     costs = build_cost_model(graph, profiles[gpu], sens, candidate_formats(get_gpu(gpu), None),
@@ -128,7 +128,7 @@ def test_llama70b_exact_plan_meets_every_raw_limit_and_records_slack(llama70b):
     """The issue's case: B200, decode@16=0.5, prefill@2048=0.8, 70 GB, --mip-gap 0 was 7.4e-7 over decode."""
     graph, profile, sens = llama70b
     plan = solve_plan(graph, profile, sens, get_gpu("b200"),
-                      PlanRequest(["decode@16=0.5", "prefill@2048=0.8"], memory_gb=70, mip_rel_gap=0))
+                      PlanRequest(budgets=["decode@16=0.5", "prefill@2048=0.8"], memory_gb=70, mip_rel_gap=0))
     for b in plan.budgets:
         assert plan.totals.latency_ns[b.point] <= b.limit_ns, b.spec
         assert b.slack_ns == pytest.approx(b.limit_ns - plan.totals.latency_ns[b.point], abs=1e-6) and b.slack_ns >= 0
@@ -147,13 +147,13 @@ def _fingerprint(plan: Plan):
 
 def test_default_plan_is_deterministic_and_says_what_stopped_the_solver(llama70b):
     graph, profile, sens = llama70b
-    request = PlanRequest(["decode@16=0.5", "prefill@2048=0.8"], memory_gb=70)
+    request = PlanRequest(budgets=["decode@16=0.5", "prefill@2048=0.8"], memory_gb=70)
     assert request.time_limit_s is None and request.pareto_time_limit is None   # no wall clock decides
     runs = [solve_plan(graph, profile, sens, get_gpu("b200"), request) for _ in range(3)]
     assert all(_fingerprint(r) == _fingerprint(runs[0]) for r in runs)
     assert runs[0].solver.stopped_by in ("optimal", "gap") and runs[0].solver.time_limit_s is None
     # a deterministic work limit stops at the same place every time, and says so
-    capped = PlanRequest(request.budgets, memory_gb=70, mip_rel_gap=0, node_limit=2)
+    capped = PlanRequest(budgets=request.budgets, memory_gb=70, mip_rel_gap=0, node_limit=2)
     first, second = (solve_plan(graph, profile, sens, get_gpu("b200"), capped) for _ in range(2))
     assert _fingerprint(first) == _fingerprint(second)
     assert first.solver.status == first.solver.stopped_by == "node_limit" and first.solver.nodes <= 3
@@ -164,13 +164,13 @@ def test_time_limit_without_a_plan_is_not_called_infeasible(llama70b):
     graph, profile, sens = llama70b
     with pytest.raises(SolverStoppedError, match="time limit before it found any plan") as err:
         solve_plan(graph, profile, sens, get_gpu("b200"),
-                   PlanRequest(["decode@16=0.5", "prefill@2048=0.8"], memory_gb=70, mip_rel_gap=0, time_limit_s=1e-6))
+                   PlanRequest(budgets=["decode@16=0.5", "prefill@2048=0.8"], memory_gb=70, mip_rel_gap=0, time_limit_s=1e-6))
     assert not isinstance(err.value, InfeasibleError) and "met alone" not in str(err.value)
 
 
 def test_old_plans_still_load(smollm2, tmp_path):
     graph, profiles, sens = smollm2
-    plan = solve_plan(graph, profiles["H100-SXM"], sens, get_gpu("h100"), PlanRequest(["decode@16=0.5"]))
+    plan = solve_plan(graph, profiles["H100-SXM"], sens, get_gpu("h100"), PlanRequest(budgets=["decode@16=0.5"]))
     data = plan.model_dump(mode="json")
     data["schema_version"] = 1
     for field in ("memory_slack_bytes",):
@@ -252,9 +252,9 @@ def test_the_units_trtq_prints_are_units_it_reads():
 def test_infeasible_memory_prints_a_memory_budget_that_works(smollm2):
     graph, profiles, sens = smollm2
     with pytest.raises(InfeasibleError) as err:
-        solve_plan(graph, profiles["H100-SXM"], sens, get_gpu("h100"), PlanRequest(["decode@16=0.9"], memory_gb=0.01))
+        solve_plan(graph, profiles["H100-SXM"], sens, get_gpu("h100"), PlanRequest(budgets=["decode@16=0.9"], memory_gb=0.01))
     gb = float(str(err.value).split("(--memory-gb ")[1].rstrip(")"))
-    plan = solve_plan(graph, profiles["H100-SXM"], sens, get_gpu("h100"), PlanRequest(["decode@16=0.9"], memory_gb=gb))
+    plan = solve_plan(graph, profiles["H100-SXM"], sens, get_gpu("h100"), PlanRequest(budgets=["decode@16=0.9"], memory_gb=gb))
     assert plan.totals.weight_bytes <= gb * 1e9 and plan.memory_slack_bytes >= 0
 
 
@@ -262,7 +262,7 @@ def test_request_check_refuses_what_the_library_is_given():
     for bad in (dict(pareto=-3), dict(mip_rel_gap=float("nan")), dict(time_limit_s=0.0), dict(memory_gb=float("inf")),
                 dict(node_limit=0)):
         with pytest.raises(InputError):
-            PlanRequest(["decode@16=0.5"], **bad).check()
+            PlanRequest(budgets=["decode@16=0.5"], **bad).check()
 
 
 # -- 5. `trtq plan` imports no torch ---------------------------------------------------------------

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from trtq.errors import UnknownNameError, UnsupportedError
-from trtq.predict.kernels import AicKernels, _package_root, framework_version, interpolate_mk, quantize_table
+from trtq.predict.kernels import AicKernels, interpolate_mk
+from trtq.profile.aiconfigurator_tables import default_version, table_path
 
 
 def _rows(system, op, filename, **where):
-    version = framework_version(system)
-    table = pq.read_table(_package_root() / "systems" / "data" / system / op / "trtllm" / version / filename).to_pylist()
+    table = pq.read_table(table_path(system, op, "trtllm", default_version(system, "trtllm"), filename)).to_pylist()
     return [r for r in table if all(r[k] == v for k, v in where.items())]
 
 
@@ -25,12 +25,14 @@ def test_gemm_at_a_grid_point_is_the_measured_row():
     assert answer.ms * 1e6 == pytest.approx(row["latency"] * 1e6, abs=1.0)   # to the nanosecond
     between = kernels.gemm(4096, 4096, "fp8", 3000)
     assert between.provenance == "interpolated"
+    # lm_head of Llama-3: n = 128256 is beyond the table's n (65536): the engine's estimate, flagged.
+    assert kernels.gemm(128256, 4096, "bf16", 16).provenance == "extrapolated"
     lo, hi = kernels.gemm(4096, 4096, "fp8", 2048).ms, kernels.gemm(4096, 4096, "fp8", 4096).ms
     assert lo < between.ms < hi
 
 
 def test_fp8_quantize_tables_and_interpolation():
-    table = quantize_table("h100_sxm", framework_version("h100_sxm"), "scale_matrix_perf.parquet")
+    table = AicKernels("H100-SXM").tables.quantize_table("scale_matrix_perf.parquet")
     (row,) = _rows("h100_sxm", "quantize", "scale_matrix_perf.parquet", m=2048, k=4096)
     exact = AicKernels("H100-SXM").fp8_quantize(2048, 4096, dynamic=False)
     assert exact.provenance == "measured" and exact.ms == pytest.approx(row["latency"])

@@ -16,7 +16,7 @@ from trtq.model.zoo import resolve_model
 from trtq.predict.architecture import decoder_architecture
 
 KEYS = ("ttft_ms", "tpot_ms", "output_tokens_per_s", "concurrency", "max_concurrency",
-        "measured_share", "interpolated_share", "modelled_share")
+        "measured_share", "interpolated_share", "extrapolated_share", "modelled_share")
 
 
 def run(capsys, *argv):
@@ -33,7 +33,7 @@ def predict_json(capsys, *argv):
 
 def write_plan(path, model, gpu, format_of):
     """A plan artifact as `trtq plan` writes it (costs and totals consistent), with the formats given per group."""
-    from tests.quantize.plans import group, plan_of
+    from tests.helpers.plans import group, plan_of
 
     arch = decoder_architecture(model, resolve_model(model).config)
     groups = [group(g.name, [g.name], format_of(g), None, g.in_features, g.out_features, g.kind, g.block)
@@ -47,7 +47,10 @@ def test_uniform_prediction_json(capsys):
     for key in KEYS:
         assert key in r
     assert r["concurrency"] == 32 and r["in_flight"] == 32 and r["max_concurrency"] > 32
-    assert r["measured_share"] + r["interpolated_share"] + r["modelled_share"] == pytest.approx(1.0)
+    assert r["measured_share"] + r["interpolated_share"] + r["extrapolated_share"] + r["modelled_share"] == \
+        pytest.approx(1.0)
+    # Llama-3's lm_head (n = 128256) lies beyond the tables' n = 65536: its time is extrapolated, said so.
+    assert 0 < r["extrapolated_share"] < 0.1
     assert 0 < r["ttft_ms"] and 0 < r["tpot_ms"] < r["ttft_ms"]
     assert r["request_latency_ms"] == pytest.approx(r["ttft_ms"] + 255 * r["tpot_ms"])
     assert sum(r["time_breakdown"].values()) == pytest.approx(1.0)
@@ -136,9 +139,12 @@ def test_profile_gemms_interpolate_and_keep_provenance(tmp_path):
     rows = [ProfileRow(out_features=6144, in_features=4096, tokens=t, format="fp8", status="ok", latency_ns=ns,
                        method="table", details={"provenance": "measured"})
             for t, ns in ((16, 20000.0), (128, 30000.0), (2048, 80000.0))]
+    # A schema-2 row carries its provenance in its own field (the aiconfigurator backend's rows do).
+    rows.append(ProfileRow(out_features=6144, in_features=4096, tokens=16, format="bf16", status="ok",
+                           latency_ns=15000.0, method="table", provenance="extrapolated"))
     profile = Profile(artifact=Profile.KIND, schema_version=Profile.SCHEMA_VERSION, metadata=make_metadata(),
                       model="llama-3.1-8b", gpu="H100-SXM", backend="aiconfigurator", launch_cost_ns=0.0,
-                      tokens=[16, 128, 2048], formats=["fp8"], rows=rows)
+                      tokens=[16, 128, 2048], formats=["fp8", "bf16"], rows=rows)
     gemms = ProfileGemms(profile, "p.json")
     assert gemms.gemm(6144, 4096, "fp8", 128).ms == pytest.approx(0.030)
     assert gemms.gemm(6144, 4096, "fp8", 128).provenance == "measured"
@@ -147,6 +153,7 @@ def test_profile_gemms_interpolate_and_keep_provenance(tmp_path):
     assert mid.ms == pytest.approx(0.030 * (80 / 30) ** 0.5, rel=1e-9)
     assert gemms.gemm(6144, 4096, "fp8", 4096).provenance == "modelled"
     assert gemms.has("fp8") and not gemms.has("nvfp4")
+    assert gemms.gemm(6144, 4096, "bf16", 16).provenance == "extrapolated"
     from trtq.errors import UnsupportedError
 
     with pytest.raises(UnsupportedError, match="no fp8 row for the GEMM 1024x4096"):

@@ -22,9 +22,9 @@ from trtq.artifacts import load_artifact, save_artifact  # noqa: E402
 from trtq.artifacts.profile import Profile  # noqa: E402
 from trtq.errors import UnknownNameError  # noqa: E402
 from trtq.profile.aiconfigurator import (  # noqa: E402
-    TABLE_DTYPES,
     AiconfiguratorBackend,
     default_systems_root,
+    table_dtypes,
 )
 from trtq.profile.harness import GemmCase  # noqa: E402
 from trtq.registry import get_gpu  # noqa: E402
@@ -74,6 +74,7 @@ def _raw_ns(table, dtype, m, n, k) -> float:
 def test_every_mapped_format_is_registered_and_every_dtype_is_the_packages():
     from aiconfigurator_core.sdk.common import GEMMQuantMode
 
+    TABLE_DTYPES = table_dtypes()
     assert set(TABLE_DTYPES) <= set(FORMATS)
     assert {d for d in TABLE_DTYPES.values() if d} <= {q.name for q in GEMMQuantMode}
 

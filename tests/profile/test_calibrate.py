@@ -8,7 +8,8 @@ import pytest
 from trtq.artifacts import load_artifact, make_metadata, save_artifact, sha256_file
 from trtq.artifacts.profile import Profile
 from trtq.errors import ArtifactError, InputError
-from trtq.profile.calibrate import RooflineCalibration, calibrate_from_file, fit_roofline
+from trtq.artifacts.calibration import RooflineCalibration
+from trtq.profile.calibrate import calibrate_from_file, fit_roofline, fitted_params
 from trtq.profile.harness import GemmCase
 from trtq.profile.roofline import RooflineParams, roofline_row
 from trtq.registry import get_gpu
@@ -36,8 +37,7 @@ def synthetic_rows(params=TRUE, shapes=LLAMA_8B_SHAPES, tokens=(1, 16, 128, 512,
 
 
 def synthetic_measured_profile(rows, model="llama-3.1-8b") -> Profile:
-    return Profile(artifact=Profile.KIND, schema_version=Profile.SCHEMA_VERSION,
-                   metadata=make_metadata(notes=["synthetic: roofline with known fractions plus noise"]),
+    return Profile.create(metadata=make_metadata(notes=["synthetic: roofline with known fractions plus noise"]),
                    model=model, gpu=H100.name, backend="cuda", launch_cost_ns=0.0,
                    tokens=sorted({r.tokens for r in rows}), formats=list(TRUE.compute_fraction), rows=rows)
 
@@ -93,7 +93,7 @@ def test_calibration_artifact_records_source_and_errors(measured_path, tmp_path)
     assert calibration.after.median_abs_rel_error < calibration.before.median_abs_rel_error
     save_artifact(calibration, tmp_path / "fit.yaml")
     assert load_artifact(tmp_path / "fit.yaml", RooflineCalibration) == calibration
-    params = calibration.params()
+    params = fitted_params(calibration)
     assert params.compute("fp8") == calibration.formats["fp8"].compute_fraction
     assert params.compute("nvfp4") == calibration.datasheet_compute_fraction  # not measured: datasheet
 
@@ -112,7 +112,7 @@ def test_calibrated_roofline_profiles_another_model_and_the_plan_says_so(measure
     assert profile.metadata.inputs["measured_profile"].sha256 == sha256_file(measured_path)
     assert profile.launch_cost_ns == pytest.approx(calibration.launch_cost_ns)
     # The table is the roofline with the fitted fractions, row for row.
-    params = calibration.params()
+    params = fitted_params(calibration)
     for row in profile.rows:
         expected = roofline_row(H100, GemmCase(row.out_features, row.in_features, row.tokens, row.format), params)
         assert row.latency_ns == pytest.approx(expected.latency_ns)
@@ -140,8 +140,7 @@ def _uniform_sensitivity(model, path):
     rows = [SensitivityRow(layer=layer.name, format=f.name, group_size=f.group_size_for(layer.in_features),
                            weight_error=16.0 - f.weight_bits, omega=16.0 - f.weight_bits)
             for layer in graph.layers for f in formats]
-    save_artifact(Sensitivity(artifact=Sensitivity.KIND, schema_version=Sensitivity.SCHEMA_VERSION,
-                              metadata=make_metadata(), model=graph.model, method="weight",
+    save_artifact(Sensitivity.create(metadata=make_metadata(), model=graph.model, method="weight",
                               formats=[f.name for f in formats], rows=rows), path)
     return path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.quantize.plans import group, plan_of
+from tests.helpers.plans import group, plan_of
 from trtq.artifacts import save_artifact
 from trtq.cli import main
 

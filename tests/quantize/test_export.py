@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.quantize.plans import plan_from_graph
+from tests.helpers.plans import plan_from_graph
 from trtq.artifacts import load_artifact, save_artifact
 from trtq.artifacts.io import sha256_file
 from trtq.cli import main
@@ -117,7 +117,7 @@ def test_trtllm_checkpoint_is_mixed_precision_as_planned(exported):
 
 def test_output_holds_plan_copy_and_summary(exported):
     from trtq.data import calibration_text, text_sha256
-    from trtq.quantize.summary import QuantizeSummary
+    from trtq.artifacts.quantize import QuantizeSummary
 
     plan, plan_path, out = exported
     assert sha256_file(out / "plan.yaml") == sha256_file(plan_path)

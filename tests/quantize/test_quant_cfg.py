@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from tests.quantize.plans import group, plan_of
+from tests.helpers.plans import group, plan_of
 from trtq.errors import InputError, UnsupportedError
 from trtq.quantize.apply import check_runnable_here
 from trtq.quantize.quant_cfg import build_quant_cfg, calibration_stages, plan_layers

@@ -8,7 +8,7 @@ import pytest
 
 from trtq.artifacts.eval import EvalResult
 from trtq.artifacts.io import make_metadata, save_artifact, sha256_file
-from tests.report.synthetic import MODEL, build_sensitivity, write_bench, write_plans
+from tests.helpers.synthetic_reports import MODEL, build_sensitivity, write_bench, write_plans
 
 
 @pytest.fixture(scope="session")

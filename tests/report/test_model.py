@@ -9,7 +9,7 @@ from trtq.artifacts.io import load_artifact, save_artifact, sha256_file
 from trtq.artifacts.plan import Plan
 from trtq.errors import ArtifactError, InputError
 from trtq.report.model import build_comparison_report, build_plan_report, load_bench_table, verdict_for
-from tests.report.synthetic import build_plan
+from tests.helpers.synthetic_reports import build_plan
 
 
 def test_plan_report_totals_match_the_plan(plan_paths, sensitivity_path, eval_path, bench_table):

@@ -12,7 +12,7 @@ import pytest
 from trtq.artifacts.eval import EvalResult
 from trtq.artifacts.io import make_metadata, save_artifact, sha256_file
 from trtq.report.render import plotly_js, write_comparison_report, write_plan_report
-from tests.report.synthetic import build_plan, build_sensitivity, write_bench
+from tests.helpers.synthetic_reports import build_plan, build_sensitivity, write_bench
 
 PAYLOAD = "<script>window.__pwned=1</script>"
 SCRIPT_TAG = re.compile(r"<script\b", re.IGNORECASE)

@@ -38,8 +38,7 @@ def searched(tiny, tmp_path_factory):
                            loss_scale=LOSS_SCALE)
     errors = {(layer.name, f.name): 0.0 for layer in graph.layers for f in formats}
     rows, groups = autoquantize_table_rows(graph, formats, run, errors)
-    table = Sensitivity(artifact=Sensitivity.KIND, schema_version=Sensitivity.SCHEMA_VERSION,
-                        metadata=make_metadata(), model=graph.model, method="autoquantize",
+    table = Sensitivity.create(metadata=make_metadata(), model=graph.model, method="autoquantize",
                         formats=[f.name for f in formats], settings={"autoquantize_groups": groups}, rows=rows)
     return run, table, checkpoint
 

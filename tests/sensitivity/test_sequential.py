@@ -134,5 +134,5 @@ def test_sequential_is_refused_for_the_whole_model_methods(tmp_path, capsys):
 
     code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--sequential", "-o", str(tmp_path / "s.json")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--sequential runs --method output" in err[0]
+    assert code == 2 and len(err) == 1 and "--sequential applies to --method output, not hessian" in err[0]
     assert not (tmp_path / "s.json").exists()

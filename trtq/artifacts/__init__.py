@@ -7,9 +7,9 @@ one module per artifact kind, so no stage imports the code that made its input.
 
 from trtq.artifacts.io import (
     Artifact,
-    StrictModel,
     InputRef,
     Metadata,
+    StrictModel,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,

@@ -11,15 +11,16 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trtq import __version__
-from trtq.artifacts.paths import ARTIFACT_SUFFIXES, make_temp_beside
-from trtq.errors import ArtifactError, InputError
+from trtq.artifacts.paths import ARTIFACT_SUFFIXES, _temp_prefix, make_temp_beside
+from trtq.errors import ArtifactError, InputError, storage_errno, write_error
 
 # Packages whose versions change results; recorded in every artifact that can see them.
 _TRACKED_PACKAGES = (
@@ -66,6 +67,11 @@ class Artifact(StrictModel):
     artifact: str
     schema_version: int
     metadata: Metadata
+
+    @classmethod
+    def create(cls: type[A], **fields: Any) -> A:
+        """A new artifact of this kind, written at the current schema version."""
+        return cls(artifact=cls.KIND, schema_version=cls.SCHEMA_VERSION, **fields)
 
 
 A = TypeVar("A", bound=Artifact)
@@ -137,13 +143,43 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporaries of a writer that was killed are removed by the next write to the same path.
     """
     target = Path(path)
-    tmp = make_temp_beside(target)
+    with _refused_write_as_one_line(target):
+        tmp = make_temp_beside(target)
     try:
-        yield tmp
-        _publish(tmp)
-        os.replace(tmp, target)
+        with _refused_write_as_one_line(target, tmp):
+            yield tmp
+            _publish(tmp)
+            os.replace(tmp, target)
     finally:
+        _remove(tmp)
+
+
+def _remove(tmp: Path) -> None:
+    # On a failing disk the unlink may fail too; the next write of the target removes the leftover.
+    with contextlib.suppress(OSError):
         tmp.unlink(missing_ok=True)
+
+
+def _is_ours(path: Path, *targets: Path) -> bool:
+    """`path` is one of `targets` or a temporary made beside one (mkstemp fails naming its own name)."""
+    return any(path == t or (path.parent == t.parent and path.name.startswith(_temp_prefix(t)))
+               for t in targets)
+
+
+@contextlib.contextmanager
+def _refused_write_as_one_line(target: Path, *temps: Path, label: str | None = None) -> Iterator[None]:
+    """A write the file system refuses (disk full, I/O error, read-only, permission) -> WriteError
+    naming the target (or `label`); an error about another file (an input read in the block) keeps
+    its own name."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - libraries wrap ENOSPC in their own types (safetensors)
+        if storage_errno(exc) is None:
+            raise
+        named = getattr(exc, "filename", None)
+        if named is not None and not _is_ours(Path(named), target, *temps):
+            raise write_error(named, exc) from None
+        raise write_error(label or target, exc) from None
 
 
 @contextlib.contextmanager
@@ -158,22 +194,28 @@ def atomic_pair(first: str | os.PathLike[str], second: str | os.PathLike[str]) -
     files; this order is the strongest promise without one.
     """
     a, b = Path(first), Path(second)
-    tmp_a = make_temp_beside(a)
+    with _refused_write_as_one_line(a):
+        tmp_a = make_temp_beside(a)
     try:
-        tmp_b = make_temp_beside(b)
+        with _refused_write_as_one_line(b):
+            tmp_b = make_temp_beside(b)
     except BaseException:
-        tmp_a.unlink(missing_ok=True)
+        _remove(tmp_a)
         raise
     try:
-        yield tmp_a, tmp_b
-        _publish(tmp_a)
-        _publish(tmp_b)
-        b.unlink(missing_ok=True)
-        os.replace(tmp_a, a)
-        os.replace(tmp_b, b)
+        with _refused_write_as_one_line(a, tmp_a, b, tmp_b, label=f"{a} and {b}"):
+            yield tmp_a, tmp_b
+            _publish(tmp_a)
+            _publish(tmp_b)
+        with _refused_write_as_one_line(b, tmp_b):
+            b.unlink(missing_ok=True)
+        with _refused_write_as_one_line(a, tmp_a):
+            os.replace(tmp_a, a)
+        with _refused_write_as_one_line(b, tmp_b):
+            os.replace(tmp_b, b)
     finally:
-        tmp_a.unlink(missing_ok=True)
-        tmp_b.unlink(missing_ok=True)
+        _remove(tmp_a)
+        _remove(tmp_b)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -26,7 +26,9 @@ class FormatCost(StrictModel):
     latency_ns: dict[str, float]      # workload point -> fused-GEMM latency
 
 
-class GroupChoice(StrictModel):
+class GroupFormat(StrictModel):
+    """One fused group (layers that share a format) and the format chosen for it."""
+
     group: str
     kind: str
     block: int | None
@@ -35,6 +37,9 @@ class GroupChoice(StrictModel):
     out_features: int
     format: str
     group_size: int | None
+
+
+class GroupChoice(GroupFormat):
     costs: dict[str, FormatCost]      # every candidate format, the chosen one included
 
 
@@ -44,6 +49,16 @@ class Totals(StrictModel):
     weight_bytes: int                 # all weights, the fixed bf16 part included
     bf16_weight_bytes: int
     sensitivity: float                # sum of omega over groups
+    # workload point -> provenance of the profile rows (measured | interpolated | extrapolated | modelled |
+    # unknown) -> ns of latency_ns from rows of that provenance; {} in plans that predate it
+    provenance_ns: dict[str, dict[Literal["measured", "interpolated", "extrapolated", "modelled", "unknown"],
+                                  float]] = {}
+
+    def provenance_shares(self, point: str) -> dict[str, float]:
+        """Fraction of the point's summed GEMM latency by provenance ({} when not recorded)."""
+        parts = self.provenance_ns.get(point, {})
+        total = sum(parts.values())
+        return {p: ns / total for p, ns in parts.items()} if total > 0 else {}
 
 
 class ParetoPoint(StrictModel):

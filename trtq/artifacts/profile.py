@@ -62,6 +62,19 @@ class Profile(Artifact):
             if r.latency_ns is not None and r.experts is not None
         }
 
+    def provenance_of(self, row: ProfileRow) -> str:
+        """A row's provenance; schema-1 rows predate it: "unknown"."""
+        return row.provenance or "unknown"
+
+    def provenance_map(self) -> dict[tuple, str]:
+        """The keys of latency_map and moe_latency_map -> the row's provenance."""
+        return {
+            (r.out_features, r.in_features, r.tokens, r.format)
+            + (() if r.experts is None else (r.experts, r.experts_per_token)): self.provenance_of(r)
+            for r in self.rows
+            if r.latency_ns is not None
+        }
+
     def to_frame(self):
         import pandas as pd
 

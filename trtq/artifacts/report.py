@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from trtq.artifacts.io import Artifact, InputRef, StrictModel
-from trtq.artifacts.plan import SolverInfo
+from trtq.artifacts.plan import GroupFormat, SolverInfo
 
 
 class PointTotals(StrictModel):
@@ -23,19 +23,14 @@ class PointTotals(StrictModel):
     spec: str | None = None           # the budget as written, when the point was budgeted
     limit_ns: float | None = None
     met: bool | None = None
+    # provenance of the profile rows (measured | interpolated | extrapolated | modelled | unknown) -> ns of
+    # predicted_ns from rows of that provenance; {} for plans that predate it
+    provenance_ns: dict[str, float] = {}
 
 
-class GroupRow(StrictModel):
+class GroupRow(GroupFormat):
     """One fused group: its chosen format and its cost in every candidate format."""
 
-    group: str
-    kind: str
-    block: int | None
-    members: list[str]
-    in_features: int
-    out_features: int
-    format: str
-    group_size: int | None
     omega: dict[str, float]                       # format -> Ω
     weight_bytes: dict[str, int]                  # format -> bytes
     latency_ns: dict[str, dict[str, float]]       # format -> point -> ns
@@ -49,6 +44,7 @@ class ParetoRow(StrictModel):
     weight_bytes: int | None = None
     latency_ns: dict[str, float] = {}
     format_counts: dict[str, int] = {}            # format -> number of groups in it
+    provenance_ns: dict[str, dict[str, float]] = {}   # point -> provenance -> ns (as PointTotals)
 
 
 class LayerSensitivity(StrictModel):

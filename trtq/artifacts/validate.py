@@ -11,7 +11,8 @@ prefixes the file. A reader that knows the model also checks a plan against its 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -215,8 +216,27 @@ def check_sensitivity(sensitivity) -> None:
         _non_negative(trace.iterations, f"traces[{i}].iterations")
 
 
+def _runtime(name: str, where: str):
+    from trtq.errors import TrtqError
+    from trtq.registry.runtimes import get_runtime
+
+    try:
+        return get_runtime(name)
+    except TrtqError as exc:
+        _fail(f"{where}: {exc}")
+
+
+def _runtime_runs(runtime, gpu, fmt, where: str) -> None:
+    """The plan's runtime deploys the format on its GPU (the gate the planner applied; an edit skips it)."""
+    from trtq.registry.runtimes import format_refusal
+
+    if runtime is not None and (reason := format_refusal(gpu, fmt, runtime)) is not None:
+        _fail(f"{where}: format {fmt.name} is not run by the plan's runtime {runtime.name} on {gpu.name}: {reason}")
+
+
 def check_plan(plan) -> None:
     gpu = _gpu(plan.gpu, "gpu")
+    runtime = _runtime(plan.runtime, "runtime") if plan.runtime is not None else None
     _non_negative(plan.launch_cost_ns, "launch_cost_ns", " ns")
     _non_negative(plan.fixed_parameter_bytes, "fixed_parameter_bytes", " bytes")
     _positive(plan.memory_budget_bytes, "memory_budget_bytes")
@@ -237,7 +257,7 @@ def check_plan(plan) -> None:
         _fail("the plan has no groups")
     groups_seen: set[str] = set()
     layer_group: dict[str, str] = {}
-    for i, g in enumerate(plan.groups):
+    for g in plan.groups:
         where = f"group {g.group}"
         if g.group in groups_seen:
             _fail(f"{where} is listed twice")
@@ -254,6 +274,7 @@ def check_plan(plan) -> None:
         if fmt.name not in candidates:
             _fail(f"{where}: format {fmt.name} is not among the plan's candidate formats")
         _runnable(gpu, fmt, where)
+        _runtime_runs(runtime, gpu, fmt, where)
         _group_size(fmt, g.group_size, g.in_features, where)
         if fmt.name not in g.costs:
             _fail(f"{where}: no costs for its own format {fmt.name}")

@@ -177,8 +177,8 @@ def parse_genai_perf(path: Path) -> ParsedExport:
     if concurrency is None:
         concurrency = concurrency_from_directory(path)
     inputs = config.get("input") or {}
-    isl = _int_or_none(((inputs.get("synthetic_tokens") or {}).get("mean")))
-    osl = _int_or_none(((inputs.get("output_tokens") or {}).get("mean")))
+    isl = _int_or_none((inputs.get("synthetic_tokens") or {}).get("mean"))
+    osl = _int_or_none((inputs.get("output_tokens") or {}).get("mean"))
     isl = isl if isl is not None else _int_or_none(config.get("synthetic_input_tokens_mean"))
     osl = osl if osl is not None else _int_or_none(config.get("output_tokens_mean"))
     models = config.get("model_names") or config.get("model") or []  # older GenAI-Perf: input_config.model

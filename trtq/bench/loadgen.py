@@ -74,51 +74,40 @@ def tool_version(tool: str, executable: str) -> str:
     return words[-1] if words else "unknown"
 
 
-def aiperf_command(executable: str, spec: LoadSpec) -> list[str]:
-    command = [
-        executable, "profile",
-        "--model", spec.model,
-        "--url", spec.url,
-        "--endpoint-type", spec.endpoint_type,
-        "--streaming",
-        "--concurrency", str(spec.concurrency),
-        "--request-count", str(spec.requests),
-        "--isl", str(spec.isl), "--isl-stddev", "0",
-        "--osl", str(spec.osl), "--osl-stddev", "0",
-        "--extra-inputs", "ignore_eos:true",
-        "--tokenizer", spec.tokenizer,
-        "--random-seed", str(spec.seed),
-        "--artifact-dir", str(spec.artifact_dir),
-        "--ui-type", "none",
-    ]
-    if spec.warmup_requests:
-        command += ["--warmup-request-count", str(spec.warmup_requests)]
-    return command
-
-
-def genai_perf_command(executable: str, spec: LoadSpec) -> list[str]:
-    command = [
-        executable, "profile",
-        "-m", spec.model,
-        "-u", spec.url,
-        "--endpoint-type", spec.endpoint_type,
-        "--streaming",
-        "--concurrency", str(spec.concurrency),
-        "--request-count", str(spec.requests),
-        "--synthetic-input-tokens-mean", str(spec.isl), "--synthetic-input-tokens-stddev", "0",
-        "--output-tokens-mean", str(spec.osl), "--output-tokens-stddev", "0",
-        "--extra-inputs", "ignore_eos:true",
-        "--tokenizer", spec.tokenizer,
-        "--random-seed", str(spec.seed),
-        "--artifact-dir", str(spec.artifact_dir),
-    ]
-    if spec.warmup_requests:
-        command += ["--warmup-request-count", str(spec.warmup_requests)]
-    return command
+# Each tool's flag for each setting of a LoadSpec (the two spell the same run differently).
+_FLAGS = {
+    "aiperf": {"model": "--model", "url": "--url", "isl": "--isl", "isl_stddev": "--isl-stddev",
+               "osl": "--osl", "osl_stddev": "--osl-stddev"},
+    "genai-perf": {"model": "-m", "url": "-u", "isl": "--synthetic-input-tokens-mean",
+                   "isl_stddev": "--synthetic-input-tokens-stddev", "osl": "--output-tokens-mean",
+                   "osl_stddev": "--output-tokens-stddev"},
+}
+# Flags one tool has and the other lacks: AIPerf's live dashboard would write to a pipe.
+_TOOL_ONLY = {"aiperf": ["--ui-type", "none"], "genai-perf": []}
 
 
 def loadgen_command(tool: str, executable: str, spec: LoadSpec) -> list[str]:
-    return aiperf_command(executable, spec) if tool == "aiperf" else genai_perf_command(executable, spec)
+    """`tool profile ...` for one concurrency: streamed, fixed input and output lengths, ignore_eos, seeded."""
+    flag = _FLAGS[tool]
+    command = [
+        executable, "profile",
+        flag["model"], spec.model,
+        flag["url"], spec.url,
+        "--endpoint-type", spec.endpoint_type,
+        "--streaming",
+        "--concurrency", str(spec.concurrency),
+        "--request-count", str(spec.requests),
+        flag["isl"], str(spec.isl), flag["isl_stddev"], "0",
+        flag["osl"], str(spec.osl), flag["osl_stddev"], "0",
+        "--extra-inputs", "ignore_eos:true",
+        "--tokenizer", spec.tokenizer,
+        "--random-seed", str(spec.seed),
+        "--artifact-dir", str(spec.artifact_dir),
+        *_TOOL_ONLY[tool],
+    ]
+    if spec.warmup_requests:
+        command += ["--warmup-request-count", str(spec.warmup_requests)]
+    return command
 
 
 def loadgen_env(tool: str, tokenizer: str) -> dict[str, str]:

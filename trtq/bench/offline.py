@@ -87,8 +87,7 @@ def run_trtllm_bench(request) -> int:
                                         plan_sha256=plan_sha, gpu=request.gpu or record.gpu, tool_version=version))
     parquet, csv = out / "bench.parquet", out / "bench.csv"
     write_table(frame, parquet, csv)
-    save_artifact(BenchRun(
-        artifact=BenchRun.KIND, schema_version=BenchRun.SCHEMA_VERSION,
+    save_artifact(BenchRun.create(
         metadata=make_metadata(inputs={"build_record": record_path}, versions={"trtllm-bench": version}),
         run_id=run_id, tool="trtllm-bench", tool_version=version, model=request.model, url="(in process)",
         engine=str(request.engine), plan_sha256=plan_sha, gpu=request.gpu or record.gpu, isl=request.isl,

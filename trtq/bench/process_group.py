@@ -22,7 +22,8 @@ import signal
 import subprocess
 import threading
 import time
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from trtq.errors import ExternalToolError
 

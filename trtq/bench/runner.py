@@ -122,8 +122,7 @@ def run_sweep(request: SweepRequest) -> int:
     parquet, csv = out / "bench.parquet", out / "bench.csv"
     write_table(frame, parquet, csv)
     inputs = {"plan": request.plan} if request.plan else {}
-    record = BenchRun(
-        artifact=BenchRun.KIND, schema_version=BenchRun.SCHEMA_VERSION,
+    record = BenchRun.create(
         metadata=make_metadata(inputs=inputs, versions={tool: version}),
         run_id=run_id, tool=tool, tool_version=version, model=request.model, url=url, engine=engine_name,
         plan_sha256=plan_sha, gpu=gpu, isl=request.isl, osl=request.osl,

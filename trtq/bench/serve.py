@@ -15,8 +15,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from trtq.bench.process_group import start_group, stop_group
 from trtq.errors import ExternalToolError, MissingToolError

@@ -21,24 +21,11 @@ from typing import Any
 from trtq.artifacts.build import CheckpointSummary, LayerFormat
 from trtq.artifacts.io import sha256_file
 from trtq.errors import ArtifactError, InputError, UnsupportedError
+from trtq.formats import checkpoint_algo_formats, format_for_checkpoint_algo
+from trtq.registry.formats import get_format
 
-# TensorRT-LLM QuantAlgo -> trtq format. SmoothQuant variants all carry INT8 per-channel weights;
-# ModelOpt exports W8A8_SQ_PER_CHANNEL, the *_PLUGIN spellings come from TensorRT-LLM's own converters.
-QUANT_ALGO_TO_FORMAT: dict[str, str] = {
-    "FP8": "fp8",
-    "W8A8_SQ_PER_CHANNEL": "int8_sq",
-    "W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN": "int8_sq",
-    "W8A8_SQ_PER_CHANNEL_PER_TENSOR_PLUGIN": "int8_sq",
-    "W4A16_AWQ": "int4_awq",
-    "W4A8_AWQ": "w4a8_awq",
-    "NVFP4": "nvfp4",
-    # TensorRT-LLM's block-scaled FP8 (128x128 weight tiles, 1x128 activation groups); ModelOpt 0.47
-    # does not write it (see the format's export_refusal in trtq/registry/formats.py), other producers do.
-    "FP8_BLOCK_SCALES": "fp8_block",
-}
+# TensorRT-LLM QuantAlgo -> trtq format: each format names its algorithms (Format.checkpoint_algos, the one map).
 MIXED_PRECISION = "MIXED_PRECISION"
-# Group sizes TensorRT-LLM's kernels take for each blocked format.
-KERNEL_GROUP_SIZES: dict[str, tuple[int, ...]] = {"int4_awq": (64, 128), "w4a8_awq": (64, 128), "nvfp4": (16,)}
 
 
 @dataclass
@@ -70,11 +57,12 @@ class QuantSection:
 
 
 def algo_to_format(algo: Any, source: Path, where: str) -> str:
-    if algo in QUANT_ALGO_TO_FORMAT:
-        return QUANT_ALGO_TO_FORMAT[algo]
+    fmt = format_for_checkpoint_algo(algo)
+    if fmt is not None:
+        return fmt.name
     raise UnsupportedError(
         f"{source}: {where} uses quant_algo {algo!r}, which trtq does not build; "
-        f"known: {', '.join(sorted(set(QUANT_ALGO_TO_FORMAT)))}"
+        f"known: {', '.join(sorted(checkpoint_algo_formats()))}"
     )
 
 
@@ -151,7 +139,7 @@ class Checkpoint:
         if section is not None and section.quant_algo == MIXED_PRECISION:
             for name, cfg in sorted(section.layers.items()):
                 layers.append(LayerFormat(layer=name, quant_algo=cfg["quant_algo"],
-                                          format=QUANT_ALGO_TO_FORMAT[cfg["quant_algo"]],
+                                          format=algo_to_format(cfg["quant_algo"], self.path, name),
                                           group_size=cfg.get("group_size")))
         return CheckpointSummary(
             path=str(self.path),
@@ -253,7 +241,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         for fmt, groups in found.items():
             formats.setdefault(fmt, set()).update(groups)
     for fmt, groups in formats.items():
-        allowed = KERNEL_GROUP_SIZES.get(fmt)
+        allowed = tuple(sorted(get_format(fmt).runtime_group_sizes))
         bad = sorted(g for g in groups if allowed and g is not None and g not in allowed)
         if bad:
             raise UnsupportedError(

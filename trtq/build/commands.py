@@ -107,8 +107,7 @@ def run_build_command(args: argparse.Namespace) -> int:
     inputs = {"checkpoint_config": (checkpoint.trtllm_dir or checkpoint.hf_dir) / "config.json"}
     if checkpoint.plan_path:
         inputs["plan"] = checkpoint.plan_path
-    record = BuildRecord(
-        artifact=BuildRecord.KIND, schema_version=BuildRecord.SCHEMA_VERSION,
+    record = BuildRecord.create(
         metadata=make_metadata(inputs=inputs, versions=versions),
         backend=plan.backend, runtime=plan.runtime, status="built" if plan.command else "prepared",
         gpu=gpu.name, gpu_sm=gpu.sm, tp_size=plan.tp, pp_size=plan.pp, checkpoint=summary,

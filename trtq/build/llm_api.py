@@ -25,10 +25,13 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from trtq.artifacts.build import (
-    DEFAULT_FREE_GPU_MEMORY_FRACTION, CudaGraphConfig, KvCacheConfig, LlmApiOptions,
+    DEFAULT_FREE_GPU_MEMORY_FRACTION,
+    CudaGraphConfig,
+    KvCacheConfig,
+    LlmApiOptions,
 )
 from trtq.errors import ArtifactError, InputError, UnsupportedError
 
@@ -42,8 +45,6 @@ QUANT_ALGOS = frozenset({
 })
 # mode.py KV_CACHE_QUANT_ALGO_LIST, and the trtq KV format / LLM API kv_cache_config.dtype for each.
 KV_CACHE_ALGOS = {"FP8": "fp8", "NVFP4": "nvfp4", "INT8": "int8"}
-# Algorithms whose weights are grouped along the input width: group_size is required.
-GROUPED_ALGOS = {"W4A16_AWQ": (64, 128), "W4A8_AWQ": (64, 128), "NVFP4": (16,)}
 # Layers the PyTorch backend fuses into one GEMM: their members must share an algorithm.
 FUSED_MEMBERS = {"qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
                  "gate_up": ("mlp.gate_proj", "mlp.up_proj")}
@@ -72,7 +73,7 @@ def llm_api_options(kv_cache_quant_algo: str | None, max_batch_size: int | None 
     if kv == "int8":
         raise UnsupportedError("an INT8 KV cache is not one the PyTorch backend's kv_cache_config takes (fp8, nvfp4)")
     return LlmApiOptions(
-        kv_cache_config=KvCacheConfig(dtype=kv, free_gpu_memory_fraction=(
+        kv_cache_config=KvCacheConfig(dtype=cast(Any, kv), free_gpu_memory_fraction=(
             free_gpu_memory_fraction if free_gpu_memory_fraction is not None else DEFAULT_FREE_GPU_MEMORY_FRACTION)),
         cuda_graph_config=CudaGraphConfig(batch_sizes=cuda_graph_batch_sizes(batch)),
         max_batch_size=batch, max_num_tokens=max_num_tokens or DEFAULT_MAX_NUM_TOKENS, max_seq_len=max_seq_len,
@@ -136,12 +137,17 @@ def validate_quantization(quantization: dict, source: Path, num_layers: int | No
 
 
 def _group_size(cfg: dict, algo: str, source: Path, where: str) -> int | None:
+    from trtq.formats import format_for_checkpoint_algo
+
     value = cfg.get("group_size")
-    allowed = GROUPED_ALGOS.get(algo)
-    if allowed is None:
+    # Algorithms whose weights are grouped along the input width (the format's runtime_group_sizes):
+    # group_size is required.
+    fmt = format_for_checkpoint_algo(algo)
+    allowed = tuple(sorted(fmt.runtime_group_sizes)) if fmt is not None else ()
+    if not allowed:
         return value if isinstance(value, int) else None
-    if value is None and algo == "NVFP4":
-        return 16  # the loader's default
+    if value is None and len(allowed) == 1:
+        return allowed[0]  # the loader's default (NVFP4: 16)
     if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
         raise UnsupportedError(f"{source}: {where}: {algo} with group_size {value!r} has no TensorRT-LLM kernel "
                                f"(group sizes {'/'.join(map(str, allowed))})")
@@ -169,7 +175,8 @@ def validate_for_llm_api(checkpoint, gpu, runtime) -> list[str]:
 
     Returns what was checked, for the build record.
     """
-    from trtq.build.checkpoint import QUANT_ALGO_TO_FORMAT, _read_json
+    from trtq.build.checkpoint import _read_json
+    from trtq.formats import checkpoint_algo_formats
     from trtq.registry.runtimes import require_format, require_kv_cache
 
     hf_dir = checkpoint.hf_dir
@@ -183,7 +190,7 @@ def validate_for_llm_api(checkpoint, gpu, runtime) -> list[str]:
     num_layers = num_layers if isinstance(num_layers, int) and num_layers > 0 else None
     checked = [f"{hf_dir / 'config.json'}: architecture {config['architectures'][0]}"]
     quant_file = hf_dir / "hf_quant_config.json"
-    parsed = {"quant_algo": None, "kv_cache_quant_algo": None, "layers": {}}
+    parsed: dict[str, Any] = {"quant_algo": None, "kv_cache_quant_algo": None, "layers": {}}
     if quant_file.is_file():
         data = _read_json(quant_file, "hf_quant_config.json")
         overlay = _read_json(hf_dir / "quant_cfg.json", "quant_cfg.json") if (hf_dir / "quant_cfg.json").is_file() else None
@@ -193,10 +200,11 @@ def validate_for_llm_api(checkpoint, gpu, runtime) -> list[str]:
     algos = {a for a, _ in parsed["layers"].values()} or ({parsed["quant_algo"]} if parsed["quant_algo"] else set())
     formats = set()
     for algo in sorted(algos):
-        fmt = QUANT_ALGO_TO_FORMAT.get(algo)
+        known = checkpoint_algo_formats()
+        fmt = known[algo].name if algo in known else None
         if fmt is None:
             raise UnsupportedError(f"{quant_file}: quant_algo {algo} has no trtq format to gate it by "
-                                   f"(known: {', '.join(sorted(QUANT_ALGO_TO_FORMAT))})")
+                                   f"(known: {', '.join(sorted(known))})")
         require_format(gpu, fmt, runtime)
         formats.add(fmt)
     kv = KV_CACHE_ALGOS.get(parsed["kv_cache_quant_algo"] or "")
@@ -214,7 +222,7 @@ def check_with_tensorrt_llm(hf_dir: Path) -> str | None:
     if importlib.util.find_spec("tensorrt_llm") is None or not (hf_dir / "hf_quant_config.json").is_file():
         return None
     try:
-        from tensorrt_llm._torch.model_config import ModelConfig  # type: ignore[import-not-found]
+        from tensorrt_llm._torch.model_config import ModelConfig
 
         quant_config, layers = ModelConfig.load_modelopt_quant_config(
             str(hf_dir / "hf_quant_config.json"), str(hf_dir), "CUTLASS")

@@ -35,15 +35,19 @@ from pathlib import Path
 
 from trtq.build.checkpoint import Checkpoint
 from trtq.build.llm_api import (
-    OPTIONS_FILE, LlmApiOptions, bench_argv, llm_api_options, prepare_dataset_argv, serve_argv, validate_for_llm_api,
+    OPTIONS_FILE,
+    LlmApiOptions,
+    bench_argv,
+    llm_api_options,
+    prepare_dataset_argv,
+    serve_argv,
+    validate_for_llm_api,
 )
 from trtq.errors import ExternalToolError, InputError, MissingToolError, UnsupportedError
-from trtq.registry import GpuSpec
+from trtq.registry import GpuSpec, get_format
 from trtq.registry.runtimes import Runtime, get_runtime, require_format
 
 NOT_INSTALLED = "TensorRT-LLM is not installed here, run inside the container in docker/"
-# Formats whose activations are FP8 (or finer): attention in these layers can use FP8 context FMHA.
-FP8_ACTIVATION_FORMATS = frozenset({"fp8", "fp8_block", "w4a8_awq", "nvfp4"})
 # TensorRT-LLM attention-projection layer names (checkpoint) and HF names (unified export).
 _ATTENTION_MARKERS = (".attention.qkv", ".attention.dense", "self_attn.q_proj", "self_attn.k_proj",
                       "self_attn.v_proj", "self_attn.o_proj")
@@ -118,14 +122,15 @@ def attention_in_fp8(checkpoint: Checkpoint) -> bool:
     section = checkpoint.primary
     if section is None or section.quant_algo is None:
         return False
+    # Formats whose activations are FP8 (or finer) say so (Format.enables_fp8_attention): attention in
+    # these layers can use FP8 context FMHA.
+    from trtq.formats import checkpoint_algo_formats
+
+    formats = checkpoint_algo_formats()
     if section.quant_algo != "MIXED_PRECISION":
-        from trtq.build.checkpoint import QUANT_ALGO_TO_FORMAT
-
-        return QUANT_ALGO_TO_FORMAT[section.quant_algo] in FP8_ACTIVATION_FORMATS
-    from trtq.build.checkpoint import QUANT_ALGO_TO_FORMAT
-
+        return formats[section.quant_algo].enables_fp8_attention
     return any(
-        QUANT_ALGO_TO_FORMAT[cfg["quant_algo"]] in FP8_ACTIVATION_FORMATS
+        formats[cfg["quant_algo"]].enables_fp8_attention
         for name, cfg in section.layers.items()
         if any(marker in name for marker in _ATTENTION_MARKERS)
     )
@@ -201,7 +206,8 @@ def _plan_tensorrt(checkpoint: Checkpoint, options: BuildOptions, out: Path, run
         "--gemm_plugin auto": (
             f"GEMMs left in {checkpoint.dtype or 'the model dtype'} (formats: {', '.join(checkpoint.format_names)}) "
             "run through cuBLASLt; quantized GEMMs keep their own kernels"
-            + ("; NVFP4 GEMMs require the plugin" if "nvfp4" in checkpoint.formats else "")
+            + "".join(f"; {name.upper()} GEMMs require the plugin" for name in checkpoint.format_names
+                      if get_format(name).needs_gemm_plugin)
         ),
         "--use_fp8_context_fmha": (
             "attention runs in FP8 (FP8 KV cache or FP8-activation attention projections) on "

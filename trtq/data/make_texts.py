@@ -18,7 +18,6 @@ import io
 import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 

@@ -80,7 +80,7 @@ def _check_sizes(samples: int, seq_len: int) -> None:
         raise InputError(f"sequence length must be at least 2 tokens, got {seq_len}")
 
 
-def token_batches(tokenizer: Any, text: str, samples: int, seq_len: int, seed: int = 0) -> "torch.Tensor":
+def token_batches(tokenizer: Any, text: str, samples: int, seq_len: int, seed: int = 0) -> torch.Tensor:
     """`samples` windows of `seq_len` consecutive tokens of `text`, as a [samples, seq_len] int64 tensor.
 
     The text is cut into non-overlapping windows and `samples` of them are drawn
@@ -102,7 +102,7 @@ def token_batches(tokenizer: Any, text: str, samples: int, seq_len: int, seed: i
     return windows[chosen].contiguous()
 
 
-def token_windows(tokenizer: Any, text: str, seq_len: int, max_windows: int | None = None) -> "torch.Tensor":
+def token_windows(tokenizer: Any, text: str, seq_len: int, max_windows: int | None = None) -> torch.Tensor:
     """Every non-overlapping `seq_len` window of `text` in order (the first `max_windows`), [n, seq_len]."""
     import torch
 

@@ -9,23 +9,9 @@ as they are, and each quantized Linear becomes a `CheckpointLinear` that compute
 deployed kernel computes from the exported tensors: x * pre_quant_scale (where kept),
 activations quantized with the exported static input_scale, x @ dequantized(W)^T.
 
-What ModelOpt 0.47 writes (modelopt/torch/export/quant_utils.py, unified_export_hf.py):
-  * FP8: `weight` float8_e4m3fn = W / weight_scale, `weight_scale` = amax / 448 (0-dim),
-    `input_scale` = activation amax / 448. The division is bf16 / 0-dim float32, which
-    PyTorch computes in bf16: a few percent of the weights land one E4M3 step from where
-    ModelOpt's fake quantizer (float32 arithmetic) puts them.
-  * W8A8_SQ_PER_CHANNEL: `weight` int8 = round(W / weight_scale[:, None]), `weight_scale` =
-    amax / 127 per output channel, `input_scale` = amax / 127 per tensor (activations use
-    [-128, 127]: ModelOpt's narrow_range is False), SmoothQuant's `pre_quant_scale` [in] kept.
-  * W4A16_AWQ: `weight` uint8 [out/2, in]: two INT4 codes per byte along the OUTPUT dimension
-    (row 2j in the low nibble, row 2j+1 in the high one), `weight_scale` [out, in/group] =
-    block amax / 7, codes round(W / scale) clamped to [-8, 7].
-  * W4A8_AWQ: as W4A16_AWQ, plus `weight_scale_2` = amax / 448 of the FP8 stage ModelOpt
-    applies to the INT4-dequantized weight, and `input_scale` = FP8 activation amax / 448.
-  * NVFP4: `weight` uint8 [out, in/2]: two E2M1 codes per byte along the INPUT dimension
-    (element 2i in the low nibble), `weight_scale` float8_e4m3fn [out, in/16],
-    `weight_scale_2` = amax / (6 * 448), `input_scale` = activation amax / (6 * 448);
-    activations are quantized per 16-element block at run time.
+What ModelOpt 0.47 writes for each format (modelopt/torch/export/quant_utils.py, unified_export_hf.py),
+and how it is read back, lives with the format: trtq/formats/<name>.py (`checkpoint_tensors`,
+`dequantize_checkpoint`, `quantize_checkpoint_input`). Across formats:
   * Before packing, layers that share an input (q/k/v, gate/up) in a format other than FP8
     get one pre_quant_scale, the mean of theirs (weights re-scaled by old/new and their
     weight amax re-collected), and one input amax, the max of theirs; in AWQ formats that
@@ -48,38 +34,20 @@ from typing import Any
 import torch
 
 from trtq.errors import ArtifactError, InputError, UnsupportedError
-# ModelOpt's CPU fake quantization, operation for operation (tested bit for bit against it).
-from trtq.sensitivity.quantizers import E2M1_GRID, FP8_E4M3_MAX, fp8_e4m3, int_symmetric, nvfp4
+from trtq.formats import FORMATS, format_for_checkpoint_algo
+from trtq.formats.base import Format
+
+# ModelOpt's packings read back (re-exported: tests and callers import them from here).
+from trtq.formats.numerics import unpack_e2m1, unpack_int4  # noqa: F401
 
 QUANT_CONFIG = "hf_quant_config.json"
-# ModelOpt quant_algo -> the trtq format it is.
-ALGO_FORMATS: dict[str, str] = {
-    "FP8": "fp8",
-    "W8A8_SQ_PER_CHANNEL": "int8_sq",
-    "W4A16_AWQ": "int4_awq",
-    "W4A8_AWQ": "w4a8_awq",
-    "NVFP4": "nvfp4",
-}
-_BLOCKED = ("W4A16_AWQ", "W4A8_AWQ", "NVFP4")
-# The tensors each format must have and may have, beside the weight (and an optional bias).
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "FP8": ("weight_scale", "input_scale"),
-    "W8A8_SQ_PER_CHANNEL": ("weight_scale", "input_scale"),
-    "W4A16_AWQ": ("weight_scale",),
-    "W4A8_AWQ": ("weight_scale", "weight_scale_2", "input_scale"),
-    "NVFP4": ("weight_scale", "weight_scale_2", "input_scale"),
-}
-_OPTIONAL: dict[str, tuple[str, ...]] = {
-    "FP8": (),
-    "W8A8_SQ_PER_CHANNEL": ("pre_quant_scale",),
-    "W4A16_AWQ": ("pre_quant_scale",),
-    "W4A8_AWQ": ("pre_quant_scale",),
-    "NVFP4": (),
-}
+
+
+def readable_algos() -> list[str]:
+    """The quant_algo names eval rebuilds: the one ModelOpt writes for each format that can be rebuilt."""
+    return [f.checkpoint_algo for f in FORMATS.values() if f.rebuilds_checkpoint and f.checkpoint_algo]
 # Config entries that fix the shapes: a checkpoint of another model disagrees on one.
 from trtq.model.families import SHAPE_KEYS as _ARCHITECTURE_KEYS  # noqa: E402  (from the family adapters)
-INT8_MAX = 127.0
-NVFP4_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -88,8 +56,15 @@ class LayerQuant:
     group_size: int | None = None
 
     @property
+    def fmt(self) -> Format:
+        found = format_for_checkpoint_algo(self.algo)
+        if found is None:
+            raise UnsupportedError(f"quant_algo {self.algo!r} is not one trtq eval can reproduce")
+        return found
+
+    @property
     def format(self) -> str:
-        return ALGO_FORMATS[self.algo]
+        return self.fmt.name
 
 
 @dataclass
@@ -135,15 +110,17 @@ def _layer_quant(where: str, entry: Any) -> LayerQuant:
     if not isinstance(entry, dict):
         raise ArtifactError(f"{where}: expected a mapping with quant_algo, got {entry!r}")
     algo = entry.get("quant_algo")
-    if algo not in ALGO_FORMATS:
+    fmt = format_for_checkpoint_algo(algo)
+    if fmt is None or not fmt.rebuilds_checkpoint or algo != fmt.checkpoint_algo:
         raise UnsupportedError(f"{where}: quant_algo {algo!r} is not one trtq eval can reproduce "
-                               f"(it reads {', '.join(ALGO_FORMATS)})")
+                               f"(it reads {', '.join(readable_algos())})")
     group_size = entry.get("group_size")
-    if algo in _BLOCKED:
+    if fmt.block_sizes:
         if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
             raise ArtifactError(f"{where}: {algo} needs a positive integer group_size, got {group_size!r}")
-        if algo == "NVFP4" and group_size != NVFP4_BLOCK:
-            raise UnsupportedError(f"{where}: NVFP4 with group_size {group_size} (trtq reads block {NVFP4_BLOCK})")
+        refusal = fmt.checkpoint_group_refusal(group_size)
+        if refusal:
+            raise UnsupportedError(f"{where}: {refusal}")
         return LayerQuant(algo, group_size)
     return LayerQuant(algo)
 
@@ -228,48 +205,19 @@ def check_model_matches(checkpoint: Checkpoint, model_name: str, model_config: d
                              f"{key} {theirs!r}, {model_name} has {ours!r}")
 
 
-# --- arithmetic: ModelOpt's packing read back, and its fake quantization of activations ---
-
-def unpack_int4(packed: torch.Tensor, out_features: int) -> torch.Tensor:
-    """uint8 [out/2, in] -> int8 codes [out, in] in [-8, 7] (quant_utils.pack_int4_in_uint8, 2-D case)."""
-    low = (packed & 0x0F).to(torch.int8)
-    high = (packed >> 4).to(torch.int8)
-    codes = torch.stack((low, high), dim=1).reshape(out_features, packed.shape[1])
-    return torch.where(codes >= 8, codes - 16, codes)
-
-
-def unpack_e2m1(packed: torch.Tensor) -> torch.Tensor:
-    """uint8 [out, in/2] -> float32 E2M1 values [out, in] (NVFP4QTensor.quantize/dequantize; bit 3 = sign)."""
-    table = torch.cat((E2M1_GRID, -E2M1_GRID))
-    codes = torch.stack((packed & 0x0F, packed >> 4), dim=-1).reshape(packed.shape[0], packed.shape[1] * 2)
-    return table[codes.long()]
-
+# --- arithmetic: each format's own (trtq/formats/<name>.py: dequantize_checkpoint, checkpoint_tensors,
+# quantize_checkpoint_input), ModelOpt's packing read back and its fake quantization of activations ---
 
 def dequantize_weight(algo: str, tensors: dict[str, torch.Tensor], out_features: int, in_features: int,
                       group_size: int | None, dtype: torch.dtype) -> torch.Tensor:
     """The weight the kernel multiplies by, in `dtype`, from the exported tensors."""
-    weight = tensors["weight"]
-    scale = tensors["weight_scale"].to(torch.float32)
-    if algo == "FP8":
-        return (weight.to(torch.float32) * scale).to(dtype)
-    if algo == "W8A8_SQ_PER_CHANNEL":
-        return (weight.to(torch.float32) * scale.reshape(-1, 1)).to(dtype)
-    if algo in ("W4A16_AWQ", "W4A8_AWQ"):
-        codes = unpack_int4(weight, out_features).to(torch.float32)
-        dequantized = (codes * scale.repeat_interleave(group_size, dim=1)).to(dtype)
-        if algo == "W4A16_AWQ":
-            return dequantized
-        # W4A8: ModelOpt's weight quantizer is INT4 blocks, then per-tensor FP8 of that result;
-        # the kernel turns the INT4 codes times their group scale into FP8 against weight_scale_2.
-        return fp8_e4m3(dequantized, tensors["weight_scale_2"].to(torch.float32) * FP8_E4M3_MAX)
-    if algo == "NVFP4":
-        values = unpack_e2m1(weight).reshape(out_features, in_features // group_size, group_size)
-        block = scale.reshape(out_features, in_features // group_size, 1) * tensors["weight_scale_2"].to(torch.float32)
-        return (values * block).reshape(out_features, in_features).to(dtype)
-    raise UnsupportedError(f"quant_algo {algo!r} is not one trtq eval can reproduce")
+    fmt = LayerQuant(algo, group_size).fmt
+    if not fmt.rebuilds_checkpoint:
+        raise UnsupportedError(f"quant_algo {algo!r} is not one trtq eval can reproduce")
+    return fmt.dequantize_checkpoint(tensors, out_features, in_features, group_size, dtype)
 
 
-def _expected_shapes(algo: str, out_features: int, in_features: int,
+def _expected_shapes(fmt: Format, out_features: int, in_features: int,
                      group_size: int | None) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
     """name -> (shape, allowed dtypes) of each tensor a layer of this format carries."""
     scalar: tuple[int, ...] = ()
@@ -278,18 +226,7 @@ def _expected_shapes(algo: str, out_features: int, in_features: int,
         "weight_scale_2": (scalar, ("float32",)),
         "pre_quant_scale": ((in_features,), ("bfloat16", "float16", "float32")),
     }
-    if algo == "FP8":
-        shapes["weight"] = ((out_features, in_features), ("float8_e4m3fn",))
-        shapes["weight_scale"] = (scalar, ("float32",))
-    elif algo == "W8A8_SQ_PER_CHANNEL":
-        shapes["weight"] = ((out_features, in_features), ("int8",))
-        shapes["weight_scale"] = ((out_features,), ("float32",))
-    elif algo in ("W4A16_AWQ", "W4A8_AWQ"):
-        shapes["weight"] = ((out_features // 2, in_features), ("uint8",))
-        shapes["weight_scale"] = ((out_features, in_features // group_size), ("float32",))
-    elif algo == "NVFP4":
-        shapes["weight"] = ((out_features, in_features // 2), ("uint8",))
-        shapes["weight_scale"] = ((out_features, in_features // group_size), ("float8_e4m3fn",))
+    shapes.update(fmt.checkpoint_tensors(out_features, in_features, group_size))
     return shapes
 
 
@@ -312,14 +249,7 @@ class CheckpointLinear(torch.nn.Module):
         """What the GEMM reads: the input times pre_quant_scale, quantized as the format's activations are."""
         if self.pre_quant_scale is not None:
             x = x * self.pre_quant_scale
-        algo = self.quant.algo
-        if algo in ("FP8", "W4A8_AWQ"):
-            return fp8_e4m3(x, self.input_scale * FP8_E4M3_MAX)
-        if algo == "W8A8_SQ_PER_CHANNEL":
-            return int_symmetric(x, 8, self.input_scale * INT8_MAX)
-        if algo == "NVFP4":
-            return nvfp4(x, NVFP4_BLOCK, global_scale=self.input_scale)
-        return x
+        return self.quant.fmt.quantize_checkpoint_input(x, self.input_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(self.quantize_input(x), self.weight, self.bias)
@@ -370,9 +300,10 @@ def _dtype_name(tensor: torch.Tensor) -> str:
 
 def _layer_tensors(store: _TensorStore, name: str, quant: LayerQuant, out_features: int,
                    in_features: int, has_bias: bool, source: Path) -> dict[str, torch.Tensor]:
-    expected = _expected_shapes(quant.algo, out_features, in_features, quant.group_size)
-    names = ["weight", *_REQUIRED[quant.algo]]
-    optional = list(_OPTIONAL[quant.algo]) + (["bias"] if has_bias else [])
+    fmt = quant.fmt
+    expected = _expected_shapes(fmt, out_features, in_features, quant.group_size)
+    names = ["weight", *fmt.checkpoint_required]
+    optional = list(fmt.checkpoint_optional) + (["bias"] if has_bias else [])
     tensors = {}
     for part in names + optional:
         key = f"{name}.{part}"
@@ -402,8 +333,9 @@ def _quantized_linear(name: str, quant: LayerQuant, module: torch.nn.Linear, sto
     if quant.group_size and in_features % quant.group_size:
         raise ArtifactError(f"checkpoint layer {name}: group size {quant.group_size} does not divide its "
                             f"input width {in_features}")
-    if quant.algo in ("W4A16_AWQ", "W4A8_AWQ") and out_features % 2:
-        raise ArtifactError(f"checkpoint layer {name}: INT4 packing needs an even output width, got {out_features}")
+    refusal = quant.fmt.checkpoint_shape_refusal(out_features)
+    if refusal:
+        raise ArtifactError(f"checkpoint layer {name}: {refusal}")
     tensors = _layer_tensors(store, name, quant, out_features, in_features, module.bias is not None, source)
     if module.bias is not None and "bias" not in tensors:
         raise ArtifactError(f"checkpoint {source} lacks tensor {name}.bias")
@@ -449,7 +381,7 @@ def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype
         parent_name, _, child = name.rpartition(".")
         setattr(modules[parent_name] if parent_name else rebuilt, child, linear)
         counts[quant.format] = counts.get(quant.format, 0) + 1
-        if quant.algo in ("W4A16_AWQ", "W4A8_AWQ") and linear.pre_quant_scale is None:
+        if quant.fmt.folds_pre_quant_scale and linear.pre_quant_scale is None:
             folded.append(name)
     _load_unquantized(rebuilt, store, consumed, source)
     quantized = sum(n for fmt, n in counts.items() if fmt != "bf16")

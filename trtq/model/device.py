@@ -1,7 +1,8 @@
 """Where and in what precision a model runs: `--device` and `--dtype`, declared once for every stage.
 
-`sensitivity`, `quantize` and `eval` call `add_device_options(parser)`; their handlers call
-`resolve_placement(args.device, args.dtype)` before any model loads, so `--device cuda` on a
+`DeviceSettings` declares the two fields; `SensitivityRequest`, `QuantizeRequest` and `EvalRequest`
+inherit them, so their options are generated from one declaration. The stages call
+`resolve_placement(request.device, request.dtype)` before any model loads, so `--device cuda` on a
 machine without CUDA, or a CUDA index past the visible GPUs, is one line and exit 2, not a
 traceback half way through a load. Nothing here imports torch at module level (`trtq --help`).
 """
@@ -11,8 +12,12 @@ from __future__ import annotations
 import argparse
 import re
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import field_validator
 
 from trtq.errors import InputError, UnsupportedError
+from trtq.settings import Request, add_options, setting
 
 DEVICE_CHOICES = ("cpu", "cuda", "cuda:N")
 DTYPE_CHOICES = ("float32", "bfloat16", "float16")
@@ -28,12 +33,26 @@ def _device_spec(text: str) -> str:
     raise argparse.ArgumentTypeError(f"not a device: {text!r} (cpu, cuda or cuda:N)")
 
 
-def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """--device and --dtype, with one meaning in every command that loads a model."""
-    parser.add_argument("--device", type=_device_spec, default=DEFAULT_DEVICE, metavar="|".join(DEVICE_CHOICES),
-                        help=f"where the model runs (default: {DEFAULT_DEVICE})")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=DEFAULT_DTYPE,
-                        help=f"the model's weights and activations while it runs (default: {DEFAULT_DTYPE})")
+class DeviceSettings(Request):
+    """Where a model runs and in what precision: the same two settings for every stage that loads one."""
+
+    device: str = setting(DEFAULT_DEVICE, "where the model runs", metavar="|".join(DEVICE_CHOICES),
+                          parse=_device_spec)
+    dtype: Literal["float32", "bfloat16", "float16"] = setting(
+        DEFAULT_DTYPE, "the model's weights and activations while it runs")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        try:
+            return _device_spec(device)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--device: {exc}") from None
+
+
+def add_device_options(parser: argparse._ActionsContainer) -> None:
+    """--device and --dtype alone (the requests that inherit `DeviceSettings` get them with their own fields)."""
+    add_options(parser, DeviceSettings)
 
 
 @dataclass(frozen=True)

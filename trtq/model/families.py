@@ -101,6 +101,33 @@ def adapter_for(config: dict[str, Any]) -> FamilyAdapter | None:
     return ADAPTERS.get(config.get("model_type"))
 
 
+# What a Llama-like decoder's config.json gives; with these and no expert keys, a model_type without
+# an adapter is read as Llama-like: q/k/v/o_proj and gate/up/down_proj, all nn.Linear, per block.
+LLAMA_LIKE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size")
+
+
+def generic_adapter(config: dict[str, Any]) -> FamilyAdapter | None:
+    """The Llama layout for an adapter-less model_type whose config reads as a dense Llama-like decoder.
+
+    Config-driven only: whether its module tree really has that layout is checked where the model is
+    built (trtq.model.layers.build_layer_graph), which refuses the model otherwise.
+    """
+    model_type = config.get("model_type")
+    if model_type in ADAPTERS or any(k not in config for k in LLAMA_LIKE_KEYS) or any(config.get(k) for k in MOE_KEYS):
+        return None
+    architecture = (config.get("architectures") or [None])[0] or f"{model_type}ForCausalLM"
+    return FamilyAdapter(str(model_type), architecture, None, "attention_bias", True, mlp_bias_key="mlp_bias")
+
+
+def not_llama_like(config: dict[str, Any]) -> str:
+    """Why generic_adapter declines the config (one clause)."""
+    missing = [k for k in LLAMA_LIKE_KEYS if k not in config]
+    if missing:
+        return f"its config has no {', '.join(missing)}"
+    return f"its config has routed experts ({', '.join(k for k in MOE_KEYS if config.get(k))})"
+
+
 def _positive_int(config: dict, key: str, name: str, default: int | None = None, most: int | None = None) -> int:
     value = config.get(key, default)
     if value is None and default is not None:
@@ -258,10 +285,13 @@ def group_layers(layers: list[LayerInfo], experts_per_token: dict[int, int | Non
     return list(groups.values())
 
 
-def config_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) -> LayerGraph | None:
-    """The layer graph from the config alone, or None for a family without an adapter."""
+def config_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False,
+                       adapter: FamilyAdapter | None = None) -> LayerGraph | None:
+    """The layer graph from the config alone, or None for a family without an adapter.
+
+    `adapter`: another layout to read the config with (the generic Llama-like one)."""
     config = resolved.config
-    adapter = adapter_for(config)
+    adapter = adapter or adapter_for(config)
     if adapter is None:
         return None
     name = resolved.name
@@ -285,9 +315,7 @@ def config_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) -
                                 in_features=dims.hidden, out_features=dims.vocab))
     groups = group_layers(layers, experts_per_token, name)
     quantizable = sum(layer.weight_count for layer in layers)
-    return LayerGraph(
-        artifact=LayerGraph.KIND,
-        schema_version=LayerGraph.SCHEMA_VERSION,
+    return LayerGraph.create(
         metadata=make_metadata(notes=[f"config: {resolved.source}"]),
         model=name,
         architecture=(config.get("architectures") or [adapter.architecture])[0],

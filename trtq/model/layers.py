@@ -33,7 +33,7 @@ def _meta_model(resolved: ResolvedModel):
     try:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:  # torch asserts on e.g. padding_idx >= vocab
         first = str(exc).strip().splitlines()[0]
         raise InputError(f"{resolved.name}: cannot build a causal LM from its config: {first}") from None
 
@@ -50,6 +50,28 @@ def _expert_layers(resolved: ResolvedModel, name: str, module, block: int) -> li
         layers.append(LayerInfo(name=f"{name}.{pname}", block=block, kind=kind, group=name,
                                 in_features=in_features, out_features=out_features, experts=experts))
     return layers
+
+
+def _check_llama_like(resolved: ResolvedModel, layers: list[LayerInfo], include_lm_head: bool) -> None:
+    """An adapter-less model is planned only when its Linear layers are the generic Llama layout's."""
+    from trtq.model.families import config_layer_graph, generic_adapter, not_llama_like
+
+    model_type = resolved.config.get("model_type")
+    generic = generic_adapter(resolved.config)
+    known = ", ".join(ADAPTERS)
+    if generic is None:
+        raise UnsupportedError(f"{resolved.name}: no adapter for model_type {model_type!r} (trtq plans {known}) "
+                               f"and {not_llama_like(resolved.config)}, so it is not read as Llama-like")
+    expected = {(layer.name, layer.in_features, layer.out_features)
+                for layer in config_layer_graph(resolved, include_lm_head, adapter=generic).layers}
+    found = {(layer.name, layer.in_features, layer.out_features) for layer in layers}
+    if expected != found:
+        example = sorted(found - expected) or sorted(expected - found)
+        what = "has" if found - expected else "lacks"
+        raise UnsupportedError(
+            f"{resolved.name}: no adapter for model_type {model_type!r} (trtq plans {known}), and its decoder "
+            f"blocks are not the Llama layout (q/k/v/o_proj, gate/up/down_proj): it {what} {example[0][0]} "
+            f"[{example[0][1]} -> {example[0][2]}]")
 
 
 def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) -> LayerGraph:
@@ -104,16 +126,16 @@ def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) ->
             f"{example}) are in no layer trtq plans and not known to stay bf16 ({why}): refusing to plan it")
     if not layers:
         raise InputError(f"{resolved.name}: no quantizable Linear layers found")
+    if adapter is None:
+        _check_llama_like(resolved, layers, include_lm_head)
     groups = group_layers(layers, experts_per_token, resolved.name)
     quantizable = sum(layer.weight_count for layer in layers)
     blocks = [layer.block for layer in layers if layer.block is not None]
     notes = [f"config: {resolved.source}"]
     if adapter is None:
-        notes.append(f"no adapter for model_type {model_type!r}: nn.Linear layers enumerated generically, "
-                     "q/k/v and gate/up fused by name")
-    return LayerGraph(
-        artifact=LayerGraph.KIND,
-        schema_version=LayerGraph.SCHEMA_VERSION,
+        notes.append(f"no adapter for model_type {model_type!r}: planned with the generic Llama-like layout "
+                     "(q/k/v/o_proj, gate/up/down_proj), which its module tree was checked to have")
+    return LayerGraph.create(
         metadata=make_metadata(notes=notes),
         model=resolved.name,
         architecture=(resolved.config.get("architectures") or [type(model).__name__])[0],

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtq.errors import InputError, MissingToolError
+from trtq.errors import InputError, MissingToolError, storage_errno, write_error
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -153,6 +153,34 @@ def check_config_sizes(config: dict[str, Any], where: str) -> None:
             raise InputError(f"{where}: {key} must be an integer, got {value!r}")
         if not 1 <= value <= limit:
             raise InputError(f"{where}: {key} = {value} is outside 1..{limit}")
+    check_config_relations(config, where)
+
+
+# Routed-expert counts by the key each family uses.
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+
+
+def check_config_relations(config: dict[str, Any], where: str) -> None:
+    """The sizes agree with each other as every decoder needs: heads divide into KV-head groups,
+    hidden = heads x head_dim where no head_dim is given, a token's experts among the routed ones."""
+    heads, kv_heads = config.get("num_attention_heads"), config.get("num_key_value_heads")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads:
+        raise InputError(f"{where}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = "
+                         f"{kv_heads} (each KV head serves a whole group of query heads)")
+    hidden = config.get("hidden_size")
+    if isinstance(hidden, int) and isinstance(heads, int) and config.get("head_dim") is None and hidden % heads:
+        raise InputError(f"{where}: hidden_size = {hidden} does not divide into num_attention_heads = {heads} "
+                         "heads, and no head_dim is given")
+    vocab = config.get("vocab_size")
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        ids = config.get(key)
+        for token in ids if isinstance(ids, list) else [ids]:
+            if isinstance(vocab, int) and isinstance(token, int) and not 0 <= token < vocab:
+                raise InputError(f"{where}: {key} = {token} is outside the vocabulary (0..{vocab - 1})")
+    top_k = config.get("num_experts_per_tok")
+    experts = next((config[k] for k in _EXPERT_KEYS if isinstance(config.get(k), int)), None)
+    if isinstance(top_k, int) and experts is not None and top_k > experts:
+        raise InputError(f"{where}: num_experts_per_tok = {top_k} is more than the {experts} routed experts")
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -299,8 +327,13 @@ def weights_directory(resolved: ResolvedModel) -> Path:
             directory.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
             try:
-                model.save_pretrained(tmp, safe_serialization=True)
-                tokenizer.save_pretrained(tmp)
+                try:
+                    model.save_pretrained(tmp, safe_serialization=True)
+                    tokenizer.save_pretrained(tmp)
+                except Exception as exc:  # safetensors wraps ENOSPC in its own error type
+                    if storage_errno(exc) is None:
+                        raise
+                    raise write_error(directory, exc) from None
                 try:
                     os.replace(tmp, directory)
                 except OSError:

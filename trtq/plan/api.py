@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,71 +11,16 @@ from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.plan import Budget, FormatCost, GroupChoice, ParetoPoint, Plan, SolverInfo
 from trtq.artifacts.profile import Profile
 from trtq.artifacts.sensitivity import Sensitivity
-from trtq.console import fmt_bytes, fmt_ns
+from trtq.console import fmt_bytes
 from trtq.errors import InfeasibleError, InputError, SolverStoppedError
-from trtq.plan import commands
 from trtq.plan.budgets import BudgetSpec, fraction_text, parse_budgets, parse_memory_gb, round_up, time_text
 from trtq.plan.costs import CostModel, build_cost_model
 from trtq.plan.ilp import Constraint, IlpProblem, IlpSolution, ParametricIlp, min_common_scale, minimum_of, solve
+from trtq.plan.request import DEFAULT_NODE_LIMIT, PlanRequest
 from trtq.registry import GpuSpec, get_gpu
 from trtq.registry.runtimes import Runtime, family_advisories, get_runtime, plannable_formats, unexported_formats
 
 _TOL = 1e-9
-# A Pareto front of more points than this is no longer a front to choose from.
-MAX_PARETO_POINTS = 1000
-# A deterministic cap on one solve's work (branch-and-bound nodes): the same inputs stop at
-# the same node on any machine. Llama-3.1-70B on B200 at --mip-gap 0 needs ~140.
-DEFAULT_NODE_LIMIT = commands.DEFAULT_NODE_LIMIT
-
-
-@dataclass
-class PlanRequest:
-    budgets: list[str]
-    memory_gb: float | None = None
-    pareto: int | None = None          # points of the Pareto front; None: no front
-    formats: str | None = None
-    solver: str = "highs"
-    # HiGHS stops once the plan's sum of Omega is proven within 0.1% of the optimum: the
-    # sensitivity estimates are noisier than that, and proving the last 0.1% on a 70B model
-    # costs 4x the time. --mip-gap 0 asks for the exact optimum.
-    mip_rel_gap: float = 1e-3
-    # No wall-clock limit by default: a time limit makes the plan depend on the machine's
-    # speed. An explicit one is honoured, and a plan it cut short says so (status time_limit).
-    time_limit_s: float | None = None
-    node_limit: int | None = DEFAULT_NODE_LIMIT
-    # The front is for choosing, and the chosen plan is solved at mip_rel_gap: each Pareto point
-    # stops at 0.5% (sum of Omega within 0.3% of the 0.1% solutions on a 70B, at 2.3x the speed).
-    pareto_mip_rel_gap: float = 5e-3
-    pareto_time_limit_s: float | None = None   # None: time_limit_s
-    # NAME@VERSION from profiles/runtimes.yaml; None = the default (the release docker/ pins).
-    runtime: str | None = None
-
-    def check(self) -> None:
-        """Every number in range before any work starts; one line naming the option."""
-        if not parse_budgets(self.budgets):
-            raise InputError("give at least one --budget, e.g. --budget decode@16=0.6")
-        parse_memory_gb(self.memory_gb)
-        if self.pareto is not None and (isinstance(self.pareto, bool) or not isinstance(self.pareto, int)
-                                        or not 2 <= self.pareto <= MAX_PARETO_POINTS):
-            raise InputError(f"--pareto needs between 2 and {MAX_PARETO_POINTS} points, got {self.pareto} "
-                             "(leave it out for no front)")
-        for option, gap in (("--mip-gap", self.mip_rel_gap), ("the Pareto gap", self.pareto_mip_rel_gap)):
-            if not isinstance(gap, (int, float)) or not math.isfinite(gap) or not 0 <= gap < 1:
-                raise InputError(f"{option} must be a number from 0 (exact) to below 1, got {gap}")
-        for option, limit in (("--time-limit", self.time_limit_s), ("the Pareto time limit", self.pareto_time_limit_s)):
-            if limit is not None and (not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0):
-                raise InputError(f"{option} must be a positive finite number of seconds, got {limit} "
-                                 "(leave it out for no time limit)")
-        if self.node_limit is not None and (isinstance(self.node_limit, bool) or not isinstance(self.node_limit, int)
-                                            or self.node_limit < 1):
-            raise InputError(f"--node-limit must be a positive whole number of nodes, got {self.node_limit}")
-        if self.solver not in ("highs", "cbc"):
-            raise InputError(f"unknown solver {self.solver!r}: highs or cbc")
-        get_runtime(self.runtime)  # an unknown runtime is refused before any file is read
-
-    @property
-    def pareto_time_limit(self) -> float | None:
-        return self.pareto_time_limit_s if self.pareto_time_limit_s is not None else self.time_limit_s
 
 
 def candidate_formats(gpu: GpuSpec, spec: str | None, runtime: Runtime | None = None):
@@ -248,7 +191,6 @@ def monotone(front: list[ParetoPoint]) -> list[ParetoPoint]:
 
 def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gpu: GpuSpec,
                request: PlanRequest, inputs: dict | None = None) -> Plan:
-    request.check()
     if profile.backend != "cpu" and profile.gpu != gpu.name:
         raise InputError(f"profile was measured for {profile.gpu}, the plan targets {gpu.name}: "
                          f"profile {gpu.name} first")
@@ -301,9 +243,7 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         front.append(ParetoPoint(fraction=fraction, status=sol.status, totals=totals, formats=chosen, chosen=True))
         front.sort(key=lambda p: p.fraction)
         monotone(front)
-    return Plan(
-        artifact=Plan.KIND,
-        schema_version=Plan.SCHEMA_VERSION,
+    return Plan.create(
         metadata=make_metadata(inputs=inputs or {}, notes=[]),
         model=graph.model,
         gpu=gpu.name,
@@ -334,7 +274,6 @@ def make_plan(model: str, profile_path: str | Path, sensitivity_path: str | Path
     from trtq.model.families import config_layer_graph
     from trtq.model.zoo import resolve_model
 
-    request.check()
     profile = load_artifact(profile_path, Profile)
     sensitivity = load_artifact(sensitivity_path, Sensitivity)
     gpu = get_gpu(gpu_name)
@@ -349,3 +288,32 @@ def make_plan(model: str, profile_path: str | Path, sensitivity_path: str | Path
             graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     inputs = {"profile": input_ref(profile_path), "sensitivity": input_ref(sensitivity_path)}
     return solve_plan(graph, profile, sensitivity, gpu, request, inputs)
+
+
+def budget_at_fraction(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gpu: GpuSpec,
+                       points: list[str], fraction: float, *, formats: str | None = None,
+                       runtime: str | None = None, solver: str = "highs",
+                       node_limit: int | None = DEFAULT_NODE_LIMIT) -> list[str]:
+    """Latency budgets `POINT=VALUE` for `points` (e.g. ["decode@16", "prefill@2048"]) placed `fraction` of
+    the way along this profile's front: 0 is the fastest plan the candidate formats allow at all points
+    together (the Pareto front's fastest end, one common fraction of all-bf16), 1 is all-bf16.
+
+    Fixed fractions tuned on a roofline ("decode@16=0.45") are infeasible on measured tables where no format
+    halves a small GEMM; a budget chosen on the profile's own front is met on any GPU and table. Every point
+    gets the same fraction of its all-bf16 time, rounded up so that the printed budget is feasible.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise InputError(f"the budget fraction must be a number from 0 (fastest plan) to 1 (all-bf16), "
+                         f"got {fraction}")
+    budgets = parse_budgets([f"{p}=1" for p in points])
+    formats_ = candidate_formats(gpu, formats, get_runtime(runtime))
+    costs = build_cost_model(graph, profile, sensitivity, formats_, {b.point: b.tokens for b in budgets})
+    problem, _ = problem_for(costs, budgets, None, scale=1.0)
+    fastest = min_common_scale(problem, list(range(len(budgets))), solver, None, node_limit)
+    if fastest is None:
+        raise InfeasibleError(f"no plan of {', '.join(costs.formats)} is feasible at {', '.join(points)} "
+                              f"on {gpu.name}")
+    target = fastest + fraction * (1.0 - fastest)
+    # All-bf16 meets a budget of exactly 1; below it, round up so that the printed budget stays feasible.
+    value = "1" if target >= 1.0 else fraction_text(target)
+    return [f"{b.point}={value}" for b in budgets]

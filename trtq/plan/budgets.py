@@ -35,7 +35,10 @@ class BudgetSpec:
         return f"{self.phase}@{self.tokens}"
 
     def limit_ns(self, bf16_ns: float) -> float:
-        return self.absolute_ns if self.absolute_ns is not None else self.fraction * bf16_ns
+        if self.absolute_ns is not None:
+            return self.absolute_ns
+        assert self.fraction is not None   # parse_budget gives a budget a time or a fraction
+        return self.fraction * bf16_ns
 
 
 def parse_budget(spec: str) -> BudgetSpec:

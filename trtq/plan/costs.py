@@ -10,7 +10,6 @@ tokens routed to top-k of E experts, and its weight bytes count all E experts.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +35,8 @@ class CostModel:
     group_sizes: list[list[int | None]]          # [g][f]
     fixed_bytes: int
     notes: list[str] = field(default_factory=list)
+    # point -> provenance -> (G, F) ns of the latency that comes from profile rows of that provenance
+    provenance_ns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def allowed(self) -> np.ndarray:
@@ -69,6 +70,9 @@ class CostModel:
             weight_bytes=int(self.weight_bytes[rows, choice].sum()) + self.fixed_bytes,
             bf16_weight_bytes=int(self.weight_bytes[rows, bf16].sum()) + self.fixed_bytes,
             sensitivity=float(self.omega[rows, choice].sum()),
+            provenance_ns={p: {prov: float(m[rows, choice].sum()) for prov, m in by_prov.items()
+                               if m[rows, choice].sum() > 0}
+                           for p, by_prov in self.provenance_ns.items()},
         )
 
 
@@ -81,18 +85,30 @@ def point_names(budget_points: dict[str, int], profile_tokens: list[int]) -> dic
     return points
 
 
+def _gemm_key(gemm, tokens: int, fmt: str) -> tuple:
+    key = (gemm.out_features, gemm.in_features, tokens, fmt)
+    return key if gemm.experts is None else key + (gemm.experts, gemm.experts_per_token)
+
+
 def _group_latency(gemms, tokens: int, fmt: str, dense: dict, moe: dict) -> float | None:
     """The group's GEMM time at M = tokens: its fused GEMM, or the sum of its MoE grouped GEMMs."""
     total = 0.0
     for gemm in gemms:
-        if gemm.experts is None:
-            value = dense.get((gemm.out_features, gemm.in_features, tokens, fmt))
-        else:
-            value = moe.get((gemm.out_features, gemm.in_features, tokens, fmt, gemm.experts, gemm.experts_per_token))
+        value = (dense if gemm.experts is None else moe).get(_gemm_key(gemm, tokens, fmt))
         if value is None:
             return None
         total += value
     return total
+
+
+def _group_provenance(gemms, tokens: int, fmt: str, dense: dict, moe: dict, provenance: dict) -> dict[str, float]:
+    """The group's GEMM time at M = tokens split by the provenance of the profile rows it sums."""
+    parts: dict[str, float] = {}
+    for gemm in gemms:
+        key = _gemm_key(gemm, tokens, fmt)
+        label = provenance[key]
+        parts[label] = parts.get(label, 0.0) + (dense if gemm.experts is None else moe)[key]
+    return parts
 
 
 def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity,
@@ -108,6 +124,8 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
     points = point_names(budget_points, profile.tokens)
     latency_of = profile.latency_map()
     moe_latency_of = profile.moe_latency_map()
+    provenance_of = profile.provenance_map()
+    provenance_ns: dict[str, dict[str, np.ndarray]] = {p: {} for p in points}
     omega_of = sensitivity.omega_map()
     layer_names = {layer.name for layer in graph.layers}
     covered_layers = {layer for layer, _ in omega_of}
@@ -148,9 +166,12 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
                                      * (members_of[m].experts or 1) for m in group.members)
             for p, v in lats.items():
                 latency[p][g, f] = v
+                for label, ns in _group_provenance(gemms, points[p], fmt.name, latency_of, moe_latency_of,
+                                                   provenance_of).items():
+                    provenance_ns[p].setdefault(label, np.zeros((G, F)))[g, f] = ns
             group_sizes[g][f] = gs
         if "bf16" in names and not np.isfinite(omega[g, names.index("bf16")]):
             raise InputError(f"no bf16 baseline for {group.name} ({group.out_features}x{group.in_features}) "
                              "in the profile or sensitivity table")
     return CostModel(graph.groups, names, points, omega, latency, weight_bytes, group_sizes,
-                     graph.fixed_parameter_bytes, sorted(notes))
+                     graph.fixed_parameter_bytes, sorted(notes), provenance_ns)

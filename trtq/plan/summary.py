@@ -53,5 +53,25 @@ def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
                       f"{_stopped_by(plan)} in {plan.solver.solve_time_s * 1e3:.0f} ms; latencies from the "
                       f"{plan.profile_backend} profile"
                       + (" (kernel time, launch cost 0)" if plan.launch_cost_ns == 0 else ""))
+        shares = provenance_line(plan)
+        if shares:
+            from rich.markup import escape
+
+            console.print(f"  latency from: {escape(shares)}")
         for note in plan.notes:
             console.print(f"  note: {note}")
+
+
+PROVENANCE_ORDER = ("measured", "interpolated", "extrapolated", "modelled", "unknown")
+
+
+def provenance_line(plan: Plan) -> str:
+    """Per budgeted point, what share of the plan's predicted time comes from measured, interpolated,
+    extrapolated or modelled profile rows ("" for plans that predate it)."""
+    parts = []
+    for point in dict.fromkeys([b.point for b in plan.budgets] + list(plan.totals.provenance_ns)):
+        shares = plan.totals.provenance_shares(point)
+        if shares:
+            ordered = sorted(shares, key=lambda p: (PROVENANCE_ORDER.index(p) if p in PROVENANCE_ORDER else 99, p))
+            parts.append(f"{point} " + ", ".join(f"{p} {shares[p]:.0%}" for p in ordered))
+    return "; ".join(parts)

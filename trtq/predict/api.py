@@ -14,9 +14,16 @@ from typing import Any
 
 from trtq.errors import InputError, UnsupportedError
 from trtq.predict.architecture import decoder_architecture
-from trtq.predict.kernels import Answer, AicKernels
-from trtq.predict.step import (MAX_BATCH_SIZE, AggPoint, GemmSource, StepModel, Workload, parse_workload,
-                               provenance_shares)
+from trtq.predict.kernels import PROVENANCES, AicKernels, Answer
+from trtq.predict.step import (
+    MAX_BATCH_SIZE,
+    AggPoint,
+    GemmSource,
+    StepModel,
+    Workload,
+    parse_workload,
+    provenance_shares,
+)
 
 
 class ProfileGemms(GemmSource):
@@ -29,8 +36,9 @@ class ProfileGemms(GemmSource):
         for r in profile.rows:
             if r.latency_ns is None or r.experts is not None:   # MoE rows: not a dense GEMM
                 continue
-            prov = r.details.get("provenance") if isinstance(r.details, dict) else None
-            prov = prov if prov in ("measured", "interpolated", "modelled") else ("measured" if measured_backend else "modelled")
+            # The row's provenance (profile schema 2; older tables kept it in details), else the backend's kind.
+            prov = r.provenance or (r.details.get("provenance") if isinstance(r.details, dict) else None)
+            prov = prov if prov in PROVENANCES else ("measured" if measured_backend else "modelled")
             self.rows.setdefault((r.out_features, r.in_features, r.format), []).append((r.tokens, r.latency_ns, prov))
         for v in self.rows.values():
             v.sort()
@@ -106,6 +114,13 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
         formats = {g.name: uniform.strip().lower() for g in arch.groups}
         source["uniform"] = uniform
     else:
+        # A plan for another model (or edited) would otherwise be priced with its strangers in bf16.
+        from trtq.artifacts.validate import check_plan_covers_graph
+        from trtq.model.families import config_layer_graph
+
+        graph = config_layer_graph(resolved, include_lm_head=any(g.kind == "lm_head" for g in plan.groups))
+        if graph is not None:
+            check_plan_covers_graph(plan, graph, plan_path)
         formats = {g.name: formats[g.name] for g in arch.groups if g.name in formats} | {
             g.name: "bf16" for g in arch.groups if g.name not in formats}
     kernels = AicKernels(gpu.name, scope=f"{resolved.name}-tp{request.tp}")
@@ -201,6 +216,7 @@ def _result(step: StepModel, source: dict[str, Any], w: Workload, point: AggPoin
         "time_breakdown": breakdown,
         "measured_share": shares["measured"],
         "interpolated_share": shares["interpolated"],
+        "extrapolated_share": shares["extrapolated"],
         "modelled_share": shares["modelled"],
         # TTFT and TPOT are linear in the mixed- and decode-step times, which are sums of
         # per-group costs at these GEMM M values (StepModel.group_costs) plus fixed terms.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trtq.errors import InputError, UnsupportedError
-from trtq.model.families import ADAPTERS, adapter_for, block_layout, read_dims
+from trtq.model.families import ADAPTERS, adapter_for, block_layout, generic_adapter, read_dims
 
 MODEL_TYPES = tuple(ADAPTERS)
 
@@ -76,7 +76,7 @@ class DecoderArchitecture:
 
 def decoder_architecture(name: str, config: dict[str, Any]) -> DecoderArchitecture:
     """The block view of the family's adapter (trtq.model.families): the same fused groups, the same names."""
-    adapter = adapter_for(config)
+    adapter = adapter_for(config) or generic_adapter(config)
     if adapter is None:
         raise UnsupportedError(
             f"{name}: the step model covers the families with an adapter ({', '.join(MODEL_TYPES)}); "

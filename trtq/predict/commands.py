@@ -75,6 +75,6 @@ def _print(r: dict) -> None:
           f"-> at most {r['max_concurrency']} sequences of {w['isl'] + w['osl']} tokens")
     print("  time: " + ", ".join(f"{k} {v:.0%}" for k, v in r["time_breakdown"].items() if v >= 0.005))
     print(f"  provenance: measured {r['measured_share']:.0%}, interpolated {r['interpolated_share']:.0%}, "
-          f"modelled {r['modelled_share']:.0%} ({r['gemm_source']})")
+          f"extrapolated {r['extrapolated_share']:.0%}, modelled {r['modelled_share']:.0%} ({r['gemm_source']})")
     for note in r["notes"]:
         print(f"  note: {note}")

@@ -26,7 +26,7 @@ plan's format for each fused GEMM group:
 The transition term. TensorRT-LLM fuses an activation's quantization into the kernel
 that produces it where a fused kernel exists (add+RMSNorm+quant and SiLU·mul+quant for
 FP8 and NVFP4, FMHA with FP8 output); elsewhere the quantized Linear quantizes its bf16
-input with a standalone kernel. `FUSED_OUTPUT` below is that table, as data. A group whose
+input with a standalone kernel. Each format's `fused_producers` (trtq/formats/) is that table, as data. A group whose
 activation format its producer cannot emit pays one standalone quantize of M x K:
 measured FP8 quantize tables (scale-and-cast for static per-tensor FP8; plus the amax
 pass for FP8 block scaling), a bandwidth model (read bf16, write the quantized bytes,
@@ -85,17 +85,8 @@ from trtq.predict.architecture import PRODUCER_OF, DecoderArchitecture, GemmGrou
 from trtq.predict.kernels import KV_BYTES, PROVENANCES, Answer
 from trtq.registry.formats import FORMATS
 
-# Producer kind -> activation formats it emits with the quantization fused in (no extra kernel).
-FUSED_OUTPUT: dict[str, frozenset[str]] = {
-    "norm": frozenset({"fp8", "w4a8_awq", "nvfp4"}),
-    "act": frozenset({"fp8", "w4a8_awq", "nvfp4"}),
-    "attention": frozenset({"fp8", "w4a8_awq"}),
-}
-# Format -> how its activation is quantized when no producer fuses it (None: stays bf16).
-ACTIVATION_QUANT: dict[str, str | None] = {
-    "bf16": None, "int4_awq": None, "fp8": "fp8_static", "w4a8_awq": "fp8_static",
-    "fp8_block": "fp8_dynamic", "int8_sq": "int8", "nvfp4": "nvfp4",
-}
+# Which producer kinds emit a format's activation with the quantization fused in (no extra kernel), and how
+# it is quantized when none does (None: stays bf16): each format's own `fused_producers` / `activation_quant`.
 QUANTIZE_LAUNCH_MS = 0.002
 
 # TensorRT-LLM runtime defaults the memory and scheduling model use.
@@ -134,6 +125,8 @@ def parse_workload(spec: str) -> Workload:
         key = key.strip().lower()
         if not sep or key not in ("isl", "osl", "concurrency"):
             raise InputError(f"--workload {spec!r}: expected isl=N,osl=N[,concurrency=N], got {part!r}")
+        if key in values:  # 'isl=10,osl=10,isl=20': which one was meant is not ours to guess
+            raise InputError(f"--workload {spec!r}: {key} is given twice")
         try:
             values[key] = int(raw)
         except ValueError:
@@ -155,7 +148,7 @@ class Cost:
         self.by_category[category] += answer.ms * times
         self.by_provenance[answer.provenance] += answer.ms * times
 
-    def scaled(self, factor: float) -> "Cost":
+    def scaled(self, factor: float) -> Cost:
         out = Cost()
         for k, v in self.by_category.items():
             out.by_category[k] = v * factor
@@ -163,7 +156,7 @@ class Cost:
             out.by_provenance[k] = v * factor
         return out
 
-    def __iadd__(self, other: "Cost") -> "Cost":
+    def __iadd__(self, other: Cost) -> Cost:
         for k, v in other.by_category.items():
             self.by_category[k] += v
         for k, v in other.by_provenance.items():
@@ -266,7 +259,7 @@ class StepModel:
 
     # ---- per-op pieces ------------------------------------------------------------------
     def quantize_cost(self, fmt: str, tokens: int, k: int) -> Answer:
-        kind = ACTIVATION_QUANT.get(fmt)
+        kind = FORMATS[fmt].activation_quant
         if kind is None:
             return Answer(0.0, "measured")
         if kind in ("fp8_static", "fp8_dynamic"):
@@ -297,12 +290,12 @@ class StepModel:
         """(GEMM, transition) for one group at `fmt` and M = tokens, on one GPU."""
         if group.experts is not None:
             gemm = self.moe_cost(group, fmt, tokens)
-            if fmt in FUSED_OUTPUT[PRODUCER_OF[group.kind]]:
+            if PRODUCER_OF[group.kind] in FORMATS[fmt].fused_producers:
                 return gemm, Answer(0.0, "measured")
             return gemm, self.quantize_cost(fmt, tokens, group.in_features)
         n, k = group.sharded(self.tp)
         gemm = self.gemms.gemm(n, k, fmt, tokens)
-        if fmt in FUSED_OUTPUT[PRODUCER_OF[group.kind]]:
+        if PRODUCER_OF[group.kind] in FORMATS[fmt].fused_producers:
             return gemm, Answer(0.0, "measured")
         return gemm, self.quantize_cost(fmt, tokens, k)
 
@@ -328,7 +321,7 @@ class StepModel:
         a, tp, k = self.arch, self.tp, self.kernels
         h = a.hidden_size
         cost = Cost()
-        for (kind, fmt), groups in self._group_classes.items():
+        for (_kind, fmt), groups in self._group_classes.items():
             gemm, trans = self.group_cost(groups[0], fmt, tokens)
             cost.add(f"gemm_{fmt}", gemm, len(groups))
             if trans.ms:

@@ -35,6 +35,11 @@ def _resolve_auto_gpu() -> str:
     return gpu.name
 
 
+# `--runtime all` (as in `trtq formats --runtime all`): every format some runtime runs on the GPU, one table
+# for plans under any runtime.
+ALL_RUNTIMES = "all"
+
+
 def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens: list[int],
                   formats: str | None = None, launch_cost_ns: float | None = None,
                   harness: dict | None = None, seed: int = 0, on_row=None,
@@ -62,21 +67,31 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
     else:
         gpu_spec = get_gpu(gpu) if gpu else None
     fmts = parse_formats(formats)
+    runtime_note = None
     if gpu_spec is not None:
         from trtq.registry.runtimes import get_runtime, plannable_formats, union_formats
 
-        # Kernel latency does not depend on the runtime: without --runtime the table covers every format
-        # some runtime in profiles/runtimes.yaml runs on this GPU, so one profile serves plans for any of them.
+        # Without --runtime the table covers the formats the default runtime (the release docker/ pins, PyTorch
+        # backend) runs on this GPU; --runtime all covers every format some runtime in profiles/runtimes.yaml
+        # runs there, so one profile serves plans for any of them.
+        every_runtime = (runtime or "").lower() == ALL_RUNTIMES
+        chosen = None if every_runtime else get_runtime(runtime)
         if formats:
-            if runtime:
-                plannable_formats(gpu_spec, get_runtime(runtime), formats)  # refuses, naming the reason
+            if chosen is not None and runtime:
+                plannable_formats(gpu_spec, chosen, formats)  # refuses, naming the reason
             for f in fmts:
                 gpu_spec.require(f)
         elif not measures_gpu_in_hand:
             # A measuring backend keeps every format: what it cannot run is an unsupported row with a reason.
-            allowed = {f.name for f in (plannable_formats(gpu_spec, get_runtime(runtime)) if runtime
-                                        else union_formats(gpu_spec))}
+            allowed = {f.name for f in (union_formats(gpu_spec) if every_runtime
+                                        else plannable_formats(gpu_spec, chosen))}
             fmts = [f for f in fmts if f.name in allowed and gpu_spec.supports(f)]
+            runtime_note = ("formats: every format some runtime in profiles/runtimes.yaml runs on "
+                            f"{gpu_spec.name} (--runtime {ALL_RUNTIMES})" if every_runtime else
+                            f"formats: those runtime {chosen.name} ({chosen.backend} backend"
+                            f"{', the default' if not runtime else ''}) runs on {gpu_spec.name}"
+                            + (f"; --runtime NAME@VERSION for another runtime's, --runtime {ALL_RUNTIMES} "
+                               "for every runtime's" if not runtime else ""))
     format_names = [f.name for f in fmts]
     cases = gemm_cases(graph, tokens, format_names)
     moe_rows = [] if getattr(backend, "moe_grouped_gemm", False) else [
@@ -84,9 +99,11 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
     rows = backend.profile([c for c in cases if not moe_rows or c.experts is None], on_row=on_row) + moe_rows
     device = backend.device_info()
     notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
+    if runtime_note:
+        notes.append(runtime_note)
     if backend.name == "aiconfigurator":
         settings = backend.settings()
-        counts = {}
+        counts: dict[str, int] = {}
         for row in rows:
             if row.latency_ns is not None:
                 counts[row.provenance] = counts.get(row.provenance, 0) + 1
@@ -104,9 +121,7 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         notes.append(f"roofline calibrated on {calibration.source_profile.path} "
                      f"(sha256 {calibration.source_profile.sha256}): median |error| "
                      f"{calibration.before.median_abs_rel_error:.1%} -> {calibration.after.median_abs_rel_error:.1%}")
-    return Profile(
-        artifact=Profile.KIND,
-        schema_version=Profile.SCHEMA_VERSION,
+    return Profile.create(
         metadata=make_metadata(inputs=inputs or {}, seed=seed, notes=notes),
         model=graph.model,
         gpu=device.get("gpu", backend_name) if gpu_spec is None else gpu_spec.name,
@@ -118,3 +133,30 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
         settings=backend.settings(),
         rows=rows,
     )
+
+
+def tables_or_roofline_profile(graph: LayerGraph, gpu: str, tokens: list[int], *, runtime: str | None = None,
+                               formats: str | None = None) -> tuple[Profile, str]:
+    """(profile, one line saying where its latencies come from): NVIDIA's measured kernel tables
+    (aiconfigurator-core, TensorRT-LLM) where the package has them for the GPU, their rows measured,
+    interpolated or extrapolated, and modelled by the roofline calibrated on the GPU's measured formats where
+    the tables lack a format; else (no tables for the GPU, or the package missing) the datasheet roofline at
+    kernel time (launch cost 0)."""
+    from trtq.errors import MissingToolError, UnknownNameError, UnsupportedError
+
+    try:
+        profile = build_profile(graph, "aiconfigurator", gpu, tokens, formats, runtime=runtime)
+    except (UnknownNameError, UnsupportedError, MissingToolError) as exc:
+        if isinstance(exc, UnknownNameError) and "has no tables for" not in str(exc):
+            raise   # an unknown GPU or runtime is the caller's mistake, not a missing table
+        profile = build_profile(graph, "roofline", gpu, tokens, formats, launch_cost_ns=0.0, runtime=runtime)
+        return profile, f"datasheet roofline, kernel time (launch cost 0): {exc}"
+    s = profile.settings
+    counts = profile.provenance_counts()
+    line = (f"{s['package']} {s['package_version']} measured tables ({s['system']}, {s['framework']} "
+            f"{s['framework_version']}): " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) + " rows")
+    modelled = sorted({r.format for r in profile.rows if r.provenance == "modelled"})
+    if modelled:
+        line += (f"; {', '.join(modelled)} modelled by the roofline calibrated on this GPU's measured formats "
+                 "(the tables lack them)")
+    return profile, line

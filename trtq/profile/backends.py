@@ -7,8 +7,9 @@ Factories import their heavy dependencies themselves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from trtq.errors import UnknownNameError
 

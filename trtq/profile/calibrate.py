@@ -27,12 +27,11 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
-from trtq.artifacts.io import Artifact, InputRef, StrictModel, input_ref, load_artifact, make_metadata
+from trtq.artifacts.calibration import FitError, FormatFit, RooflineCalibration
+from trtq.artifacts.io import InputRef, input_ref, load_artifact, make_metadata
 from trtq.artifacts.profile import Profile, ProfileRow
 from trtq.errors import InputError, UnknownNameError
 from trtq.profile.harness import GemmCase
@@ -51,74 +50,20 @@ METHOD = ("least squares on log(predicted / measured) latency, weak prior (0.01)
 MEASURED_GPU_BACKENDS = ("cuda", "aiconfigurator")
 
 
-class FitError(StrictModel):
-    rows: int
-    median_abs_rel_error: float       # median |predicted / measured - 1|
-    max_abs_rel_error: float
-    median_rel_error: float           # signed: > 0 means the roofline predicts slower than measured
-
-
-class FormatFit(StrictModel):
-    compute_fraction: float
-    bandwidth_fraction: float
-    compute_identified: bool          # some measured row is compute-bound under the fit
-    bandwidth_identified: bool        # some measured row is memory-bound under the fit
-    compute_bound_rows: int
-    memory_bound_rows: int
-    before: FitError                  # datasheet fractions and launch cost
-    after: FitError
-    # The activation-quantize pass in bf16 input reads (0 unless fitted with activation_pass=True).
-    activation_pass: float = 0.0
-
-
-class RooflineCalibration(Artifact):
-    KIND: ClassVar[str] = "roofline_calibration"
-    SCHEMA_VERSION: ClassVar[int] = 2
-    # Schema 1 lacks the formats' activation_pass (0 by default): still readable.
-    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
-
-    gpu: str                          # registry name; the calibration applies to this GPU only
-    source_profile: InputRef          # the measured table (path, sha256)
-    source_backend: str
-    source_model: str
-    method: str
-    launch_cost_ns: float = Field(ge=0)
-    datasheet_launch_cost_ns: float
-    datasheet_compute_fraction: float
-    datasheet_bandwidth_fraction: float
-    formats: dict[str, FormatFit]
-    before: FitError                  # all fitted rows, datasheet roofline
-    after: FitError                   # all fitted rows, calibrated roofline
-    skipped_rows: int                 # rows without a latency (unsupported) or of formats the GPU lacks
-
-    def params(self) -> RooflineParams:
-        return RooflineParams(
-            compute_fraction={f: fit.compute_fraction for f, fit in self.formats.items()},
-            bandwidth_fraction={f: fit.bandwidth_fraction for f, fit in self.formats.items()},
-            activation_pass={f: fit.activation_pass for f, fit in self.formats.items() if fit.activation_pass},
-            default_compute_fraction=self.datasheet_compute_fraction,
-            default_bandwidth_fraction=self.datasheet_bandwidth_fraction,
-            launch_cost_ns=self.launch_cost_ns,
-            source=(f"calibrated on {self.source_profile.path} (sha256 {self.source_profile.sha256}, "
-                    f"{self.source_backend} backend, {self.source_model}); median |error| "
-                    f"{self.before.median_abs_rel_error:.1%} -> {self.after.median_abs_rel_error:.1%}"),
-        )
-
-    def summary(self) -> dict:
-        """What a calibrated profile records in its settings."""
-        return {
-            "gpu": self.gpu,
-            "source_profile": self.source_profile.model_dump(),
-            "source_backend": self.source_backend,
-            "source_model": self.source_model,
-            "launch_cost_ns": self.launch_cost_ns,
-            "fractions": {f: {"compute": fit.compute_fraction, "bandwidth": fit.bandwidth_fraction,
-                              "compute_identified": fit.compute_identified,
-                              "bandwidth_identified": fit.bandwidth_identified}
-                          for f, fit in self.formats.items()},
-            "before": self.before.model_dump(),
-            "after": self.after.model_dump(),
-        }
+def fitted_params(calibration: RooflineCalibration) -> RooflineParams:
+    """The roofline parameters a calibration fitted (datasheet fractions where it measured no format)."""
+    c = calibration
+    return RooflineParams(
+        compute_fraction={f: fit.compute_fraction for f, fit in c.formats.items()},
+        bandwidth_fraction={f: fit.bandwidth_fraction for f, fit in c.formats.items()},
+        activation_pass={f: fit.activation_pass for f, fit in c.formats.items() if fit.activation_pass},
+        default_compute_fraction=c.datasheet_compute_fraction,
+        default_bandwidth_fraction=c.datasheet_bandwidth_fraction,
+        launch_cost_ns=c.launch_cost_ns,
+        source=(f"calibrated on {c.source_profile.path} (sha256 {c.source_profile.sha256}, "
+                f"{c.source_backend} backend, {c.source_model}); median |error| "
+                f"{c.before.median_abs_rel_error:.1%} -> {c.after.median_abs_rel_error:.1%}"),
+    )
 
 
 # ---- the fit ------------------------------------------------------------------------------
@@ -328,9 +273,7 @@ def calibrate_profile(profile: Profile, source: InputRef, gpu: GpuSpec | None = 
     start = RooflineParams.for_gpu(gpu)
     rows = [r for r in profile.rows if not (profile.backend == "aiconfigurator" and r.provenance == "modelled")]
     result = fit_roofline(gpu, rows, start)
-    return RooflineCalibration(
-        artifact=RooflineCalibration.KIND,
-        schema_version=RooflineCalibration.SCHEMA_VERSION,
+    return RooflineCalibration.create(
         metadata=make_metadata(inputs={"measured_profile": source}, notes=[
             f"fit to {result.after.rows} measured rows of {profile.model} on {gpu.name} "
             f"({result.skipped_rows} rows without a latency skipped)",
@@ -371,7 +314,7 @@ def calibrated_params(calibration: RooflineCalibration, gpu: GpuSpec,
     if calibration.gpu != gpu.name:
         raise InputError(f"the calibration was fitted on {calibration.gpu}, not {gpu.name}: "
                          f"calibrate from a measured {gpu.name} table")
-    params = calibration.params()
+    params = fitted_params(calibration)
     if launch_cost_ns is not None:
         params = params.model_copy(update={"launch_cost_ns": launch_cost_ns})
     return params

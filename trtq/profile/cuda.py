@@ -1,6 +1,7 @@
 """The cuda backend: real GEMM kernels on the GPU in hand, through the shared harness.
 
-Kernels per format (a row's `method` names the kernel that produced its number):
+Kernels per format (a row's `method` names the kernel that produced its number; each format chooses
+its own in `Format.cuda_kernel`, trtq/formats/<name>.py):
   bf16      torch.matmul (cuBLAS)
   fp8       torch._scaled_mm, e4m3 operands, per-tensor fp32 scales (sm89+)
   int8_sq   torch._int_mm plus the per-channel dequantising scale (one elementwise kernel)
@@ -24,120 +25,39 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from trtq.errors import MissingToolError, UnknownNameError
+from trtq.formats.kernels import (  # noqa: F401  (the kernel vocabulary, public here as before)
+    INT_MM_MIN_ROWS,
+    TINYGEMM_GROUP_SIZES,
+    TORCH_INT4PACK,
+    TORCH_INT_MM,
+    TORCH_MATMUL,
+    TORCH_SCALED_MM,
+    TRTLLM_MIXED,
+    TRTLLM_NVFP4,
+    KernelChoice,
+    TrtllmInfo,
+    inner_k_tiles,
+    unsupported,
+)
 from trtq.profile.harness import GemmCase, HarnessSettings, Prepared, measure_table
 from trtq.registry.formats import get_format
 from trtq.registry.gpus import GpuSpec, get_gpu, list_gpus
 
-# torch._int_mm on CUDA refuses M <= 16 ("self.size(0) needs to be greater than 16");
-# smaller token counts are padded to this many rows, and the row says so.
-INT_MM_MIN_ROWS = 17
-# aten._weight_int4pack_mm (CUDA) takes these quantization group sizes.
-TINYGEMM_GROUP_SIZES = (32, 64, 128, 256)
-
-TORCH_MATMUL = "torch.matmul"
-TORCH_SCALED_MM = "torch._scaled_mm"
-TORCH_INT_MM = "torch._int_mm"
-TORCH_INT4PACK = "aten._weight_int4pack_mm"
-TRTLLM_MIXED = "trtllm.finegrained_mixed_dtype_gemm"
-TRTLLM_NVFP4 = "trtllm.nvfp4_gemm"
-
-
-@dataclass(frozen=True)
-class TrtllmInfo:
-    """What the importable TensorRT-LLM offers this backend (None when it does not import)."""
-
-    version: str
-    ops: frozenset[str]                 # torch.ops.trtllm op names present
-    mixed_gemm_max_sm: int | None       # FinegrainedMixedDtypeGemm.MAX_SUPPORTED_SM_VERSION
-    w4a8_max_sm: int | None             # ...MAX_SUPPORTED_SM_VERSION_W4A8 where it exists
-
-
-@dataclass(frozen=True)
-class KernelChoice:
-    kernel: str | None                  # None: unsupported
-    method: str                         # what the row's `method` says
-    reason: str | None = None
-    details: dict = field(default_factory=dict)
-
-
-def _unsupported(reason: str) -> KernelChoice:
-    return KernelChoice(None, "none", reason)
-
-
-def _needs_trtllm(fmt: str, trtllm_reason: str | None) -> KernelChoice:
-    why = trtllm_reason or "tensorrt_llm is not importable here"
-    return _unsupported(f"{fmt} runs only on TensorRT-LLM kernels and {why} "
-                        "(use the NGC TensorRT-LLM container)")
-
 
 def choose_kernel(case: GemmCase, sm: int, trtllm: TrtllmInfo | None,
                   trtllm_reason: str | None = None) -> KernelChoice:
-    """The kernel that measures `case` on a GPU of compute capability `sm` (e.g. 90), or why none."""
+    """The kernel that measures `case` on a GPU of compute capability `sm` (e.g. 90), or why none:
+    the GPU and shape gates every format shares, then the format's own choice (`Format.cuda_kernel`)."""
     fmt = get_format(case.format)
-    m, n, k = case.tokens, case.out_features, case.in_features
+    k = case.in_features
     if sm < fmt.min_sm:
-        return _unsupported(f"this GPU is sm{sm}; {fmt.name} needs sm{fmt.min_sm}+")
+        return unsupported(f"this GPU is sm{sm}; {fmt.name} needs sm{fmt.min_sm}+")
     if not fmt.available_for(k):
-        return _unsupported(fmt.unavailable_reason(k))
-    group = fmt.group_size_for(k)
-    if fmt.name == "bf16":
-        return KernelChoice(TORCH_MATMUL, "torch.matmul bf16 (cuBLAS)")
-    if fmt.name == "fp8":
-        if k % 16 or n % 16:
-            return _unsupported(f"torch._scaled_mm needs in and out features divisible by 16, got {n}x{k}")
-        return KernelChoice(TORCH_SCALED_MM, "torch._scaled_mm fp8 e4m3 per-tensor scales")
-    if fmt.name == "int8_sq":
-        if k % 8 or n % 8:
-            return _unsupported(f"torch._int_mm needs in and out features divisible by 8, got {n}x{k}")
-        rows = max(m, INT_MM_MIN_ROWS)
-        details = {"kernel_tokens": rows} if rows != m else {}
-        return KernelChoice(TORCH_INT_MM, "torch._int_mm int8 + per-channel dequant", details=details)
-    mixed_ok = trtllm is not None and "finegrained_mixed_dtype_gemm" in trtllm.ops
-    if fmt.name in ("int4_awq", "w4a8_awq") and n % 8:
-        return _unsupported(f"int4 weights pack 8 per int32 along the output: out features {n} not divisible by 8")
-    if fmt.name == "int4_awq":
-        if mixed_ok and (trtllm.mixed_gemm_max_sm is None or sm <= trtllm.mixed_gemm_max_sm):
-            return KernelChoice(TRTLLM_MIXED, f"trtllm finegrained_mixed_dtype_gemm W4A16 group {group}",
-                                details={"group_size": group, "tensorrt_llm": trtllm.version})
-        if k % 32 or n % 8:
-            return _unsupported(f"torch's int4 kernel needs in % 32 == 0 and out % 8 == 0, got {n}x{k}")
-        if group not in TINYGEMM_GROUP_SIZES:
-            return _unsupported(f"torch's int4 kernel takes groups {TINYGEMM_GROUP_SIZES}, not {group}")
-        details = {"group_size": group, "inner_k_tiles": inner_k_tiles(k)}
-        if trtllm is None:
-            details["fallback"] = trtllm_reason or "tensorrt_llm is not importable here"
-        else:
-            details["fallback"] = f"TensorRT-LLM {trtllm.version} has no W4A16 mixed GEMM for sm{sm}"
-        return KernelChoice(TORCH_INT4PACK, f"aten._weight_int4pack_mm group {group} (torch tinygemm)",
-                            details=details)
-    if fmt.name == "w4a8_awq":
-        if trtllm is None:
-            return _needs_trtllm(fmt.name, trtllm_reason)
-        limit = trtllm.w4a8_max_sm if trtllm.w4a8_max_sm is not None else trtllm.mixed_gemm_max_sm
-        if not mixed_ok or (limit is not None and sm > limit):
-            return _unsupported(f"TensorRT-LLM {trtllm.version} has no W4A8 GEMM for sm{sm}")
-        return KernelChoice(TRTLLM_MIXED, f"trtllm finegrained_mixed_dtype_gemm W4A8 group {group}",
-                            details={"group_size": group, "tensorrt_llm": trtllm.version})
-    if fmt.name == "nvfp4":
-        if trtllm is None:
-            return _needs_trtllm(fmt.name, trtllm_reason)
-        if not {"nvfp4_gemm", "fp4_quantize"} <= trtllm.ops:
-            return _unsupported(f"TensorRT-LLM {trtllm.version} has no trtllm.nvfp4_gemm / fp4_quantize op")
-        return KernelChoice(TRTLLM_NVFP4, "trtllm nvfp4_gemm (block 16)",
-                            details={"group_size": group, "tensorrt_llm": trtllm.version})
-    return _unsupported(f"no CUDA kernel for {fmt.name} in this backend")
-
-
-def inner_k_tiles(k: int) -> int:
-    """The largest tile count aten._convert_weight_to_int4pack accepts for this K (k % (tiles*16) == 0)."""
-    for tiles in (8, 4, 2):
-        if k % (tiles * 16) == 0:
-            return tiles
-    raise ValueError(f"in_features {k} is not a multiple of 32")
+        return unsupported(fmt.unavailable_reason(k))
+    return fmt.cuda_kernel(case, sm, trtllm, trtllm_reason)
 
 
 def nvfp4_gemm_args(argument_types: list[str], act, weight, act_sf, weight_sf, alpha, out_dtype) -> list:
@@ -456,7 +376,7 @@ class CudaBackend:
         from tensorrt_llm.quantization.functional import preprocess_weights_for_mixed_gemm
 
         m, n, k = case.tokens, case.out_features, case.in_features
-        w4a8 = case.format == "w4a8_awq"
+        w4a8 = get_format(case.format).act_dtype != "bf16"  # W4A8: FP8 activations; W4A16: BF16
         act_dtype = torch.float8_e4m3fn if w4a8 else torch.bfloat16
         host_gen = torch.Generator().manual_seed(self.seed)  # the weight preprocessing runs on the host
         raw = torch.randint(-2**31, 2**31, (k, n // 8), dtype=torch.int32, generator=host_gen).view(torch.int8)

@@ -9,8 +9,9 @@ re-measurement of noisy rows and the table rows themselves live here, once.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -29,9 +30,9 @@ class GemmCase:
     experts_per_token: int | None = None
 
 
-def case_fields(case: GemmCase) -> dict:
+def case_fields(case: GemmCase) -> dict[str, Any]:
     """The row fields that name a case (an MoE case's expert counts only where set)."""
-    base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens, format=case.format)
+    base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens, format=case.format)
     if case.experts is not None:
         base.update(experts=case.experts, experts_per_token=case.experts_per_token)
     return base
@@ -103,8 +104,8 @@ def sample(backend: MeasuringBackend, run: Callable[[], object], settings: Harne
 
 def measure_case(backend: MeasuringBackend, case: GemmCase, settings: HarnessSettings) -> ProfileRow:
     prepared = backend.prepare(case)
-    base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
-                format=case.format, method=prepared.method)
+    base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
+                                format=case.format, method=prepared.method)
     if prepared.run is None:
         return ProfileRow(**base, status="unsupported", latency_ns=None, reason=prepared.reason,
                           details=prepared.details)

@@ -44,7 +44,7 @@ class RooflineParams(StrictModel):
     activation_pass: dict[str, float] = Field(default_factory=dict)
 
     @classmethod
-    def for_gpu(cls, gpu: GpuSpec, launch_cost_ns: float | None = None) -> "RooflineParams":
+    def for_gpu(cls, gpu: GpuSpec, launch_cost_ns: float | None = None) -> RooflineParams:
         ach = gpu.achievable
         return cls(
             default_compute_fraction=ach.compute,

@@ -1,4 +1,10 @@
-"""The quantize stage: a plan -> ModelOpt quant_cfg -> calibrated model -> HF and TensorRT-LLM checkpoints."""
+"""The quantize stage: a plan -> ModelOpt quant_cfg -> calibrated model -> HF and TensorRT-LLM checkpoints.
+
+`request.py` declares the settings once (`QuantizeRequest`, and `CalibrationSettings`, which
+`trtq eval --plan` shares); `api.quantize_from_plan` checks everything cheap before the model
+loads; `quant_cfg.py` turns the plan's per-layer formats into ModelOpt's ordered `quant_cfg`,
+`apply.py` calibrates stage by stage and exports.
+"""
 
 import warnings
 

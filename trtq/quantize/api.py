@@ -8,6 +8,7 @@ from pathlib import Path
 from trtq.artifacts import load_artifact
 from trtq.artifacts.plan import Plan
 from trtq.errors import InputError
+from trtq.quantize.request import QuantizeRequest
 
 
 def check_plan_against_model(plan: Plan, resolved, plan_path) -> None:
@@ -20,19 +21,18 @@ def check_plan_against_model(plan: Plan, resolved, plan_path) -> None:
     check_plan_covers_graph(plan, graph, str(plan_path))
 
 
-def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path: str | None = None,
-                       calib_samples: int = 16, calib_seq_len: int = 512, seed: int = 0,
-                       runtime: str | None = None, device: str = "cpu", dtype: str = "float32") -> Path:
+def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     """Everything cheap is checked before the model loads: the plan, its formats on this machine, the text."""
     from trtq.console import fmt_bytes, stderr_console
     from trtq.data import CALIBRATION_PATH, read_text_file, token_batches
+    from trtq.model.device import resolve_placement
     from trtq.model.zoo import resolve_model
     from trtq.quantize.apply import check_runnable_here
     from trtq.quantize.quant_cfg import plan_layers
 
-    from trtq.model.device import resolve_placement
-
-    placement = resolve_placement(device, dtype)
+    model_spec, plan_path, runtime = request.model, request.plan, request.runtime
+    calib_samples, calib_seq_len, seed = request.calib_samples, request.calib_seq_len, request.seed
+    placement = resolve_placement(request.device, request.dtype)
     plan = load_artifact(plan_path, Plan)
     layers = plan_layers(plan)
     check_runnable_here(plan, cuda_available=placement.device != "cpu")
@@ -40,10 +40,8 @@ def quantize_from_plan(model_spec: str, plan_path: str, output: str, calib_path:
     resolved = resolve_model(model_spec)
     if plan.model != resolved.name:
         raise InputError(f"plan {plan_path} was made for model {plan.model!r}, not {resolved.name!r}")
-    text_path = Path(calib_path) if calib_path else CALIBRATION_PATH
+    text_path = Path(request.calib) if request.calib else CALIBRATION_PATH
     text = read_text_file(text_path)
-    if calib_samples < 1 or calib_seq_len < 2:
-        raise InputError(f"--calib-samples must be >= 1 and --calib-seq-len >= 2, got {calib_samples}, {calib_seq_len}")
     check_plan_against_model(plan, resolved, plan_path)
 
     from trtq.model.zoo import load_pretrained

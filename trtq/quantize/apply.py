@@ -14,14 +14,17 @@ import copy
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from trtq.artifacts import make_metadata, save_artifact
 from trtq.artifacts.io import InputRef, atomic_write_text, sha256_file
 from trtq.artifacts.paths import make_temp_beside, replace_directory
 from trtq.artifacts.plan import Plan
-from trtq.errors import InputError, UnsupportedError
+from trtq.artifacts.quantize import LayerQuantization, QuantizerState, QuantizeSummary
+from trtq.errors import InputError, UnsupportedError, storage_errno, write_error
+from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
 from trtq.quantize.quant_cfg import (
     INPUT_QUANTIZER,
     WEIGHT_QUANTIZER,
@@ -30,9 +33,6 @@ from trtq.quantize.quant_cfg import (
     calibration_stages,
     plan_layers,
 )
-from trtq.quantize.summary import LayerQuantization, QuantizerState, QuantizeSummary
-
-from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
 
 _NAMES_SHOWN = 6
 
@@ -172,7 +172,7 @@ def _check_applied(model: Any, plan: PlanLike) -> None:
     modules = dict(model.named_modules())
     for layer, fmt, _ in plan_layers(plan):
         weight_on = getattr(modules[layer], WEIGHT_QUANTIZER).is_enabled
-        if weight_on != (fmt.name != "bf16"):
+        if weight_on != fmt.quantized:
             raise InputError(f"layer {layer}: weight quantizer is {'on' if weight_on else 'off'} "
                              f"after quantization, the plan says {fmt.name}")
 
@@ -246,6 +246,8 @@ def _export_trtllm(model: Any, directory: Path) -> str | None:
             )
     except Exception as exc:  # ModelOpt raises bare Exceptions for unsupported combinations
         shutil.rmtree(directory, ignore_errors=True)
+        if storage_errno(exc) is not None:  # a full disk is not "this model cannot export"
+            raise write_error(directory, exc) from None
         return f"no TensorRT-LLM checkpoint: ModelOpt's export failed: {_first_line(exc)}"
     return None
 
@@ -261,6 +263,8 @@ def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
         with _quiet_modelopt():
             export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory)
     except Exception as exc:  # a ModelOpt failure is this plan failing to export: one line
+        if storage_errno(exc) is not None:  # ... unless the disk refused the write
+            raise write_error(directory, exc) from None
         raise UnsupportedError(f"ModelOpt could not export the Hugging Face checkpoint: {_first_line(exc)}") from None
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
@@ -320,9 +324,7 @@ def export_checkpoint(
                          f"in {calibration.get('dtype')}")
         metadata = make_metadata(inputs=inputs, seed=calibration.get("seed"), notes=notes,
                                  versions={"nvidia-modelopt": modelopt.__version__})
-        summary = QuantizeSummary(
-            artifact=QuantizeSummary.KIND,
-            schema_version=QuantizeSummary.SCHEMA_VERSION,
+        summary = QuantizeSummary.create(
             metadata=metadata,
             model=model_name or _model_name(model),
             plan_sha256=plan_sha,

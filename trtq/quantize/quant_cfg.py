@@ -19,7 +19,8 @@ asks for it: `calibration_stages(plan)`.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Union
+from collections.abc import Mapping
+from typing import Any
 
 from trtq.artifacts.plan import Plan
 from trtq.errors import InputError, UnknownNameError
@@ -35,15 +36,8 @@ _STAGE_ORDER = ("smoothquant", "awq_lite", "max")
 
 
 def _preset(fmt: Format) -> dict[str, Any]:
-    """A deep copy of the format's ModelOpt preset (never the module-level dict itself)."""
-    import modelopt.torch.quantization as mtq
-
-    if fmt.modelopt_config is None:
-        raise InputError(f"format {fmt.name} has no ModelOpt config")
-    preset = getattr(mtq, fmt.modelopt_config, None)
-    if not isinstance(preset, dict):
-        raise InputError(f"this ModelOpt has no preset {fmt.modelopt_config} for format {fmt.name}")
-    return copy.deepcopy(preset)
+    """A deep copy of the format's ModelOpt preset (the format owns it: Format.modelopt_preset)."""
+    return fmt.modelopt_preset()
 
 
 def _preset_entry(preset: dict[str, Any], quantizer: str) -> dict[str, Any]:
@@ -73,7 +67,7 @@ def _with_group_size(cfg: Any, group_size: int) -> Any:
 
 def format_entries(fmt: Format, group_size: int | None) -> dict[str, dict[str, Any]]:
     """{'weight_quantizer': {...}, 'input_quantizer': {...}} (without names) for one format."""
-    if fmt.name == "bf16":
+    if not fmt.quantized:
         return {WEIGHT_QUANTIZER: {"enable": False}, INPUT_QUANTIZER: {"enable": False}}
     preset = _preset(fmt)
     entries = {q: _preset_entry(preset, q) for q in (WEIGHT_QUANTIZER, INPUT_QUANTIZER)}
@@ -86,7 +80,7 @@ def format_entries(fmt: Format, group_size: int | None) -> dict[str, dict[str, A
 
 def format_algorithm(fmt: Format) -> str | None:
     """The calibration method of the format's ModelOpt preset; None for bf16."""
-    if fmt.name == "bf16":
+    if not fmt.quantized:
         return None
     algorithm = _preset(fmt).get("algorithm")
     method = algorithm.get("method") if isinstance(algorithm, dict) else algorithm
@@ -100,7 +94,7 @@ def _format_algorithm_cfg(fmt: Format) -> Any:
 # What `trtq quantize` applies: a plan, or {layer: (format name, group size)} as
 # `Plan.layer_formats()` returns it (the benchmark builds those for AutoQuantize's plans).
 Assignment = Mapping[str, tuple[str, "int | None"]]
-PlanLike = Union[Plan, Assignment]
+PlanLike = Plan | Assignment
 
 
 def _check_group_size(where: str, fmt: Format, group_size: int | None, in_features: int | None) -> None:
@@ -117,6 +111,7 @@ def _check_group_size(where: str, fmt: Format, group_size: int | None, in_featur
 
 def plan_layers(plan: PlanLike) -> list[tuple[str, Format, int | None]]:
     """(layer, format, group size) in plan order, checked: known format, group size where it belongs."""
+    rows: list[tuple[str, str, int | None, int | None, str]]
     if isinstance(plan, Plan):
         rows = [(m, g.format, g.group_size, g.in_features, f"plan group {g.group}")
                 for g in plan.groups for m in g.members]

@@ -36,7 +36,7 @@ def run_gpus(args: argparse.Namespace) -> int:
     for col in ("GPU", "arch", "memory", "HBM", "bf16", "fp8", "int8", "fp4", "formats"):
         table.add_column(col)
     for g in gpus:
-        peak = lambda key: f"{g.peak_flops[key] / 1e12:g} T" if key in g.peak_flops else "-"  # noqa: E731
+        peak = lambda key, g=g: f"{g.peak_flops[key] / 1e12:g} T" if key in g.peak_flops else "-"  # noqa: E731
         table.add_row(
             g.name, f"sm{g.sm}", fmt_bytes(g.memory_bytes), f"{g.hbm_bandwidth_bytes_per_s / 1e12:g} TB/s",
             peak("bf16"), peak("fp8"), peak("int8"), peak("fp4"), ", ".join(f.name for f in g.formats),

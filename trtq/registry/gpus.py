@@ -61,7 +61,7 @@ class _GpuFile(StrictModel):
     gpus: list[GpuSpec]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: str) -> tuple[GpuSpec, ...]:
     data = read_structured(path, "GPU registry")
     parsed: _GpuFile = validate_model(_GpuFile, data, path)

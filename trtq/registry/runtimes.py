@@ -71,7 +71,7 @@ class _RuntimeFile(StrictModel):
     runtimes: list[Runtime]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: str) -> _RuntimeFile:
     parsed: _RuntimeFile = validate_model(_RuntimeFile, read_structured(path, "runtime table"), path)
     if parsed.schema_version != 1:
@@ -106,6 +106,8 @@ def default_runtime_name() -> str:
 def get_runtime(spec: str | None = None) -> Runtime:
     """`trtllm@1.2`, `trtllm-engine@1.2`, ...; None -> the default (the release docker/ pins)."""
     table = runtime_table()
+    if spec is not None and not spec.strip():   # `--runtime ""` is a mistake, not a request for the default
+        raise UnknownNameError(f"empty runtime name; known runtimes: {', '.join(r.name for r in table.runtimes)}")
     wanted = (spec or table.default).strip().lower()
     for runtime in table.runtimes:
         if runtime.name.lower() == wanted:
@@ -257,10 +259,10 @@ def format_rows(gpu: GpuSpec, runtime: Runtime, architecture: str | None = None)
             why += f"; {advisories[name]}"
         rows.append({"format": name, "plannable": reason is None, "why": why,
                      "source": support.source if support else "profiles/runtimes.yaml"})
-    for kv, support in runtime.kv_cache.items():
-        reason = kv_cache_refusal(gpu, kv, runtime, set(support.requires_layer_formats) or {"bf16"})
+    for kv, kv_support in runtime.kv_cache.items():
+        reason = kv_cache_refusal(gpu, kv, runtime, set(kv_support.requires_layer_formats) or {"bf16"})
         rows.append({"format": f"kv:{kv}", "plannable": reason is None,
-                     "why": reason or ("needs a layer in " + " or ".join(support.requires_layer_formats)
-                                       if support.requires_layer_formats else f"{runtime.name} runs it here"),
-                     "source": support.source})
+                     "why": reason or ("needs a layer in " + " or ".join(kv_support.requires_layer_formats)
+                                       if kv_support.requires_layer_formats else f"{runtime.name} runs it here"),
+                     "source": kv_support.source})
     return rows

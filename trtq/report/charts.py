@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
+from typing import Any
+
 from trtq.artifacts.report import BenchRow, ComparisonReport, PlanReport
+from trtq.registry.formats import FORMATS
 from trtq.report.model import kind_label, order_kinds
 
-# One colour per format on every page; Okabe-Ito, readable by most colour-blind readers.
-FORMAT_COLORS = {
-    "bf16": "#9a9a9a",
-    "fp8": "#0072B2",
-    "int8_sq": "#56B4E9",
-    "int4_awq": "#E69F00",
-    "w4a8_awq": "#CC79A7",
-    "nvfp4": "#009E73",
-    "fp8_block": "#D55E00",
-}
+# One colour per format on every page: each format's own (Format.color; Okabe-Ito, readable by most
+# colour-blind readers); a name the registry does not know gets one of these.
 _EXTRA_COLORS = ("#F0E442", "#000000", "#8c564b", "#17becf")
 GPU_COLORS = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
@@ -56,8 +52,8 @@ def escaped(value):
 
 
 def format_color(name: str) -> str:
-    if name in FORMAT_COLORS:
-        return FORMAT_COLORS[name]
+    if name in FORMATS:
+        return FORMATS[name].color
     return _EXTRA_COLORS[sum(map(ord, name)) % len(_EXTRA_COLORS)]
 
 
@@ -122,7 +118,7 @@ def pareto_figure(report: PlanReport):
         ), row=1, col=col)
         fig.add_trace(go.Scatter(
             x=[_us(pt.bf16_ns)], y=[0.0], mode="markers", name="all-bf16", legendgroup="bf16",
-            showlegend=col == 1, marker=dict(symbol="square", size=10, color=FORMAT_COLORS["bf16"]),
+            showlegend=col == 1, marker=dict(symbol="square", size=10, color=format_color("bf16")),
             hovertemplate="all-bf16<br>%{x:.1f} µs<extra></extra>",
         ), row=1, col=col)
         if pt.limit_ns is not None:
@@ -151,7 +147,7 @@ def perplexity_figure(report: PlanReport):
     fig.add_trace(go.Scatter(
         x=[_us(pt.bf16_ns), _us(pt.predicted_ns)], y=[ev.ppl_bf16, ev.ppl_quant],
         mode="markers+text", text=["all-bf16", "this plan"], textposition="top center",
-        marker=dict(size=[12, 18], symbol=["square", "star"], color=[FORMAT_COLORS["bf16"], "#D55E00"]),
+        marker=dict(size=[12, 18], symbol=["square", "star"], color=[format_color("bf16"), "#D55E00"]),
         name="measured perplexity",
         hovertemplate="%{text}<br>predicted %{x:.1f} µs<br>perplexity %{y:.3f}<extra></extra>",
     ))
@@ -185,7 +181,7 @@ def layer_format_figure(report: PlanReport):
     row_index = {key: i for i, (_, key) in enumerate(rows)}
     columns = kinds + (["(other)"] if any(g.block is None for g in report.groups) else [])
     col_index = {k: i for i, k in enumerate(columns)}
-    z = [[None] * len(columns) for _ in rows]
+    z: list[list[int | None]] = [[None] * len(columns) for _ in rows]
     text = [[""] * len(columns) for _ in rows]
     hover = [[""] * len(columns) for _ in rows]
     points = [p.point for p in report.points]
@@ -448,7 +444,7 @@ def plan_figures(report: PlanReport) -> dict[str, object]:
 # ---------------------------------------------------------------------------- comparison
 
 
-def _per_point_bars(report: ComparisonReport, values, axis_title: str, fmt: str, bf16=None):
+def _per_point_bars(report: ComparisonReport, values, axis_title: str, fmt: Callable[[Any], str], bf16=None):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -512,8 +508,8 @@ def comparison_figures(report: ComparisonReport) -> dict[str, object]:
     figures["memory"] = mem
 
     formats_seen = list(dict.fromkeys(f for g in report.gpus for f in
-                                      sorted(g.format_weight_share, key=lambda f: list(FORMAT_COLORS).index(f)
-                                             if f in FORMAT_COLORS else 99)))
+                                      sorted(g.format_weight_share, key=lambda f: list(FORMATS).index(f)
+                                             if f in FORMATS else 99)))
     fmt_fig = go.Figure()
     for f in formats_seen:
         shares = [100 * g.format_weight_share.get(f, 0.0) for g in report.gpus]
@@ -529,7 +525,7 @@ def comparison_figures(report: ComparisonReport) -> dict[str, object]:
     figures["formats"] = fmt_fig
 
     if report.bench:
-        bench_colors = {}
+        bench_colors: dict[str, str] = {}
         for r in report.bench:
             if r.series not in bench_colors:
                 base = colors.get(r.gpu)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from trtq.artifacts.paths import output_file
 from trtq.options import number
-from pathlib import Path
 
 _USAGE = (
     "trtq report PLAN [--profile FILE] [--sensitivity FILE] [--eval FILE] [--bench TABLE] [-o OUT.html]\n"

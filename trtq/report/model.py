@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trtq.artifacts.io import InputRef, load_artifact, make_metadata, read_structured, sha256_file
-from trtq.artifacts.plan import Plan, Totals
+from trtq.artifacts.io import load_artifact, make_metadata, read_structured, sha256_file
+from trtq.artifacts.plan import GroupFormat, Plan, Totals
 from trtq.artifacts.report import (
     BenchRow,
     ComparisonReport,
@@ -203,6 +204,7 @@ def _point_totals(plan: Plan) -> list[PointTotals]:
             bf16_ns=plan.totals.bf16_latency_ns.get(point, b.bf16_ns if b else math.nan),
             spec=b.spec if b else None, limit_ns=b.limit_ns if b else None,
             met=(predicted <= b.limit_ns * (1 + 1e-9)) if b else None,
+            provenance_ns=dict(plan.totals.provenance_ns.get(point, {})),
         ))
     return rows
 
@@ -316,8 +318,7 @@ def build_plan_report(
         pvm = _predicted_vs_measured(points, bench, loaded.sha256)
 
     gpu = _gpu_spec(plan.gpu)
-    return PlanReport(
-        artifact=PlanReport.KIND, schema_version=PlanReport.SCHEMA_VERSION,
+    return PlanReport.create(
         metadata=make_metadata(inputs=inputs),
         title=f"{plan.model} on {plan.gpu}",
         model=plan.model, gpu=plan.gpu, runtime=plan.runtime, gpu_memory_bytes=gpu.memory_bytes if gpu else None,
@@ -330,9 +331,7 @@ def build_plan_report(
         sensitivity=plan.totals.sensitivity,
         groups=[
             GroupRow(
-                group=g.group, kind=g.kind, block=g.block, members=list(g.members),
-                in_features=g.in_features, out_features=g.out_features, format=g.format,
-                group_size=g.group_size,
+                **g.model_dump(include=set(GroupFormat.model_fields)),
                 omega={f: c.omega for f, c in g.costs.items()},
                 weight_bytes={f: c.weight_bytes for f, c in g.costs.items()},
                 latency_ns={f: dict(c.latency_ns) for f, c in g.costs.items()},
@@ -346,6 +345,7 @@ def build_plan_report(
                 weight_bytes=p.totals.weight_bytes if p.totals else None,
                 latency_ns=dict(p.totals.latency_ns) if p.totals else {},
                 format_counts=_format_counts(p.formats),
+                provenance_ns={k: dict(v) for k, v in p.totals.provenance_ns.items()} if p.totals else {},
             )
             for p in sorted(plan.pareto, key=lambda p: -p.fraction)
         ],
@@ -465,8 +465,8 @@ def _weight_share(loaded: LoadedPlan, formats: list[str]) -> dict[str, float]:
 
 
 def build_comparison_report(
-    plan_paths: list[str | os.PathLike[str]],
-    bench_tables: list[str | os.PathLike[str]] | None = None,
+    plan_paths: Sequence[str | os.PathLike[str]],
+    bench_tables: Sequence[str | os.PathLike[str]] | None = None,
     quality_bound: float | None = None,
     fraction: float | None = None,
 ) -> ComparisonReport:
@@ -503,7 +503,7 @@ def build_comparison_report(
     else:
         if quality_bound is None:
             chosen = {gpu: min(c.totals.sensitivity for c in cands if c.chosen) for gpu, cands in by_gpu.items()}
-            strictest = min(chosen, key=chosen.get)
+            strictest = min(chosen, key=lambda gpu: chosen[gpu])
             quality_bound = chosen[strictest]
             why = f"the chosen plan of {strictest}, the strictest of the inputs"
         else:
@@ -561,8 +561,7 @@ def build_comparison_report(
         decode_tokens = {parse_point(p)[1] for p in points if p.startswith("decode@")}
         measured = _measured_verdicts(bench, columns, decode_tokens)
 
-    return ComparisonReport(
-        artifact=ComparisonReport.KIND, schema_version=ComparisonReport.SCHEMA_VERSION,
+    return ComparisonReport.create(
         metadata=make_metadata(inputs=inputs),
         title=f"{models[0]}: {' vs '.join(col.gpu for col in reversed(columns))}",
         model=models[0], selection=selection, quality_bound=quality_bound, fraction=fraction,
@@ -593,7 +592,3 @@ def _measured_verdicts(bench: list[BenchRow], columns: list[GpuColumn], decode_t
         if v:
             out.append(v)
     return out
-
-
-def describe_inputs(refs: dict[str, InputRef]) -> list[tuple[str, str, str]]:
-    return [(name, ref.path, ref.sha256 or "-") for name, ref in refs.items()]

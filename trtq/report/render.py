@@ -112,7 +112,8 @@ def _plan_yaml_data_uri(plan_path: Path) -> str:
 
 
 def render_plan_report(report: PlanReport, out_html: str | os.PathLike[str]) -> Path:
-    from trtq.report.charts import FORMAT_COLORS, format_color, latency_share_rows, plan_figures
+    from trtq.registry.formats import FORMATS
+    from trtq.report.charts import format_color, latency_share_rows, plan_figures
     from trtq.report.model import kind_label, order_kinds
 
     plan_path = Path(report.plan_path)
@@ -126,7 +127,7 @@ def render_plan_report(report: PlanReport, out_html: str | os.PathLike[str]) -> 
     return _render(
         "plan.html.j2", Path(out_html), report, plan_figures(report),
         plan_yaml_uri=_plan_yaml_data_uri(plan_path), plan_yaml_name=yaml_name,
-        format_colors={f: format_color(f) for f in [*FORMAT_COLORS, *report.candidate_formats]},
+        format_colors={f: format_color(f) for f in [*FORMATS, *report.candidate_formats]},
         share_rows=share_rows,
         share_by_kind=[(kind_label(k), by_kind[k]) for k in order_kinds(by_kind)],
         kind_label=kind_label,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
-from trtq.artifacts import make_metadata, save_artifact
+from trtq.artifacts import make_metadata
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.errors import InputError
 from trtq.model.device import placement_of, resolve_placement
 from trtq.registry import parse_formats
+from trtq.sensitivity.request import SensitivityRequest
 
 
 def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_head: bool = False,
@@ -30,9 +30,7 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
     with torch.no_grad():
         rows = weight_rows(model, graph, fmts)
     inputs = {"weights": str(resolved.weights)} if resolved.weights and resolved.weights.is_file() else {}
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=inputs, notes=[
             "omega = ||Q_f(W) - W||_F^2 with trtq's reference quantizers (round-to-nearest; "
             "AWQ/SmoothQuant scaling not applied)"]),
@@ -59,7 +57,7 @@ class _Calibrated:
 
 def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, tokenizer,
                 formats: str | None, include_lm_head: bool, calib: str | None,
-                device: str = "cpu", dtype: str = "float32") -> _Calibrated:
+                device: str = "cpu", dtype: str = "float32", before_load=None) -> _Calibrated:
     """`samples` windows of `seq_len` tokens drawn (seeded) from the shipped calibration text or `calib`."""
     from trtq.data import calibration_text, read_text_file, token_batches
     from trtq.data.texts import CALIBRATION_PATH
@@ -71,6 +69,8 @@ def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, t
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     fmts = parse_formats(formats)
     text = read_text_file(calib) if calib else calibration_text()
+    if before_load is not None:   # the method's own refusals, before the model costs its load
+        before_load(graph, fmts)
     if model is None or tokenizer is None:
         loaded_model, loaded_tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
         model = model if model is not None else loaded_model
@@ -116,9 +116,7 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
     rows = hessian_rows(model, graph, fmts, traces, c.batches)
     tensors = [*traces.weights.values(), *traces.inputs.values()]
     converged = sum(stats.converged for stats in tensors)
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
             "omega = sum over input channels j of max(t_W[j], floor) x ||dW[:, j]||^2 + max(t_X[j], floor) x "
             "mean ||dX[:, j]||^2 (HAWQ-V3's weight term and HAWQ-V2's activation term; t[j] = channel j's share "
@@ -165,9 +163,7 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
     rows = [SensitivityRow(layer=layer.name, format=fmt.name, group_size=fmt.group_size_for(layer.in_features),
                            weight_error=weight_errors[layer.name, fmt.name], omega=scores[layer.name, fmt.name])
             for layer in graph.layers for fmt in fmts if fmt.available_for(layer.in_features)]
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=inputs, seed=seed, notes=[
             "omega = 1/2 sum over calibration tokens of (dL/dY)^2 x dY^2, dY = Q_a(X') Q_w(W')^T - X W^T "
             "with trtq's reference quantizers (SmoothQuant alpha 1 for int8_sq); weight_error = ||Q_w(W') / s - W||^2 "
@@ -204,12 +200,13 @@ def output_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
              "SmoothQuant alpha 1 for int8_sq); MoE experts per expert on their routed tokens, summed; "
              "weight_error = ||Q_w(W') / s - W||^2"]
     if sequential:
+        from transformers import AutoTokenizer
+
         from trtq.data import calibration_text, read_text_file, token_batches
         from trtq.data.texts import CALIBRATION_PATH
         from trtq.model.layers import build_layer_graph
         from trtq.model.zoo import resolve_model, weights_directory
         from trtq.sensitivity.sequential import sequential_output_rows
-        from transformers import AutoTokenizer
 
         if model is not None:
             raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
@@ -240,9 +237,7 @@ def output_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
             rows = output_rows(c.model, graph, fmts, c.batches)
     if resolved.weights and resolved.weights.is_file():
         inputs["weights"] = str(resolved.weights)
-    table = Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    table = Sensitivity.create(
         metadata=make_metadata(inputs=inputs, seed=seed, notes=notes),
         model=resolved.name,
         method="output",
@@ -269,11 +264,11 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
     import modelopt
     import torch
 
-    from trtq.sensitivity.autoquantize import autoquantize_table_rows, run_autoquantize
+    from trtq.sensitivity.autoquantize import autoquantize_table_rows, check_formats, run_autoquantize
     from trtq.sensitivity.weight import weight_rows
 
     c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
-                    device=device, dtype=dtype)
+                    device=device, dtype=dtype, before_load=check_formats)
     torch.manual_seed(seed)
     run = run_autoquantize(c.model, c.graph, c.formats, c.batches, score=score, batch_size=batch_size,
                            checkpoint=checkpoint)
@@ -281,9 +276,7 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
         weight_errors = {(r.layer, r.format): r.weight_error for r in weight_rows(c.model, c.graph, c.formats)}
     rows, groups = autoquantize_table_rows(c.graph, c.formats, run, weight_errors)
     scoring = "restored from the checkpoint" if run.scoring_seconds is None else f"{run.scoring_seconds:.0f} s"
-    return Sensitivity(
-        artifact=Sensitivity.KIND,
-        schema_version=Sensitivity.SCHEMA_VERSION,
+    return Sensitivity.create(
         metadata=make_metadata(inputs=c.inputs, seed=seed, notes=[
             f"omega = ModelOpt {modelopt.__version__} AutoQuantize ({score}) score of the layer's group, read from its "
             "searcher's candidate_stats (after its monotone pass over formats ordered by compression), split over the "
@@ -310,37 +303,24 @@ def checkpoint_dir_for(output: str):
     return path.with_name(f".{path.name}.partial")
 
 
-def compute_sensitivity(args: argparse.Namespace, progress=None) -> Sensitivity:
-    if getattr(args, "sequential", False) and args.method != "output":
-        raise InputError(f"--sequential runs --method output (the layer-wise Hessian, block-local); --method "
-                         f"{args.method} needs the loss gradient through every later block, so it loads the model")
-    if args.method == "autoquantize":
-        table = autoquantize_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-                                         include_lm_head=args.include_lm_head, calib=args.calib, score=args.score,
-                                         batch_size=args.score_batch, device=args.device, dtype=args.dtype)
-    elif args.method == "output":
-        from trtq.sensitivity.sequential import remove_checkpoint
+def compute_sensitivity(request: SensitivityRequest, progress=None, model=None, tokenizer=None,
+                        checkpoint_dir=None) -> Sensitivity:
+    """The table `request.method` asks for (`model`/`tokenizer`: already loaded, else loaded here).
 
-        checkpoint_dir = checkpoint_dir_for(args.output)
-        table = output_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-                                   include_lm_head=args.include_lm_head, calib=args.calib,
-                                   sequential=args.sequential, checkpoint_dir=checkpoint_dir,
-                                   device=args.device, dtype=args.dtype, progress=progress)
-        save_artifact(table, args.output)
-        remove_checkpoint(checkpoint_dir)
-        return table
-    elif args.method == "weight":
-        table = weight_sensitivity(args.model, args.formats, args.include_lm_head, device=args.device,
-                                   dtype=args.dtype)
-    elif args.method == "fisher":
-        table = fisher_sensitivity(args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-                                   include_lm_head=args.include_lm_head, calib=args.calib, device=args.device,
-                                   dtype=args.dtype)
-    else:
-        table = hessian_sensitivity(
-            args.model, args.samples, args.seq_len, args.seed, formats=args.formats,
-            include_lm_head=args.include_lm_head, calib=args.calib, tolerance=args.tolerance,
-            max_iterations=args.max_iterations, progress=progress, device=args.device, dtype=args.dtype,
-        )
-    save_artifact(table, args.output)
-    return table
+    `checkpoint_dir`: where `--sequential` keeps its per-block results (`checkpoint_dir_for(output)`).
+    """
+    r = request
+    placement = dict(device=r.device, dtype=r.dtype)
+    if r.method == "weight":
+        return weight_sensitivity(r.model, r.formats, r.include_lm_head, model=model, **placement)
+    common = dict(samples=r.samples, seq_len=r.seq_len, seed=r.seed, model=model, tokenizer=tokenizer,
+                  formats=r.formats, include_lm_head=r.include_lm_head, calib=r.calib, **placement)
+    if r.method == "autoquantize":
+        return autoquantize_sensitivity(r.model, **common, score=r.score, batch_size=r.score_batch)
+    if r.method == "fisher":
+        return fisher_sensitivity(r.model, **common)
+    if r.method == "output":
+        return output_sensitivity(r.model, **common, sequential=r.sequential, checkpoint_dir=checkpoint_dir,
+                                  progress=progress)
+    return hessian_sensitivity(r.model, **common, tolerance=r.tolerance, max_iterations=r.max_iterations,
+                               progress=progress)

@@ -49,7 +49,7 @@ def format_config(fmt: Format, group_size: int | None) -> dict[str, Any]:
 def layer_options(graph: LayerGraph, formats: list[Format]) -> dict[str, tuple[Option, ...]]:
     """Each layer's quantized candidates (format, group size); bf16 is AutoQuantize's implicit no-quant."""
     return {layer.name: tuple((f.name, f.group_size_for(layer.in_features)) for f in formats
-                              if f.name != "bf16" and f.available_for(layer.in_features))
+                              if f.quantized and f.available_for(layer.in_features))
             for layer in graph.layers}
 
 
@@ -63,6 +63,21 @@ class SearchSpace:
     configs: dict[Option, dict]                 # every candidate's ModelOpt config
 
 
+def check_formats(graph: LayerGraph, formats: list[Format]) -> dict[str, tuple[Option, ...]]:
+    """Each layer's candidates, or a one-line refusal; from the graph alone, so before a model loads."""
+    import torch
+
+    if any(not f.modelopt_on_cpu for f in formats) and not torch.cuda.is_available():
+        names = ", ".join(f.name for f in formats if not f.modelopt_on_cpu)
+        raise InputError(f"AutoQuantize calibrates {names} with ModelOpt, which needs a CUDA GPU for it; "
+                         "pass --formats without it on this machine")
+    options = layer_options(graph, formats)
+    if not any(options.values()):
+        raise InputError(f"no layer of {graph.model} can take any of the formats "
+                         f"{', '.join(f.name for f in formats)}: nothing for AutoQuantize to score")
+    return options
+
+
 def search_space(model, graph: LayerGraph, formats: list[Format]) -> SearchSpace:
     """Layers whose candidates differ (INT4 group 64 where 128 does not divide) get their own search space.
 
@@ -74,19 +89,12 @@ def search_space(model, graph: LayerGraph, formats: list[Format]) -> SearchSpace
 
     from trtq.registry import get_format
 
-    if any(not f.modelopt_on_cpu for f in formats) and not torch.cuda.is_available():
-        names = ", ".join(f.name for f in formats if not f.modelopt_on_cpu)
-        raise InputError(f"AutoQuantize calibrates {names} with ModelOpt, which needs a CUDA GPU for it; "
-                         "pass --formats without it on this machine")
-    options = layer_options(graph, formats)
+    options = check_formats(graph, formats)
     configs = {opt: format_config(get_format(opt[0]), opt[1]) for opts in options.values() for opt in opts}
     by_options: dict[tuple[Option, ...], list[str]] = {}
     for layer, opts in options.items():
         if opts:
             by_options.setdefault(opts, []).append(layer)
-    if not by_options:
-        raise InputError(f"no layer of {graph.model} can take any of the formats "
-                         f"{', '.join(f.name for f in formats)}: nothing for AutoQuantize to score")
     common = Counter({opts: len(layers) for opts, layers in by_options.items()}).most_common(1)[0][0]
     spaces = [{"module_name_patterns": layers, "quantization_formats": [configs[o] for o in opts]}
               for opts, layers in by_options.items() if opts != common]
@@ -241,7 +249,7 @@ def autoquantize_table_rows(graph: LayerGraph, formats: list[Format], run: AutoQ
             option = (fmt.name, fmt.group_size_for(layer.in_features))
             value = omega.get((layer.name, option))
             if value is None:
-                if fmt.name != "bf16":
+                if fmt.quantized:
                     raise InputError(f"AutoQuantize returned no score for {layer.name} in {fmt.name}")
                 value = 0.0
             rows.append(SensitivityRow(layer=layer.name, format=fmt.name, group_size=option[1],

@@ -17,6 +17,7 @@ per calibration batch serve every layer and format; quantized weights are made o
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 
@@ -52,9 +53,9 @@ class FisherScores:
                     self.weight_errors[layer.name, fmt.name] = squared_norm(effective_weight(quantized, fmt, smooth) - w)
                     self.weights[layer.name, fmt.name] = quantized.t().contiguous()
         self._inputs: dict[str, torch.Tensor] = {}
-        self._handles = []
+        self._handles: list[Any] = []
 
-    def __enter__(self) -> "FisherScores":
+    def __enter__(self) -> FisherScores:
         for layer in self.graph.layers:
             module = self.modules[layer.name]
             self._handles.append(module.register_forward_hook(self._keep_input(layer.name)))

@@ -52,11 +52,7 @@ from trtq.sensitivity.operands import (
     kernel_weight,
     visit_layer_inputs,
 )
-
-DEFAULT_TOLERANCE = 0.05
-# One probe per window of the default 8 calibration windows: on SmolLM2 it plans as well as 12 probes
-# (benchmarks/RESULTS.md, plan_quality) in 1.4-1.8x AutoQuantize's scoring time, against 2.1-2.7x.
-DEFAULT_MAX_ITERATIONS = 8
+from trtq.sensitivity.request import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE
 
 
 @dataclass

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 from trtq.artifacts.layers import LayerGraph
-from trtq.registry.formats import Format
-from trtq.sensitivity.quantizers import fp8_e4m3, fp8_groupwise, int_symmetric, nvfp4, quantize_dequantize
+from trtq.formats.base import Format
+from trtq.sensitivity.quantizers import quantize_dequantize
 
 SMOOTHQUANT_ALPHA = 1.0  # ModelOpt's SmoothQuant default
 _MIN_SCALE = 1e-5
@@ -61,8 +61,8 @@ def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph, batches: Ite
 
 
 def migrates(fmt: Format) -> bool:
-    """SmoothQuant applies to the formats with INT8 activations."""
-    return fmt.act_dtype == "int8"
+    """SmoothQuant migrates ranges into the weights for the formats that say so (int8_sq)."""
+    return fmt.smooths_activations
 
 
 def kernel_weight(w: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
@@ -73,18 +73,7 @@ def kernel_weight(w: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.T
 
 def kernel_inputs(x: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
     """Q_a(X') as format f's kernel multiplies it; x is [tokens, in]."""
-    if fmt.act_dtype == "bf16":
-        return x.to(torch.bfloat16).to(x.dtype)
-    if fmt.act_dtype == "fp8_e4m3" and fmt.act_block_size:
-        return fp8_groupwise(x, fmt.act_block_size)
-    if fmt.act_dtype == "fp8_e4m3":
-        return fp8_e4m3(x)
-    if fmt.act_dtype == "int8":
-        smoothed = x / smooth
-        return int_symmetric(smoothed, 8, smoothed.abs().amax())
-    if fmt.act_dtype == "e2m1":
-        return nvfp4(x, fmt.group_size_for(x.shape[1]))
-    raise ValueError(f"no reference activation quantizer for {fmt.name} ({fmt.act_dtype})")
+    return fmt.quantize_activations(x, smooth)
 
 
 def effective_weight(quantized_kernel_weight: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:

@@ -206,7 +206,7 @@ def sequential_output_rows(
     embeddings.to("meta")
     block_kwargs = [_to(kwargs, device) for _, kwargs in captured]
     hidden = [h for h, _ in captured] if start == 0 else _load_hidden(checkpoint_dir, start, len(captured), device)
-    del captured
+    captured.clear()   # the hidden states live on in `hidden` alone
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
     for b in range(start, len(blocks)):

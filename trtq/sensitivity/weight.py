@@ -7,13 +7,18 @@ layer's Omega is the sum over its experts.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.sensitivity import SensitivityRow
 from trtq.registry.formats import Format
 from trtq.sensitivity.quantizers import weight_error
 
+if TYPE_CHECKING:
+    import torch
 
-def linear_weights(model, graph: LayerGraph) -> dict[str, "torch.Tensor"]:  # noqa: F821
+
+def linear_weights(model, graph: LayerGraph) -> dict[str, torch.Tensor]:
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     missing = [layer.name for layer in graph.layers

@@ -160,7 +160,7 @@ def build_sensitivity(plan: Plan) -> Sensitivity:
             for fname, cost in g.costs.items():
                 rows.append(SensitivityRow(layer=member, format=fname, group_size=get_format(fname).group_size_for(g.in_features),
                                            weight_error=cost.omega * 10, omega=cost.omega / len(g.members)))
-    return Sensitivity(artifact="sensitivity", schema_version=Sensitivity.SCHEMA_VERSION, metadata=make_metadata(), model=plan.model,
+    return Sensitivity.create(metadata=make_metadata(), model=plan.model,
                        method="weight", formats=list(plan.candidate_formats), rows=rows)
 
 

@@ -35,8 +35,8 @@ def plan_of(groups: list[GroupChoice], model: str = "smollm2-135m", gpu: str | N
     The legacy engine runtime by default: these plans mix int8_sq in, which only it runs."""
     formats = {g.format for g in groups}
     gpu = gpu or ("B200" if "nvfp4" in formats else "h100")
-    return Plan(
-        artifact=Plan.KIND, schema_version=Plan.SCHEMA_VERSION, metadata=make_metadata(),
+    return Plan.create(
+        metadata=make_metadata(),
         model=model, gpu=gpu, runtime=runtime, profile_backend="roofline", launch_cost_ns=0.0,
         sensitivity_method="weight", budgets=[], candidate_formats=sorted(formats | {"bf16"}),
         fixed_parameter_bytes=0,

@@ -1,0 +1,75 @@
+"""The sensitivity stage's settings, declared once: `trtq sensitivity`'s options and `compute_sensitivity`'s request."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+
+from trtq.model.device import DeviceSettings
+from trtq.options import MAX_COUNT, MAX_SEED, MAX_TOKENS, number
+from trtq.settings import setting
+
+# Hutchinson's stopping rule: a trace whose running mean moves by under 5% has converged.
+DEFAULT_TOLERANCE = 0.05
+# One probe per window of the default 8 calibration windows: on SmolLM2 it plans as well as 12 probes
+# (benchmarks/RESULTS.md, plan_quality) in 1.4-1.8x AutoQuantize's scoring time, against 2.1-2.7x.
+DEFAULT_MAX_ITERATIONS = 8
+
+
+# Settings only some methods read: set to anything but the default for another method, they are refused,
+# not silently ignored.
+METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "score": ("autoquantize",),
+    "score_batch": ("autoquantize",),
+    "tolerance": ("hessian",),
+    "max_iterations": ("hessian",),
+    "calib": ("hessian", "fisher", "autoquantize", "output"),
+    "samples": ("hessian", "fisher", "autoquantize", "output"),
+    "seq_len": ("hessian", "fisher", "autoquantize", "output"),
+    # The layer-wise objective is block-local; the others need the loss gradient through every later block.
+    "sequential": ("output",),
+}
+
+
+class SensitivityRequest(DeviceSettings):
+    model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")
+    method: Literal["weight", "hessian", "fisher", "autoquantize", "output"] = setting(
+        "weight", "weight: ||Q(W)-W||^2; hessian: Hutchinson traces of each layer's weight and input Hessians "
+                  "x their quantization errors (HAWQ-V3, with HAWQ-V2's activation term); "
+                  "fisher: Fisher-weighted output error of quantized weights and activations; "
+                  "autoquantize: ModelOpt AutoQuantize's own per-layer scores (lm_head disabled); "
+                  "output: 1/2 ||Q(X)Q(W)^T - XW^T||^2 on calibration tokens (GPTQ's layer-wise Hessian)")
+    sequential: bool = setting(
+        False, "output: one decoder block in memory at a time, read from the safetensors; a killed run resumes "
+               "from the last finished block (partial results in .OUTPUT.partial/ beside -o)")
+    score: Literal["gradient", "kl_div"] = setting(
+        "gradient", "autoquantize: ModelOpt's score, gradient (loss-weighted output error) or kl_div")
+    score_batch: int = setting(4, "autoquantize: calibration windows per AutoQuantize step", ge=1, le=MAX_COUNT)
+    formats: str | None = setting(None, "comma-separated formats (default: all)")
+    include_lm_head: bool = setting(False, "score lm_head too (kept bf16 by default)")
+    calib: str | None = setting(
+        None, "hessian/fisher/autoquantize/output: UTF-8 calibration text (default: the shipped calibration text)",
+        metavar="FILE")
+    samples: int = setting(8, "hessian/fisher/autoquantize/output: calibration windows", ge=1, le=MAX_COUNT)
+    seq_len: int = setting(512, "hessian/fisher/autoquantize/output: tokens per window", ge=2, le=MAX_TOKENS)
+    tolerance: float = setting(
+        DEFAULT_TOLERANCE, "hessian: stop a trace (a layer's weight or input) when its running mean changes by less "
+                           "than this fraction", parse=number())
+    max_iterations: int = setting(DEFAULT_MAX_ITERATIONS, "hessian: most Hutchinson probes", ge=1, le=10_000)
+    seed: int = setting(0, "seed of the calibration windows and probes", ge=0, le=MAX_SEED)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, tolerance: float) -> float:
+        if not 0 < tolerance < 1:
+            raise ValueError(f"tolerance must be between 0 and 1, got {tolerance}")
+        return tolerance
+
+    @model_validator(mode="after")
+    def _method_settings(self) -> SensitivityRequest:
+        for name, methods in METHOD_SETTINGS.items():
+            if self.method not in methods and getattr(self, name) != type(self).model_fields[name].default:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} applies to --method {' or '.join(methods)}, not {self.method}")
+        return self
