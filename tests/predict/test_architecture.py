@@ -30,9 +30,19 @@ def test_tp_sharding_and_kv_size():
     assert arch.kv_elements_per_token(16) == 2 * 1 * 128 * 80   # KV heads replicate past 8
 
 
-def test_non_dense_models_are_refused():
-    with pytest.raises(UnsupportedError, match="model_type 'mixtral' is not built yet"):
-        decoder_architecture("m", {"model_type": "mixtral"})
+def test_families_without_an_adapter_are_refused():
+    with pytest.raises(UnsupportedError, match="model_type 'gpt2' is not built yet"):
+        decoder_architecture("m", {"model_type": "gpt2"})
+
+
+def test_mixtral_blocks_hold_one_expert_group_each():
+    resolved = resolve_model("mixtral-8x7b")
+    arch = decoder_architecture(resolved.name, resolved.config)
+    moe = [g for g in arch.groups if g.kind == "moe"]
+    assert len(moe) == 32 and len(arch.groups) == 32 * 3
+    assert moe[0].name == "model.layers.0.mlp.experts"
+    assert (moe[0].experts, moe[0].experts_per_token) == (8, 2)
+    assert moe[0].expert_gemms(2) == ((14336, 4096), (4096, 7168))
 
 
 def test_qwen3_dense_blocks_come_from_the_same_adapter():
@@ -48,6 +58,11 @@ def test_qwen3_dense_blocks_come_from_the_same_adapter():
         (g.name, g.kind, g.block, g.out_features, g.in_features) for g in graph.groups]
 
 
-def test_moe_models_are_refused_by_the_step_model():
-    with pytest.raises(UnsupportedError, match="model_type 'qwen3_moe' is not built yet"):
-        decoder_architecture("m", {"model_type": "qwen3_moe", "num_experts": 8})
+def test_qwen3_moe_experts_are_sized_by_moe_intermediate_size():
+    resolved = resolve_model("qwen3-30b-a3b")
+    arch = decoder_architecture(resolved.name, resolved.config)
+    moe = [g for g in arch.groups if g.kind == "moe"]
+    config = resolved.config
+    assert len(moe) == config["num_hidden_layers"]
+    assert (moe[0].experts, moe[0].experts_per_token) == (config["num_experts"], config["num_experts_per_tok"])
+    assert moe[0].expert_gemms(1)[1] == (config["hidden_size"], config["moe_intermediate_size"])

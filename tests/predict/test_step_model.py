@@ -202,3 +202,39 @@ def test_ctx_grid_matches_aiconfigurator():
     for isl in (128, 1000, 2048, 5000, 16384):
         assert StepModel.ctx_tokens_grid(isl) == backend._get_ctx_tokens_list_for_agg_sweep(isl, 512, False)
     assert math.isclose(StepModel.ctx_tokens_grid(2048)[0], 2048)
+
+
+# One MoE block: 4 experts, top-2, each expert's intermediate 256 (gate_up 512 x 128, down 128 x 256).
+MOE_BLOCK = DecoderArchitecture(
+    name="toy-moe", num_layers=1, hidden_size=128, num_heads=2, num_kv_heads=1, head_dim=64,
+    intermediate_size=256, vocab_size=1024, tie_word_embeddings=False,
+    groups=(GemmGroup("model.layers.0.self_attn.qkv", "qkv", 0, 256, 128),
+            GemmGroup("model.layers.0.self_attn.o_proj", "o_proj", 0, 128, 128),
+            GemmGroup("model.layers.0.mlp.experts", "moe", 0, 128, 128, experts=4, experts_per_token=2,
+                      expert_intermediate=256)),
+)
+GEMM_BASE_MS[(4, 128, "bf16")] = 0.001   # the router
+
+
+def moe_model(fmt):
+    return StepModel(MOE_BLOCK, {g.name: fmt if g.kind == "moe" else "bf16" for g in MOE_BLOCK.groups}, "bf16", 1,
+                     TableKernels(), get_gpu("H100-SXM"))
+
+
+def test_moe_group_costs_the_routed_experts_by_hand():
+    step = moe_model("fp8")
+    # One token reaches exactly top-k = 2 experts, one token each: router + 2 x (gate_up + down) at M = 1.
+    one = step.group_costs(1)["model.layers.0.mlp.experts"]["fp8"]
+    assert one == pytest.approx((0.001 + 0.001) + 2 * ((0.011 + 0.001) + (0.007 + 0.001)))
+    # 64 tokens: all 4 experts are (almost surely) hit, 64 x 2 / 4 = 32 tokens each.
+    active = 4 * (1 - (1 - 2 / 4) ** 64)
+    many = step.group_costs(64)["model.layers.0.mlp.experts"]["fp8"]
+    assert many == pytest.approx((0.001 + 0.064) + active * ((0.011 + 0.032) + (0.007 + 0.032)))
+    # bf16 experts cost more than fp8 ones on the same tokens; the activation quantization fuses into the norm.
+    assert step.group_costs(64, ["bf16", "fp8"])["model.layers.0.mlp.experts"]["bf16"] > many
+
+
+def test_moe_memory_counts_every_expert():
+    bf16, fp8 = moe_model("bf16"), moe_model("fp8")
+    experts_bf16 = 4 * (512 * 128 + 128 * 256) * 2
+    assert bf16.weight_bytes() - fp8.weight_bytes() == pytest.approx(experts_bf16 / 2, rel=0.05)

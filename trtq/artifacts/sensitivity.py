@@ -36,7 +36,7 @@ class Sensitivity(Artifact):
     SCHEMA_VERSION: ClassVar[int] = 2
 
     model: str
-    method: Literal["weight", "hessian", "fisher", "autoquantize"]
+    method: Literal["weight", "hessian", "fisher", "autoquantize", "output"]
     formats: list[str]
     settings: dict[str, Any] = {}
     rows: list[SensitivityRow]

@@ -28,6 +28,9 @@ def check_request(request: EvalRequest) -> Any:
     """Everything cheap, before a model loads; the opened checkpoint (its JSON only), if one was named."""
     if (request.plan is None) == (request.checkpoint is None):
         raise InputError("trtq eval needs exactly one of --plan FILE or --checkpoint DIR")
+    from trtq.model.device import resolve_placement
+
+    resolve_placement(request.device, request.dtype)
     if request.checkpoint is None:
         return None
     from trtq.eval.checkpoint import open_checkpoint
@@ -122,14 +125,14 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
 
     if model is None or tokenizer is None:
         started = time.perf_counter()
-        model, tokenizer = load_pretrained(resolved)
+        model, tokenizer = load_pretrained(resolved, dtype=request.dtype, device=request.device)
         say(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s")
     if checkpoint is not None:
         # Before the reference is scored: a broken checkpoint fails fast.
         from trtq.eval.checkpoint import load_checkpoint_model
 
         started = time.perf_counter()
-        loaded = load_checkpoint_model(checkpoint, model)
+        loaded = load_checkpoint_model(checkpoint, model, dtype=next(model.parameters()).dtype)
         say(f"rebuilt {checkpoint.root} from its exported tensors in {time.perf_counter() - started:.0f} s")
     windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
     started = time.perf_counter()
@@ -173,7 +176,8 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
                                            samples=samples))
     del quantized
 
-    notes.append(f"reference: the unquantized model ({next(model.parameters()).dtype}); "
+    notes.append(f"reference: the unquantized model ({next(model.parameters()).dtype} on "
+                 f"{next(model.parameters()).device}); "
                  f"windows: {reference.windows} non-overlapping, evenly spaced over the text")
     if tasks:
         notes.append("lm-eval degradation = relative drop of the task metric, (reference - quantized) / reference")

@@ -39,7 +39,7 @@ def perplexity(model: Any, windows: torch.Tensor, batch_size: int = 4) -> Perple
     count = 0
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
-            ids = windows[start:start + batch_size]
+            ids = windows[start:start + batch_size].to(next(model.parameters()).device)
             logits = model(input_ids=ids, use_cache=False).logits[:, :-1, :].float()
             targets = ids[:, 1:]
             nll = torch.nn.functional.cross_entropy(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from trtq.model.device import DeviceSettings
 from trtq.options import MAX_COUNT, MAX_TOKENS
 from trtq.quantize.request import CalibrationSettings
 from trtq.settings import setting
 
 
-class EvalRequest(CalibrationSettings):
+class EvalRequest(CalibrationSettings, DeviceSettings):
     """The calibration settings (inherited) apply to `--plan` only: a checkpoint was calibrated when exported."""
 
     model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")

@@ -47,6 +47,10 @@ class MoeLayout:
     shared_path: str = "mlp.shared_expert"
     router: str = "mlp.gate"              # stays bf16
     shared_gate: str | None = None        # stays bf16 (Qwen2-MoE's 1 x H sigmoid gate)
+    # How checkpoints on disk (and transformers 5's own save_pretrained) name the MoE block: per-expert
+    # Linear weights {checkpoint_mlp}.experts.{e}.{gate, up, down}.weight, fused on load.
+    checkpoint_mlp: str = "mlp"
+    checkpoint_expert_names: tuple[str, str, str] = ("gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,8 @@ ADAPTERS: dict[str, FamilyAdapter] = {a.model_type: a for a in (
     FamilyAdapter("qwen2", "Qwen2ForCausalLM", "qwen", True, False),
     FamilyAdapter("qwen3", "Qwen3ForCausalLM", "qwen", "attention_bias", True, head_dim_default=128, qk_norm=True),
     FamilyAdapter("mixtral", "MixtralForCausalLM", "llama", False, True,
-                  moe=MoeLayout("num_local_experts", "intermediate_size", None, sparse_step=False)),
+                  moe=MoeLayout("num_local_experts", "intermediate_size", None, sparse_step=False,
+                                checkpoint_mlp="block_sparse_moe", checkpoint_expert_names=("w1", "w3", "w2"))),
     FamilyAdapter("qwen2_moe", "Qwen2MoeForCausalLM", "qwen", "qkv_bias", False, qkv_bias_default=True,
                   moe=MoeLayout(**_QWEN_MOE, shared_intermediate_key="shared_expert_intermediate_size",
                                 shared_gate="mlp.shared_expert_gate")),

@@ -266,9 +266,9 @@ def _gguf_cache(gguf: Path) -> Path:
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 
-def load_pretrained(resolved: ResolvedModel, dtype: str = "float32"):
-    """(model, tokenizer) on CPU in eval mode. GGUF weights are dequantised once and cached
-    as safetensors (loading a GGUF costs ~20 s, the cached copy ~1 s)."""
+def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str = "cpu"):
+    """(model, tokenizer) on `device` in `dtype`, in eval mode. GGUF weights are dequantised once and
+    cached as safetensors (loading a GGUF costs ~20 s, the cached copy ~1 s)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -281,6 +281,31 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32"):
             "with weights, e.g. smollm2-135m or a local directory with safetensors"
         )
     torch_dtype = getattr(torch, dtype)
+    directory = weights_directory(resolved)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, use_safetensors=True)
+    if device != "cpu":
+        try:
+            model = model.to(device)
+        except torch.OutOfMemoryError:
+            raise InputError(f"{resolved.name} does not fit on {device} in {dtype}: use fewer samples, "
+                             "another --dtype, or --device cpu") from None
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if not model.config.architectures:
+        model.config.architectures = [type(model).__name__]
+    model.eval()
+    return model, tokenizer
+
+
+def weights_directory(resolved: ResolvedModel) -> Path:
+    """The directory of the model's safetensors; an embedded GGUF is dequantised into the cache once."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not resolved.has_weights:
+        raise InputError(
+            f"model {resolved.name} has no weights here (config only): this step needs a model "
+            "with weights, e.g. smollm2-135m or a local directory with safetensors"
+        )
     if resolved.weights_format == "gguf":
         directory = _gguf_cache(resolved.weights)
         if not (directory / "model.safetensors").is_file():
@@ -319,12 +344,7 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32"):
                 shutil.rmtree(tmp, ignore_errors=True)
     else:
         directory = resolved.weights
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    if not model.config.architectures:
-        model.config.architectures = [type(model).__name__]
-    model.eval()
-    return model, tokenizer
+    return directory
 
 
 def require_embedded_model() -> ResolvedModel:

@@ -276,8 +276,29 @@ class StepModel:
         bw = self.gpu.hbm_bandwidth_bytes_per_s * self.gpu.achievable.bandwidth
         return Answer(tokens * k * (2 + bits / 8) / bw * 1e3 + QUANTIZE_LAUNCH_MS, "modelled")
 
+    def moe_cost(self, group: GemmGroup, fmt: str, tokens: int) -> Answer:
+        """The experts of one block at M = tokens: the router (bf16), then each expert the router reaches runs
+        its gate_up and down GEMMs on its share of the tokens. With top-k of E chosen uniformly, the expected
+        number of distinct experts hit is E (1 - (1 - k/E)^T), and they share T k routed tokens."""
+        e, top_k = group.experts, group.experts_per_token
+        active = e * (1.0 - (1.0 - top_k / e) ** tokens)
+        per_expert = max(1, math.ceil(tokens * top_k / active))
+        router = self.gemms_bf16(e, group.in_features, tokens)
+        total, provenances = router.ms, [router.provenance]
+        for n, k in group.expert_gemms(self.tp):
+            answer = self.gemms.gemm(n, k, fmt, per_expert)
+            total += active * answer.ms
+            provenances.append(answer.provenance)
+        worst = max(provenances, key=PROVENANCES.index) if all(p in PROVENANCES for p in provenances) else "modelled"
+        return Answer(total, worst)
+
     def group_cost(self, group: GemmGroup, fmt: str, tokens: int) -> tuple[Answer, Answer]:
         """(GEMM, transition) for one group at `fmt` and M = tokens, on one GPU."""
+        if group.experts is not None:
+            gemm = self.moe_cost(group, fmt, tokens)
+            if PRODUCER_OF[group.kind] in FORMATS[fmt].fused_producers:
+                return gemm, Answer(0.0, "measured")
+            return gemm, self.quantize_cost(fmt, tokens, group.in_features)
         n, k = group.sharded(self.tp)
         gemm = self.gemms.gemm(n, k, fmt, tokens)
         if PRODUCER_OF[group.kind] in FORMATS[fmt].fused_producers:
@@ -362,8 +383,13 @@ class StepModel:
         a, tp = self.arch, self.tp
         total = 0
         for g in a.groups:
+            fmt = FORMATS[self.formats[g.name]]
+            if g.experts is not None:   # every expert is resident; the router stays bf16
+                total += g.experts * sum(fmt.weight_bytes(n, k) for n, k in g.expert_gemms(tp))
+                total += g.experts * g.in_features * 2
+                continue
             n, k = g.sharded(tp)
-            total += FORMATS[self.formats[g.name]].weight_bytes(n, k)
+            total += fmt.weight_bytes(n, k)
         bf16 = 2
         total += (a.vocab_size // tp) * a.hidden_size * bf16 * 2      # embedding + lm_head (as TRT-LLM shards them)
         total += (2 * a.num_layers + 1) * a.hidden_size * bf16          # norms

@@ -25,15 +25,17 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     """Everything cheap is checked before the model loads: the plan, its formats on this machine, the text."""
     from trtq.console import fmt_bytes, stderr_console
     from trtq.data import CALIBRATION_PATH, read_text_file, token_batches
+    from trtq.model.device import resolve_placement
     from trtq.model.zoo import resolve_model
     from trtq.quantize.apply import check_runnable_here
     from trtq.quantize.quant_cfg import plan_layers
 
     model_spec, plan_path, runtime = request.model, request.plan, request.runtime
     calib_samples, calib_seq_len, seed = request.calib_samples, request.calib_seq_len, request.seed
+    placement = resolve_placement(request.device, request.dtype)
     plan = load_artifact(plan_path, Plan)
     layers = plan_layers(plan)
-    check_runnable_here(plan)
+    check_runnable_here(plan, cuda_available=placement.device != "cpu")
     require_plan_runtime(plan, plan_path, runtime)
     resolved = resolve_model(model_spec)
     if plan.model != resolved.name:
@@ -47,7 +49,7 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
 
     console = stderr_console()
     started = time.perf_counter()
-    model, tokenizer = load_pretrained(resolved)
+    model, tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
     batches = token_batches(tokenizer, text, calib_samples, calib_seq_len, seed)
     console.print(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
                   f"{len(layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}")
@@ -56,7 +58,8 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     console.print(f"quantized in {time.perf_counter() - started:.0f} s; exporting")
     out = export_checkpoint(
         model, tokenizer, plan, output, plan_path=plan_path, model_name=resolved.name,
-        calibration={"path": str(text_path), "samples": calib_samples, "seq_len": calib_seq_len, "seed": seed},
+        calibration={"path": str(text_path), "samples": calib_samples, "seq_len": calib_seq_len, "seed": seed,
+                     **placement.as_settings()},
     )
     counts: dict[str, int] = {}
     for _, fmt, _ in layers:

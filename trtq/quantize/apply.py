@@ -343,6 +343,9 @@ def export_checkpoint(
         calibration = dict(calibration or {})
         if calibration.get("path"):
             inputs["calibration"] = calibration["path"]
+        if calibration.get("device"):
+            notes.append(f"calibrated on {calibration['device']} ({calibration.get('device_name')}) "
+                         f"in {calibration.get('dtype')}")
         metadata = make_metadata(inputs=inputs, seed=calibration.get("seed"), notes=notes,
                                  versions={"nvidia-modelopt": modelopt.__version__})
         summary = QuantizeSummary.create(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from trtq.model.device import DeviceSettings
 from trtq.options import MAX_COUNT, MAX_SEED, MAX_TOKENS
 from trtq.settings import Request, setting
 
@@ -16,7 +17,7 @@ class CalibrationSettings(Request):
     seed: int = setting(0, "seed for drawing calibration windows", ge=0, le=MAX_SEED)
 
 
-class QuantizeRequest(CalibrationSettings):
+class QuantizeRequest(CalibrationSettings, DeviceSettings):
     model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")
     plan: str = setting(..., "plan.yaml from `trtq plan`")
     runtime: str | None = setting(

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from trtq.artifacts import make_metadata
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.errors import InputError
+from trtq.model.device import placement_of, resolve_placement
 from trtq.registry import parse_formats
 from trtq.sensitivity.request import SensitivityRequest
 
 
 def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_head: bool = False,
-                       model=None) -> Sensitivity:
+                       model=None, *, device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """Weight-perturbation sensitivity of every quantizable layer for every format that fits it."""
     import torch
 
@@ -20,11 +21,12 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
     from trtq.model.zoo import load_pretrained, resolve_model
     from trtq.sensitivity.weight import weight_rows
 
+    placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     fmts = parse_formats(formats)
     if model is None:
-        model, _ = load_pretrained(resolved)
+        model, _ = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
     with torch.no_grad():
         rows = weight_rows(model, graph, fmts)
     inputs = {"weights": str(resolved.weights)} if resolved.weights and resolved.weights.is_file() else {}
@@ -35,7 +37,7 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
         model=resolved.name,
         method="weight",
         formats=[f.name for f in fmts],
-        settings={"include_lm_head": include_lm_head},
+        settings={"include_lm_head": include_lm_head, **placement.as_settings()},
         rows=rows,
     )
 
@@ -50,17 +52,19 @@ class _Calibrated:
     model: object
     batches: object
     inputs: dict
+    placement: object
 
 
 def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, tokenizer,
                 formats: str | None, include_lm_head: bool, calib: str | None,
-                before_load=None) -> _Calibrated:
+                device: str = "cpu", dtype: str = "float32", before_load=None) -> _Calibrated:
     """`samples` windows of `seq_len` tokens drawn (seeded) from the shipped calibration text or `calib`."""
     from trtq.data import calibration_text, read_text_file, token_batches
     from trtq.data.texts import CALIBRATION_PATH
     from trtq.model.layers import build_layer_graph
     from trtq.model.zoo import load_pretrained, resolve_model
 
+    placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     fmts = parse_formats(formats)
@@ -68,20 +72,21 @@ def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, t
     if before_load is not None:   # the method's own refusals, before the model costs its load
         before_load(graph, fmts)
     if model is None or tokenizer is None:
-        loaded_model, loaded_tokenizer = load_pretrained(resolved)
+        loaded_model, loaded_tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
         model = model if model is not None else loaded_model
         tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
     inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
     if resolved.weights and resolved.weights.is_file():
         inputs["weights"] = str(resolved.weights)
-    return _Calibrated(resolved, graph, fmts, model, token_batches(tokenizer, text, samples, seq_len, seed), inputs)
+    batches = token_batches(tokenizer, text, samples, seq_len, seed).to(next(model.parameters()).device)
+    return _Calibrated(resolved, graph, fmts, model, batches, inputs, placement)
 
 
 def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
                         model=None, tokenizer=None, *, formats: str | None = None,
                         include_lm_head: bool = False, calib: str | None = None,
                         tolerance: float | None = None, max_iterations: int | None = None,
-                        progress=None) -> Sensitivity:
+                        progress=None, device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """HAWQ-V2/V3 sensitivity: mean Hessian traces of each layer's weight and input x their quantization errors.
 
     `samples` windows of `seq_len` tokens are drawn (seeded) from the shipped
@@ -103,7 +108,8 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         raise InputError(f"tolerance must be between 0 and 1, got {tolerance}")
     if max_iterations < 2:
         raise InputError(f"max iterations must be at least 2, got {max_iterations}")
-    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                    device=device, dtype=dtype)
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     traces = model_traces(model, graph, c.batches, tolerance=tolerance, max_iterations=max_iterations,
                           seed=seed, progress=progress)
@@ -127,7 +133,7 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
         model=resolved.name,
         method="hessian",
         formats=[f.name for f in fmts],
-        settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len,
+        settings={**c.placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len,
                   "seed": seed, "tolerance": tolerance, "max_iterations": max_iterations,
                   "iterations": traces.iterations, "seconds": round(traces.seconds, 3)},
         rows=rows,
@@ -137,7 +143,8 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
 
 def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
                        model=None, tokenizer=None, *, formats: str | None = None,
-                       include_lm_head: bool = False, calib: str | None = None) -> Sensitivity:
+                       include_lm_head: bool = False, calib: str | None = None,
+                       device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """Omega = 1/2 sum (dL/dY)^2 (Q_a(X') Q_w(W')^T - X W^T)^2: weights *and* activations, per layer."""
     import time
 
@@ -146,7 +153,8 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
     from trtq.artifacts.sensitivity import SensitivityRow
     from trtq.sensitivity.fisher import fisher_scores
 
-    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib)
+    c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                    device=device, dtype=dtype)
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -164,16 +172,89 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
         model=resolved.name,
         method="fisher",
         formats=[f.name for f in fmts],
-        settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
+        settings={**c.placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
                   "seconds": round(seconds, 3)},
         rows=rows,
     )
 
 
+def output_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
+                       model=None, tokenizer=None, *, formats: str | None = None,
+                       include_lm_head: bool = False, calib: str | None = None, sequential: bool = False,
+                       checkpoint_dir: str | None = None, device: str = "cpu", dtype: str = "float32",
+                       progress=None) -> Sensitivity:
+    """Omega = 1/2 sum ||Q_a(X') Q_w(W')^T - X W^T||^2 per layer (GPTQ's layer-wise Hessian objective).
+
+    `sequential`: one decoder block in memory at a time, read from the safetensors, resumable from
+    `checkpoint_dir` (trtq.sensitivity.sequential); otherwise the whole model is loaded.
+    """
+    import time
+
+    import torch
+
+    from trtq.sensitivity.output import output_rows
+
+    started = time.perf_counter()
+    notes = ["omega = 1/2 sum over calibration tokens of ||Q_a(X') Q_w(W')^T - X W^T||^2 (GPTQ's layer-wise "
+             "Hessian objective, H = X^T X, with the activations quantized too; trtq's reference quantizers, "
+             "SmoothQuant alpha 1 for int8_sq); MoE experts per expert on their routed tokens, summed; "
+             "weight_error = ||Q_w(W') / s - W||^2"]
+    if sequential:
+        from transformers import AutoTokenizer
+
+        from trtq.data import calibration_text, read_text_file, token_batches
+        from trtq.data.texts import CALIBRATION_PATH
+        from trtq.model.layers import build_layer_graph
+        from trtq.model.zoo import resolve_model, weights_directory
+        from trtq.sensitivity.sequential import sequential_output_rows
+
+        if model is not None:
+            raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
+        if checkpoint_dir is None:
+            raise InputError("block-sequential sensitivity needs a checkpoint directory")
+        placement = resolve_placement(device, dtype)
+        resolved = resolve_model(model_spec)
+        graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
+        fmts = parse_formats(formats)
+        text = read_text_file(calib) if calib else calibration_text()
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(str(weights_directory(resolved)))
+        batches = token_batches(tokenizer, text, samples, seq_len, seed)
+        inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
+        settings = {"samples": samples, "seq_len": seq_len, "seed": seed, "formats": [f.name for f in fmts],
+                    "device": placement.device, "dtype": placement.dtype}
+        run = sequential_output_rows(resolved, graph, fmts, batches, checkpoint_dir=checkpoint_dir,
+                                     settings=settings, device=placement.device, dtype=placement.dtype,
+                                     progress=progress)
+        rows = run.rows
+        notes.append(f"block-sequential: one of {run.blocks} decoder blocks in memory at a time"
+                     + (f", resumed at block {run.resumed_from}" if run.resumed_from else ""))
+    else:
+        c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
+                        device=device, dtype=dtype)
+        resolved, graph, fmts, placement, inputs = c.resolved, c.graph, c.formats, c.placement, c.inputs
+        with torch.no_grad():
+            rows = output_rows(c.model, graph, fmts, c.batches)
+    if resolved.weights and resolved.weights.is_file():
+        inputs["weights"] = str(resolved.weights)
+    table = Sensitivity.create(
+        metadata=make_metadata(inputs=inputs, seed=seed, notes=notes),
+        model=resolved.name,
+        method="output",
+        formats=[f.name for f in fmts],
+        settings={**placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples,
+                  "seq_len": seq_len, "seed": seed, "sequential": sequential,
+                  "seconds": round(time.perf_counter() - started, 3)},
+        rows=rows,
+    )
+    return table
+
+
 def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, seed: int = 0,
                              model=None, tokenizer=None, *, formats: str | None = None,
                              include_lm_head: bool = False, calib: str | None = None, score: str = "gradient",
-                             batch_size: int = 4, checkpoint: str | None = None) -> Sensitivity:
+                             batch_size: int = 4, checkpoint: str | None = None,
+                             device: str = "cpu", dtype: str = "float32") -> Sensitivity:
     """ModelOpt AutoQuantize's own scores (searcher's candidate_stats) for every layer x format.
 
     The same calibration windows as the Hessian and Fisher methods calibrate every candidate and
@@ -187,7 +268,7 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
     from trtq.sensitivity.weight import weight_rows
 
     c = _calibrated(model_spec, samples, seq_len, seed, model, tokenizer, formats, include_lm_head, calib,
-                    before_load=check_formats)
+                    device=device, dtype=dtype, before_load=check_formats)
     torch.manual_seed(seed)
     run = run_autoquantize(c.model, c.graph, c.formats, c.batches, score=score, batch_size=batch_size,
                            checkpoint=checkpoint)
@@ -206,7 +287,7 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
         model=c.resolved.name,
         method="autoquantize",
         formats=[f.name for f in c.formats],
-        settings={"include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
+        settings={**c.placement.as_settings(), "include_lm_head": include_lm_head, "samples": samples, "seq_len": seq_len, "seed": seed,
                   "score": score, "batch_size": batch_size, "seconds": round(run.seconds, 3),
                   "scoring_seconds": None if run.scoring_seconds is None else round(run.scoring_seconds, 3),
                   "autoquantize_groups": groups},
@@ -214,19 +295,35 @@ def autoquantize_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 5
     )
 
 
-def compute_sensitivity(request: SensitivityRequest, progress=None, model=None, tokenizer=None) -> Sensitivity:
+def checkpoint_dir_for(output: str):
+    """Where a block-sequential run keeps its partial results: next to its output, removed once it is written."""
+    from pathlib import Path
+
+    path = Path(output)
+    return path.with_name(f".{path.name}.partial")
+
+
+def compute_sensitivity(request: SensitivityRequest, progress=None, model=None, tokenizer=None,
+                        checkpoint_dir=None) -> Sensitivity:
     """The table `request.method` asks for (`model`/`tokenizer`: already loaded, else loaded here), with the
-    KV-cache formats' Omega when `request.kv_formats` names them."""
+    KV-cache formats' Omega when `request.kv_formats` names them.
+
+    `checkpoint_dir`: where `--sequential` keeps its per-block results (`checkpoint_dir_for(output)`).
+    """
     r = request
+    placement = dict(device=r.device, dtype=r.dtype)
     if r.method == "weight":
-        table = weight_sensitivity(r.model, r.formats, r.include_lm_head, model=model)
+        table = weight_sensitivity(r.model, r.formats, r.include_lm_head, model=model, **placement)
     else:
         common = dict(samples=r.samples, seq_len=r.seq_len, seed=r.seed, model=model, tokenizer=tokenizer,
-                      formats=r.formats, include_lm_head=r.include_lm_head, calib=r.calib)
+                      formats=r.formats, include_lm_head=r.include_lm_head, calib=r.calib, **placement)
         if r.method == "autoquantize":
             table = autoquantize_sensitivity(r.model, **common, score=r.score, batch_size=r.score_batch)
         elif r.method == "fisher":
             table = fisher_sensitivity(r.model, **common)
+        elif r.method == "output":
+            table = output_sensitivity(r.model, **common, sequential=r.sequential, checkpoint_dir=checkpoint_dir,
+                                       progress=progress)
         else:
             table = hessian_sensitivity(r.model, **common, tolerance=r.tolerance, max_iterations=r.max_iterations,
                                         progress=progress)

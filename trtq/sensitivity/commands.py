@@ -1,4 +1,4 @@
-"""`trtq sensitivity MODEL --method weight|hessian|fisher|autoquantize -o FILE`."""
+"""`trtq sensitivity MODEL --method weight|hessian|fisher|autoquantize|output -o FILE`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from trtq.settings import add_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sensitivity", help="per-layer, per-format quality cost (weight, Hessian, Fisher or AutoQuantize)")
     p.add_argument("model", help=SensitivityRequest.model_fields["model"].description)
-    add_options(p, SensitivityRequest, *(name for name in SensitivityRequest.model_fields if name != "model"))
+    placement = ("device", "dtype")   # DeviceSettings' fields, listed after the method's own
+    add_options(p, SensitivityRequest,
+                *(name for name in SensitivityRequest.model_fields if name not in ("model", *placement)), *placement)
     p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES),
                    help="sensitivity table (JSON or YAML)")
     p.set_defaults(handler=run_sensitivity)
@@ -21,14 +23,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_sensitivity(args: argparse.Namespace) -> int:
     from trtq.artifacts import save_artifact
     from trtq.console import stderr_console
-    from trtq.sensitivity.api import compute_sensitivity
+    from trtq.sensitivity.api import checkpoint_dir_for, compute_sensitivity
 
     console = stderr_console()
 
-    def progress(iteration: int, active: int, total: int) -> None:
+    def progress(iteration: int, active, total: int) -> None:
+        if isinstance(active, bool):   # block-sequential: (blocks done, blocks, resumed)
+            console.print(f"output: block {iteration}/{total} done" + (" (resumed)" if active else ""))
+            return
         console.print(f"hessian: probe {iteration}, {total - active}/{total} traces converged")
 
-    table = compute_sensitivity(SensitivityRequest.from_args(args), progress=progress)
+    request = SensitivityRequest.from_args(args)
+    checkpoint_dir = checkpoint_dir_for(args.output)
+    table = compute_sensitivity(request, progress=progress, checkpoint_dir=checkpoint_dir)
     save_artifact(table, args.output)
+    if request.sequential:   # its partial results, once the table is written
+        from trtq.sensitivity.sequential import remove_checkpoint
+
+        remove_checkpoint(checkpoint_dir)
     stderr_console().print(f"wrote {args.output}: {len(table.rows)} rows, method {table.method}")
     return 0

@@ -115,7 +115,9 @@ class HutchinsonRun:
 
 def rademacher_like(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     # randint is about twice as fast as bernoulli_ on CPU; a probe covers every weight.
-    return torch.randint(0, 2, tensor.shape, generator=generator, dtype=tensor.dtype).mul_(2.0).sub_(1.0)
+    # Drawn on the CPU generator whatever the tensor's device: the same probes on CPU and CUDA.
+    probe = torch.randint(0, 2, tensor.shape, generator=generator, dtype=tensor.dtype).mul_(2.0).sub_(1.0)
+    return probe.to(tensor.device)
 
 
 LossFn = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]"]

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
+from trtq.model.device import DeviceSettings
 from trtq.options import MAX_COUNT, MAX_SEED, MAX_TOKENS, number
-from trtq.settings import Request, setting
+from trtq.settings import setting
 
 # Hutchinson's stopping rule: a trace whose running mean moves by under 5% has converged.
 DEFAULT_TOLERANCE = 0.05
@@ -23,32 +24,38 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "score_batch": ("autoquantize",),
     "tolerance": ("hessian",),
     "max_iterations": ("hessian",),
-    "calib": ("hessian", "fisher", "autoquantize"),
-    "samples": ("hessian", "fisher", "autoquantize"),
-    "seq_len": ("hessian", "fisher", "autoquantize"),
+    "calib": ("hessian", "fisher", "autoquantize", "output"),
+    "samples": ("hessian", "fisher", "autoquantize", "output"),
+    "seq_len": ("hessian", "fisher", "autoquantize", "output"),
+    # The layer-wise objective is block-local; the others need the loss gradient through every later block.
+    "sequential": ("output",),
 }
 
 # What the KV-cache measurement (--kv-formats, trtq/sensitivity/kv_cache.py) reads, with any method.
 KV_CACHE_SETTINGS = ("calib", "samples", "seq_len")
 
 
-class SensitivityRequest(Request):
+class SensitivityRequest(DeviceSettings):
     model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")
-    method: Literal["weight", "hessian", "fisher", "autoquantize"] = setting(
+    method: Literal["weight", "hessian", "fisher", "autoquantize", "output"] = setting(
         "weight", "weight: ||Q(W)-W||^2; hessian: Hutchinson traces of each layer's weight and input Hessians "
                   "x their quantization errors (HAWQ-V3, with HAWQ-V2's activation term); "
                   "fisher: Fisher-weighted output error of quantized weights and activations; "
-                  "autoquantize: ModelOpt AutoQuantize's own per-layer scores (lm_head disabled)")
+                  "autoquantize: ModelOpt AutoQuantize's own per-layer scores (lm_head disabled); "
+                  "output: 1/2 ||Q(X)Q(W)^T - XW^T||^2 on calibration tokens (GPTQ's layer-wise Hessian)")
+    sequential: bool = setting(
+        False, "output: one decoder block in memory at a time, read from the safetensors; a killed run resumes "
+               "from the last finished block (partial results in .OUTPUT.partial/ beside -o)")
     score: Literal["gradient", "kl_div"] = setting(
         "gradient", "autoquantize: ModelOpt's score, gradient (loss-weighted output error) or kl_div")
     score_batch: int = setting(4, "autoquantize: calibration windows per AutoQuantize step", ge=1, le=MAX_COUNT)
     formats: str | None = setting(None, "comma-separated formats (default: all)")
     include_lm_head: bool = setting(False, "score lm_head too (kept bf16 by default)")
     calib: str | None = setting(
-        None, "hessian/fisher/autoquantize: UTF-8 calibration text (default: the shipped calibration text)",
+        None, "hessian/fisher/autoquantize/output: UTF-8 calibration text (default: the shipped calibration text)",
         metavar="FILE")
-    samples: int = setting(8, "hessian/fisher/autoquantize: calibration windows", ge=1, le=MAX_COUNT)
-    seq_len: int = setting(512, "hessian/fisher/autoquantize: tokens per window", ge=2, le=MAX_TOKENS)
+    samples: int = setting(8, "hessian/fisher/autoquantize/output: calibration windows", ge=1, le=MAX_COUNT)
+    seq_len: int = setting(512, "hessian/fisher/autoquantize/output: tokens per window", ge=2, le=MAX_TOKENS)
     tolerance: float = setting(
         DEFAULT_TOLERANCE, "hessian: stop a trace (a layer's weight or input) when its running mean changes by less "
                            "than this fraction", parse=number())

@@ -1,0 +1,138 @@
+"""Block-sequential layer-output sensitivity: equal to the whole-model computation, resumable, MoE experts scored."""
+
+import json
+
+import pytest
+import torch
+
+from trtq.errors import InputError
+from trtq.model.layers import build_layer_graph
+from trtq.model.zoo import resolve_model
+from trtq.registry import FORMATS
+from trtq.sensitivity.operands import kernel_inputs, kernel_weight
+from trtq.sensitivity.output import output_rows
+from trtq.sensitivity.sequential import STATE_FILE, sequential_output_rows
+
+FORMAT_NAMES = ("bf16", "fp8", "int8_sq", "int4_awq")
+TINY_LLAMA = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, vocab_size=96,
+                  max_position_embeddings=64, tie_word_embeddings=False)
+TINY_MIXTRAL = dict(architectures=["MixtralForCausalLM"], model_type="mixtral", hidden_size=64, intermediate_size=96,
+                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=96,
+                    num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64)
+
+
+def saved_model(directory, config):
+    """A seeded random model of `config`, saved as safetensors; (model, resolved, graph)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    data = dict(config)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(data.pop("model_type"), **data))
+    model.eval()
+    model.save_pretrained(directory, safe_serialization=True)
+    resolved = resolve_model(str(directory))
+    return model, resolved, build_layer_graph(resolved)
+
+
+def _saved(tmp_path_factory, config):
+    directory = tmp_path_factory.mktemp(config["model_type"]) / "model"
+    model, resolved, graph = saved_model(directory, config)
+    batches = torch.randint(0, 96, (3, 32), generator=torch.Generator().manual_seed(1))
+    return model, resolved, graph, batches
+
+
+@pytest.fixture(params=[TINY_LLAMA, TINY_MIXTRAL], ids=["llama", "mixtral"], scope="module")
+def tiny_saved(request, tmp_path_factory):
+    return _saved(tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def tiny_mixtral(tmp_path_factory):
+    return _saved(tmp_path_factory, TINY_MIXTRAL)
+
+
+def omegas(rows):
+    return {(r.layer, r.format): (r.omega, r.weight_error) for r in rows}
+
+
+def run_sequential(resolved, graph, batches, directory, **kwargs):
+    formats = [FORMATS[f] for f in FORMAT_NAMES]
+    return sequential_output_rows(resolved, graph, formats, batches, checkpoint_dir=directory,
+                                  settings={"formats": list(FORMAT_NAMES)}, **kwargs)
+
+
+def test_sequential_equals_whole_model(tiny_saved, tmp_path):
+    model, resolved, graph, batches = tiny_saved
+    whole = omegas(output_rows(model, graph, [FORMATS[f] for f in FORMAT_NAMES], batches))
+    run = run_sequential(resolved, graph, batches, tmp_path / "ckpt")
+    blockwise = omegas(run.rows)
+    assert blockwise.keys() == whole.keys() and run.resumed_from == 0
+    for key, (omega, weight_error) in whole.items():
+        assert blockwise[key][0] == pytest.approx(omega, rel=1e-4, abs=1e-9), key
+        assert blockwise[key][1] == pytest.approx(weight_error, rel=1e-6), key
+    # coarser formats cost more on every layer where both fit; experts are scored when the model has them
+    compared = [layer for layer in graph.layers if (layer.name, "int4_awq") in whole]
+    assert compared
+    for layer in compared:
+        assert whole[layer.name, "fp8"][0] < whole[layer.name, "int4_awq"][0], layer.name
+    for layer in graph.layers:
+        assert whole[layer.name, "fp8"][0] > 0, layer.name
+
+
+def test_expert_rows_sum_per_expert_output_errors(tiny_mixtral):
+    """MoE: the down projection's Omega is the sum over experts of 1/2 ||dY||^2 on the tokens routed to each."""
+    model, resolved, graph, batches = tiny_mixtral
+    experts = [layer for layer in graph.layers if layer.experts]
+    assert len(experts) == 2 * TINY_MIXTRAL["num_hidden_layers"]
+    name = experts[-1].name           # ...mlp.experts.down_proj of the last block
+    parent = dict(model.named_modules())[name.rsplit(".", 1)[0]]
+    captured = []
+    handle = parent.register_forward_hook(lambda m, i, o: captured.append((i[0].detach(), i[1])))
+    with torch.no_grad():
+        for ids in batches:
+            model(input_ids=ids.reshape(1, -1))
+    handle.remove()
+    fp8 = FORMATS["fp8"]
+    expected = 0.0
+    for hidden, index in captured:
+        for e in range(parent.gate_up_proj.shape[0]):
+            tokens = (index == e).any(dim=-1)
+            gate, up = (hidden[tokens] @ parent.gate_up_proj[e].t()).chunk(2, dim=-1)
+            h = parent.act_fn(gate) * up
+            w = parent.down_proj[e].detach()
+            dy = kernel_inputs(h, fp8, None) @ kernel_weight(w, fp8, None).t() - h @ w.t()
+            expected += 0.5 * float(dy.pow(2).sum())
+    rows = omegas(output_rows(model, graph, [fp8], batches))
+    assert expected > 0 and rows[name, "fp8"][0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_run_stopped_between_blocks_resumes_to_the_same_table(tiny_saved, tmp_path):
+    _, resolved, graph, batches = tiny_saved
+    full = omegas(run_sequential(resolved, graph, batches, tmp_path / "full").rows)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(done, total, resumed):
+        if done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_sequential(resolved, graph, batches, tmp_path / "partial", progress=stop_after_first)
+    assert json.loads((tmp_path / "partial" / STATE_FILE).read_text())["next_block"] == 1
+    resumed = run_sequential(resolved, graph, batches, tmp_path / "partial")
+    assert resumed.resumed_from == 1
+    assert omegas(resumed.rows) == full
+    with pytest.raises(InputError, match="other settings"):
+        run_sequential(resolved, graph, batches[:2], tmp_path / "partial")
+
+
+
+def test_sequential_is_refused_for_the_whole_model_methods(tmp_path, capsys):
+    from trtq.cli import main
+
+    code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--sequential", "-o", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--sequential applies to --method output, not hessian" in err[0]
+    assert not (tmp_path / "s.json").exists()

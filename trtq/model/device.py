@@ -1,0 +1,107 @@
+"""Where and in what precision a model runs: `--device` and `--dtype`, declared once for every stage.
+
+`DeviceSettings` declares the two fields; `SensitivityRequest`, `QuantizeRequest` and `EvalRequest`
+inherit them, so their options are generated from one declaration. The stages call
+`resolve_placement(request.device, request.dtype)` before any model loads, so `--device cuda` on a
+machine without CUDA, or a CUDA index past the visible GPUs, is one line and exit 2, not a
+traceback half way through a load. Nothing here imports torch at module level (`trtq --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import field_validator
+
+from trtq.errors import InputError, UnsupportedError
+from trtq.settings import Request, add_options, setting
+
+DEVICE_CHOICES = ("cpu", "cuda", "cuda:N")
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+DEFAULT_DEVICE = "cpu"
+DEFAULT_DTYPE = "float32"
+_CUDA = re.compile(r"^cuda(?::(\d+))?$")
+
+
+def _device_spec(text: str) -> str:
+    value = text.strip().lower()
+    if value == "cpu" or _CUDA.match(value):
+        return value
+    raise argparse.ArgumentTypeError(f"not a device: {text!r} (cpu, cuda or cuda:N)")
+
+
+class DeviceSettings(Request):
+    """Where a model runs and in what precision: the same two settings for every stage that loads one."""
+
+    device: str = setting(DEFAULT_DEVICE, "where the model runs", metavar="|".join(DEVICE_CHOICES),
+                          parse=_device_spec)
+    dtype: Literal["float32", "bfloat16", "float16"] = setting(
+        DEFAULT_DTYPE, "the model's weights and activations while it runs")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        try:
+            return _device_spec(device)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--device: {exc}") from None
+
+
+def add_device_options(parser: argparse._ActionsContainer) -> None:
+    """--device and --dtype alone (the requests that inherit `DeviceSettings` get them with their own fields)."""
+    add_options(parser, DeviceSettings)
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str          # "cpu" or "cuda:N"
+    dtype: str           # a torch dtype name
+    device_name: str     # the CPU or the GPU's name, for artifacts' metadata
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def as_settings(self) -> dict[str, str]:
+        return {"device": self.device, "dtype": self.dtype, "device_name": self.device_name}
+
+
+def resolve_placement(device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE, *,
+                      cuda_available: bool | None = None, cuda_count: int | None = None) -> Placement:
+    """Check the request against this machine; one line when it cannot be met."""
+    import platform
+
+    if dtype not in DTYPE_CHOICES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    device = device.strip().lower()
+    if device == "cpu":
+        return Placement("cpu", dtype, platform.processor() or platform.machine() or "cpu")
+    match = _CUDA.match(device)
+    if not match:
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    import torch
+
+    available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if not available:
+        raise UnsupportedError(f"--device {device}: CUDA is not available on this machine (torch "
+                               f"{torch.__version__}); use --device cpu")
+    count = torch.cuda.device_count() if cuda_count is None else cuda_count
+    index = int(match.group(1) or 0)
+    if index >= count:
+        raise UnsupportedError(f"--device {device}: this machine has {count} CUDA device(s) (0..{count - 1})")
+    if dtype == "bfloat16" and cuda_available is None and not torch.cuda.is_bf16_supported():
+        raise UnsupportedError(f"--device {device} has no bfloat16 (before Ampere): use --dtype float16 or float32")
+    name = torch.cuda.get_device_name(index) if cuda_available is None else f"cuda:{index}"
+    return Placement(f"cuda:{index}", dtype, name)
+
+
+def placement_of(model) -> Placement:
+    """The placement of a model already loaded (a caller's own): its first parameter's device and dtype."""
+    parameter = next(model.parameters())
+    device = "cpu" if parameter.device.type == "cpu" else f"cuda:{parameter.device.index or 0}"
+    return resolve_placement(device, str(parameter.dtype).removeprefix("torch."))
