@@ -110,7 +110,7 @@ def test_slo_rows_and_kv_decision_against_brute_force(seed, concurrency):
     rows = [build_slo_rows(model="toy", group_names=names, formats=FORMATS, allowed=allowed, gpu=gpu, workload=workload,
                            tp=1, kv_format=kv, kv_omega=w, slos=slos, kernels=KvTableKernels(), arch=ONE_BLOCK)
             for kv, w in kv_omega.items()]
-    request = PlanRequest([], workload="isl=1000,osl=10", mip_rel_gap=0.0)
+    request = PlanRequest(budgets=[], workload="isl=1000,osl=10", mip_rel_gap=0.0)
     per_kv, results, feasible = solve_per_kv(IlpProblem(omega.copy(), []), rows, request)
     expected = brute_force(omega, kv_omega, workload, slos, gpu)
     assert expected is not None     # the SLOs are above the fastest plan's values
@@ -150,7 +150,7 @@ def slo_plan(llama, workload="isl=2048,osl=256,concurrency=32", **request):
 
     graph, profile, sens, d = llama
     return solve_plan(graph, profile, sens, get_gpu("H100-SXM"),
-                      PlanRequest([], workload=workload, **request), {"profile": input_ref(d / "profile.json")})
+                      PlanRequest(budgets=[], workload=workload, **request), {"profile": input_ref(d / "profile.json")})
 
 
 def test_plan_meets_slos_and_predict_reproduces_them(llama, tmp_path):

@@ -30,7 +30,7 @@ def serving_plan(tmp_path_factory):
     sens = synthetic_sensitivity(graph)
     sens.kv_cache = {"fp8": 0.05}
     plan = solve_plan(graph, profile, sens, get_gpu("H100-SXM"),
-                      PlanRequest([], workload="isl=2048,osl=256,concurrency=32", slos=["ttft=400ms", "tpot=12ms"]),
+                      PlanRequest(budgets=[], workload="isl=2048,osl=256,concurrency=32", slos=["ttft=400ms", "tpot=12ms"]),
                       {"profile": input_ref(d / "profile.json")})
     save_artifact(plan, d / "plan.yaml")
     return d / "plan.yaml"
