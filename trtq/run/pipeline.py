@@ -26,7 +26,6 @@ Layout (schema_version 1):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -141,20 +140,16 @@ def _jsonable(value):
 
 
 def plan_extra_fields(plan: PlanSettings) -> dict:
-    """workload / slo for the plan stage, by keyword, where this trtq's PlanRequest has those fields."""
-    from trtq.plan.api import PlanRequest
+    """workload / SLOs for the plan stage, as PlanRequest's fields; the combination is checked here, by
+    PlanRequest's own rules (an SLO needs a workload), so a bad pipeline fails before any stage runs."""
+    from trtq.plan.request import PlanRequest
 
-    known = {f.name for f in dataclasses.fields(PlanRequest)} if dataclasses.is_dataclass(PlanRequest) \
-        else set(getattr(PlanRequest, "model_fields", {}))
-    extra = {}
-    for name, value, empty in (("workload", plan.workload, None), ("slo", plan.slo, [])):
-        if value == empty:
-            continue
-        target = next((n for n in (name, f"{name}s") if n in known), None)
-        if target is None:
-            raise InputError(f"plan.{name}: this trtq's plan stage does not take a {name} yet; "
-                             "give latency budgets (plan.budgets)")
-        extra[target] = value
+    extra: dict = {}
+    if plan.workload is not None:
+        extra["workload"] = plan.workload
+    if plan.slo:
+        extra["slos"] = plan.slo
+    PlanRequest(budgets=plan.budgets, **extra)
     return extra
 
 
