@@ -95,7 +95,8 @@ def inputs(tmp_path_factory, smollm2_graph):
     d = root / "in"
     d.mkdir()
     save_artifact(smollm2_graph, d / "layers.json")
-    save_artifact(build_profile(smollm2_graph, "roofline", "h100", [16, 2048], launch_cost_ns=0), d / "profile.json")
+    save_artifact(build_profile(smollm2_graph, "roofline", "h100", [16, 2048], launch_cost_ns=0, runtime="all"),
+                  d / "profile.json")
     formats = ("bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq")
     base_omega = {"bf16": 0.0, "fp8": 1.0, "int8_sq": 1.2, "int4_awq": 6.0, "w4a8_awq": 7.0}
     rows = [SensitivityRow(layer=layer.name, format=f, group_size=64 if "4" in f else None, weight_error=1.0,
