@@ -59,7 +59,9 @@ def run_formats(args: argparse.Namespace) -> int:
 
         raise InputError("--runtime and --model go with --gpu GPU (what is plannable there)")
     if args.json:
-        print(json.dumps([dataclasses.asdict(f) for f in FORMATS.values()], indent=1))
+        # Sets (e.g. the producers a format fuses with) print as sorted lists.
+        print(json.dumps([dataclasses.asdict(f) for f in FORMATS.values()], indent=1,
+                         default=lambda value: sorted(value) if isinstance(value, (set, frozenset)) else str(value)))
         return 0
     from rich.table import Table
 
