@@ -5,8 +5,10 @@ two latency budgets (decode@16, prefill@2048) and one memory budget, from a B200
 roofline profile; sensitivities are synthetic and seeded (the solver's speed does
 not depend on where Omega came from). Also times the whole `trtq plan` command for that
 case as a separate process (interpreter start, imports, artifacts read, solve, plan.yaml
-written). Prints a table; the last line is
-`single_solve_s=<median> pareto32_s=<total> plan_cmd_s=<median>`.
+written), and the serving case: SLOs (TTFT, TPOT) at a workload with the KV-cache format
+decided (bf16 or fp8: one ILP per KV format, transition costs in the rows), alone and with
+a 32-point throughput front. Prints a table; the last line is
+`single_solve_s=<median> pareto32_s=<total> plan_cmd_s=<median> ... slo_plan_s=<median> slo_pareto32_s=<total>`.
 
     .venv/bin/python benchmarks/ilp_speed.py [--repeats 5]
 """
@@ -26,7 +28,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from trtq.artifacts import make_metadata, save_artifact
+from trtq.artifacts import load_artifact, make_metadata, save_artifact
+from trtq.artifacts.profile import Profile
 from trtq.artifacts.sensitivity import Sensitivity, SensitivityRow
 from trtq.model.layers import build_layer_graph
 from trtq.model.zoo import ZOO, resolve_model
@@ -42,6 +45,8 @@ BUDGETS = ["decode@16=0.5", "prefill@2048=0.8"]
 MEMORY_GB = 70.0
 # The legacy engine runtime runs all six weight formats on B200 (the PyTorch backend runs three): the hardest ILP.
 RUNTIME = "trtllm-engine@1.2"
+# The serving case: SLOs between the fastest plan's and all-bf16's at this workload on one B200.
+SLO_WORKLOAD, SLOS, KV_FORMATS, KV_OMEGA = "isl=2048,osl=256,concurrency=32", ["ttft=1000ms", "tpot=25ms"], "bf16,fp8", 0.5
 FORMAT_SCALE = {"bf16": 1e-6, "fp8": 1e-2, "fp8_block": 8e-3, "int8_sq": 6e-3, "int4_awq": 0.2, "w4a8_awq": 0.26, "nvfp4": 0.15}
 
 
@@ -57,8 +62,8 @@ def synthetic_sensitivity(graph, seed: int = 0) -> Sensitivity:
                 rows.append(SensitivityRow(layer=layer.name, format=fmt.name,
                                            group_size=fmt.group_size_for(layer.in_features),
                                            weight_error=omega, omega=omega))
-    return Sensitivity.create(metadata=make_metadata(seed=seed),
-                       model=graph.model, method="weight", formats=list(FORMATS), rows=rows)
+    return Sensitivity.create(metadata=make_metadata(seed=seed), model=graph.model, method="weight",
+                              formats=list(FORMATS), rows=rows, kv_cache={"fp8": KV_OMEGA})
 
 
 def main() -> None:
@@ -103,8 +108,25 @@ def main() -> None:
                          request.pareto_time_limit, request.node_limit)
     pareto_s = time.perf_counter() - start
 
-    command_times, command_cpu = [], []
+    command_times, command_cpu, slo_times = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
+        # The serving case: the step model's tables are read once (the first plan), then timed.
+        from trtq.artifacts import input_ref
+
+        save_artifact(build_profile(graph, "roofline", gpu.name, [1, 16, 128, 2048, 4096]), Path(tmp) / "slo.json")
+        slo_profile = load_artifact(Path(tmp) / "slo.json", Profile)
+        slo_request = PlanRequest(budgets=[], workload=SLO_WORKLOAD, slos=SLOS, kv_formats=KV_FORMATS,
+                                  runtime=RUNTIME)
+        inputs = {"profile": input_ref(Path(tmp) / "slo.json")}
+        slo_plan = solve_plan(graph, slo_profile, sensitivity, gpu, slo_request, inputs)
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            solve_plan(graph, slo_profile, sensitivity, gpu, slo_request, inputs)
+            slo_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        slo_front = solve_plan(graph, slo_profile, sensitivity, gpu,
+                               slo_request.model_copy(update={"pareto": args.pareto}), inputs).pareto
+        slo_pareto_s = time.perf_counter() - start - statistics.median(slo_times)
         save_artifact(profile, Path(tmp) / "b200.json")
         save_artifact(sensitivity, Path(tmp) / "sens.json")
         command = [sys.executable, "-m", "trtq", "plan", "llama-3.1-70b", "--profile", str(Path(tmp) / "b200.json"),
@@ -138,12 +160,21 @@ def main() -> None:
                   f"{min(command_cpu):.3f}", f"{max(command_cpu):.3f}", "-")
     table.add_row(f"{args.pareto}-point Pareto front, gap {request.pareto_mip_rel_gap:g} per point "
                   "(incl. fastest-feasible search)", f"{pareto_s:.3f}", "-", "-", "<= 5 s")
+    s = slo_plan.serving
+    table.add_row(f"SLO plan: {SLO_WORKLOAD}, {' '.join(SLOS)}, KV {KV_FORMATS} (rows + one ILP per KV format)",
+                  f"{statistics.median(slo_times):.3f}", f"{min(slo_times):.3f}", f"{max(slo_times):.3f}", "<= 0.5 s")
+    table.add_row(f"  its {args.pareto}-point throughput front (beyond the plan)", f"{slo_pareto_s:.3f}", "-", "-",
+                  "<= 5 s")
     console.print(table)
+    console.print(f"SLO plan: KV {s.kv_format}, TTFT {s.ttft_ms:.1f} ms, TPOT {s.tpot_ms:.2f} ms, "
+                  f"{s.output_tokens_per_s_per_gpu:.0f} output tokens/s per GPU; front from "
+                  f"{slo_front[0].output_tokens_per_s_per_gpu:.0f} to {slo_front[-1].output_tokens_per_s_per_gpu:.0f}")
     feasible = [p for p in front if p.status == "optimal"]
     console.print(f"plan: {plan.solver.status}, Σ Ω {plan.totals.sensitivity:.4g}; Pareto: {len(feasible)} feasible "
                   f"points from fraction {front[0].fraction:.3f} to {front[-1].fraction:.3f}")
     print(f"single_solve_s={statistics.median(solver_times):.3f} pareto32_s={pareto_s:.3f} "
-          f"plan_cmd_s={statistics.median(command_times):.3f} plan_cmd_cpu_s={statistics.median(command_cpu):.3f}")
+          f"plan_cmd_s={statistics.median(command_times):.3f} plan_cmd_cpu_s={statistics.median(command_cpu):.3f} "
+          f"slo_plan_s={statistics.median(slo_times):.3f} slo_pareto32_s={slo_pareto_s:.3f}")
 
 
 if __name__ == "__main__":

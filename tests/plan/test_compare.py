@@ -8,13 +8,12 @@ import sys
 
 import pytest
 
-from tests.plan.test_planner import synthetic_sensitivity
-from trtq.artifacts import save_artifact
+from tests.helpers.serving import WORKLOAD, llama_serving_inputs
 from trtq.errors import InputError
 from trtq.plan.api import PlanRequest, make_plan
 from trtq.plan.compare import compare, parse_prices
 
-WORKLOAD, SLOS = "isl=2048,osl=256,concurrency=32", ["ttft=400ms", "tpot=12ms"]
+SLOS = ["ttft=400ms", "tpot=12ms"]
 
 
 @pytest.fixture(autouse=True)
@@ -24,20 +23,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from trtq.model.families import config_layer_graph
-    from trtq.model.zoo import resolve_model
-    from trtq.profile.api import build_profile
-
     d = tmp_path_factory.mktemp("compare")
-    graph = config_layer_graph(resolve_model("llama-3.1-8b"), include_lm_head=False)
-    profiles = {}
-    for gpu in ("H100-SXM", "B200"):
-        profiles[gpu] = str(d / f"{gpu}.json")
-        save_artifact(build_profile(graph, "roofline", gpu, [1, 16, 128, 2048, 4096], launch_cost_ns=0), profiles[gpu])
-    sens = synthetic_sensitivity(graph)
-    sens.kv_cache = {"fp8": 0.05}
-    save_artifact(sens, d / "sens.json")
-    return profiles, str(d / "sens.json"), d
+    _, profiles, _ = llama_serving_inputs(d, ("H100-SXM", "B200"))
+    return {gpu: str(path) for gpu, path in profiles.items()}, str(d / "sens.json"), d
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pytest
 
-from tests.plan.test_planner import synthetic_sensitivity
+from tests.helpers.serving import WORKLOAD, llama_serving_inputs
 from tests.predict.test_step_model import ONE_BLOCK, TableKernels
 from trtq.artifacts import load_artifact, save_artifact
 from trtq.artifacts.plan import Plan
+from trtq.artifacts.profile import Profile
 from trtq.errors import InfeasibleError, InputError
 from trtq.plan.api import PlanRequest, solve_plan
 from trtq.plan.ilp import IlpProblem
-from trtq.plan.slo import SloSpec, build_slo_rows, load_workload, parse_slos, solve_per_kv
+from trtq.plan.slo import SloSpec, build_slo_rows, load_workload, parse_slos, serving_front, solve_per_kv
 from trtq.predict.kernels import Answer
 from trtq.predict.step import StepModel, Workload
 from trtq.registry import get_gpu
@@ -126,31 +126,54 @@ def test_slo_rows_and_kv_decision_against_brute_force(seed, concurrency):
     assert chosen_rows.ttft_ms(sol.choice) == pytest.approx(p.ttft_ms, rel=1e-12)
     assert chosen_rows.tpot_ms(sol.choice) == pytest.approx(p.tpot_ms, rel=1e-12)
     assert p.ttft_ms <= slos.ttft_ms and p.tpot_ms <= slos.tpot_ms
+    # The serving front: each point is the least total Omega over every assignment x KV format whose
+    # request time fits its limit and that meets the SLOs and memory (brute force on the rows).
+    front = serving_front(per_kv=per_kv, results=results, costs=_ToyCosts(omega), chosen=(chosen_rows, sol.choice),
+                          request=request, points=5)
+    base = rows[0].life_ns(np.zeros(4, dtype=int))      # all-bf16 layers, bf16 KV (Omega 0)
+    meets = [(r, np.array(c)) for r in rows for c in itertools.product(range(3), repeat=4)
+             if all(x.coeffs[np.arange(4), c].sum() <= x.limit * (1 + 1e-9) for x in r.constraints())]
+    assert len(front) == 5 and front[-1].chosen and front[-1].kv_format == chosen_rows.kv_format
+    for point in front:
+        fits = [omega[np.arange(4), c].sum() + r.kv_omega for r, c in meets
+                if r.life_ns(c) <= point.fraction * base * (1 + 1e-9)]
+        assert point.totals.sensitivity + point.kv_omega == pytest.approx(min(fits), rel=1e-9, abs=1e-12)
+    assert front[0].output_tokens_per_s_per_gpu >= front[-1].output_tokens_per_s_per_gpu
+    assert front[0].fraction * base == pytest.approx(min(r.life_ns(c) for r, c in meets), rel=1e-9)
+
+
+class _ToyCosts:
+    """The CostModel surface serving_front reads, for the toy's four groups and FORMATS."""
+
+    def __init__(self, omega):
+        self.omega, self.formats = omega, FORMATS
+        self.groups = [type("Group", (), {"name": g.name}) for g in ONE_BLOCK.groups]
+
+    def bf16_index(self) -> int:
+        return 0
+
+    def totals(self, choice):
+        from trtq.artifacts.plan import Totals
+
+        return Totals(latency_ns={}, bf16_latency_ns={}, weight_bytes=0, bf16_weight_bytes=0,
+                      sensitivity=float(self.omega[np.arange(len(choice)), choice].sum()))
 
 
 # ---- a real model on the real tables: Llama-3.1-8B on H100, GEMMs from a roofline profile
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
-    from trtq.model.families import config_layer_graph
-    from trtq.model.zoo import resolve_model
-    from trtq.profile.api import build_profile
-
     d = tmp_path_factory.mktemp("llama")
-    graph = config_layer_graph(resolve_model("llama-3.1-8b"), include_lm_head=False)
-    profile = build_profile(graph, "roofline", "H100-SXM", [1, 16, 128, 2048, 4096], launch_cost_ns=0)
-    save_artifact(profile, d / "profile.json")
-    sens = synthetic_sensitivity(graph)
-    sens.kv_cache = {"fp8": 0.05}
-    return graph, profile, sens, d
+    graph, profiles, sens = llama_serving_inputs(d)
+    return graph, load_artifact(profiles["H100-SXM"], Profile), sens, profiles["H100-SXM"]
 
 
-def slo_plan(llama, workload="isl=2048,osl=256,concurrency=32", **request):
+def slo_plan(llama, workload=WORKLOAD, **request):
     from trtq.artifacts import input_ref
 
-    graph, profile, sens, d = llama
+    graph, profile, sens, profile_path = llama
     return solve_plan(graph, profile, sens, get_gpu("H100-SXM"),
-                      PlanRequest(budgets=[], workload=workload, **request), {"profile": input_ref(d / "profile.json")})
+                      PlanRequest(budgets=[], workload=workload, **request), {"profile": input_ref(profile_path)})
 
 
 def test_plan_meets_slos_and_predict_reproduces_them(llama, tmp_path):
@@ -171,13 +194,31 @@ def test_plan_meets_slos_and_predict_reproduces_them(llama, tmp_path):
     again = load_artifact(path, Plan)
     assert again.serving == s
     r = predict(plan=str(path), request=PredictRequest(load_workload("isl=2048,osl=256,concurrency=32"),
-                                                          profile=str(llama[3] / "profile.json")))
+                                                          profile=str(llama[3])))
     assert r["kv_format"] == s.kv_format
     assert r["ttft_ms"] == pytest.approx(s.ttft_ms, rel=1e-9)
     assert r["tpot_ms"] == pytest.approx(s.tpot_ms, rel=1e-9)
     assert r["max_concurrency"] == s.max_concurrency
     # The synthetic table is method "weight": the KV Omega (a KL) is in other units, and the plan says so.
     assert any("weighs unlike quantities" in n for n in plan.notes)
+
+
+def test_pareto_with_a_workload_sweeps_throughput_against_quality(llama, tmp_path):
+    plan = slo_plan(llama, slos=["ttft=300ms", "tpot=9ms"], pareto=6)
+    front = plan.pareto
+    assert len(front) == 6 and all(p.totals is not None and p.kv_format for p in front)
+    # The loose end is the plan itself (least total Omega); every point meets the SLOs.
+    assert front[-1].chosen and front[-1].formats == [g.format for g in plan.groups]
+    assert front[-1].kv_format == plan.kv_format
+    assert front[-1].output_tokens_per_s_per_gpu == pytest.approx(plan.serving.output_tokens_per_s_per_gpu, rel=1e-9)
+    for p in front:
+        assert p.ttft_ms <= 300 * (1 + 1e-9) and p.tpot_ms <= 9 * (1 + 1e-9)
+    totals = [p.totals.sensitivity + p.kv_omega for p in front]
+    assert all(a >= b for a, b in zip(totals, totals[1:])) and totals[0] > totals[-1]
+    assert front[0].output_tokens_per_s_per_gpu > front[-1].output_tokens_per_s_per_gpu
+    path = tmp_path / "plan.yaml"
+    save_artifact(plan, path)
+    assert load_artifact(path, Plan).pareto == front
 
 
 def test_looser_slo_never_costs_more_quality(llama):
@@ -216,9 +257,9 @@ def test_cli_slo_plan_and_infeasible_one_line(llama, tmp_path):
     import subprocess
     import sys
 
-    graph, profile, sens, d = llama
+    graph, profile, sens, profile_path = llama
     save_artifact(sens, tmp_path / "sens.json")
-    base = [sys.executable, "-m", "trtq", "plan", "llama-3.1-8b", "--profile", str(d / "profile.json"),
+    base = [sys.executable, "-m", "trtq", "plan", "llama-3.1-8b", "--profile", str(profile_path),
             "--sensitivity", str(tmp_path / "sens.json"), "--gpu", "h100", "--workload",
             "isl=2048,osl=256,concurrency=32"]
     ok = subprocess.run(base + ["--slo", "ttft=300ms,tpot=9ms", "-o", str(tmp_path / "p.yaml")],

@@ -184,8 +184,8 @@ def test_old_plans_still_load(smollm2, tmp_path):
     (tmp_path / "v1.json").write_text(json.dumps(data))
     old = load_artifact(tmp_path / "v1.json", Plan)
     assert [g.format for g in old.groups] == [g.format for g in plan.groups]
-    again = load_artifact(save_artifact(plan, tmp_path / "v2.yaml"), Plan)
-    assert again == plan and again.schema_version == 2
+    again = load_artifact(save_artifact(plan, tmp_path / "v3.yaml"), Plan)
+    assert again == plan and again.schema_version == Plan.SCHEMA_VERSION == 3
 
 
 # -- 4. numbers refused before work, budgets printed as they parse --------------------------------

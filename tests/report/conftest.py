@@ -48,3 +48,14 @@ def eval_path(plan_paths, tmp_path_factory) -> Path:
     )
     return save_artifact(result, tmp_path_factory.mktemp("eval") / "eval.json")
 
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, driven over DevTools (tests/report/browser.py); skips with the reason without it."""
+    from tests.report.browser import find_chromium
+
+    pytest.importorskip("websockets", reason="the Chromium test drives DevTools with the websockets package")
+    path = find_chromium()
+    if path is None:
+        pytest.skip("chromium is not installed: run `bash scripts/ensure-chromium.sh` (Debian: apt-get install chromium)")
+    return path

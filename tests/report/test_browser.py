@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
-from tests.report.browser import Browser, find_chromium
+from tests.report.browser import Browser
 from trtq.report.render import write_comparison_report, write_plan_report
 
 # Git-ignored (/tests/artifacts/ in .gitignore); a folder of its own beside the artifacts package tests.
@@ -29,15 +28,6 @@ Array.from(document.querySelectorAll('.chart[data-figure]')).map(div => ({
   width: div.getBoundingClientRect().width,
 }))
 """
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    pytest.importorskip("websockets", reason="the Chromium test drives DevTools with the websockets package")
-    path = find_chromium()
-    if path is None:
-        pytest.skip("chromium is not installed: run `bash scripts/ensure-chromium.sh` (Debian: apt-get install chromium)")
-    return path
 
 
 def _open_and_check(chromium: str, html: Path, screenshot: Path) -> dict:

@@ -15,23 +15,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="module")
 def serving_plan(tmp_path_factory):
-    from tests.plan.test_planner import synthetic_sensitivity
+    """A plan with a workload, SLOs and a 5-point serving front."""
+    from tests.helpers.serving import WORKLOAD, llama_serving_inputs
     from trtq.artifacts import input_ref
-    from trtq.model.families import config_layer_graph
-    from trtq.model.zoo import resolve_model
+    from trtq.artifacts.profile import Profile
     from trtq.plan.api import PlanRequest, solve_plan
-    from trtq.profile.api import build_profile
     from trtq.registry import get_gpu
 
     d = tmp_path_factory.mktemp("serving")
-    graph = config_layer_graph(resolve_model("llama-3.1-8b"), include_lm_head=False)
-    profile = build_profile(graph, "roofline", "H100-SXM", [1, 16, 128, 2048, 4096], launch_cost_ns=0)
-    save_artifact(profile, d / "profile.json")
-    sens = synthetic_sensitivity(graph)
-    sens.kv_cache = {"fp8": 0.05}
-    plan = solve_plan(graph, profile, sens, get_gpu("H100-SXM"),
-                      PlanRequest(budgets=[], workload="isl=2048,osl=256,concurrency=32", slos=["ttft=400ms", "tpot=12ms"]),
-                      {"profile": input_ref(d / "profile.json")})
+    graph, profiles, sens = llama_serving_inputs(d)
+    plan = solve_plan(graph, load_artifact(profiles["H100-SXM"], Profile), sens, get_gpu("H100-SXM"),
+                      PlanRequest(budgets=[], workload=WORKLOAD, slos=["ttft=400ms", "tpot=12ms"], pareto=5),
+                      {"profile": input_ref(profiles["H100-SXM"])})
     save_artifact(plan, d / "plan.yaml")
     return d / "plan.yaml"
 
@@ -48,6 +43,11 @@ def test_plan_page_shows_the_serving_prediction_and_kv_format(serving_plan, tmp_
 
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["serving"]["kv_format"] == plan.serving.kv_format
+    # The front is throughput against quality: one table row per point, the plan starred.
+    assert "Pareto front: predicted throughput vs Σ sensitivity" in html
+    assert "predicted latency vs Σ sensitivity" not in html
+    assert len(data["pareto"]) == 5 and all(p["output_tokens_per_s_per_gpu"] > 0 for p in data["pareto"])
+    assert f"{plan.serving.output_tokens_per_s_per_gpu:.0f}</td>" in html
 
 
 def test_serving_strings_are_escaped(serving_plan, tmp_path):
@@ -67,3 +67,13 @@ def test_plan_without_serving_has_no_serving_card(plan_paths, tmp_path):
     path = next(iter(plan_paths.values()))
     html = write_plan_report(path, tmp_path / "r.html").read_text()
     assert 'id="serving"' not in html
+
+
+def test_serving_plan_page_renders_in_chromium(chromium, serving_plan, tmp_path):
+    from tests.report.test_browser import _open_and_check
+    from trtq.report.render import write_plan_report
+
+    html = write_plan_report(serving_plan, tmp_path / "serving.html")
+    state = _open_and_check(chromium, html, tmp_path / "serving.png")
+    assert "chart-pareto" in {c["id"] for c in state["charts"]}
+    assert "output tokens/s per GPU" in state["text"] and "KV cache" in state["text"]

@@ -62,11 +62,20 @@ class Totals(StrictModel):
 
 
 class ParetoPoint(StrictModel):
-    fraction: float                   # common fraction of all-bf16 applied to every latency budget
+    # Budget front: the common fraction of all-bf16 applied to every latency budget. Serving front
+    # (a plan with a workload; the fields below set): the limit on the workload's request time
+    # (predicted life of `concurrency` requests) as a fraction of the all-bf16 plan's.
+    fraction: float
     status: Literal["optimal", "time_limit", "node_limit", "infeasible"]
     totals: Totals | None = None
     formats: list[str] = []           # one format per group, in `groups` order
     chosen: bool = False
+    # v3: serving front only: the point's KV-cache format and its predictions at the workload
+    kv_format: str | None = None
+    kv_omega: float | None = None     # the KV format's Omega (total Omega = totals.sensitivity + this)
+    output_tokens_per_s_per_gpu: float | None = None
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
 
 
 class SolverInfo(StrictModel):
@@ -116,8 +125,9 @@ class Serving(StrictModel):
 class Plan(Artifact):
     KIND: ClassVar[str] = "plan"
     # 2: budgets' slack_ns, memory_slack_bytes, solver.stopped_by/node_limit/nodes/tightened
-    SCHEMA_VERSION: ClassVar[int] = 2
-    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
+    # 3: a plan with a workload sweeps its front along throughput (ParetoPoint's serving fields)
+    SCHEMA_VERSION: ClassVar[int] = 3
+    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2, 3)
 
     model: str
     gpu: str

@@ -45,6 +45,12 @@ class ParetoRow(StrictModel):
     latency_ns: dict[str, float] = {}
     format_counts: dict[str, int] = {}            # format -> number of groups in it
     provenance_ns: dict[str, dict[str, float]] = {}   # point -> provenance -> ns (as PointTotals)
+    # a serving front (plan with a workload): the point's KV format, total Omega (groups + KV) and predictions
+    kv_format: str | None = None
+    total_omega: float | None = None
+    output_tokens_per_s_per_gpu: float | None = None
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
 
 
 class LayerSensitivity(StrictModel):

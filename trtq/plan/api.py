@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,14 +124,8 @@ def group_choices(costs: CostModel, choice: np.ndarray) -> list[GroupChoice]:
 def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int | None, points: int,
                  solver: str, mip_rel_gap: float, time_limit_s: float | None = None,
                  node_limit: int | None = DEFAULT_NODE_LIMIT) -> list[ParetoPoint]:
-    """Sweep one common fraction of all-bf16 over every latency budget, fastest feasible to 1.0.
-
-    The feasible set only grows with the fraction, so when the solutions at two fractions
-    are the same assignment, each proven within the gap, that assignment is feasible at
-    every fraction between them and within the gap there too (the optimum between them
-    lies between theirs): the sweep bisects and solves only where the front changes.
-    Every point is its own fresh, verified solve (see ilp.ParametricIlp).
-    """
+    """Sweep one common fraction of all-bf16 over every latency budget, fastest feasible to 1.0
+    (bisect_sweep). Every point is its own fresh, verified solve (see ilp.ParametricIlp)."""
     problem, resolved = problem_for(costs, budgets, memory_bytes, scale=1.0)
     t_min = min_common_scale(problem, list(range(len(budgets))), solver, time_limit_s, node_limit)
     if t_min is None:
@@ -137,53 +133,70 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
     fractions = [float(t) for t in np.linspace(t_min, 1.0, points)] if points > 1 else [t_min]
     fixed_limits = [c.limit for c in problem.constraints[len(resolved):]]
     sweep = ParametricIlp(problem, solver, mip_rel_gap, time_limit_s, node_limit)
-    solutions: dict[int, np.ndarray | None] = {}
-    statuses: dict[int, str] = {}
 
-    def solve_at(i: int) -> None:
-        limits = [fractions[i] * (1 + 1e-12) * b.bf16_ns for b in resolved] + fixed_limits
-        sol = sweep.solve(limits)
-        solutions[i] = sol.choice if sol.feasible else None
-        statuses[i] = sol.status if sol.feasible else "infeasible"
+    def solve_at(i: int) -> tuple[np.ndarray | None, str]:
+        sol = sweep.solve([fractions[i] * (1 + 1e-12) * b.bf16_ns for b in resolved] + fixed_limits)
+        return (sol.choice, sol.status) if sol.feasible else (None, "infeasible")
 
-    def fill(lo: int, hi: int) -> None:
-        if hi - lo <= 1:
-            return
-        a, b = solutions[lo], solutions[hi]
-        if a is not None and b is not None and np.array_equal(a, b) and statuses[lo] == statuses[hi] == "optimal":
-            for i in range(lo + 1, hi):
-                solutions[i] = a
-                statuses[i] = "optimal"
-            return
-        mid = (lo + hi) // 2
-        solve_at(mid)
-        fill(lo, mid)
-        fill(mid, hi)
-
-    solve_at(0)
-    if len(fractions) > 1:
-        solve_at(len(fractions) - 1)
-        fill(0, len(fractions) - 1)
     front = []
-    for i, t in enumerate(fractions):
-        choice = solutions[i]
+    for t, (choice, status) in zip(fractions, bisect_sweep(len(fractions), solve_at)):
         if choice is None:
             front.append(ParetoPoint(fraction=t, status="infeasible"))
         else:
-            front.append(ParetoPoint(fraction=t, status=statuses[i], totals=costs.totals(choice),
+            front.append(ParetoPoint(fraction=t, status=status, totals=costs.totals(choice),
                                      formats=[costs.formats[f] for f in choice]))
     return monotone(front)
 
 
+def bisect_sweep(points: int, solve_at: Callable[[int], tuple[Any, str]]) -> list[tuple[Any, str]]:
+    """Answers at `points` ever looser limits, solving only where the front changes.
+
+    The feasible set only grows with the limit, so when the solutions at two limits are the
+    same answer, each proven within the gap, that answer is feasible at every limit between
+    them and within the gap there too (the optimum between them lies between theirs): the
+    sweep solves both ends, then bisects. `solve_at(i)` returns (answer or None, status);
+    answers are compared with numpy's array_equal.
+    """
+    answers: dict[int, tuple[Any, str]] = {}
+
+    def fill(lo: int, hi: int) -> None:
+        if hi - lo <= 1:
+            return
+        (a, a_status), (b, b_status) = answers[lo], answers[hi]
+        if a is not None and b is not None and np.array_equal(a, b) and a_status == b_status == "optimal":
+            for i in range(lo + 1, hi):
+                answers[i] = (a, "optimal")
+            return
+        mid = (lo + hi) // 2
+        answers[mid] = solve_at(mid)
+        fill(lo, mid)
+        fill(mid, hi)
+
+    if points < 1:
+        return []
+    answers[0] = solve_at(0)
+    if points > 1:
+        answers[points - 1] = solve_at(points - 1)
+        fill(0, points - 1)
+    return [answers[i] for i in range(points)]
+
+
 def monotone(front: list[ParetoPoint]) -> list[ParetoPoint]:
     """A plan feasible at a tighter fraction is feasible at every looser one: where a looser
-    point's answer (within the gap) is worse than a tighter point's, it takes the better plan."""
+    point's answer (within the gap) is worse than a tighter point's, it takes the better plan.
+    Quality is the groups' Omega plus, on a serving front, the KV-cache format's."""
+    def omega(p: ParetoPoint) -> float:
+        return p.totals.sensitivity + (p.kv_omega or 0.0)
+
     best: ParetoPoint | None = None
     for point in sorted(front, key=lambda p: p.fraction):
         if point.totals is None:
             continue
-        if best is not None and best.totals.sensitivity < point.totals.sensitivity:
+        if best is not None and omega(best) < omega(point):
             point.status, point.totals, point.formats, point.chosen = best.status, best.totals, best.formats, best.chosen
+            point.kv_format, point.kv_omega = best.kv_format, best.kv_omega
+            point.output_tokens_per_s_per_gpu = best.output_tokens_per_s_per_gpu
+            point.ttft_ms, point.tpot_ms = best.ttft_ms, best.tpot_ms
         else:
             best = point
     return front
@@ -211,12 +224,12 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         if worst <= c.limit:
             notes.append(f"budget {b.spec} is met by every assignment (slowest possible: "
                          f"{worst / b.bf16_ns:.3g} of all-bf16)")
-    serving = None
+    serving, front = None, []
     if request.workload:
         from trtq.plan.slo import solve_serving
 
         profile_ref = (inputs or {}).get("profile")
-        sol, problem, serving = solve_serving(
+        sol, problem, serving, front = solve_serving(
             problem=problem, costs=costs, gpu=gpu, request=request, runtime=runtime, profile=profile,
             profile_path=str(getattr(profile_ref, "path", "the profile")), sensitivity=sensitivity,
             model=graph.model)
@@ -245,18 +258,18 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         b.slack_ns = sol.slack[i]
     memory_slack = sol.slack[len(resolved)] if memory_bytes is not None else None
     totals = costs.totals(sol.choice)
-    front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver, request.pareto_mip_rel_gap,
-                         request.pareto_time_limit, request.node_limit) if request.pareto else []
     chosen = [costs.formats[f] for f in sol.choice]
-    marked = False
-    for point in front:
-        if point.formats == chosen:
-            point.chosen = marked = True
-    if front and not marked:
-        fraction = max(totals.latency_ns[b.point] / totals.bf16_latency_ns[b.point] for b in budgets)
-        front.append(ParetoPoint(fraction=fraction, status=sol.status, totals=totals, formats=chosen, chosen=True))
-        front.sort(key=lambda p: p.fraction)
-        monotone(front)
+    if request.pareto and not request.workload:  # a plan with a workload has its serving front already
+        front = pareto_front(costs, budgets, memory_bytes, request.pareto, request.solver,
+                             request.pareto_mip_rel_gap, request.pareto_time_limit, request.node_limit)
+        for point in front:
+            point.chosen = point.formats == chosen
+        if front and not any(p.chosen for p in front):
+            fraction = max(totals.latency_ns[b.point] / totals.bf16_latency_ns[b.point] for b in budgets)
+            front.append(ParetoPoint(fraction=fraction, status=sol.status, totals=totals, formats=chosen,
+                                     chosen=True))
+            front.sort(key=lambda p: p.fraction)
+            monotone(front)
     return Plan.create(
         metadata=make_metadata(inputs=inputs or {}, notes=[]),
         model=graph.model,

@@ -18,6 +18,7 @@ The GPU-hour prices are the user's (`--price H100=2.5`): trtq ships none.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,17 +75,14 @@ class GpuResult:
         return asdict(self)
 
 
-def _counts(formats: list[str], choice) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for f in choice:
-        out[formats[f]] = out.get(formats[f], 0) + 1
-    return dict(sorted(out.items()))
+def _counts(formats: list[str]) -> dict[str, int]:
+    return dict(sorted(Counter(formats).items()))
 
 
 def _point(rows, costs, choice, tp: int) -> FrontPoint:
     omega = float(costs.omega[np.arange(len(choice)), choice].sum()) + rows.kv_omega
     return FrontPoint(omega=omega, tokens_per_s_per_gpu=rows.tokens_per_s(choice) / tp, ttft_ms=rows.ttft_ms(choice),
-                      tpot_ms=rows.tpot_ms(choice), kv_format=rows.kv_format, formats=_counts(costs.formats, choice))
+                      tpot_ms=rows.tpot_ms(choice), kv_format=rows.kv_format, formats=_counts([costs.formats[f] for f in choice]))
 
 
 def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_path: str, workload: str,
@@ -105,6 +103,7 @@ def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_pat
         kv_candidates,
         load_workload,
         parse_slos,
+        serving_front,
         solve_per_kv,
         step_inputs,
     )
@@ -181,24 +180,20 @@ def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_pat
     result.max_concurrency = step.max_concurrency(w)
     if price is not None:
         result.usd_per_million_tokens = price / (result.fastest.tokens_per_s_per_gpu * 3600) * 1e6
-    # The front: life limits from the fastest plan's to the least-Omega plan's.
+    # The front: life limits from the fastest plan's to the least-Omega plan's (slo.serving_front).
     _, best = min(feasible)
-    loose = per_kv[best][0].life_ns(results[best].choice)
-    tight = fastest[0]
-    limits = sorted({tight + (loose - tight) * i / max(front_points - 1, 1) for i in range(front_points)})
-    for limit in limits:
-        best_point = None
-        for rows in rows_by_kv:
-            life_row = Constraint("life", np.where(allowed, rows.life_coeffs, np.inf),
-                                  limit * (1 + 1e-9) - rows.life_const_ns)
-            sol = solve(IlpProblem(objective, rows.constraints() + [life_row]), solver, mip_rel_gap)
-            if sol.feasible:
-                point = _point(rows, costs, sol.choice, tp)
-                if best_point is None or point.omega < best_point.omega:
-                    best_point = point
-        if best_point is not None and (not result.front or best_point.omega < result.front[-1].omega - 1e-15
-                                       or best_point.tokens_per_s_per_gpu > result.front[-1].tokens_per_s_per_gpu):
-            result.front.append(best_point)
+    kv_omega = {rows.kv_format: rows.kv_omega for rows in rows_by_kv}
+    front = serving_front(per_kv=per_kv, results=results, costs=costs, chosen=(per_kv[best][0], results[best].choice),
+                          request=request, points=front_points, fastest_ns=fastest[0])
+    for p in front:
+        if p.totals is None:
+            continue
+        point = FrontPoint(omega=p.totals.sensitivity + kv_omega[p.kv_format],
+                           tokens_per_s_per_gpu=p.output_tokens_per_s_per_gpu, ttft_ms=p.ttft_ms, tpot_ms=p.tpot_ms,
+                           kv_format=p.kv_format, formats=_counts(p.formats))
+        if not result.front or point.omega < result.front[-1].omega - 1e-15 or \
+                point.tokens_per_s_per_gpu > result.front[-1].tokens_per_s_per_gpu:
+            result.front.append(point)
     kernels.save()
     return result
 

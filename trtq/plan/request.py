@@ -102,9 +102,6 @@ class PlanRequest(Request):
             raise InputError("--slo needs --workload isl=N,osl=N[,concurrency=N]: TTFT and TPOT depend on it")
         if self.kv_formats and not self.workload:
             raise InputError("--kv-formats needs --workload: the KV cache is sized by the workload")
-        if self.workload and self.pareto is not None:
-            raise InputError("--pareto with --workload is not built yet: `trtq compare` gives the "
-                             "throughput-per-quality front")
         if not self.budgets and not self.workload:
             raise InputError("give at least one --budget, e.g. --budget decode@16=0.6, or --workload with --slo")
         return self

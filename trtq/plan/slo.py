@@ -374,7 +374,8 @@ def request_slos(request) -> SloSpec:
 def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_path: str, sensitivity, model: str,
                   kernels=None):
     """Solve the plan's ILP once per KV-cache candidate with that KV format's SLO and memory rows
-    added; keep the least total Omega. Returns (solution, the problem solved, Serving record)."""
+    added; keep the least total Omega. Returns (solution, the problem solved, Serving record, the
+    throughput front of `request.pareto` points: serving_front)."""
     from trtq.plan.api import stopped_without_plan
     from trtq.plan.ilp import solve
     from trtq.predict.api import ProfileGemms
@@ -399,7 +400,7 @@ def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_pat
             raise stopped_without_plan(stopped[0], request)
         base = solve(problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit)
         if not base.feasible:
-            return base, problem, None     # the budgets alone are infeasible: the caller explains them
+            return base, problem, None, []  # the budgets alone are infeasible: the caller explains them
         raise explain_serving_infeasible(per_kv, workload, gpu, request)
     _, best = min(feasible)
     rows, kv_problem = per_kv[best]
@@ -407,7 +408,76 @@ def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_pat
     serving = serving_record(rows=rows, choice=sol.choice, group_names=names, formats=costs.formats, model=model,
                              gpu=gpu, workload=workload, slos=slos, tp=request.tp, gemms=gemms, kernels=kernels,
                              arch=arch, candidates={per_kv[i][0].kv_format: total for total, i in feasible})
-    return sol, kv_problem, serving
+    front = serving_front(per_kv=per_kv, results=results, costs=costs, chosen=(rows, sol.choice), request=request,
+                          points=request.pareto) if request.pareto else []
+    return sol, kv_problem, serving, front
+
+
+def serving_front(*, per_kv, results, costs, chosen, request, points: int, fastest_ns: float | None = None) -> list:
+    """Throughput against quality at the workload and SLOs: `points` limits on the request time (the
+    life of `concurrency` requests, so output tokens/s = tokens / life), evenly from the fastest plan
+    meeting the SLOs (or `fastest_ns`) to `chosen` = (rows, choice), the least total Omega plan (no slower plan is better),
+    each point the least total Omega (groups + KV format) within its limit, over every KV format.
+
+    Request time is linear in the choice (SloRows.life_*), so each point is the KV formats' ILPs with
+    one more row; points are solved where the front changes only (api.bisect_sweep). `fraction` is
+    the limit over the all-bf16 plan's request time (bf16 layers, the least-sensitive KV format).
+    """
+    from trtq.artifacts.plan import ParetoPoint
+    from trtq.plan.api import bisect_sweep, monotone
+    from trtq.plan.ilp import Constraint, IlpProblem, ParametricIlp, minimum_of
+
+    usable = [(rows, kv_problem) for (rows, kv_problem), sol in zip(per_kv, results) if sol.feasible]
+    chosen_rows, chosen_choice = chosen
+    bf16_rows = min((rows for rows, _ in per_kv), key=lambda rows: rows.kv_omega)
+    all_bf16 = np.full(len(costs.groups), costs.bf16_index())
+    base_ns = bf16_rows.life_ns(all_bf16)
+    sweeps, fastest = [], [] if fastest_ns is None else [fastest_ns]
+    for rows, kv_problem in usable:
+        life = Constraint("request time", np.where(kv_problem.allowed, rows.life_coeffs, np.inf), 0.0)
+        with_life = IlpProblem(kv_problem.objective, kv_problem.constraints + [life])
+        if fastest_ns is None:
+            least = minimum_of(with_life, len(with_life.constraints) - 1, request.solver, request.pareto_time_limit,
+                               request.node_limit)
+            if least.feasible:
+                fastest.append(rows.life_const_ns + least.objective)
+        sweeps.append((rows, ParametricIlp(with_life, request.solver, request.pareto_mip_rel_gap,
+                                           request.pareto_time_limit, request.node_limit)))
+    slowest = chosen_rows.life_ns(chosen_choice)
+    limits = [float(x) for x in np.linspace(min(fastest, default=slowest), slowest, points)]
+    kv_index = {rows.kv_format: i for i, (rows, _) in enumerate(sweeps)}
+    rows_of = [rows for rows, _ in sweeps]
+
+    def solve_at(i: int):
+        if i == len(limits) - 1:  # the loosest limit is the chosen plan's own request time
+            return np.append(chosen_choice, kv_index[chosen_rows.kv_format]), "optimal"
+        best = None
+        for rows, sweep in sweeps:
+            fixed = [c.limit for c in sweep.problem.constraints[:-1]]
+            sol = sweep.solve(fixed + [limits[i] * (1 + 1e-12) - rows.life_const_ns])
+            if sol.feasible and (best is None or sol.objective + rows.kv_omega < best[0]):
+                best = (sol.objective + rows.kv_omega, rows, sol)
+        if best is None:
+            return None, "infeasible"
+        _, rows, sol = best
+        return np.append(sol.choice, kv_index[rows.kv_format]), sol.status
+
+    def point(limit: float, status: str, rows: SloRows, choice: np.ndarray, chosen: bool = False) -> ParetoPoint:
+        return ParetoPoint(fraction=limit / base_ns, status=status, totals=costs.totals(choice),
+                           formats=[costs.formats[f] for f in choice], chosen=chosen, kv_format=rows.kv_format,
+                           kv_omega=rows.kv_omega,
+                           output_tokens_per_s_per_gpu=rows.tokens_per_s(choice) / request.tp,
+                           ttft_ms=rows.ttft_ms(choice), tpot_ms=rows.tpot_ms(choice))
+
+    front = []
+    for limit, (answer, status) in zip(limits, bisect_sweep(len(limits), solve_at)):
+        if answer is None:
+            front.append(ParetoPoint(fraction=limit / base_ns, status="infeasible"))
+        else:
+            front.append(point(limit, status, rows_of[int(answer[-1])], answer[:-1]))
+    for p in front:
+        p.chosen = p.formats == front[-1].formats and p.kv_format == front[-1].kv_format
+    return monotone(front)
 
 
 def solve_per_kv(problem, rows_by_kv: list[SloRows], request):

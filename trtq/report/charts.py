@@ -85,9 +85,35 @@ def _base_layout(fig, height: int, **extra) -> None:
 # ---------------------------------------------------------------------------- plan page
 
 
+def serving_front_figure(report: PlanReport):
+    """A plan with a workload: output tokens/s per GPU at the SLOs against total Omega (groups + KV)."""
+    import plotly.graph_objects as go
+
+    front = sorted((p for p in report.pareto if p.status != "infeasible" and p.output_tokens_per_s_per_gpu),
+                   key=lambda p: p.output_tokens_per_s_per_gpu)
+    fig = go.Figure()
+    hover = ("%{x:.0f} output tokens/s per GPU<br>Σ Ω %{y:.4g} (KV %{customdata[0]})<br>TTFT %{customdata[1]:.1f} ms"
+             " · TPOT %{customdata[2]:.2f} ms<br>request time %{customdata[3]:.2f}× all-bf16<extra></extra>")
+    for name, points, marker in (("Pareto front", front, dict(size=8, color="#0072B2")),
+                                 ("chosen plan", [p for p in front if p.chosen],
+                                  dict(symbol="star", size=18, color="#D55E00", line=dict(color="#222", width=1)))):
+        fig.add_trace(go.Scatter(
+            x=[p.output_tokens_per_s_per_gpu for p in points], y=[p.total_omega for p in points],
+            mode="lines+markers" if name == "Pareto front" else "markers", name=name, marker=marker,
+            line=dict(color="#0072B2", width=2),
+            customdata=[[p.kv_format, p.ttft_ms, p.tpot_ms, p.fraction] for p in points], hovertemplate=hover))
+    fig.update_xaxes(title_text="predicted output tokens/s per GPU at the workload")
+    fig.update_yaxes(title_text="Σ sensitivity Ω, groups + KV cache (lower is better)")
+    _base_layout(fig, 420)
+    return fig
+
+
 def pareto_figure(report: PlanReport):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
+
+    if any(p.output_tokens_per_s_per_gpu for p in report.pareto):
+        return serving_front_figure(report)
 
     points = report.points
     fig = make_subplots(

@@ -347,6 +347,9 @@ def build_plan_report(
                 latency_ns=dict(p.totals.latency_ns) if p.totals else {},
                 format_counts=_format_counts(p.formats),
                 provenance_ns={k: dict(v) for k, v in p.totals.provenance_ns.items()} if p.totals else {},
+                kv_format=p.kv_format, output_tokens_per_s_per_gpu=p.output_tokens_per_s_per_gpu,
+                ttft_ms=p.ttft_ms, tpot_ms=p.tpot_ms,
+                total_omega=p.totals.sensitivity + (p.kv_omega or 0.0) if p.totals else None,
             )
             for p in sorted(plan.pareto, key=lambda p: -p.fraction)
         ],

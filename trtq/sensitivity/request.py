@@ -37,8 +37,9 @@ KV_CACHE_SETTINGS = ("calib", "samples", "seq_len")
 
 class SensitivityRequest(DeviceSettings):
     model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")
+    # The default is the method benchmarks/plan_quality.py ranks first (RESULTS.md, ## plan_quality).
     method: Literal["weight", "hessian", "fisher", "autoquantize", "output"] = setting(
-        "weight", "weight: ||Q(W)-W||^2; hessian: Hutchinson traces of each layer's weight and input Hessians "
+        "hessian", "weight: ||Q(W)-W||^2; hessian: Hutchinson traces of each layer's weight and input Hessians "
                   "x their quantization errors (HAWQ-V3, with HAWQ-V2's activation term); "
                   "fisher: Fisher-weighted output error of quantized weights and activations; "
                   "autoquantize: ModelOpt AutoQuantize's own per-layer scores (lm_head disabled); "
