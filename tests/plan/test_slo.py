@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from trtq.artifacts.profile import Profile
 from trtq.errors import InfeasibleError, InputError
 from trtq.plan.api import PlanRequest, solve_plan
 from trtq.plan.ilp import IlpProblem
-from trtq.plan.slo import SloSpec, build_slo_rows, load_workload, parse_slos, serving_front, solve_per_kv
+from trtq.plan.slo import SloSpec, build_slo_rows, parse_slos, serving_front, solve_per_kv
 from trtq.predict.kernels import Answer
-from trtq.predict.step import StepModel, Workload
+from trtq.predict.step import StepModel, Workload, parse_workload
 from trtq.registry import get_gpu
 
 
@@ -43,15 +44,15 @@ def test_slo_parsing():
 def test_workload_file(tmp_path):
     good = tmp_path / "w.yaml"
     good.write_text("isl: 2048\nosl: 256\nconcurrency: 32\n")
-    assert load_workload(str(good)) == Workload(2048, 256, 32)
-    assert load_workload("isl=8,osl=4") == Workload(8, 4, None)
+    assert parse_workload(str(good)) == Workload(2048, 256, 32)
+    assert parse_workload("isl=8,osl=4") == Workload(8, 4, None)
     for text, words in (("isl: 2048\nosl: 256\nusers: 3\n", "users"), ("isl: 2048\n", "osl"),
                         ("isl: '2048'\nosl: 2\n", "isl"), ("[1, 2\n", "not YAML"),
                         ("isl: 2048\nosl: 256\nconcurrency: 0\n", "concurrency must be >= 1")):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(InputError, match=words):
-            load_workload(str(bad))
+            parse_workload(str(bad))
 
 
 class KvTableKernels(TableKernels):
@@ -193,7 +194,7 @@ def test_plan_meets_slos_and_predict_reproduces_them(llama, tmp_path):
     save_artifact(plan, path)
     again = load_artifact(path, Plan)
     assert again.serving == s
-    r = predict(plan=str(path), request=PredictRequest(load_workload("isl=2048,osl=256,concurrency=32"),
+    r = predict(plan=str(path), request=PredictRequest(parse_workload("isl=2048,osl=256,concurrency=32"),
                                                           profile=str(llama[3])))
     assert r["kv_format"] == s.kv_format
     assert r["ttft_ms"] == pytest.approx(s.ttft_ms, rel=1e-9)
@@ -270,3 +271,24 @@ def test_cli_slo_plan_and_infeasible_one_line(llama, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "SLO tpot=0.5ms cannot be met" in bad.stderr and not (tmp_path / "q.yaml").exists()
+
+
+def test_workload_file_is_read_by_predict_as_by_plan(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.yaml"
+    path.write_text("isl: 2048\nosl: 256\nconcurrency: 8\n")
+    common = ["--uniform", "fp8", "--gpu", "h100", "llama-3.1-8b", "--json"]
+    by_file = subprocess.run([sys.executable, "-m", "trtq", "predict", "--workload", str(path), *common],
+                             capture_output=True, text=True, timeout=300)
+    inline = subprocess.run([sys.executable, "-m", "trtq", "predict", "--workload", "isl=2048,osl=256,concurrency=8",
+                             *common], capture_output=True, text=True, timeout=300)
+    assert by_file.returncode == inline.returncode == 0, by_file.stderr
+    assert json.loads(by_file.stdout)["ttft_ms"] == json.loads(inline.stdout)["ttft_ms"]
+    unknown = subprocess.run([sys.executable, "-m", "trtq", "predict", "--workload", str(path), "--uniform", "fp9",
+                              "--gpu", "h100", "llama-3.1-8b"], capture_output=True, text=True, timeout=300)
+    from trtq.registry import FORMATS as KNOWN
+
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == f"trtq: error: unknown format 'fp9'; known formats: {', '.join(KNOWN)}"

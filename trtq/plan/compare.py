@@ -101,13 +101,13 @@ def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_pat
         build_slo_rows,
         explain_serving_infeasible,
         kv_candidates,
-        load_workload,
         parse_slos,
         serving_front,
         solve_per_kv,
         step_inputs,
     )
     from trtq.predict.api import ProfileGemms
+    from trtq.predict.step import parse_workload
     from trtq.registry import get_gpu
     from trtq.registry.runtimes import get_runtime
 
@@ -133,7 +133,7 @@ def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_pat
     objective = np.where(costs.allowed, costs.omega, np.inf)
     base = IlpProblem(objective, [])
     allowed = base.allowed
-    w, spec = load_workload(workload), parse_slos(slos)
+    w, spec = parse_workload(workload), parse_slos(slos)
     arch, kernels = step_inputs(graph.model, gpu, tp)
     gemms = ProfileGemms(profile, profile_path)
     options = kv_candidates(spec=kv_formats, sensitivity=sensitivity, gpu=gpu, runtime=rt,
@@ -201,7 +201,8 @@ def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_pat
 def compare(*, model: str, gpus: list[str], profiles: dict[str, str], sensitivity: str, workload: str,
             slos: list[str] | None, prices: dict[str, float] | None = None, **options) -> dict:
     """Per GPU, the fastest plan meeting the SLOs (see module docstring); a plain dict (the JSON)."""
-    from trtq.plan.slo import load_workload, parse_slos
+    from trtq.plan.slo import parse_slos
+    from trtq.predict.step import parse_workload
     from trtq.registry import get_gpu
 
     if not gpus:
@@ -214,7 +215,7 @@ def compare(*, model: str, gpus: list[str], profiles: dict[str, str], sensitivit
             raise InputError(f"no --profile for {canonical}: give --profile {canonical}=FILE")
         results.append(compare_gpu(model=model, gpu_name=canonical, profile_path=path, sensitivity_path=sensitivity,
                                    workload=workload, slos=slos, price=(prices or {}).get(canonical), **options))
-    w, spec = load_workload(workload), parse_slos(slos)
+    w, spec = parse_workload(workload), parse_slos(slos)
     served = [r for r in results if r.fastest is not None]
     verdict = None
     if served and all(r.usd_per_million_tokens is not None for r in served):

@@ -81,9 +81,9 @@ class PlanRequest(Request):
     @classmethod
     def _workload(cls, workload: str | None) -> str | None:
         if workload:
-            from trtq.plan.slo import load_workload
+            from trtq.predict.step import parse_workload
 
-            load_workload(workload)
+            parse_workload(workload)
         return workload
 
     @field_validator("tp", mode="before")

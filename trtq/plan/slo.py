@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -91,37 +90,6 @@ def slo_text(name: str, ms: float) -> str:
     from trtq.plan.budgets import round_up
 
     return f"{name}={round_up(ms):.4g}ms"
-
-
-def load_workload(spec: str):
-    """`isl=2048,osl=256[,concurrency=32]`, or a YAML/JSON file with those keys."""
-    from trtq.predict.step import Workload, parse_workload
-
-    path = Path(spec)
-    if path.suffix.lower() in (".yaml", ".yml", ".json") and "=" not in spec:
-        if not path.is_file():
-            raise InputError(f"--workload file {spec} does not exist")
-        import yaml
-        from pydantic import BaseModel, ConfigDict, ValidationError
-
-        class WorkloadFile(BaseModel):
-            model_config = ConfigDict(extra="forbid", strict=True)
-            isl: int
-            osl: int
-            concurrency: int | None = None
-
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            parsed = WorkloadFile.model_validate(data)
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise InputError(f"--workload file {spec} is not YAML/JSON: {str(exc).splitlines()[0]}") from None
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "the file"
-            raise InputError(f"--workload file {spec}: {where}: {err['msg']} "
-                             "(expected isl, osl and optionally concurrency, whole numbers)") from None
-        return Workload(parsed.isl, parsed.osl, parsed.concurrency)
-    return parse_workload(spec)
 
 
 @dataclass
@@ -379,8 +347,9 @@ def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_pat
     from trtq.plan.api import stopped_without_plan
     from trtq.plan.ilp import solve
     from trtq.predict.api import ProfileGemms
+    from trtq.predict.step import parse_workload
 
-    workload = load_workload(request.workload)
+    workload = parse_workload(request.workload)
     slos = parse_slos(request.slos)
     gemms = ProfileGemms(profile, profile_path)
     layer_formats = set(costs.formats)

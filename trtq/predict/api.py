@@ -97,7 +97,7 @@ def _plan_formats(plan_path: str):
 def build_step_model(model: str | None, plan_path: str | None, uniform: str | None, gpu_name: str | None,
                      request: PredictRequest) -> tuple[StepModel, dict[str, Any]]:
     from trtq.model.zoo import resolve_model
-    from trtq.registry import get_gpu
+    from trtq.registry import get_format, get_gpu
 
     source: dict[str, Any] = {}
     if plan_path:
@@ -109,6 +109,7 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
     else:
         if not uniform:
             raise InputError("give a plan file, or a model with --uniform FORMAT")
+        uniform = get_format(uniform).name  # an unknown --uniform is refused with the known formats
         formats, kv = None, request.kv_format or "bf16"
     if not gpu_name:
         raise InputError("--gpu is required for a model (a plan names its GPU)")
@@ -116,7 +117,7 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
     resolved = resolve_model(model)
     arch = decoder_architecture(resolved.name, resolved.config)
     if formats is None:
-        formats = {g.name: uniform.strip().lower() for g in arch.groups}
+        formats = {g.name: uniform for g in arch.groups}
         source["uniform"] = uniform
     else:
         # A plan for another model (or edited) would otherwise be priced with its strangers in bf16.

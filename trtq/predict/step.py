@@ -85,6 +85,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trtq.errors import InputError, UnsupportedError
 from trtq.predict.architecture import PRODUCER_OF, DecoderArchitecture, GemmGroup
@@ -122,7 +123,10 @@ class Workload:
 
 
 def parse_workload(spec: str) -> Workload:
-    """'isl=2048,osl=256[,concurrency=32]' -> Workload."""
+    """`isl=2048,osl=256[,concurrency=32]`, or a YAML/JSON file with those keys -> Workload."""
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") and "=" not in spec:
+        return _workload_file(path, spec)
     values: dict[str, int] = {}
     for part in (p.strip() for p in spec.split(",")):
         if not part:
@@ -141,6 +145,31 @@ def parse_workload(spec: str) -> Workload:
         if key not in values:
             raise InputError(f"--workload {spec!r}: {key}= is required")
     return Workload(values["isl"], values["osl"], values.get("concurrency"))
+
+
+def _workload_file(path: Path, spec: str) -> Workload:
+    if not path.is_file():
+        raise InputError(f"--workload file {spec} does not exist")
+    import yaml
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    class WorkloadFile(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        isl: int
+        osl: int
+        concurrency: int | None = None
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        parsed = WorkloadFile.model_validate(data)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"--workload file {spec} is not YAML/JSON: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "the file"
+        raise InputError(f"--workload file {spec}: {where}: {err['msg']} "
+                         "(expected isl, osl and optionally concurrency, whole numbers)") from None
+    return Workload(parsed.isl, parsed.osl, parsed.concurrency)
 
 
 class Cost:
