@@ -83,11 +83,13 @@ def main() -> None:
 
     graph = build_layer_graph(resolve_model("llama-3.1-70b"))
     gpu = get_gpu("b200")
-    profile = build_profile(graph, "roofline", gpu.name, [16, 2048])
+    profile = build_profile(graph, "roofline", gpu.name, [16, 2048], runtime=RUNTIME)
     sensitivity = synthetic_sensitivity(graph)
     request = PlanRequest(budgets=BUDGETS, memory_gb=MEMORY_GB, runtime=RUNTIME)
 
     formats = candidate_formats(gpu, None, get_runtime(RUNTIME))
+    # The profile's runtime, not the default one: a profile covers its runtime's formats only.
+    assert {f.name for f in formats} <= set(profile.formats), "the profile lacks a format of the runtime"
     budgets = parse_budgets(BUDGETS)
     costs = build_cost_model(graph, profile, sensitivity, formats, {b.point: b.tokens for b in budgets})
     problem, _ = problem_for(costs, budgets, int(MEMORY_GB * 1e9))
@@ -113,7 +115,8 @@ def main() -> None:
         # The serving case: the step model's tables are read once (the first plan), then timed.
         from trtq.artifacts import input_ref
 
-        save_artifact(build_profile(graph, "roofline", gpu.name, [1, 16, 128, 2048, 4096]), Path(tmp) / "slo.json")
+        save_artifact(build_profile(graph, "roofline", gpu.name, [1, 16, 128, 2048, 4096], runtime=RUNTIME),
+                      Path(tmp) / "slo.json")
         slo_profile = load_artifact(Path(tmp) / "slo.json", Profile)
         slo_request = PlanRequest(budgets=[], workload=SLO_WORKLOAD, slos=SLOS, kv_formats=KV_FORMATS,
                                   runtime=RUNTIME)
