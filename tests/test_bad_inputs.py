@@ -132,6 +132,7 @@ def inputs(tmp_path_factory, smollm2_graph):
     profile_variant("profile-fp3", lambda p: _row(p, "fp8").update(format="fp3"))
     profile_variant("profile-fp8-a100", lambda p: p.update(gpu="A100-SXM-80GB"))
     profile_variant("profile-neg-launch", lambda p: p.update(launch_cost_ns=-1.0))
+    profile_variant("profile-tp0", lambda p: p.update(tp=0))
     profile_variant("profile-ok-without-latency", lambda p: _row(p, "fp8").update(latency_ns=None))
     sens_variant("sens-nan", lambda s: s["rows"][3].update(omega=math.nan))
     sens_variant("sens-inf", lambda s: s["rows"][8].update(omega=math.inf))
@@ -199,6 +200,8 @@ CASES: list[tuple[str, list[str], str]] = [
                                                      "{in}/sens.json", "-o", "{out}/p.yaml"], "cannot be negative"),
     ("profile inf latency (report)", ["report", "{in}/plan.yaml", "--profile", "{in}/profile-inf.json", *REPORT_OUT],
      "must be finite"),
+    ("profile tp 0 (plan)", PLAN + ["--profile", "{in}/profile-tp0.json", "--sensitivity", "{in}/sens.json",
+                                    "-o", "{out}/p.yaml"], "tp is 0: it must be positive"),
     ("profile row missing (plan)", PLAN + ["--profile", "{in}/profile-missing-row.json", "--sensitivity",
                                            "{in}/sens.json", "-o", "{out}/p.yaml"], "no row for"),
     ("profile unknown format fp3", PLAN + ["--profile", "{in}/profile-fp3.json", "--sensitivity", "{in}/sens.json",

@@ -147,7 +147,7 @@ def test_profile_gemms_interpolate_and_keep_provenance(tmp_path):
     profile = Profile(artifact=Profile.KIND, schema_version=Profile.SCHEMA_VERSION, metadata=make_metadata(),
                       model="llama-3.1-8b", gpu="H100-SXM", backend="aiconfigurator", launch_cost_ns=0.0,
                       tokens=[16, 128, 2048], formats=["fp8", "bf16"], rows=rows)
-    gemms = ProfileGemms(profile, "p.json")
+    gemms = ProfileGemms(profile, "p.json", 1)
     assert gemms.gemm(6144, 4096, "fp8", 128).ms == pytest.approx(0.030)
     assert gemms.gemm(6144, 4096, "fp8", 128).provenance == "measured"
     mid = gemms.gemm(6144, 4096, "fp8", 512)     # halfway between 128 and 2048 in log tokens

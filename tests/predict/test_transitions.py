@@ -39,7 +39,7 @@ def _profile(pass_ns: float) -> Profile:
 
 def test_profile_row_activation_pass_is_not_counted_twice():
     step = StepModel(ONE_BLOCK, {g.name: "nvfp4" for g in ONE_BLOCK.groups}, "bf16", 1, TableKernels(),
-                     get_gpu("B200"), gemms=ProfileGemms(_profile(PASS_NS), "p.json"))
+                     get_gpu("B200"), gemms=ProfileGemms(_profile(PASS_NS), "p.json", 1))
     by_kind = {g.kind: step.group_cost(g, "nvfp4", 16) for g in ONE_BLOCK.groups}
     for kind, (gemm, transition) in by_kind.items():
         assert gemm.ms == pytest.approx((10000.0 + 16) / 1e6), kind      # the GEMM alone
@@ -55,7 +55,7 @@ def test_profile_row_activation_pass_is_not_counted_twice():
 
 def test_rows_without_a_pass_are_read_whole():
     """Measured rows (no activation_quantize_ns) are taken as they are."""
-    gemms = ProfileGemms(_profile(0.0), "p.json")
+    gemms = ProfileGemms(_profile(0.0), "p.json", 1)
     assert gemms.gemm(128, 128, "nvfp4", 128).ms == pytest.approx((10000.0 + 128) / 1e6)
-    with_pass = ProfileGemms(_profile(PASS_NS), "p.json")
+    with_pass = ProfileGemms(_profile(PASS_NS), "p.json", 1)
     assert with_pass.gemm(128, 128, "nvfp4", 128).ms == pytest.approx(gemms.gemm(128, 128, "nvfp4", 128).ms)

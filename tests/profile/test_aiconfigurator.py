@@ -159,7 +159,7 @@ def test_profile_artifact_round_trip_and_schema_1_still_reads(sliced, tmp_path):
                             options={"systems_root": sliced})
     path = save_artifact(profile, tmp_path / "p.json")
     back = load_artifact(path, Profile)
-    assert back == profile and back.schema_version == 2
+    assert back == profile and back.schema_version == Profile.SCHEMA_VERSION == 3
     assert set(back.provenance_counts()) <= {"measured", "interpolated", "extrapolated", "modelled"}
     assert back.provenance_counts()["modelled"] == 8      # 4 shapes x 2 token counts of int4_awq
     assert any("no launch cost added" in n for n in back.metadata.notes)

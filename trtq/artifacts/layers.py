@@ -14,6 +14,13 @@ FUSED_KINDS: dict[str, str] = {
     "gate_proj": "gate_up", "up_proj": "gate_up",
 }
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
+# How TensorRT-LLM shards a layer kind over tensor-parallel GPUs: column-parallel layers split their
+# outputs (N), row-parallel ones their inputs (K); lm_head splits the vocabulary; MoE experts split
+# their intermediate width (gate_up's N, down's K).
+TP_SPLIT: dict[str, str] = {
+    "q_proj": "out", "k_proj": "out", "v_proj": "out", "gate_proj": "out", "up_proj": "out", "lm_head": "out",
+    "experts_gate_up": "out", "o_proj": "in", "down_proj": "in", "experts_down": "in",
+}
 
 
 def fused_group_name(layer: str) -> str | None:
@@ -78,6 +85,31 @@ class LayerGraph(Artifact):
     # unless quantized): counted in the weight-memory budget as a constant.
     fixed_parameter_bytes: int
     total_parameters: int
+
+    def sharded(self, tp: int) -> LayerGraph:
+        """The GEMMs one of `tp` tensor-parallel GPUs runs (TP_SPLIT): the same layers and groups in the same
+        order, with per-GPU shapes (a fused group's N is still the sum of its members')."""
+        from trtq.errors import InputError, UnsupportedError
+
+        if tp == 1:
+            return self
+        layers = []
+        for layer in self.layers:
+            split = TP_SPLIT.get(layer.kind)
+            if split is None:
+                raise UnsupportedError(f"{self.model}: how TensorRT-LLM shards {layer.kind} layers ({layer.name}) "
+                                       f"over {tp} GPUs is not known to trtq")
+            field = "out_features" if split == "out" else "in_features"
+            width = getattr(layer, field)
+            if width % tp:
+                raise InputError(f"{self.model}: {layer.name} has {width} {'outputs' if split == 'out' else 'inputs'}, "
+                                 f"which tensor parallelism {tp} does not divide")
+            layers.append(layer.model_copy(update={field: width // tp}))
+        by_name = {layer.name: layer for layer in layers}
+        groups = [g if g.experts is not None else g.model_copy(update={  # MoE: in = out = hidden, unsharded
+            "in_features": by_name[g.members[0]].in_features,
+            "out_features": sum(by_name[m].out_features for m in g.members)}) for g in self.groups]
+        return self.model_copy(update={"layers": layers, "groups": groups})
 
     def unique_shapes(self) -> list[tuple[int, int]]:
         """Unique (out, in) dense GEMM shapes over fused groups, in first-seen order (MoE groups: unique_gemms)."""

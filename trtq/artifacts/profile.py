@@ -32,9 +32,10 @@ class ProfileRow(StrictModel):
 
 class Profile(Artifact):
     KIND: ClassVar[str] = "profile"
-    SCHEMA_VERSION: ClassVar[int] = 2
-    # Schema 1 lacks the rows' provenance (optional here): still readable.
-    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
+    # 3: tp (rows are one GPU's GEMMs under tensor parallelism tp). Schema 1 lacks the rows' provenance
+    # (optional here): still readable.
+    SCHEMA_VERSION: ClassVar[int] = 3
+    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2, 3)
 
     model: str
     gpu: str                          # registry name; "cpu" for the cpu backend
@@ -42,6 +43,7 @@ class Profile(Artifact):
     launch_cost_ns: float             # fixed cost included in every latency_ns (0 = pure kernel time)
     tokens: list[int]
     formats: list[str]
+    tp: int = 1                       # rows are the GEMM shapes one of tp tensor-parallel GPUs runs
     device: dict[str, Any] = {}       # what was measured on: CPU/GPU name, clocks, driver ...
     settings: dict[str, Any] = {}     # backend settings (warm-up, repeats, fractions, calibration)
     rows: list[ProfileRow]

@@ -156,6 +156,7 @@ def check_profile(profile) -> None:
         _fail("the profile lists no token counts")
     for m in profile.tokens:
         _positive(m, "tokens")
+    _positive(profile.tp, "tp")
     formats = [_format(f, "formats") for f in profile.formats]
     gpu = _gpu(profile.gpu, "gpu") if profile.backend != "cpu" else None
     listed = {f.name for f in formats}

@@ -219,6 +219,9 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
                   f"{f.export_refusal}" for f in unexported_formats(gpu, runtime)]
     if profile.model != graph.model:
         notes.append(f"latencies from a profile of {profile.model} (same GEMM shapes)")
+    if profile.tp > 1:
+        notes.append(f"latencies are one GPU's GEMMs under tensor parallelism {profile.tp} (the profile's); "
+                     "weights are the whole model's")
     for c, b in zip(problem.constraints, resolved):
         worst = float(np.nanmax(np.where(costs.allowed, costs.latency[b.point], np.nan), axis=1).sum())
         if worst <= c.limit:

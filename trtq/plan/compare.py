@@ -135,7 +135,7 @@ def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_pat
     allowed = base.allowed
     w, spec = parse_workload(workload), parse_slos(slos)
     arch, kernels = step_inputs(graph.model, gpu, tp)
-    gemms = ProfileGemms(profile, profile_path)
+    gemms = ProfileGemms(profile, profile_path, request.tp)
     options = kv_candidates(spec=kv_formats, sensitivity=sensitivity, gpu=gpu, runtime=rt,
                             layer_formats=set(costs.formats))
     try:

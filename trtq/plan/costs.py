@@ -141,8 +141,11 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
     group_sizes: list[list[int | None]] = [[None] * F for _ in range(G)]
     notes: set[str] = set()
     members_of = {layer.name: layer for layer in graph.layers}
+    # Latencies (and the widths a block size must divide) are one GPU's under the profile's tensor
+    # parallelism; weight bytes stay the whole model's.
+    per_gpu = graph.sharded(profile.tp)
     for g, group in enumerate(graph.groups):
-        gemms = graph.group_gemms(group)
+        gemms = per_gpu.group_gemms(per_gpu.groups[g])
         # An MoE group's members read different widths (hidden, expert intermediate): one block size for all.
         width = math.gcd(*(gemm.in_features for gemm in gemms))
         for f, fmt in enumerate(formats):

@@ -351,7 +351,7 @@ def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_pat
 
     workload = parse_workload(request.workload)
     slos = parse_slos(request.slos)
-    gemms = ProfileGemms(profile, profile_path)
+    gemms = ProfileGemms(profile, profile_path, request.tp)
     layer_formats = set(costs.formats)
     options = kv_candidates(spec=request.kv_formats, sensitivity=sensitivity, gpu=gpu, runtime=runtime,
                             layer_formats=layer_formats)

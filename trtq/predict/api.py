@@ -27,9 +27,13 @@ from trtq.predict.step import (
 
 
 class ProfileGemms(GemmSource):
-    """GEMM latencies from a trtq profile artifact, linear in log-log between its token counts."""
+    """GEMM latencies from a trtq profile artifact, linear in log-log between its token counts.
+    Its rows are one GPU's GEMMs at the profile's tensor parallelism: it serves that --tp only."""
 
-    def __init__(self, profile, path: str):
+    def __init__(self, profile, path: str, tp: int):
+        if profile.tp != tp:
+            raise InputError(f"profile {path} has one GPU's GEMMs at tensor parallelism {profile.tp}, not {tp}: "
+                             f"`trtq profile ... --tp {tp}` makes the table for --tp {tp}")
         self.profile, self.path = profile, path
         self.rows: dict[tuple[int, int, str], list[tuple[int, float, str]]] = {}
         measured_backend = profile.backend in ("cuda", "cpu")
@@ -138,7 +142,7 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
         profile = load_artifact(request.profile, Profile)
         if profile.gpu != gpu.name:
             raise InputError(f"profile {request.profile} was made for {profile.gpu}, not {gpu.name}")
-        gemms = ProfileGemms(profile, request.profile)
+        gemms = ProfileGemms(profile, request.profile, request.tp)
     step = StepModel(arch, formats, kv, request.tp, kernels, gpu, gemms=gemms)
     source.update(model=resolved.name, gpu=gpu.name, tp=request.tp, kv_format=kv,
                   kernels=kernels.describe(), gemm_source=step.gemms.describe())

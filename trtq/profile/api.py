@@ -43,9 +43,11 @@ ALL_RUNTIMES = "all"
 def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens: list[int],
                   formats: str | None = None, launch_cost_ns: float | None = None,
                   harness: dict | None = None, seed: int = 0, on_row=None,
-                  options: dict | None = None, inputs: dict | None = None, runtime: str | None = None) -> Profile:
+                  options: dict | None = None, inputs: dict | None = None, runtime: str | None = None,
+                  tp: int = 1) -> Profile:
     """`options`: cuda_graphs (cuda backend); calibration, a RooflineCalibration (roofline backend);
-    framework, framework_version (aiconfigurator backend).
+    framework, framework_version (aiconfigurator backend). `tp` > 1: one GPU's GEMMs under tensor
+    parallelism (LayerGraph.sharded), for plans and predictions at that --tp.
     `inputs`: files the table depends on (a calibration, a measured table), recorded with sha256."""
     options = dict(options or {})
     calibration = options.get("calibration")
@@ -93,12 +95,14 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
                             + (f"; --runtime NAME@VERSION for another runtime's, --runtime {ALL_RUNTIMES} "
                                "for every runtime's" if not runtime else ""))
     format_names = [f.name for f in fmts]
+    full_graph, graph = graph, graph.sharded(tp)
     cases = gemm_cases(graph, tokens, format_names)
     moe_rows = [] if getattr(backend, "moe_grouped_gemm", False) else [
         unsupported_moe_row(backend, c) for c in cases if c.experts is not None]
     rows = backend.profile([c for c in cases if not moe_rows or c.experts is None], on_row=on_row) + moe_rows
     device = backend.device_info()
-    notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"]
+    notes = [f"{len(graph.unique_shapes())} unique GEMM shapes (fused groups) for {len(graph.layers)} layers"
+             + (f", one GPU's shapes under tensor parallelism {tp}" if tp > 1 else "")]
     if runtime_note:
         notes.append(runtime_note)
     if backend.name == "aiconfigurator":
@@ -123,12 +127,13 @@ def build_profile(graph: LayerGraph, backend_name: str, gpu: str | None, tokens:
                      f"{calibration.before.median_abs_rel_error:.1%} -> {calibration.after.median_abs_rel_error:.1%}")
     return Profile.create(
         metadata=make_metadata(inputs=inputs or {}, seed=seed, notes=notes),
-        model=graph.model,
+        model=full_graph.model,
         gpu=device.get("gpu", backend_name) if gpu_spec is None else gpu_spec.name,
         backend=backend.name,
         launch_cost_ns=backend.launch_cost_ns,
         tokens=tokens,
         formats=format_names,
+        tp=tp,
         device=device,
         settings=backend.settings(),
         rows=rows,

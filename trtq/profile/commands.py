@@ -42,7 +42,8 @@ def run_profile(args: argparse.Namespace) -> int:
     graph = build_layer_graph(resolve_model(request.model), include_lm_head=request.include_lm_head)
     console = stderr_console()
     profile = build_profile(graph, request.backend, request.gpu, tokens, request.formats, request.launch_cost,
-                            request.harness, request.seed, options=options, inputs=inputs, runtime=request.runtime)
+                            request.harness, request.seed, options=options, inputs=inputs, runtime=request.runtime,
+                            tp=request.tp)
     save_artifact(profile, args.output)
     ok = sum(r.latency_ns is not None for r in profile.rows)
     console.print(

@@ -50,6 +50,9 @@ class ProfileRequest(Request):
     fit_out: Path | None = setting(
         None, "with --calibrate-from: also write the fit (with its error before and after) here", metavar="FIT")
     include_lm_head: bool = setting(False, "profile lm_head's GEMM too (kept bf16 by default)")
+    tp: int = setting(1, "tensor parallelism: profile the GEMM shapes one of TP GPUs runs (TensorRT-LLM's column/"
+                         "row-parallel split), for `trtq plan --tp` and `trtq predict --tp`", ge=1, le=64,
+                      metavar="N")
     seed: int = setting(0, "seed of the measuring backends' inputs", ge=0, le=MAX_SEED)
 
     @field_validator("tokens")
