@@ -79,5 +79,7 @@ def storage_errno(exc: BaseException) -> int | None:
 def write_error(path, exc: BaseException) -> WriteError:
     """One line naming the path and the errno's text: `cannot write PATH: No space left on device`."""
     code = storage_errno(exc)
+    if code is None and isinstance(exc, OSError) and exc.errno:
+        code = exc.errno  # the errno's text, not the message naming a temporary file
     reason = _os.strerror(code) if code is not None else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return WriteError(f"cannot write {_os.fspath(path)}: {reason}")

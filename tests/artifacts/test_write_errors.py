@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -243,3 +244,11 @@ def test_export_refused_by_the_disk_is_a_write_error_not_an_unsupported_model(tm
     monkeypatch.setattr(mte, "export_tensorrt_llm_checkpoint", full)
     with pytest.raises(WriteError):
         apply._export_trtllm(Model(), tmp_path / "trtllm")
+
+
+def test_a_directory_that_cannot_hold_files_is_one_line_naming_the_output(tmp_path):
+    """/proc exists but takes no new files (mkstemp: ENOENT): refused like a full disk, no traceback."""
+    result = subprocess.run([sys.executable, "-m", "trtq", "profile", "llama-3.1-8b", "--gpu", "h100",
+                             "-o", "/proc/trtq-profile.json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "trtq: error: cannot write /proc/trtq-profile.json: No such file or directory"

@@ -129,6 +129,20 @@ def test_formats_the_tables_lack_are_modelled_and_gated(backend):
     assert odd.status == "unsupported" and "divides input width 100" in odd.reason
 
 
+def test_moe_experts_are_modelled_grouped_gemms_not_left_out(backend):
+    """Mixtral's experts (8, top-2) get a latency from the calibrated roofline's grouped-GEMM model."""
+    from trtq.profile.roofline import RooflineBackend
+
+    case = GemmCase(28672, 4096, 16, "fp8", 8, 2)
+    row = backend.row(case)
+    assert row.status == "ok" and row.provenance == "modelled" and row.experts == 8
+    assert "MoE grouped-GEMM" in row.details["why_modelled"] and row.details["active_experts"] > 1
+    dense = backend.row(GemmCase(28672, 4096, 16, "fp8"))
+    assert row.latency_ns > dense.latency_ns      # several experts' weights read against one dense GEMM's
+    assert backend.moe_grouped_gemm and RooflineBackend.moe_grouped_gemm
+    assert backend.row(GemmCase(28672, 4096, 16, "nvfp4", 8, 2)).status == "unsupported"
+
+
 def test_settings_record_package_framework_and_table_files(backend, sliced):
     s = backend.settings()
     assert s["package"] == "aiconfigurator-core" and s["package_version"] == "0.12.0"

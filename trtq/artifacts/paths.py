@@ -162,13 +162,21 @@ def remove_stale_temps(target: Path) -> None:
 
 
 def make_temp_beside(target: Path, directory: bool = False) -> Path:
-    """Create a temporary file (or directory) beside `target`, named for it and for this process."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(target)
-    prefix = f"{_temp_prefix(target)}{os.getpid()}-"
-    if directory:
-        return Path(tempfile.mkdtemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=target.parent))
-    fd, name = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=target.parent)
+    """Create a temporary file (or directory) beside `target`, named for it and for this process.
+
+    A directory that cannot hold it (a pseudo file system such as /proc, a file where a directory
+    should be, a vanished mount) is a refused write of `target`, whatever errno says it: WriteError."""
+    from trtq.errors import write_error
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)
+        prefix = f"{_temp_prefix(target)}{os.getpid()}-"
+        if directory:
+            return Path(tempfile.mkdtemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=target.parent))
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=target.parent)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     os.close(fd)
     return Path(name)
 

@@ -174,7 +174,9 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
                     provenance_ns[p].setdefault(label, np.zeros((G, F)))[g, f] = ns
             group_sizes[g][f] = gs
         if "bf16" in names and not np.isfinite(omega[g, names.index("bf16")]):
+            why = next((r.reason for r in profile.rows if r.reason and r.format == "bf16" and
+                        (r.out_features, r.in_features) in {(m.out_features, m.in_features) for m in gemms}), None)
             raise InputError(f"no bf16 baseline for {group.name} ({group.out_features}x{group.in_features}) "
-                             "in the profile or sensitivity table")
+                             "in the profile or sensitivity table" + (f": the profile says {why}" if why else ""))
     return CostModel(graph.groups, names, points, omega, latency, weight_bytes, group_sizes,
                      graph.fixed_parameter_bytes, sorted(notes), provenance_ns)

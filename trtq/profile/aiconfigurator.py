@@ -117,6 +117,9 @@ class AiconfiguratorBackend:
     name = "aiconfigurator"
     measures = True            # the table values are GPU measurements; no launch cost is added
     launch_cost_ns = 0.0
+    # MoE grouped GEMMs: the calibrated roofline's grouped-GEMM model (rows "modelled"); the package's
+    # MoE tables are not read yet.
+    moe_grouped_gemm = True
 
     def __init__(self, gpu: GpuSpec, framework: str | None = None, version: str | None = None,
                  systems_root: Path | None = None):
@@ -152,9 +155,10 @@ class AiconfiguratorBackend:
         return settings
 
     def row(self, case: GemmCase) -> ProfileRow:
-        from trtq.profile.roofline import roofline_row
-
         fmt = get_format(case.format)
+        if case.experts is not None:
+            return self._modelled_row(case, f"trtq reads no MoE grouped-GEMM tables of {PACKAGE} yet: the "
+                                            "roofline calibrated on its measured dense GEMMs models the experts")
         base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
                     format=case.format)
         if not self.gpu.supports(fmt):
@@ -170,9 +174,16 @@ class AiconfiguratorBackend:
             return ProfileRow(**base, status="ok", latency_ns=answer.ms * MS_TO_NS, provenance=answer.provenance,
                               method=f"{PACKAGE} {self.framework} {self.version} {dtype}",
                               details={"table_dtype": dtype})
+        return self._modelled_row(case, unmapped_reasons().get(fmt.name)
+                                  or f"the {self.system} tables hold no {fmt.aiconfigurator_dtype}")
+
+    def _modelled_row(self, case: GemmCase, why: str) -> ProfileRow:
+        from trtq.profile.roofline import roofline_row
+
         params, _ = self._model()
         modelled = roofline_row(self.gpu, case, params)
-        why = unmapped_reasons().get(fmt.name) or f"the {self.system} tables hold no {fmt.aiconfigurator_dtype}"
+        if modelled.latency_ns is None:   # the GPU or the shape cannot run the format: the roofline says why
+            return modelled
         return modelled.model_copy(update={
             "provenance": "modelled", "method": "roofline calibrated on the measured formats",
             "details": {**modelled.details, "why_modelled": why}})
