@@ -77,3 +77,34 @@ def test_serving_plan_page_renders_in_chromium(chromium, serving_plan, tmp_path)
     state = _open_and_check(chromium, html, tmp_path / "serving.png")
     assert "chart-pareto" in {c["id"] for c in state["charts"]}
     assert "output tokens/s per GPU" in state["text"] and "KV cache" in state["text"]
+
+
+def test_bench_sits_beside_the_serving_prediction(serving_plan, tmp_path):
+    """A bench run of this plan at the workload's concurrency: predicted vs measured TTFT, TPOT, tokens/s per GPU."""
+    import json
+
+    from tests.helpers.synthetic_reports import bench_frame, write_bench
+    from trtq.artifacts.io import sha256_file
+    from trtq.report.render import write_plan_report
+
+    plan = load_artifact(serving_plan, Plan)
+    sha = sha256_file(serving_plan)
+    bench = write_bench(tmp_path / "bench.csv", [(sha, plan.gpu, "engine-a", 1.0)])
+    html = write_plan_report(serving_plan, tmp_path / "r.html", bench_table=bench).read_text()
+    data = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["quantity"]: r for r in data["serving_vs_measured"]}
+    assert set(rows) == {"TTFT", "TPOT", "output tokens/s per GPU"} and 'id="serving-vs-measured"' in html
+    measured = {(r["metric"], r["statistic"]): r["value"] for r in bench_frame(sha, plan.gpu, "engine-a")
+                if r["concurrency"] == plan.serving.concurrency}
+    assert rows["TTFT"]["measured"] == pytest.approx(measured[("time_to_first_token", "p50")] / 1e6)
+    assert rows["TPOT"]["predicted"] == pytest.approx(plan.serving.tpot_ms)
+    assert rows["TPOT"]["ratio"] == pytest.approx(measured[("inter_token_latency", "p50")] / 1e6 / plan.serving.tpot_ms)
+    assert rows["output tokens/s per GPU"]["measured"] == pytest.approx(measured[("output_token_throughput", "avg")])
+    # A bench of this plan at other concurrencies only: nothing compared, and the page says why.
+    other = tmp_path / "other.csv"
+    import pandas as pd
+
+    frame = pd.read_csv(bench)
+    frame[frame.concurrency != plan.serving.concurrency].to_csv(other, index=False)
+    html = write_plan_report(serving_plan, tmp_path / "o.html", bench_table=other).read_text()
+    assert 'id="serving-vs-measured"' not in html and "serving prediction is not compared" in html

@@ -108,6 +108,18 @@ class PredictedVsMeasured(StrictModel):
     ratio: float                      # measured / predicted
 
 
+class ServingVsMeasured(StrictModel):
+    """The plan's serving prediction at its workload beside `trtq bench` at the same concurrency."""
+
+    quantity: str                     # TTFT | TPOT | output tokens/s per GPU
+    concurrency: int
+    predicted: float
+    measured: float
+    unit: str                         # ms | tokens/s
+    statistic: str                    # which measured statistic (p50, avg)
+    ratio: float                      # measured / predicted
+
+
 class PlanReport(Artifact):
     KIND: ClassVar[str] = "plan_report"
     SCHEMA_VERSION: ClassVar[int] = 1
@@ -138,6 +150,7 @@ class PlanReport(Artifact):
     profile: ProfileSummary | None = None
     bench: list[BenchRow] = []
     predicted_vs_measured: list[PredictedVsMeasured] = []
+    serving_vs_measured: list[ServingVsMeasured] = []
     plan_versions: dict[str, str] = {}
     plan_inputs: dict[str, InputRef] = {}
     plan_notes: list[str] = []

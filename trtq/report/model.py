@@ -27,6 +27,7 @@ from trtq.artifacts.report import (
     PointTotals,
     PredictedVsMeasured,
     ProfileSummary,
+    ServingVsMeasured,
     Verdict,
 )
 from trtq.errors import ArtifactError, InputError, UnknownNameError
@@ -305,6 +306,7 @@ def build_plan_report(
     point_names = [p.point for p in points]
     bench: list[BenchRow] = []
     pvm: list[PredictedVsMeasured] = []
+    svm: list[ServingVsMeasured] = []
     if bench_table is not None:
         frame = load_bench_table(bench_table)
         inputs["bench"] = bench_table
@@ -316,6 +318,10 @@ def build_plan_report(
         if not any(r.plan_sha256 == loaded.sha256 for r in bench):
             warnings.append(f"no run in bench table {bench_table} used this plan (plan sha256 {loaded.sha256[:12]}…)")
         pvm = _predicted_vs_measured(points, bench, loaded.sha256)
+        svm = _serving_vs_measured(plan.serving, bench, loaded.sha256) if plan.serving else []
+        if plan.serving and not svm and any(r.plan_sha256 == loaded.sha256 for r in bench):
+            warnings.append(f"the bench table has no run of this plan at its workload's concurrency "
+                            f"{plan.serving.concurrency}: the serving prediction is not compared")
 
     gpu = _gpu_spec(plan.gpu)
     return PlanReport.create(
@@ -354,7 +360,7 @@ def build_plan_report(
             for p in sorted(plan.pareto, key=lambda p: -p.fraction)
         ],
         layer_sensitivity=layer_sens, layer_sensitivity_source=layer_source,
-        eval=eval_summary, profile=profile_summary, bench=bench, predicted_vs_measured=pvm,
+        eval=eval_summary, profile=profile_summary, bench=bench, predicted_vs_measured=pvm, serving_vs_measured=svm,
         plan_versions=dict(plan.metadata.versions), plan_inputs=dict(plan.metadata.inputs),
         plan_notes=list(plan.notes) + list(plan.metadata.notes),
         warnings=warnings,
@@ -368,6 +374,26 @@ def _measured(bench: list[BenchRow], sha: str, concurrency: int, metric: str) ->
                     and r.statistic == statistic):
                 return r.value
     return None
+
+
+def _serving_vs_measured(serving, bench: list[BenchRow], sha: str) -> list[ServingVsMeasured]:
+    """TTFT and TPOT (measured inter-token latency) p50 and output tokens/s per GPU, at the plan's concurrency."""
+    c = serving.concurrency
+    out = []
+    for quantity, predicted, metric, unit, scale in (
+            ("TTFT", serving.ttft_ms, "time_to_first_token", "ms", 1e-6),
+            ("TPOT", serving.tpot_ms, "inter_token_latency", "ms", 1e-6),
+            ("output tokens/s per GPU", serving.output_tokens_per_s_per_gpu, "output_token_throughput", "tokens/s",
+             1.0 / serving.tp)):
+        for statistic in ("p50", "avg"):
+            value = next((r.value for r in bench if r.plan_sha256 == sha and r.concurrency == c
+                          and r.metric == metric and r.statistic == statistic), None)
+            if value is not None and predicted > 0:
+                out.append(ServingVsMeasured(quantity=quantity, concurrency=c, predicted=predicted,
+                                             measured=value * scale, unit=unit, statistic=statistic,
+                                             ratio=value * scale / predicted))
+                break
+    return out
 
 
 def _predicted_vs_measured(points: list[PointTotals], bench: list[BenchRow], sha: str) -> list[PredictedVsMeasured]:
