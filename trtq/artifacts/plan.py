@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from trtq.artifacts.io import Artifact, InputRef, StrictModel
+from trtq.artifacts.profile import ProvenanceLabel
+
+Phase = Literal["decode", "prefill"]
+PointStatus = Literal["optimal", "time_limit", "node_limit", "infeasible"]
 
 
 class Budget(StrictModel):
     point: str                        # workload point, e.g. "decode@16"
-    phase: Literal["decode", "prefill"]
+    phase: Phase
     tokens: int                       # GEMM M at that point
     spec: str                         # as the user wrote it, e.g. "decode@16=0.6"
     fraction: float | None = None     # of all-bf16 GEMM time, when given as a fraction
@@ -51,8 +55,7 @@ class Totals(StrictModel):
     sensitivity: float                # sum of omega over groups
     # workload point -> provenance of the profile rows (measured | interpolated | extrapolated | modelled |
     # unknown) -> ns of latency_ns from rows of that provenance; {} in plans that predate it
-    provenance_ns: dict[str, dict[Literal["measured", "interpolated", "extrapolated", "modelled", "unknown"],
-                                  float]] = {}
+    provenance_ns: dict[str, dict[ProvenanceLabel, float]] = {}
 
     def provenance_shares(self, point: str) -> dict[str, float]:
         """Fraction of the point's summed GEMM latency by provenance ({} when not recorded)."""
@@ -63,7 +66,7 @@ class Totals(StrictModel):
 
 class ParetoPoint(StrictModel):
     fraction: float                   # common fraction of all-bf16 applied to every latency budget
-    status: Literal["optimal", "time_limit", "node_limit", "infeasible"]
+    status: PointStatus
     totals: Totals | None = None
     formats: list[str] = []           # one format per group, in `groups` order
     chosen: bool = False

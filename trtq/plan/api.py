@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from trtq.artifacts import input_ref, load_artifact, make_metadata
 from trtq.artifacts.layers import LayerGraph
-from trtq.artifacts.plan import Budget, FormatCost, GroupChoice, ParetoPoint, Plan, SolverInfo
+from trtq.artifacts.plan import Budget, FormatCost, GroupChoice, ParetoPoint, Plan, PointStatus, SolverInfo
 from trtq.artifacts.profile import Profile
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.console import fmt_bytes
@@ -138,13 +139,14 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
     fixed_limits = [c.limit for c in problem.constraints[len(resolved):]]
     sweep = ParametricIlp(problem, solver, mip_rel_gap, time_limit_s, node_limit)
     solutions: dict[int, np.ndarray | None] = {}
-    statuses: dict[int, str] = {}
+    statuses: dict[int, PointStatus] = {}
 
     def solve_at(i: int) -> None:
         limits = [fractions[i] * (1 + 1e-12) * b.bf16_ns for b in resolved] + fixed_limits
         sol = sweep.solve(limits)
         solutions[i] = sol.choice if sol.feasible else None
-        statuses[i] = sol.status if sol.feasible else "infeasible"
+        # A feasible solution stopped at optimal, time_limit or node_limit (ilp.FEASIBLE_STATUSES).
+        statuses[i] = cast(PointStatus, sol.status) if sol.feasible else "infeasible"
 
     def fill(lo: int, hi: int) -> None:
         if hi - lo <= 1:

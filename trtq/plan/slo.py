@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from trtq.errors import InputError
-from trtq.plan.ilp import Constraint
+from trtq.plan.ilp import Constraint, IlpProblem
 
 # `--slo ttft=500ms` or `--slo ttft=0.5s,tpot=30ms`; a bare number is milliseconds.
 _SLO = re.compile(r"^\s*(ttft|tpot)\s*=\s*([0-9.eE+-]+)\s*(us|\u00b5s|\u03bcs|ms|s)?\s*$", re.IGNORECASE)
@@ -300,7 +300,7 @@ def _slo_label(name: str) -> str:
     return name.removeprefix("slo ")
 
 
-def explain_serving_infeasible(per_kv: list[tuple[SloRows, object]], workload, gpu, request):
+def explain_serving_infeasible(per_kv: list[tuple[SloRows, IlpProblem]], workload, gpu, request):
     """No KV format gives a plan: name each SLO (or the workload's memory) that binds, with the
     smallest value it could take with every other row held, over the KV formats."""
     from trtq.errors import InfeasibleError, SolverStoppedError
@@ -309,8 +309,6 @@ def explain_serving_infeasible(per_kv: list[tuple[SloRows, object]], workload, g
     smallest: dict[str, tuple[float, str]] = {}
     limits: dict[str, float] = {}
     unknown = False
-    from trtq.plan.ilp import IlpProblem
-
     for rows, problem in per_kv:
         base = problem.constraints[:len(problem.constraints) - len(rows.constraints())]
         for c in rows.constraints():
@@ -413,7 +411,7 @@ def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_pat
 def solve_per_kv(problem, rows_by_kv: list[SloRows], request):
     """One verified solve per KV format with its rows added. Returns ([(rows, problem)], [solution],
     [(total Omega incl. the KV format's, index)] of the feasible ones)."""
-    from trtq.plan.ilp import IlpProblem, solve
+    from trtq.plan.ilp import solve
 
     per_kv, results = [], []
     for rows in rows_by_kv:

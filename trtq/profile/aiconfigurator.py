@@ -27,6 +27,7 @@ input width stay `unsupported` rows with the reason, as in the other backends.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from trtq.artifacts.profile import ProfileRow
 from trtq.errors import InputError, UnknownNameError
@@ -155,7 +156,7 @@ class AiconfiguratorBackend:
         from trtq.profile.roofline import roofline_row
 
         fmt = get_format(case.format)
-        base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
+        base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
                     format=case.format)
         if not self.gpu.supports(fmt):
             return ProfileRow(**base, status="unsupported", latency_ns=None, method="none",

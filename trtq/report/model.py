@@ -87,7 +87,7 @@ def _looks_like_plan(path: Path) -> bool:
     return isinstance(data, dict) and data.get("artifact") == "plan"
 
 
-def collect_plans(paths: list[str | os.PathLike[str]]) -> list[LoadedPlan]:
+def collect_plans(paths: Sequence[str | os.PathLike[str]]) -> list[LoadedPlan]:
     """Plan files given directly, and every plan artifact directly inside a given directory."""
     found: list[LoadedPlan] = []
     for given in paths:
