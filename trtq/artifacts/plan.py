@@ -116,11 +116,26 @@ class Serving(StrictModel):
     operating_point: dict[str, float | int | str] = {}
 
 
+class GpuFacts(StrictModel):
+    """The GPU registry's facts (profiles/gpus.yaml, as GpuSpec names them) on the plan's GPU when it was
+    planned: what a report reads, so an edit of the registry later does not change a verdict."""
+
+    name: str
+    sm: int
+    sm_count: int
+    memory_bytes: int
+    l2_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+    peak_flops: dict[str, float]
+    source: str
+
+
 class Plan(Artifact):
     KIND: ClassVar[str] = "plan"
     # 2: budgets' slack_ns, memory_slack_bytes, solver.stopped_by/node_limit/nodes/tightened
-    SCHEMA_VERSION: ClassVar[int] = 2
-    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
+    # 3: gpu_facts
+    SCHEMA_VERSION: ClassVar[int] = 3
+    READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2, 3)
 
     model: str
     gpu: str
@@ -143,6 +158,7 @@ class Plan(Artifact):
     # KV-cache format (None: bf16, not planned); `serving` when planned against a workload / SLOs.
     kv_format: str | None = None
     serving: Serving | None = None
+    gpu_facts: GpuFacts | None = None         # None in plans before schema 3
 
     def layer_formats(self) -> dict[str, tuple[str, int | None]]:
         """layer name -> (format, group size): what `trtq quantize` applies."""

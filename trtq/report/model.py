@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trtq.artifacts.io import load_artifact, make_metadata, read_structured, sha256_file
-from trtq.artifacts.plan import GroupFormat, Plan, Totals
+from trtq.artifacts.plan import GpuFacts, GroupFormat, Plan, Totals
 from trtq.artifacts.report import (
     BenchRow,
     ComparisonReport,
@@ -154,13 +154,21 @@ def _gpu_name(name: str) -> str:
         return str(name)
 
 
-def _gpu_spec(name: str):
+def _gpu_facts(plan: Plan, path: Path, warnings: list[str]) -> GpuFacts | None:
+    """The GPU facts the plan recorded when it was made, so a later edit of profiles/gpus.yaml does not
+    change a report's verdicts. Plans before schema 3 recorded none: today's registry, said in a warning."""
     from trtq.registry import get_gpu
 
+    if plan.gpu_facts is not None:
+        return plan.gpu_facts
     try:
-        return get_gpu(name)
+        spec = get_gpu(plan.gpu)
     except UnknownNameError:
+        warnings.append(f"plan {path.name} records no facts on its GPU {plan.gpu} and the GPU registry has none")
         return None
+    warnings.append(f"plan {path.name} predates recorded GPU facts (schema {plan.schema_version}): {plan.gpu}'s "
+                    "memory is read from today's GPU registry")
+    return GpuFacts.model_validate(spec.model_dump(include=set(GpuFacts.model_fields)))
 
 
 def bench_rows(frame, series) -> list[BenchRow]:
@@ -317,7 +325,7 @@ def build_plan_report(
             warnings.append(f"no run in bench table {bench_table} used this plan (plan sha256 {loaded.sha256[:12]}…)")
         pvm = _predicted_vs_measured(points, bench, loaded.sha256)
 
-    gpu = _gpu_spec(plan.gpu)
+    gpu = _gpu_facts(plan, loaded.path, warnings)
     return PlanReport.create(
         metadata=make_metadata(inputs=inputs),
         title=f"{plan.model} on {plan.gpu}",
@@ -523,7 +531,7 @@ def build_comparison_report(
 
     columns = []
     for gpu, c in selected.items():
-        spec = _gpu_spec(gpu)
+        spec = _gpu_facts(c.loaded.plan, c.loaded.path, warnings)
         tokens_per_s = {}
         for point, ns in c.totals.latency_ns.items():
             _, tokens = parse_point(point)
