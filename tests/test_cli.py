@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from trtq.cli import main
+from trtq.errors import InputError
 
 
 def run(capsys, *argv):
@@ -127,3 +128,23 @@ def test_bad_input_through_the_console_script_has_no_traceback(tmp_path):
                            "--sensitivity", str(tmp_path / "y"), "--gpu", "h100", "--budget", "decode@16=0.5",
                            "-o", str(tmp_path / "plan.yaml")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_layers_options_come_from_its_request_and_the_library_gives_the_cli_graph(capsys, tmp_path):
+    from trtq.artifacts.io import load_artifact
+    from trtq.artifacts.layers import LayerGraph
+    from trtq.cli import build_parser
+    from trtq.model.layers import layers_of
+    from trtq.model.request import LayersRequest
+
+    args = build_parser().parse_args(["layers", "smollm2-135m"])
+    assert LayersRequest.from_args(args) == LayersRequest(model="smollm2-135m")  # defaults: the model's
+    args = build_parser().parse_args(["layers", "smollm2-135m", "--include-lm-head"])
+    assert LayersRequest.from_args(args).include_lm_head is True
+    code, _, _ = run(capsys, "layers", "smollm2-135m", "--include-lm-head", "-o", str(tmp_path / "layers.json"))
+    written = load_artifact(tmp_path / "layers.json", LayerGraph)
+    graph = layers_of(LayersRequest(model="smollm2-135m", include_lm_head=True))
+    assert code == 0 and graph.layers == written.layers and graph.groups == written.groups
+    assert graph.layers[-1].name == "lm_head"
+    with pytest.raises(InputError, match="unknown setting 'include_lm_heads'"):
+        LayersRequest(model="smollm2-135m", include_lm_heads=True)

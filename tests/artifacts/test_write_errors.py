@@ -237,7 +237,7 @@ def test_export_refused_by_the_disk_is_a_write_error_not_an_unsupported_model(tm
         config = Config()
 
     with pytest.raises(WriteError) as err:
-        apply.export_checkpoint(Model(), None, {}, out)
+        apply.export_checkpoint(Model(), None, {"model.layers.0.mlp.down_proj": ("fp8", None)}, out)
     assert "No space left on device" in str(err.value) and str(out.parent) in str(err.value)
     assert (out / "marker").read_text() == "old" and _listing(out.parent) == ["NAME"]
 

@@ -237,3 +237,26 @@ def test_real_engine_build_in_the_container(tmp_path):
     record = json.loads((out / "build_record.json").read_text())
     assert record["status"] == "built" and (out / "engine" / "config.json").is_file()
     assert "tensorrt-llm" in record["metadata"]["versions"]
+
+
+def test_build_options_come_from_its_request_and_the_library_writes_what_the_cli_writes(tmp_path, capsys):
+    from trtq.artifacts.build import BuildRecord
+    from trtq.artifacts.io import load_artifact
+    from trtq.build.api import build_checkpoint
+    from trtq.build.request import BuildRequest
+    from trtq.cli import build_parser
+
+    argv = ["build", str(CHECKPOINTS / "fp8_int4awq"), "--gpu", "H100", "--max-batch-size", "8", "-o", "x"]
+    request = BuildRequest.from_args(build_parser().parse_args(argv))
+    assert request == BuildRequest(checkpoint=CHECKPOINTS / "fp8_int4awq", gpu="H100", max_batch_size=8)
+    assert request.backend is None and request.free_gpu_memory_fraction is None  # the defaults are the model's
+    record = build_checkpoint(request, tmp_path / "lib")
+    assert main(argv[:-1] + [str(tmp_path / "cli")]) == 0
+    from_cli = load_artifact(tmp_path / "cli" / "build_record.json", BuildRecord)
+    assert record == load_artifact(tmp_path / "lib" / "build_record.json", BuildRecord)
+    assert record.status == from_cli.status == "prepared" and record.backend == from_cli.backend == "pytorch"
+    assert record.llm_api_options == from_cli.llm_api_options and record.llm_api_options.max_batch_size == 8
+    assert (tmp_path / "lib" / "extra_llm_api_options.yaml").read_text() == \
+        (tmp_path / "cli" / "extra_llm_api_options.yaml").read_text()
+    with pytest.raises(InputError, match="--tp: input should be greater than or equal to 1"):
+        BuildRequest(checkpoint=CHECKPOINTS / "fp8_int4awq", gpu="H100", tp=0)

@@ -17,6 +17,7 @@ from trtq.artifacts.io import make_metadata, save_artifact
 from trtq.artifacts.plan import (
     Budget,
     FormatCost,
+    GpuFacts,
     GroupChoice,
     ParetoPoint,
     Plan,
@@ -141,8 +142,7 @@ def build_plan(gpu_name: str, fraction: float = 0.6, seed: int = 0, model: str =
         Budget(point="decode@16", phase="decode", tokens=16, spec=f"decode@16={fraction:g}", fraction=fraction,
                limit_ns=fraction * totals.bf16_latency_ns["decode@16"], bf16_ns=totals.bf16_latency_ns["decode@16"]),
     ]
-    return Plan(
-        artifact="plan", schema_version=1,
+    return Plan.create(
         metadata=make_metadata(seed=seed, notes=list(notes or [])),
         model=model, gpu=gpu.name, profile_backend="roofline", launch_cost_ns=LAUNCH_NS,
         sensitivity_method="weight", budgets=budgets, memory_budget_bytes=None,
@@ -150,6 +150,7 @@ def build_plan(gpu_name: str, fraction: float = 0.6, seed: int = 0, model: str =
         solver=SolverInfo(name="HiGHS", version="1.7.2", status="optimal", solve_time_s=0.41,
                           objective=totals.sensitivity, mip_rel_gap=0.0),
         groups=groups, totals=totals, pareto=pareto, notes=list(notes or []),
+        gpu_facts=GpuFacts.model_validate(gpu.model_dump(include=set(GpuFacts.model_fields))),
     )
 
 

@@ -173,7 +173,7 @@ def test_old_plans_still_load(smollm2, tmp_path):
     plan = solve_plan(graph, profiles["H100-SXM"], sens, get_gpu("h100"), PlanRequest(budgets=["decode@16=0.5"]))
     data = plan.model_dump(mode="json")
     data["schema_version"] = 1
-    for field in ("memory_slack_bytes",):
+    for field in ("memory_slack_bytes", "gpu_facts"):
         data.pop(field)
     for b in data["budgets"]:
         b.pop("slack_ns")
@@ -186,6 +186,9 @@ def test_old_plans_still_load(smollm2, tmp_path):
     assert [g.format for g in old.groups] == [g.format for g in plan.groups]
     again = load_artifact(save_artifact(plan, tmp_path / "v3.yaml"), Plan)
     assert again == plan and again.schema_version == Plan.SCHEMA_VERSION == 3
+    # Schema 3 records the registry's facts on the GPU as they were when planned (what a report reads).
+    assert again.gpu_facts is not None and again.gpu_facts.memory_bytes == get_gpu("h100").memory_bytes
+    assert old.gpu_facts is None
 
 
 # -- 4. numbers refused before work, budgets printed as they parse --------------------------------

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers.plans import group, plan_of
 from trtq.errors import InputError, UnsupportedError
 from trtq.quantize.apply import check_runnable_here
-from trtq.quantize.quant_cfg import build_quant_cfg, calibration_stages, plan_layers
+from trtq.quantize.quant_cfg import build_quant_cfg, calibration_stages, resolve_plan
 
 QKV = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.v_proj"]
 GATE_UP = ["model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj"]
@@ -60,7 +60,7 @@ def test_per_layer_entries_are_exact_and_come_last():
     assert {"quantizer_name": "*lm_head*", "enable": False} in middle
     assert all(e.get("enable") is False for e in middle)
     assert not any("kv_bmm" in e["quantizer_name"] or "k_bmm" in e["quantizer_name"] for e in entries)
-    assert config["algorithm"] == {"method": "awq_lite", "alpha_step": 0.1}
+    assert config["algorithm"] is None  # it configures; calibration runs per algorithm (calibration_stages)
 
 
 def test_config_validates_as_a_modelopt_quantize_config():
@@ -93,11 +93,12 @@ def test_group_size_128_kept_where_the_plan_says_128():
     assert entry["cfg"]["block_sizes"][-1] == 128
 
 
-def test_algorithm_without_awq():
+def test_calibration_stages_without_awq():
     plan = plan_of([group("a.o_proj", ["a.o_proj"], "int8_sq"), group("b.o_proj", ["b.o_proj"], "fp8")])
-    assert build_quant_cfg(plan)["algorithm"] == "smoothquant"
+    assert [(a if isinstance(a, str) else a["method"], layers) for a, layers in calibration_stages(plan)] == [
+        ("smoothquant", ["a.o_proj"]), ("max", ["b.o_proj"])]
     plan = plan_of([group("b.o_proj", ["b.o_proj"], "fp8"), group("c.o_proj", ["c.o_proj"], "bf16")])
-    assert build_quant_cfg(plan)["algorithm"] == "max"
+    assert calibration_stages(plan) == [("max", ["b.o_proj"])]
 
 
 def test_calibration_stages_split_layers_by_algorithm():
@@ -143,7 +144,7 @@ def test_nvfp4_refused_without_cuda_naming_layers_and_format():
     assert "3 layers in nvfp4" in message and ", ".join(QKV) in message
     assert "o_proj" not in message
     check_runnable_here(plan, cuda_available=True)
-    assert [fmt.name for _, fmt, _ in plan_layers(plan)] == ["nvfp4"] * 3 + ["fp8"]
+    assert [fmt.name for _, fmt, _ in resolve_plan(plan).layers] == ["nvfp4"] * 3 + ["fp8"]
 
 
 # --- applied by ModelOpt to a tiny randomly initialised Llama (seconds, not minutes) ---
@@ -174,16 +175,23 @@ def tiny_plan():
     return plan_of(groups, model="tiny")
 
 
-def test_modelopt_applies_each_layer_as_planned_on_a_tiny_llama():
+def test_modelopt_applies_each_layer_as_planned_on_a_tiny_llama(monkeypatch):
     import torch
 
+    from trtq.quantize import quant_cfg
     from trtq.quantize.apply import quantize_model
 
     model = tiny_llama()
     batches = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = model(batches[:1]).logits
+    checked = []
+    check_group_size = quant_cfg._check_group_size
+    monkeypatch.setattr(quant_cfg, "_check_group_size", lambda where, *a: (checked.append(where),
+                                                                           check_group_size(where, *a)))
     quantize_model(model, tiny_plan(), batches)
+    # The plan is checked once (resolve_plan), not once per step: one check per layer.
+    assert len(checked) == len(tiny_plan().layer_formats())
     modules = dict(model.named_modules())
     for layer, (fmt, group_size) in tiny_plan().layer_formats().items():
         weight_q, input_q = modules[layer].weight_quantizer, modules[layer].input_quantizer

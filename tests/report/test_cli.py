@@ -50,3 +50,29 @@ def test_help_stays_light():
             "print(sorted(m for m in ('pandas', 'plotly', 'jinja2', 'torch') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "plotly" not in result.stdout and "jinja2" not in result.stdout
+
+
+def test_report_options_come_from_its_request_and_the_library_takes_it(tmp_path, plan_dir, plan_paths, bench_table):
+    from pathlib import Path
+
+    import pytest
+
+    from trtq.cli import build_parser
+    from trtq.errors import InputError
+    from trtq.report.render import write_report
+    from trtq.report.request import ReportRequest
+
+    args = build_parser().parse_args(["report", "compare", str(plan_dir), "--bench", str(bench_table),
+                                      "--fraction", "0.6"])
+    request = ReportRequest.from_args(args, plans=args.inputs[1:], compare=True)
+    assert request == ReportRequest(plans=[plan_dir], compare=True, bench=[bench_table], fraction=0.6)
+    assert request.quality_bound is None and request.profile is None  # the defaults are the model's
+    out, report = write_report(request, tmp_path / "c.html")
+    assert out.is_file() and {g.gpu for g in report.gpus} == set(plan_paths)
+    assert all(g.fraction == pytest.approx(0.6) for g in report.gpus)
+    out, report = write_report(ReportRequest(plans=[plan_paths["B200"]]), tmp_path / "p.html")
+    assert out.is_file() and report.gpu == "B200" and json.loads(out.with_suffix(".json").read_text())["gpu"] == "B200"
+    with pytest.raises(InputError, match="--profile apply to a single-plan report"):
+        ReportRequest(plans=[plan_dir], compare=True, profile=Path("p.json"))
+    with pytest.raises(InputError, match="report takes one plan"):
+        ReportRequest(plans=[plan_paths["B200"], plan_paths["H100-SXM"]])

@@ -125,3 +125,37 @@ def test_bench_table_is_checked(tmp_path, bench_table):
     frame.to_csv(tmp_path / "same.csv", index=False)
     a, b = load_bench_table(bench_table), load_bench_table(tmp_path / "same.csv")
     assert a["value"].tolist() == pytest.approx(b["value"].tolist())
+
+
+def test_reports_read_the_gpu_facts_the_plan_recorded_not_todays_registry(tmp_path, plan_paths, monkeypatch):
+    """An edit of profiles/gpus.yaml after planning changes no report: the plan carries its GPU's facts."""
+    import shutil
+
+    import yaml
+
+    from trtq.registry import get_gpu, profiles_dir
+
+    paths = list(plan_paths.values())
+    before_plan, before_compare = build_plan_report(plan_paths["H100-SXM"]), build_comparison_report(paths)
+    profiles = tmp_path / "profiles"
+    shutil.copytree(profiles_dir(), profiles)
+    data = yaml.safe_load((profiles / "gpus.yaml").read_text())
+    for gpu in data["gpus"]:
+        gpu["memory_bytes"], gpu["sm"] = 1, gpu["sm"] + 1  # by today's registry nothing fits any more
+    (profiles / "gpus.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("TRTQ_PROFILES_DIR", str(profiles))
+    assert get_gpu("H100-SXM").memory_bytes == 1
+
+    after_plan, after_compare = build_plan_report(plan_paths["H100-SXM"]), build_comparison_report(paths)
+    assert after_plan.gpu_memory_bytes == before_plan.gpu_memory_bytes == 80_000_000_000
+    columns = [(g.gpu, g.sm, g.memory_bytes, g.fits, g.memory_share) for g in after_compare.gpus]
+    assert columns == [(g.gpu, g.sm, g.memory_bytes, g.fits, g.memory_share) for g in before_compare.gpus]
+    assert all(g.fits for g in after_compare.gpus) and {g.sm for g in after_compare.gpus} == {80, 90, 100}
+    assert after_compare.verdicts == before_compare.verdicts
+    assert after_plan.warnings == after_compare.warnings == []
+
+    # A plan from before schema 3 recorded no facts: its report reads today's registry and says so.
+    old = load_artifact(plan_paths["H100-SXM"], Plan).model_copy(update={"gpu_facts": None, "schema_version": 2})
+    report = build_plan_report(save_artifact(old, tmp_path / "old-plan.yaml"))
+    assert report.gpu_memory_bytes == 1
+    assert any("predates recorded GPU facts" in w and "H100-SXM" in w for w in report.warnings)

@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -107,7 +107,7 @@ def input_ref(path: str | os.PathLike[str]) -> InputRef:
 
 
 def make_metadata(
-    inputs: dict[str, str | os.PathLike[str] | InputRef] | None = None,
+    inputs: Mapping[str, str | os.PathLike[str] | InputRef] | None = None,
     seed: int | None = None,
     notes: list[str] | None = None,
     versions: dict[str, str] | None = None,

@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from trtq.artifacts.io import Artifact, InputRef, StrictModel
+from trtq.artifacts.profile import ProvenanceLabel
+
+Phase = Literal["decode", "prefill"]
+PointStatus = Literal["optimal", "time_limit", "node_limit", "infeasible"]
 
 
 class Budget(StrictModel):
     point: str                        # workload point, e.g. "decode@16"
-    phase: Literal["decode", "prefill"]
+    phase: Phase
     tokens: int                       # GEMM M at that point
     spec: str                         # as the user wrote it, e.g. "decode@16=0.6"
     fraction: float | None = None     # of all-bf16 GEMM time, when given as a fraction
@@ -51,8 +55,7 @@ class Totals(StrictModel):
     sensitivity: float                # sum of omega over groups
     # workload point -> provenance of the profile rows (measured | interpolated | extrapolated | modelled |
     # unknown) -> ns of latency_ns from rows of that provenance; {} in plans that predate it
-    provenance_ns: dict[str, dict[Literal["measured", "interpolated", "extrapolated", "modelled", "unknown"],
-                                  float]] = {}
+    provenance_ns: dict[str, dict[ProvenanceLabel, float]] = {}
 
     def provenance_shares(self, point: str) -> dict[str, float]:
         """Fraction of the point's summed GEMM latency by provenance ({} when not recorded)."""
@@ -66,7 +69,7 @@ class ParetoPoint(StrictModel):
     # (a plan with a workload; the fields below set): the limit on the workload's request time
     # (predicted life of `concurrency` requests) as a fraction of the all-bf16 plan's.
     fraction: float
-    status: Literal["optimal", "time_limit", "node_limit", "infeasible"]
+    status: PointStatus
     totals: Totals | None = None
     formats: list[str] = []           # one format per group, in `groups` order
     chosen: bool = False
@@ -122,10 +125,24 @@ class Serving(StrictModel):
     operating_point: dict[str, float | int | str] = {}
 
 
+class GpuFacts(StrictModel):
+    """The GPU registry's facts (profiles/gpus.yaml, as GpuSpec names them) on the plan's GPU when it was
+    planned: what a report reads, so an edit of the registry later does not change a verdict."""
+
+    name: str
+    sm: int
+    sm_count: int
+    memory_bytes: int
+    l2_bytes: int
+    hbm_bandwidth_bytes_per_s: float
+    peak_flops: dict[str, float]
+    source: str
+
+
 class Plan(Artifact):
     KIND: ClassVar[str] = "plan"
     # 2: budgets' slack_ns, memory_slack_bytes, solver.stopped_by/node_limit/nodes/tightened
-    # 3: a plan with a workload sweeps its front along throughput (ParetoPoint's serving fields)
+    # 3: gpu_facts; a plan with a workload sweeps its front along throughput (ParetoPoint's serving fields)
     SCHEMA_VERSION: ClassVar[int] = 3
     READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2, 3)
 
@@ -150,6 +167,7 @@ class Plan(Artifact):
     # KV-cache format (None: bf16, not planned); `serving` when planned against a workload / SLOs.
     kv_format: str | None = None
     serving: Serving | None = None
+    gpu_facts: GpuFacts | None = None         # None in plans before schema 3
 
     def layer_formats(self) -> dict[str, tuple[str, int | None]]:
         """layer name -> (format, group size): what `trtq quantize` applies."""

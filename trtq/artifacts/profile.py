@@ -6,6 +6,10 @@ from typing import Any, ClassVar, Literal
 
 from trtq.artifacts.io import Artifact, StrictModel
 
+# Where a latency comes from (ProfileRow.provenance); "unknown" for rows of schema-1 tables, which predate it.
+Provenance = Literal["measured", "interpolated", "extrapolated", "modelled"]
+ProvenanceLabel = Literal[Provenance, "unknown"]
+
 
 class ProfileRow(StrictModel):
     out_features: int     # GEMM N
@@ -24,7 +28,7 @@ class ProfileRow(StrictModel):
     # Where the number comes from: measured (a kernel timed, or an exact grid point of a measured table),
     # interpolated / extrapolated (between / beyond a measured table's grid points), modelled (a roofline).
     # None in schema-1 tables, which predate it (their backend says it).
-    provenance: Literal["measured", "interpolated", "extrapolated", "modelled"] | None = None
+    provenance: Provenance | None = None
     # MoE grouped GEMM: one (out, in) GEMM per expert, `tokens` routed to experts_per_token of them.
     experts: int | None = None
     experts_per_token: int | None = None
@@ -64,11 +68,11 @@ class Profile(Artifact):
             if r.latency_ns is not None and r.experts is not None
         }
 
-    def provenance_of(self, row: ProfileRow) -> str:
+    def provenance_of(self, row: ProfileRow) -> ProvenanceLabel:
         """A row's provenance; schema-1 rows predate it: "unknown"."""
         return row.provenance or "unknown"
 
-    def provenance_map(self) -> dict[tuple, str]:
+    def provenance_map(self) -> dict[tuple, ProvenanceLabel]:
         """The keys of latency_map and moe_latency_map -> the row's provenance."""
         return {
             (r.out_features, r.in_features, r.tokens, r.format)

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 from trtq.artifacts.io import Artifact, InputRef, StrictModel
 from trtq.artifacts.plan import GroupFormat, Serving, SolverInfo
+from trtq.artifacts.profile import ProvenanceLabel
 
 
 class PointTotals(StrictModel):
@@ -25,7 +26,7 @@ class PointTotals(StrictModel):
     met: bool | None = None
     # provenance of the profile rows (measured | interpolated | extrapolated | modelled | unknown) -> ns of
     # predicted_ns from rows of that provenance; {} for plans that predate it
-    provenance_ns: dict[str, float] = {}
+    provenance_ns: dict[ProvenanceLabel, float] = {}
 
 
 class GroupRow(GroupFormat):
@@ -44,7 +45,7 @@ class ParetoRow(StrictModel):
     weight_bytes: int | None = None
     latency_ns: dict[str, float] = {}
     format_counts: dict[str, int] = {}            # format -> number of groups in it
-    provenance_ns: dict[str, dict[str, float]] = {}   # point -> provenance -> ns (as PointTotals)
+    provenance_ns: dict[str, dict[ProvenanceLabel, float]] = {}   # point -> provenance -> ns (as PointTotals)
     # a serving front (plan with a workload): the point's KV format, total Omega (groups + KV) and predictions
     kv_format: str | None = None
     total_omega: float | None = None

@@ -119,8 +119,9 @@ class Checkpoint:
     model_name: str | None = None       # plan.yaml's model, for trtllm-bench --model
 
     @property
-    def primary(self) -> QuantSection:
-        return self.trtllm or self.hf  # type: ignore[return-value]
+    def primary(self) -> QuantSection | None:
+        """The TensorRT-LLM export's quantization, else the HF one's; None for an unquantized checkpoint."""
+        return self.trtllm or self.hf
 
     @property
     def kv_cache_quant_algo(self) -> str | None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 
 from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
+from trtq.model.request import LayersRequest
+from trtq.settings import add_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("layers", help="list a model's quantizable Linear layers, shapes and fused groups")
-    p.add_argument("model", help="built-in alias (smollm2-135m, llama-3.1-8b ...), HF id or local path")
-    p.add_argument("--include-lm-head", action="store_true", help="treat lm_head as quantizable")
+    p.add_argument("model", help=LayersRequest.model_fields["model"].description)
+    add_options(p, LayersRequest, *(name for name in LayersRequest.model_fields if name != "model"))
     p.add_argument("-o", "--output", type=output_file(*ARTIFACT_SUFFIXES),
                    help="write the layer graph (JSON/YAML) here")
     p.set_defaults(handler=run_layers)
@@ -21,10 +23,9 @@ def run_layers(args: argparse.Namespace) -> int:
 
     from trtq.artifacts import save_artifact
     from trtq.console import fmt_bytes, stdout_console
-    from trtq.model.layers import build_layer_graph
-    from trtq.model.zoo import resolve_model
+    from trtq.model.layers import layers_of
 
-    graph = build_layer_graph(resolve_model(args.model), include_lm_head=args.include_lm_head)
+    graph = layers_of(LayersRequest.from_args(args))
     table = Table(title=f"{graph.model}: {len(graph.layers)} quantizable layers in {len(graph.groups)} fused groups")
     for col in ("layer", "block", "kind", "in", "out", "group"):
         table.add_column(col)

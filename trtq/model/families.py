@@ -78,7 +78,7 @@ class FamilyAdapter:
         return (self.moe.router,) + ((self.moe.shared_gate,) if self.moe.shared_gate else ())
 
 
-_QWEN_MOE = dict(experts_key="num_experts", intermediate_key="moe_intermediate_size", sparse_step=True)
+_QWEN_MOE: dict[str, Any] = dict(experts_key="num_experts", intermediate_key="moe_intermediate_size", sparse_step=True)
 ADAPTERS: dict[str, FamilyAdapter] = {a.model_type: a for a in (
     FamilyAdapter("llama", "LlamaForCausalLM", "llama", "attention_bias", True, mlp_bias_key="mlp_bias"),
     FamilyAdapter("mistral", "MistralForCausalLM", "llama", False, True),

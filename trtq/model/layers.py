@@ -17,7 +17,8 @@ from trtq.artifacts import make_metadata
 from trtq.artifacts.layers import LayerGraph, LayerInfo
 from trtq.errors import InputError, UnsupportedError
 from trtq.model.families import ADAPTERS, BF16_BYTES, EXPERT_KINDS, FUSED_KINDS, adapter_for, group_layers
-from trtq.model.zoo import ResolvedModel, hf_config
+from trtq.model.request import LayersRequest
+from trtq.model.zoo import ResolvedModel, hf_config, resolve_model
 
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 # Above this share of its parameters unaccounted for, a model is refused, not planned.
@@ -72,6 +73,11 @@ def _check_llama_like(resolved: ResolvedModel, layers: list[LayerInfo], include_
             f"{resolved.name}: no adapter for model_type {model_type!r} (trtq plans {known}), and its decoder "
             f"blocks are not the Llama layout (q/k/v/o_proj, gate/up/down_proj): it {what} {example[0][0]} "
             f"[{example[0][1]} -> {example[0][2]}]")
+
+
+def layers_of(request: LayersRequest) -> LayerGraph:
+    """`trtq layers`' library API: the model's quantizable layers, their shapes and fused groups."""
+    return build_layer_graph(resolve_model(request.model), include_lm_head=request.include_lm_head)
 
 
 def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) -> LayerGraph:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from trtq.artifacts import input_ref, load_artifact, make_metadata
 from trtq.artifacts.layers import LayerGraph
-from trtq.artifacts.plan import Budget, FormatCost, GroupChoice, ParetoPoint, Plan, SolverInfo
+from trtq.artifacts.plan import Budget, FormatCost, GpuFacts, GroupChoice, ParetoPoint, Plan, PointStatus, SolverInfo
 from trtq.artifacts.profile import Profile
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.console import fmt_bytes
@@ -134,9 +134,10 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
     fixed_limits = [c.limit for c in problem.constraints[len(resolved):]]
     sweep = ParametricIlp(problem, solver, mip_rel_gap, time_limit_s, node_limit)
 
-    def solve_at(i: int) -> tuple[np.ndarray | None, str]:
+    def solve_at(i: int) -> tuple[np.ndarray | None, PointStatus]:
         sol = sweep.solve([fractions[i] * (1 + 1e-12) * b.bf16_ns for b in resolved] + fixed_limits)
-        return (sol.choice, sol.status) if sol.feasible else (None, "infeasible")
+        # A feasible solution stopped at optimal, time_limit or node_limit (ilp.FEASIBLE_STATUSES).
+        return (sol.choice, cast(PointStatus, sol.status)) if sol.feasible else (None, "infeasible")
 
     front = []
     for t, (choice, status) in zip(fractions, bisect_sweep(len(fractions), solve_at)):
@@ -148,7 +149,8 @@ def pareto_front(costs: CostModel, budgets: list[BudgetSpec], memory_bytes: int 
     return monotone(front)
 
 
-def bisect_sweep(points: int, solve_at: Callable[[int], tuple[Any, str]]) -> list[tuple[Any, str]]:
+def bisect_sweep(points: int,
+                 solve_at: Callable[[int], tuple[Any, PointStatus]]) -> list[tuple[Any, PointStatus]]:
     """Answers at `points` ever looser limits, solving only where the front changes.
 
     The feasible set only grows with the limit, so when the solutions at two limits are the
@@ -157,7 +159,7 @@ def bisect_sweep(points: int, solve_at: Callable[[int], tuple[Any, str]]) -> lis
     sweep solves both ends, then bisects. `solve_at(i)` returns (answer or None, status);
     answers are compared with numpy's array_equal.
     """
-    answers: dict[int, tuple[Any, str]] = {}
+    answers: dict[int, tuple[Any, PointStatus]] = {}
 
     def fill(lo: int, hi: int) -> None:
         if hi - lo <= 1:
@@ -298,6 +300,7 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         notes=notes,
         kv_format=serving.kv_format if serving else None,
         serving=serving,
+        gpu_facts=GpuFacts.model_validate(gpu.model_dump(include=set(GpuFacts.model_fields))),
     )
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import cast
 
+from trtq.artifacts.plan import Phase
 from trtq.errors import InputError
 
 # µs is accepted as the micro sign (U+00B5, what trtq prints) and the Greek mu (U+03BC).
@@ -25,7 +27,7 @@ PRINT_DIGITS = 4
 @dataclass(frozen=True)
 class BudgetSpec:
     spec: str
-    phase: str
+    phase: Phase
     tokens: int
     fraction: float | None
     absolute_ns: float | None
@@ -48,7 +50,8 @@ def parse_budget(spec: str) -> BudgetSpec:
             f"bad budget {spec!r}: expected PHASE@TOKENS=VALUE with PHASE decode or prefill and VALUE a "
             "fraction of all-bf16 (0.6) or a time (12ms, 850us), e.g. decode@16=0.6"
         )
-    phase, tokens, value, unit = match.groups()
+    phase_text, tokens, value, unit = match.groups()
+    phase = cast(Phase, phase_text)  # the pattern admits only decode and prefill
     try:
         number = float(value)
     except ValueError:

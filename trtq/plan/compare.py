@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ def compare_gpu(*, model: str, gpu_name: str, profile_path: str, sensitivity_pat
 
     gpu = get_gpu(gpu_name)
     # The plan stage's settings and their defaults (trtq/plan/request.py); None = its default.
-    given = dict(formats=formats, solver=solver, mip_rel_gap=mip_rel_gap, runtime=runtime, workload=workload,
+    given: dict[str, Any] = dict(formats=formats, solver=solver, mip_rel_gap=mip_rel_gap, runtime=runtime, workload=workload,
                  slos=slos, kv_formats=kv_formats, tp=tp)
     request = PlanRequest(budgets=[], **{name: value for name, value in given.items() if value is not None})
     tp, solver, mip_rel_gap = request.tp, request.solver, request.mip_rel_gap

@@ -16,7 +16,7 @@ import numpy as np
 
 from trtq.artifacts.layers import GroupInfo, LayerGraph
 from trtq.artifacts.plan import Totals
-from trtq.artifacts.profile import Profile
+from trtq.artifacts.profile import Profile, ProvenanceLabel
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.errors import InputError
 from trtq.registry.formats import Format
@@ -36,7 +36,7 @@ class CostModel:
     fixed_bytes: int
     notes: list[str] = field(default_factory=list)
     # point -> provenance -> (G, F) ns of the latency that comes from profile rows of that provenance
-    provenance_ns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    provenance_ns: dict[str, dict[ProvenanceLabel, np.ndarray]] = field(default_factory=dict)
 
     @property
     def allowed(self) -> np.ndarray:
@@ -101,9 +101,10 @@ def _group_latency(gemms, tokens: int, fmt: str, dense: dict, moe: dict) -> floa
     return total
 
 
-def _group_provenance(gemms, tokens: int, fmt: str, dense: dict, moe: dict, provenance: dict) -> dict[str, float]:
+def _group_provenance(gemms, tokens: int, fmt: str, dense: dict, moe: dict,
+                      provenance: dict[tuple, ProvenanceLabel]) -> dict[ProvenanceLabel, float]:
     """The group's GEMM time at M = tokens split by the provenance of the profile rows it sums."""
-    parts: dict[str, float] = {}
+    parts: dict[ProvenanceLabel, float] = {}
     for gemm in gemms:
         key = _gemm_key(gemm, tokens, fmt)
         label = provenance[key]
@@ -125,7 +126,7 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
     latency_of = profile.latency_map()
     moe_latency_of = profile.moe_latency_map()
     provenance_of = profile.provenance_map()
-    provenance_ns: dict[str, dict[str, np.ndarray]] = {p: {} for p in points}
+    provenance_ns: dict[str, dict[ProvenanceLabel, np.ndarray]] = {p: {} for p in points}
     omega_of = sensitivity.omega_map()
     layer_names = {layer.name for layer in graph.layers}
     covered_layers = {layer for layer, _ in omega_of}

@@ -36,11 +36,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
 from trtq.errors import InputError
-from trtq.plan.ilp import Constraint
+from trtq.plan.ilp import Constraint, IlpProblem
 
 # `--slo ttft=500ms` or `--slo ttft=0.5s,tpot=30ms`; a bare number is milliseconds.
 _SLO = re.compile(r"^\s*(ttft|tpot)\s*=\s*([0-9.eE+-]+)\s*(us|\u00b5s|\u03bcs|ms|s)?\s*$", re.IGNORECASE)
@@ -268,7 +269,7 @@ def _slo_label(name: str) -> str:
     return name.removeprefix("slo ")
 
 
-def explain_serving_infeasible(per_kv: list[tuple[SloRows, object]], workload, gpu, request):
+def explain_serving_infeasible(per_kv: list[tuple[SloRows, IlpProblem]], workload, gpu, request):
     """No KV format gives a plan: name each SLO (or the workload's memory) that binds, with the
     smallest value it could take with every other row held, over the KV formats."""
     from trtq.errors import InfeasibleError, SolverStoppedError
@@ -277,8 +278,6 @@ def explain_serving_infeasible(per_kv: list[tuple[SloRows, object]], workload, g
     smallest: dict[str, tuple[float, str]] = {}
     limits: dict[str, float] = {}
     unknown = False
-    from trtq.plan.ilp import IlpProblem
-
     for rows, problem in per_kv:
         base = problem.constraints[:len(problem.constraints) - len(rows.constraints())]
         for c in rows.constraints():
@@ -392,7 +391,7 @@ def serving_front(*, per_kv, results, costs, chosen, request, points: int, faste
     one more row; points are solved where the front changes only (api.bisect_sweep). `fraction` is
     the limit over the all-bf16 plan's request time (bf16 layers, the least-sensitive KV format).
     """
-    from trtq.artifacts.plan import ParetoPoint
+    from trtq.artifacts.plan import ParetoPoint, PointStatus
     from trtq.plan.api import bisect_sweep, monotone
     from trtq.plan.ilp import Constraint, IlpProblem, ParametricIlp, minimum_of
 
@@ -429,9 +428,10 @@ def serving_front(*, per_kv, results, costs, chosen, request, points: int, faste
         if best is None:
             return None, "infeasible"
         _, rows, sol = best
-        return np.append(sol.choice, kv_index[rows.kv_format]), sol.status
+        # A feasible solution stopped at optimal, time_limit or node_limit (ilp.FEASIBLE_STATUSES).
+        return np.append(sol.choice, kv_index[rows.kv_format]), cast(PointStatus, sol.status)
 
-    def point(limit: float, status: str, rows: SloRows, choice: np.ndarray, chosen: bool = False) -> ParetoPoint:
+    def point(limit: float, status: PointStatus, rows: SloRows, choice: np.ndarray, chosen: bool = False) -> ParetoPoint:
         return ParetoPoint(fraction=limit / base_ns, status=status, totals=costs.totals(choice),
                            formats=[costs.formats[f] for f in choice], chosen=chosen, kv_format=rows.kv_format,
                            kv_omega=rows.kv_omega,
@@ -452,7 +452,7 @@ def serving_front(*, per_kv, results, costs, chosen, request, points: int, faste
 def solve_per_kv(problem, rows_by_kv: list[SloRows], request):
     """One verified solve per KV format with its rows added. Returns ([(rows, problem)], [solution],
     [(total Omega incl. the KV format's, index)] of the feasible ones)."""
-    from trtq.plan.ilp import IlpProblem, solve
+    from trtq.plan.ilp import solve
 
     per_kv, results = [], []
     for rows in rows_by_kv:

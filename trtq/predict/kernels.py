@@ -30,6 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from trtq.artifacts.profile import Provenance
 from trtq.errors import UnsupportedError
 from trtq.profile.aiconfigurator_tables import (
     PACKAGE,
@@ -237,7 +238,7 @@ class AicKernels:
             parts.append(interpolate_mk(self.tables.quantize_table("computescale_perf.parquet"), tokens, k))
         if any(p is None for p in parts):
             return None
-        prov = "measured" if all(p.provenance == "measured" for p in parts) else "interpolated"
+        prov: Provenance = "measured" if all(p.provenance == "measured" for p in parts) else "interpolated"
         return Answer(sum(p.ms for p in parts), prov)
 
     @functools.cached_property

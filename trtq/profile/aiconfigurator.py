@@ -27,6 +27,7 @@ input width stay `unsupported` rows with the reason, as in the other backends.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from trtq.artifacts.profile import ProfileRow
 from trtq.errors import InputError, UnknownNameError
@@ -159,7 +160,7 @@ class AiconfiguratorBackend:
         if case.experts is not None:
             return self._modelled_row(case, f"trtq reads no MoE grouped-GEMM tables of {PACKAGE} yet: the "
                                             "roofline calibrated on its measured dense GEMMs models the experts")
-        base = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
+        base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
                     format=case.format)
         if not self.gpu.supports(fmt):
             return ProfileRow(**base, status="unsupported", latency_ns=None, method="none",

@@ -27,8 +27,9 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from trtq.artifacts.profile import Provenance
 from trtq.errors import InputError, MissingToolError, UnknownNameError, UnsupportedError
 
 PACKAGE = "aiconfigurator-core"
@@ -58,7 +59,7 @@ def unmapped_reasons() -> dict[str, str]:
 
 
 # Every label a latency from the tables (or from trtq's models beside them) can carry, most trusted first.
-PROVENANCES = ("measured", "interpolated", "extrapolated", "modelled")
+PROVENANCES: tuple[Provenance, ...] = get_args(Provenance)
 
 MS_TO_NS = 1e6
 GEMM_FILE = "gemm_perf.parquet"
@@ -68,7 +69,7 @@ SLOTS_FILE = "query_versions.yaml"   # the package's maintained default version 
 @dataclass(frozen=True)
 class Answer:
     ms: float
-    provenance: str    # one of PROVENANCES
+    provenance: Provenance
 
 
 # ---- where the package and its tables are ----------------------------------------------------------------
@@ -286,7 +287,7 @@ class AicTables:
     def __init__(self, system: str, framework: str, version: str, systems_root: Path | str | None = None):
         self.system, self.framework, self.version = system, framework, version
         self.systems_root = _root(systems_root)
-        self._ranges: dict[str, tuple] = {}
+        self._ranges: dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = {}
         self._quantize_tables: dict[str, dict[tuple[int, int], float]] = {}
 
     @classmethod
@@ -345,8 +346,9 @@ class AicTables:
         """(min, max) of m, n and k over the dtype's grid points."""
         if dtype not in self._ranges:
             cells = self.grid[dtype]
-            self._ranges[dtype] = tuple((min(c[i] for c in cells), max(c[i] for c in cells)) for i in range(3))
-        return self._ranges[dtype]  # type: ignore[return-value]
+            m, n, k = ((min(c[i] for c in cells), max(c[i] for c in cells)) for i in range(3))
+            self._ranges[dtype] = (m, n, k)
+        return self._ranges[dtype]
 
     def quantize_table(self, filename: str) -> dict[tuple[int, int], float]:
         """An FP8 activation-quantize table: (m, k) -> ms (scale_matrix: static per-tensor scale-and-cast;
@@ -377,7 +379,7 @@ class AicTables:
         ms, source = self.evaluate(gemm_op(n, k, dtype), batch=1, s=m)
         return Answer(ms, self.gemm_provenance(dtype, m, n, k, source))
 
-    def gemm_provenance(self, dtype: str, m: int, n: int, k: int, source: str) -> str:
+    def gemm_provenance(self, dtype: str, m: int, n: int, k: int, source: str) -> Provenance:
         if source != "silicon":
             return "modelled"
         if dtype not in self.grid:

@@ -218,9 +218,9 @@ def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | N
         for l0 in (0.0, 0.5 * float(data.measured_ns.min())):
             starts.append((np.full(nf, c0), np.full(nf, b0), l0))
     best_theta, best_cost = None, math.inf
-    for c0, b0, l0 in starts:
+    for c_start, b_start, l_start in starts:
         for q0 in ((0.0, 1.0) if any(quantizes) else (0.0,)):
-            theta0 = np.concatenate([np.log(c0), np.log(b0), [l0 / 1e3], np.full(nf, q0)])
+            theta0 = np.concatenate([np.log(c_start), np.log(b_start), [l_start / 1e3], np.full(nf, q0)])
             theta, cost = _levenberg_marquardt(data, theta0, lower, upper)
             if cost < best_cost:
                 best_theta, best_cost = theta, cost

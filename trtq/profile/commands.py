@@ -8,6 +8,7 @@ Calibrated roofline, two ways:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from trtq.artifacts.paths import ARTIFACT_SUFFIXES, output_file
 from trtq.profile.request import ProfileRequest
@@ -69,7 +70,7 @@ def calibration_options(request: ProfileRequest) -> tuple[dict, dict]:
         from trtq.artifacts import save_artifact
 
         save_artifact(calibration, request.fit_out)
-    inputs = {"measured_profile": request.calibrate_from}
+    inputs: dict[str, str | Path] = {"measured_profile": request.calibrate_from}
     if request.fit_out:
         inputs["calibration"] = request.fit_out
     return {"calibration": calibration}, inputs

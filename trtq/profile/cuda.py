@@ -26,6 +26,7 @@ import importlib.util
 import shutil
 import subprocess
 from collections.abc import Callable
+from typing import Literal
 
 from trtq.errors import MissingToolError, UnknownNameError
 from trtq.formats.kernels import (  # noqa: F401  (the kernel vocabulary, public here as before)
@@ -195,7 +196,7 @@ class CudaBackend:
 
     def __init__(self, settings: HarnessSettings, seed: int = 0, cuda_graphs: bool = False,
                  fake: bool = False, capability: tuple[int, int] | None = None,
-                 trtllm: TrtllmInfo | None | str = "detect", registry_gpu: GpuSpec | None = None):
+                 trtllm: TrtllmInfo | None | Literal["detect"] = "detect", registry_gpu: GpuSpec | None = None):
         import torch
 
         self.torch = torch
@@ -222,7 +223,7 @@ class CudaBackend:
         if registry_gpu is None and not fake:
             registry_gpu = registry_gpu_for(self.info["name"], self.info["sm"], self.info["sm_count"])
         self.registry_gpu = registry_gpu
-        if trtllm == "detect":
+        if isinstance(trtllm, str):  # "detect"
             self.trtllm, self.trtllm_reason = detect_trtllm()
         else:
             self.trtllm, self.trtllm_reason = trtllm, None if trtllm else "tensorrt_llm is not importable here"

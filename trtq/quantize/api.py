@@ -28,14 +28,14 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     from trtq.model.device import resolve_placement
     from trtq.model.zoo import resolve_model
     from trtq.quantize.apply import check_runnable_here
-    from trtq.quantize.quant_cfg import plan_layers
+    from trtq.quantize.quant_cfg import resolve_plan
 
     model_spec, plan_path, runtime = request.model, request.plan, request.runtime
     calib_samples, calib_seq_len, seed = request.calib_samples, request.calib_seq_len, request.seed
     placement = resolve_placement(request.device, request.dtype)
     plan = load_artifact(plan_path, Plan)
-    layers = plan_layers(plan)
-    check_runnable_here(plan, cuda_available=placement.device != "cpu")
+    resolved_plan = resolve_plan(plan)  # checked once, passed down
+    check_runnable_here(resolved_plan, cuda_available=placement.device != "cpu")
     require_plan_runtime(plan, plan_path, runtime)
     resolved = resolve_model(model_spec)
     if plan.model != resolved.name:
@@ -52,17 +52,17 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     model, tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
     batches = token_batches(tokenizer, text, calib_samples, calib_seq_len, seed)
     console.print(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
-                  f"{len(layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}")
+                  f"{len(resolved_plan.layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}")
     started = time.perf_counter()
-    quantize_model(model, plan, batches)
+    quantize_model(model, resolved_plan, batches)
     console.print(f"quantized in {time.perf_counter() - started:.0f} s; exporting")
     out = export_checkpoint(
-        model, tokenizer, plan, output, plan_path=plan_path, model_name=resolved.name,
+        model, tokenizer, resolved_plan, output, plan_path=plan_path, model_name=resolved.name,
         calibration={"path": str(text_path), "samples": calib_samples, "seq_len": calib_seq_len, "seed": seed,
                      **placement.as_settings()},
     )
     counts: dict[str, int] = {}
-    for _, fmt, _ in layers:
+    for _, fmt, _ in resolved_plan.layers:
         counts[fmt.name] = counts.get(fmt.name, 0) + 1
     size = sum(f.stat().st_size for f in (out / "hf").glob("*.safetensors"))
     console.print(

@@ -30,11 +30,11 @@ from trtq.quantize.quant_cfg import (
     KV_CACHE_NEEDS_CUDA,
     KV_QUANTIZER_SUFFIXES,
     WEIGHT_QUANTIZER,
-    PlanLike,
+    PlanInput,
+    ResolvedPlan,
     build_quant_cfg,
     calibration_stages,
-    plan_kv_format,
-    plan_layers,
+    resolve_plan,
 )
 
 _NAMES_SHOWN = 6
@@ -45,11 +45,11 @@ def _name_list(names: list[str]) -> str:
     return shown + (f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else "")
 
 
-def check_exportable(plan: PlanLike) -> None:
+def check_exportable(plan: PlanInput) -> None:
     """Refuse, in one line, a plan with a format trtq plans but cannot quantize and export (its export_refusal)."""
     by_format: dict[str, list[str]] = {}
     refusals: dict[str, str] = {}
-    for layer, fmt, _ in plan_layers(plan):
+    for layer, fmt, _ in resolve_plan(plan).layers:
         if fmt.export_refusal:
             by_format.setdefault(fmt.name, []).append(layer)
             refusals[fmt.name] = fmt.export_refusal
@@ -58,9 +58,10 @@ def check_exportable(plan: PlanLike) -> None:
                                f"plans but does not quantize: {refusals[name]}; re-plan without {name}")
 
 
-def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> None:
+def check_runnable_here(plan: PlanInput, cuda_available: bool | None = None) -> None:
     """Refuse, in one line, a plan whose formats ModelOpt quantizes only on a GPU this machine lacks
     (or a format trtq does not export at all: check_exportable)."""
+    plan = resolve_plan(plan)
     check_exportable(plan)
     if cuda_available is None:
         import torch
@@ -68,12 +69,12 @@ def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> N
         cuda_available = torch.cuda.is_available()
     if cuda_available:
         return
-    if plan_kv_format(plan) in KV_CACHE_NEEDS_CUDA:
-        raise UnsupportedError(f"the plan's KV cache is {plan_kv_format(plan)}, which ModelOpt quantizes only on a "
+    if plan.kv_format in KV_CACHE_NEEDS_CUDA:
+        raise UnsupportedError(f"the plan's KV cache is {plan.kv_format}, which ModelOpt quantizes only on a "
                                "CUDA GPU (dynamic block quantization) and this machine has none: run trtq quantize "
                                "on a GPU machine or re-plan with --kv-formats bf16,fp8")
     by_format: dict[str, list[str]] = {}
-    for layer, fmt, _ in plan_layers(plan):
+    for layer, fmt, _ in plan.layers:
         if not fmt.modelopt_on_cpu:
             by_format.setdefault(fmt.name, []).append(layer)
     if by_format:
@@ -85,12 +86,12 @@ def check_runnable_here(plan: PlanLike, cuda_available: bool | None = None) -> N
         )
 
 
-def check_plan_matches_model(plan: PlanLike, model: Any) -> None:
+def check_plan_matches_model(plan: ResolvedPlan, model: Any) -> None:
     """Every planned layer is a Linear of this model, and its group size divides its input width."""
     import torch
 
     modules = dict(model.named_modules())
-    for layer, fmt, group_size in plan_layers(plan):
+    for layer, fmt, group_size in plan.layers:
         module = modules.get(layer)
         if module is None:
             raise InputError(f"plan layer {layer} is not a module of this model")
@@ -138,7 +139,7 @@ def forward_loop_over(batches: Any, batch_size: int = 4):
     return loop
 
 
-def quantize_model(model: Any, plan: PlanLike, calib_batches: Any, batch_size: int = 4) -> Any:
+def quantize_model(model: Any, plan: PlanInput, calib_batches: Any, batch_size: int = 4) -> Any:
     """Quantize `model` in place as the plan says (fake quantization) and return it.
 
     One `mtq.quantize` inserts and configures every quantizer from `build_quant_cfg(plan)`
@@ -148,13 +149,14 @@ def quantize_model(model: Any, plan: PlanLike, calib_batches: Any, batch_size: i
     """
     import modelopt.torch.quantization as mtq
 
+    plan = resolve_plan(plan)
     check_runnable_here(plan)
     check_plan_matches_model(plan, model)
     loop = forward_loop_over(calib_batches, batch_size)
     config = build_quant_cfg(plan)
     model.eval()
     with _quiet_modelopt():
-        mtq.quantize(model, {"quant_cfg": config["quant_cfg"], "algorithm": None}, forward_loop=None)
+        mtq.quantize(model, config, forward_loop=None)
         for algorithm, layers in calibration_stages(plan):
             with _only_enabled(model, layers):
                 mtq.calibrate(model, algorithm=copy.deepcopy(algorithm), forward_loop=loop)
@@ -187,14 +189,14 @@ def _quiet_modelopt():
             yield
 
 
-def _check_applied(model: Any, plan: PlanLike) -> None:
+def _check_applied(model: Any, plan: ResolvedPlan) -> None:
     """What the model now carries agrees with the plan, layer by layer (a wrong pattern would not)."""
-    kv = plan_kv_format(plan)
+    kv = plan.kv_format
     if kv not in (None, "bf16") and not kv_cache_quantizers(model):
         raise UnsupportedError(f"the plan's KV cache is {kv} but ModelOpt inserted no KV-cache quantizers "
                                f"({', '.join(KV_QUANTIZER_SUFFIXES)}) into this model's attention")
     modules = dict(model.named_modules())
-    for layer, fmt, _ in plan_layers(plan):
+    for layer, fmt, _ in plan.layers:
         weight_on = getattr(modules[layer], WEIGHT_QUANTIZER).is_enabled
         if weight_on != fmt.quantized:
             raise InputError(f"layer {layer}: weight quantizer is {'on' if weight_on else 'off'} "
@@ -227,7 +229,7 @@ def _quantizer_state(quantizer: Any) -> list[QuantizerState]:
     return states
 
 
-def layer_summary(model: Any, plan: PlanLike) -> list[LayerQuantization]:
+def layer_summary(model: Any, plan: ResolvedPlan) -> list[LayerQuantization]:
     modules = dict(model.named_modules())
     return [
         LayerQuantization(
@@ -235,7 +237,7 @@ def layer_summary(model: Any, plan: PlanLike) -> list[LayerQuantization]:
             weight_quantizer=_quantizer_state(getattr(modules[layer], WEIGHT_QUANTIZER)),
             input_quantizer=_quantizer_state(getattr(modules[layer], INPUT_QUANTIZER)),
         )
-        for layer, fmt, group_size in plan_layers(plan)
+        for layer, fmt, group_size in plan.layers
     ]
 
 
@@ -297,7 +299,7 @@ def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
 def export_checkpoint(
     model: Any,
     tokenizer: Any,
-    plan: PlanLike,
+    plan: PlanInput,
     out_dir: str | os.PathLike[str],
     *,
     plan_path: str | os.PathLike[str] | None = None,
@@ -313,6 +315,7 @@ def export_checkpoint(
     """
     import modelopt
 
+    plan = resolve_plan(plan)
     target = Path(out_dir)
     if target.exists() and not overwrite:
         raise InputError(f"output directory {target} exists")
@@ -328,16 +331,16 @@ def export_checkpoint(
             notes.append(trtllm_note)
         inputs: dict[str, Any] = {}
         plan_sha = None
-        if isinstance(plan, Plan):
+        if isinstance(plan.source, Plan):
             if plan_path is not None:
                 shutil.copyfile(plan_path, work / "plan.yaml")
                 inputs["plan"] = InputRef(path=str(plan_path), sha256=sha256_file(plan_path))
             else:
-                save_artifact(plan, work / "plan.yaml")
+                save_artifact(plan.source, work / "plan.yaml")
                 inputs["plan"] = InputRef(path="plan.yaml", sha256=sha256_file(work / "plan.yaml"))
             plan_sha = inputs["plan"].sha256
         else:
-            text = json.dumps({k: list(v) for k, v in plan.items()}, indent=1) + "\n"
+            text = json.dumps({k: list(v) for k, v in plan.source.items()}, indent=1) + "\n"
             atomic_write_text(work / "assignment.json", text)
             notes.append("applied a layer assignment, not a plan.yaml: assignment.json holds it")
         calibration = dict(calibration or {})

@@ -15,12 +15,16 @@ every enabled quantizer (awq_lite would AWQ-scale FP8 and INT8 layers too;
 smoothquant would leave FP8 input quantizers per-channel). So the plan is
 calibrated in stages, one per algorithm, each over only the layers whose format
 asks for it: `calibration_stages(plan)`.
+
+A plan (or a bare layer assignment) is checked once, by `resolve_plan`, into a `ResolvedPlan`
+that every step of the stage takes.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from trtq.artifacts.plan import Plan
@@ -95,7 +99,19 @@ def _format_algorithm_cfg(fmt: Format) -> Any:
 # What `trtq quantize` applies: a plan, or {layer: (format name, group size)} as
 # `Plan.layer_formats()` returns it (the benchmark builds those for AutoQuantize's plans).
 Assignment = Mapping[str, tuple[str, "int | None"]]
-PlanLike = Plan | Assignment
+
+
+@dataclass(frozen=True)
+class ResolvedPlan:
+    """A plan or assignment checked once: its layers with their formats and group sizes, in plan order."""
+
+    layers: tuple[tuple[str, Format, int | None], ...]   # (layer, format, group size)
+    kv_format: str | None                                # the plan's KV-cache format (None: not planned)
+    source: Plan | Assignment                            # what was resolved, as given (written beside the export)
+
+
+# The quantize stage's functions take any of these and resolve it once (a ResolvedPlan passes through).
+PlanInput = Plan | Assignment | ResolvedPlan
 
 
 def _check_group_size(where: str, fmt: Format, group_size: int | None, in_features: int | None) -> None:
@@ -110,8 +126,11 @@ def _check_group_size(where: str, fmt: Format, group_size: int | None, in_featur
         raise InputError(f"{where}: format {fmt.name} takes no group_size (got {group_size})")
 
 
-def plan_layers(plan: PlanLike) -> list[tuple[str, Format, int | None]]:
-    """(layer, format, group size) in plan order, checked: known format, group size where it belongs."""
+def resolve_plan(plan: PlanInput) -> ResolvedPlan:
+    """The plan's (layer, format, group size) in plan order, checked: known format, group size where it
+    belongs, every layer once."""
+    if isinstance(plan, ResolvedPlan):
+        return plan
     rows: list[tuple[str, str, int | None, int | None, str]]
     if isinstance(plan, Plan):
         rows = [(m, g.format, g.group_size, g.in_features, f"plan group {g.group}")
@@ -139,7 +158,7 @@ def plan_layers(plan: PlanLike) -> list[tuple[str, Format, int | None]]:
         layers.append((layer, fmt, group_size))
     if not layers:
         raise InputError("plan has no layers")
-    return layers
+    return ResolvedPlan(tuple(layers), plan.kv_format if isinstance(plan, Plan) else None, plan)
 
 
 def _default_exclusions() -> list[dict[str, Any]]:
@@ -152,20 +171,6 @@ def _default_exclusions() -> list[dict[str, Any]]:
 def layer_pattern(layer: str, quantizer: str) -> str:
     # The leading '*' keeps the pattern valid when the model is wrapped (a prefix on every name).
     return f"*{layer}.{quantizer}"
-
-
-def primary_algorithm(plan: PlanLike) -> Any:
-    """The algorithm a single `mtq.quantize` call would use: awq_lite if any AWQ layer, else
-    smoothquant if any INT8-SQ layer, else max (what `trtq quantize` runs is `calibration_stages`)."""
-    by_method: dict[str, Any] = {}
-    for _, fmt, _ in plan_layers(plan):
-        method = format_algorithm(fmt)
-        if method is not None:
-            by_method.setdefault(method, _format_algorithm_cfg(fmt))
-    for method in ("awq_lite", "smoothquant"):
-        if method in by_method:
-            return by_method[method]
-    return "max"
 
 
 # KV-cache format -> ModelOpt's KV-cache preset (modelopt.torch.quantization.config: FP8_KV_CFG quantizes K and
@@ -193,30 +198,28 @@ def kv_cache_entries(kv_format: str | None) -> list[dict[str, Any]]:
     return copy.deepcopy(preset["quant_cfg"])
 
 
-def plan_kv_format(plan: PlanLike) -> str | None:
-    return getattr(plan, "kv_format", None) if isinstance(plan, Plan) else None
-
-
-def build_quant_cfg(plan: PlanLike) -> dict[str, Any]:
-    """The plan as one ModelOpt quantize config: {'quant_cfg': [...], 'algorithm': ...}."""
+def build_quant_cfg(plan: PlanInput) -> dict[str, Any]:
+    """The plan as one ModelOpt quantize config: {'quant_cfg': [...], 'algorithm': None}. It inserts and
+    configures the quantizers without calibrating: calibration runs per algorithm, `calibration_stages`."""
+    resolved = resolve_plan(plan)
     quant_cfg: list[dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
     quant_cfg.extend(_default_exclusions())
     cache: dict[tuple[str, int | None], dict[str, dict[str, Any]]] = {}
-    for layer, fmt, group_size in plan_layers(plan):
+    for layer, fmt, group_size in resolved.layers:
         key = (fmt.name, group_size)
         if key not in cache:
             cache[key] = format_entries(fmt, group_size)
         for quantizer in (WEIGHT_QUANTIZER, INPUT_QUANTIZER):
             quant_cfg.append({"quantizer_name": layer_pattern(layer, quantizer),
                               **copy.deepcopy(cache[key][quantizer])})
-    quant_cfg.extend(kv_cache_entries(plan_kv_format(plan)))
-    return {"quant_cfg": quant_cfg, "algorithm": primary_algorithm(plan)}
+    quant_cfg.extend(kv_cache_entries(resolved.kv_format))
+    return {"quant_cfg": quant_cfg, "algorithm": None}
 
 
-def calibration_stages(plan: PlanLike) -> list[tuple[Any, list[str]]]:
+def calibration_stages(plan: PlanInput) -> list[tuple[Any, list[str]]]:
     """[(algorithm cfg, layers it calibrates)], one stage per algorithm the plan's formats use."""
     stages: dict[str, tuple[Any, list[str]]] = {}
-    for layer, fmt, _ in plan_layers(plan):
+    for layer, fmt, _ in resolve_plan(plan).layers:
         method = format_algorithm(fmt)
         if method is None:
             continue

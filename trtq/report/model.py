@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trtq.artifacts.io import load_artifact, make_metadata, read_structured, sha256_file
-from trtq.artifacts.plan import GroupFormat, Plan, Totals
+from trtq.artifacts.plan import GpuFacts, GroupFormat, Plan, Totals
 from trtq.artifacts.report import (
     BenchRow,
     ComparisonReport,
@@ -88,7 +88,7 @@ def _looks_like_plan(path: Path) -> bool:
     return isinstance(data, dict) and data.get("artifact") == "plan"
 
 
-def collect_plans(paths: list[str | os.PathLike[str]]) -> list[LoadedPlan]:
+def collect_plans(paths: Sequence[str | os.PathLike[str]]) -> list[LoadedPlan]:
     """Plan files given directly, and every plan artifact directly inside a given directory."""
     found: list[LoadedPlan] = []
     for given in paths:
@@ -155,13 +155,21 @@ def _gpu_name(name: str) -> str:
         return str(name)
 
 
-def _gpu_spec(name: str):
+def _gpu_facts(plan: Plan, path: Path, warnings: list[str]) -> GpuFacts | None:
+    """The GPU facts the plan recorded when it was made, so a later edit of profiles/gpus.yaml does not
+    change a report's verdicts. Plans before schema 3 recorded none: today's registry, said in a warning."""
     from trtq.registry import get_gpu
 
+    if plan.gpu_facts is not None:
+        return plan.gpu_facts
     try:
-        return get_gpu(name)
+        spec = get_gpu(plan.gpu)
     except UnknownNameError:
+        warnings.append(f"plan {path.name} records no facts on its GPU {plan.gpu} and the GPU registry has none")
         return None
+    warnings.append(f"plan {path.name} predates recorded GPU facts (schema {plan.schema_version}): {plan.gpu}'s "
+                    "memory is read from today's GPU registry")
+    return GpuFacts.model_validate(spec.model_dump(include=set(GpuFacts.model_fields)))
 
 
 def bench_rows(frame, series) -> list[BenchRow]:
@@ -323,7 +331,7 @@ def build_plan_report(
             warnings.append(f"the bench table has no run of this plan at its workload's concurrency "
                             f"{plan.serving.concurrency}: the serving prediction is not compared")
 
-    gpu = _gpu_spec(plan.gpu)
+    gpu = _gpu_facts(plan, loaded.path, warnings)
     return PlanReport.create(
         metadata=make_metadata(inputs=inputs),
         title=f"{plan.model} on {plan.gpu}",
@@ -552,7 +560,7 @@ def build_comparison_report(
 
     columns = []
     for gpu, c in selected.items():
-        spec = _gpu_spec(gpu)
+        spec = _gpu_facts(c.loaded.plan, c.loaded.path, warnings)
         tokens_per_s = {}
         for point, ns in c.totals.latency_ns.items():
             _, tokens = parse_point(point)

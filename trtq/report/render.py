@@ -4,12 +4,14 @@ The page works offline: Plotly's JavaScript is inlined once per page, no CDN, no
 fetched. Jinja2 autoescapes every template value; figure JSON is embedded with `<`, `>`
 and `&` as \\u escapes so no string in it can close the script element.
 
-Entry points for other stages (`trtq demo` calls write_comparison_report):
+Entry points (`trtq report` calls write_report, `trtq demo` write_comparison_report):
 
+    write_report(request: ReportRequest, out_html=None) -> (html path, report)
     write_plan_report(plan_path, out_html, profile=None, sensitivity=None, eval_result=None, bench_table=None)
     write_comparison_report(plan_paths, out_html, bench_tables=[], quality_bound=None, fraction=None)
 
-Both return the HTML path; the JSON is `out_html` with suffix `.json`.
+The last two build the request and call the first, and return the HTML path; the JSON is `out_html`
+with suffix `.json`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from trtq.artifacts.paths import check_output_path
 from trtq.artifacts.report import ComparisonReport, PlanReport
 from trtq.console import fmt_bytes, fmt_ns
 from trtq.errors import InputError
+from trtq.report.request import ReportRequest
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
@@ -156,6 +159,29 @@ def _bench_points(rows) -> list[dict[str, Any]]:
     return [table[k] for k in sorted(table, key=lambda k: (k[0], k[1]))]
 
 
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "report"
+
+
+def write_report(request: ReportRequest, out_html: str | os.PathLike[str] | None = None,
+                 ) -> tuple[Path, PlanReport | ComparisonReport]:
+    """The report the request asks for, rendered to `out_html` (default reports/<model>-<gpu>.html or
+    reports/<model>-compare.html) with its JSON beside it; returns the HTML path and the report."""
+    from trtq.report.model import build_comparison_report, build_plan_report
+
+    if request.compare:
+        compared = build_comparison_report(request.plans, bench_tables=request.bench,
+                                           quality_bound=request.quality_bound, fraction=request.fraction)
+        out = out_html or Path("reports") / f"{_slug(compared.model)}-compare.html"
+        return render_comparison_report(compared, out), compared
+    report = build_plan_report(request.plans[0], profile=request.profile, sensitivity=request.sensitivity,
+                               eval_result=request.eval_result, bench_table=request.bench[0] if request.bench else None)
+    out = out_html or Path("reports") / f"{_slug(report.model)}-{_slug(report.gpu)}.html"
+    return render_plan_report(report, out), report
+
+
 def write_plan_report(
     plan_path: str | os.PathLike[str],
     out_html: str | os.PathLike[str],
@@ -164,11 +190,12 @@ def write_plan_report(
     eval_result: str | os.PathLike[str] | None = None,
     bench_table: str | os.PathLike[str] | None = None,
 ) -> Path:
-    from trtq.report.model import build_plan_report
+    def path(given: str | os.PathLike[str] | None) -> Path | None:
+        return None if given is None else Path(given)
 
-    report = build_plan_report(plan_path, profile=profile, sensitivity=sensitivity,
-                               eval_result=eval_result, bench_table=bench_table)
-    return render_plan_report(report, out_html)
+    request = ReportRequest(plans=[Path(plan_path)], profile=path(profile), sensitivity=path(sensitivity),
+                            eval_result=path(eval_result), bench=[Path(bench_table)] if bench_table is not None else [])
+    return write_report(request, out_html)[0]
 
 
 def write_comparison_report(
@@ -178,8 +205,7 @@ def write_comparison_report(
     quality_bound: float | None = None,
     fraction: float | None = None,
 ) -> Path:
-    from trtq.report.model import build_comparison_report
-
-    report = build_comparison_report(list(plan_paths), bench_tables=list(bench_tables or []),
-                                     quality_bound=quality_bound, fraction=fraction)
-    return render_comparison_report(report, out_html)
+    request = ReportRequest(plans=[Path(p) for p in plan_paths], compare=True,
+                            bench=[Path(t) for t in bench_tables or []],
+                            quality_bound=quality_bound, fraction=fraction)
+    return write_report(request, out_html)[0]

@@ -67,7 +67,7 @@ class Runner:
         self.result = RunResult()
         self.keys: dict[tuple[str, str], str] = {}
         self.files: dict[tuple[str, str], dict[str, str]] = {}
-        self._ray = None
+        self._ray: Any = None  # the ray module once connected (untyped library)
 
     # ---------------------------------------------------------------- policy
     def _forced(self, stage: str) -> bool:
@@ -241,7 +241,8 @@ class Runner:
         out = self.cache.begin(stage, unit)
         p, ctx = self.pipeline, self.ctx
         settings_key = eval_settings_key(ctx)
-        fronts, candidates_by_gpu, plan_files = {}, {}, {}
+        fronts, candidates_by_gpu = {}, {}
+        plan_files: dict[str, Path] = {}
         for gpu in p.gpu_names():
             front = load_artifact(ctx.front_path(gpu), Front)
             fronts[gpu] = front
@@ -305,7 +306,7 @@ class Runner:
                 evaluations.append(Evaluation(plan_hash=h, omega=c.omega, relative_increase=o.relative_increase,
                                               passed=o.passed,
                                               eval=str(eval_result_path(ctx, h, settings_key).relative_to(ctx.root))))
-            row = dict(gpu=gpu, candidates=len(front.candidates), probed=found.probed[gpu], evaluations=evaluations,
+            row: dict[str, Any] = dict(gpu=gpu, candidates=len(front.candidates), probed=found.probed[gpu], evaluations=evaluations,
                        price_per_hour=entry.price_per_hour)
             if index is None:
                 gpu_rows.append(GpuSelection(status="none_passes", reason="no plan on the front passes the gate",

@@ -20,6 +20,10 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trtq.plan.quality_fit import QualityFit
 
 
 def plan_hash(model: str, layer_formats: dict[str, tuple[str, int | None]]) -> str:
@@ -69,10 +73,10 @@ class SelectionOutcome:
     probed: dict[str, list[str]]             # gpu -> plan hashes looked at, in order
     evaluations_run: int                     # calls for outcomes not already known
     outcomes: dict[str, Outcome]             # every outcome known at the end, by plan hash
-    fit: object | None = None                # the last QualityFit used, if any
+    fit: QualityFit | None = None            # the last one used, if any
 
 
-def _fit(known: dict[str, Outcome], omegas: dict[str, float]):
+def _fit(known: dict[str, Outcome], omegas: dict[str, float]) -> QualityFit | None:
     from trtq.errors import InputError
     from trtq.plan.quality_fit import fit_quality
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from trtq.artifacts import make_metadata
+from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.errors import InputError
-from trtq.model.device import placement_of, resolve_placement
-from trtq.registry import parse_formats
+from trtq.model.device import Placement, placement_of, resolve_placement
+from trtq.registry import Format, parse_formats
 from trtq.sensitivity.request import SensitivityRequest
+
+if TYPE_CHECKING:
+    from trtq.model.zoo import ResolvedModel
 
 
 def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_head: bool = False,
@@ -46,13 +52,13 @@ def weight_sensitivity(model_spec: str, formats: str | None = None, include_lm_h
 class _Calibrated:
     """What the data-driven methods share: the layer graph, formats, loaded model and windows."""
 
-    resolved: object
-    graph: object
-    formats: list
-    model: object
-    batches: object
-    inputs: dict
-    placement: object
+    resolved: ResolvedModel
+    graph: LayerGraph
+    formats: list[Format]
+    model: Any                # the loaded torch model
+    batches: Any              # torch.Tensor [samples, seq_len] of token ids
+    inputs: dict[str, str]
+    placement: Placement
 
 
 def _calibrated(model_spec: str, samples: int, seq_len: int, seed: int, model, tokenizer,
@@ -223,7 +229,7 @@ def output_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
         inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
         settings = {"samples": samples, "seq_len": seq_len, "seed": seed, "formats": [f.name for f in fmts],
                     "device": placement.device, "dtype": placement.dtype}
-        run = sequential_output_rows(resolved, graph, fmts, batches, checkpoint_dir=checkpoint_dir,
+        run = sequential_output_rows(resolved, graph, fmts, batches, checkpoint_dir=Path(checkpoint_dir),
                                      settings=settings, device=placement.device, dtype=placement.dtype,
                                      progress=progress)
         rows = run.rows

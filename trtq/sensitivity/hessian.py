@@ -37,7 +37,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -289,11 +289,13 @@ def model_traces(
 
 
 def trace_estimates(traces: ModelTraces) -> list[TraceEstimate]:
+    operands: tuple[tuple[Literal["weight", "input"], dict[str, LayerTrace]], ...] = (
+        ("weight", traces.weights), ("input", traces.inputs))
     return [
         TraceEstimate(layer=layer, operand=operand, trace=stats.trace, numel=stats.numel,
                       iterations=stats.iterations, relative_change=stats.relative_change,
                       converged=stats.converged)
-        for operand, per_layer in (("weight", traces.weights), ("input", traces.inputs))
+        for operand, per_layer in operands
         for layer, stats in per_layer.items()
     ]
 
