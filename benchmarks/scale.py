@@ -105,6 +105,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for blocks in depths:
                 path = synthetic_model(Path(tmp), blocks)
+                # The whole-model path loads the tokenizer from the model's directory: give it SmolLM2's.
+                from transformers import AutoTokenizer
+
+                AutoTokenizer.from_pretrained(tokenizer).save_pretrained(path)
                 for mode in ("whole", "sequential"):
                     m = measure(mode, str(path), args, tokenizer)
                     deep[blocks, mode] = m

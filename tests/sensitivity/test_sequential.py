@@ -136,3 +136,18 @@ def test_sequential_is_refused_for_the_whole_model_methods(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--sequential applies to --method output, not hessian" in err[0]
     assert not (tmp_path / "s.json").exists()
+
+
+def test_bfloat16_on_cpu_stays_close_to_float32(tiny_mixtral, tmp_path):
+    """--dtype bfloat16 on the CPU: the same table within bf16 rounding, block-sequential and whole-model alike."""
+    model, resolved, graph, batches = tiny_mixtral
+    formats = [FORMATS[f] for f in ("fp8", "int8_sq", "int4_awq")]
+    reference = omegas(output_rows(model, graph, formats, batches))
+    half = omegas(sequential_output_rows(resolved, graph, formats, batches, checkpoint_dir=tmp_path / "bf16",
+                                         settings={}, dtype="bfloat16").rows)
+    assert half.keys() == reference.keys()
+    for fmt in ("fp8", "int8_sq"):
+        total = sum(v[0] for k, v in reference.items() if k[1] == fmt)
+        assert sum(v[0] for k, v in half.items() if k[1] == fmt) == pytest.approx(total, rel=0.1), fmt
+    for key, (omega, _) in reference.items():
+        assert half[key][0] == pytest.approx(omega, rel=0.5), key

@@ -24,6 +24,9 @@ class LayerQuantization(StrictModel):
     group_size: int | None
     weight_quantizer: list[QuantizerState]
     input_quantizer: list[QuantizerState]
+    # A fused MoE expert layer: its experts' weight quantizers, expert by expert, in weight_quantizer;
+    # one input quantizer shared by all (ModelOpt's _QuantFusedExperts). None for a Linear layer.
+    experts: int | None = None
 
 
 class QuantizeSummary(Artifact):

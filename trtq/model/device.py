@@ -105,3 +105,42 @@ def placement_of(model) -> Placement:
     parameter = next(model.parameters())
     device = "cpu" if parameter.device.type == "cpu" else f"cuda:{parameter.device.index or 0}"
     return resolve_placement(device, str(parameter.dtype).removeprefix("torch."))
+
+
+_GIB = 1024 ** 3
+_ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def available_memory(device: str) -> int:
+    """Bytes free for a model now: the host's available RAM for "cpu", the GPU's free memory for "cuda:N"."""
+    if device == "cpu":
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def require_memory(model: str, parameters: int | None, dtype: str, device: str, *,
+                   available: dict[str, int] | None = None) -> None:
+    """Refuse, in one line, to load `parameters` weights in `dtype` where they cannot fit.
+
+    The weights are read on the host first and then moved, so the host needs them in `dtype` whatever
+    the device; a CUDA device needs them too. Only the weights are counted (activations come on top):
+    a refusal here is certain, a pass is not a promise. `available`: bytes per device (tests)."""
+    if not parameters:
+        return
+    need = parameters * _ELEMENT_BYTES.get(dtype, 4)
+    for where in ("cpu",) if device == "cpu" else ("cpu", device):
+        have = (available or {}).get(where)
+        have = available_memory(where) if have is None else have
+        if need > have:
+            place = "this machine's RAM" if where == "cpu" else where
+            hint = ("--dtype bfloat16" if dtype == "float32" else "a machine with more memory") + \
+                   (", or --sequential (sensitivity --method output reads one block at a time)" if where == "cpu" else
+                    ", or a larger GPU")
+            raise UnsupportedError(
+                f"{model}: its weights need {need / _GIB:.1f} GiB in {dtype} ({parameters:,} parameters) and "
+                f"{place} has {have / _GIB:.1f} GiB available: not loading it (use {hint})")

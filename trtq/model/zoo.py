@@ -266,12 +266,60 @@ def _gguf_cache(gguf: Path) -> Path:
     return cache_dir() / "models" / f"{gguf.stem}-{key}"
 
 
+# Bytes per element of the safetensors dtypes (the header's "dtype" field) and of config.json's torch_dtype.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+                "I16": 2, "I8": 1, "U8": 1, "BOOL": 1, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (an 8-byte little-endian length, then JSON): no tensor is read."""
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if not 0 < length <= 100_000_000:
+            raise InputError(f"{path}: not a safetensors file (header length {length})")
+        try:
+            return json.loads(handle.read(length))
+        except ValueError:
+            raise InputError(f"{path}: not a safetensors file (its header is not JSON)") from None
+
+
+def weight_parameters(resolved: ResolvedModel) -> int | None:
+    """How many weight elements the model's files hold, read before any load: from the shard index's
+    total_size (bytes, in config.json's torch_dtype) or the safetensors headers; None for a GGUF."""
+    if resolved.weights_format != "safetensors" or resolved.weights is None:
+        return None
+    directory = resolved.weights
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
+        except ValueError:
+            total = None
+        stored = resolved.config.get("torch_dtype") or resolved.config.get("dtype") or "bfloat16"
+        if isinstance(total, int) and total > 0:
+            return total // _DTYPE_BYTES.get(str(stored), 2)
+    parameters = 0
+    for path in sorted(directory.glob("*.safetensors")):
+        for name, entry in _safetensors_header(path).items():
+            if name != "__metadata__" and isinstance(entry, dict):
+                count = 1
+                for dim in entry.get("shape", []):
+                    count *= int(dim)
+                parameters += count
+    return parameters
+
+
 def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str = "cpu"):
     """(model, tokenizer) on `device` in `dtype`, in eval mode. GGUF weights are dequantised once and
-    cached as safetensors (loading a GGUF costs ~20 s, the cached copy ~1 s)."""
+    cached as safetensors (loading a GGUF costs ~20 s, the cached copy ~1 s).
+
+    A model whose weights cannot fit in this machine's memory (or the device's) is refused before
+    anything is read (trtq.model.device.require_memory)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from trtq.model.device import require_memory
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -280,6 +328,7 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str
             f"model {resolved.name} has no weights here (config only): this step needs a model "
             "with weights, e.g. smollm2-135m or a local directory with safetensors"
         )
+    require_memory(resolved.name, weight_parameters(resolved), dtype, device)
     torch_dtype = getattr(torch, dtype)
     directory = weights_directory(resolved)
     model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, use_safetensors=True)

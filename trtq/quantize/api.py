@@ -28,7 +28,7 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     from trtq.model.device import resolve_placement
     from trtq.model.zoo import resolve_model
     from trtq.quantize.apply import check_runnable_here
-    from trtq.quantize.quant_cfg import resolve_plan
+    from trtq.quantize.quant_cfg import check_expert_formats, moe_expert_layers, resolve_plan
 
     model_spec, plan_path, runtime = request.model, request.plan, request.runtime
     calib_samples, calib_seq_len, seed = request.calib_samples, request.calib_seq_len, request.seed
@@ -36,6 +36,7 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     plan = load_artifact(plan_path, Plan)
     resolved_plan = resolve_plan(plan)  # checked once, passed down
     check_runnable_here(resolved_plan, cuda_available=placement.device != "cpu")
+    check_expert_formats(resolved_plan, moe_expert_layers(resolved_plan))
     require_plan_runtime(plan, plan_path, runtime)
     resolved = resolve_model(model_spec)
     if plan.model != resolved.name:

@@ -34,6 +34,7 @@ from trtq.quantize.quant_cfg import (
     ResolvedPlan,
     build_quant_cfg,
     calibration_stages,
+    check_expert_formats,
     resolve_plan,
 )
 
@@ -86,20 +87,37 @@ def check_runnable_here(plan: PlanInput, cuda_available: bool | None = None) -> 
         )
 
 
+def _fused_expert_weight(modules: dict[str, Any], layer: str) -> Any:
+    """The [experts, out, in] parameter a plan layer names (transformers 5's fused MoE experts), or None."""
+    parent, _, leaf = layer.rpartition(".")
+    param = getattr(modules.get(parent), leaf, None) if parent in modules else None
+    return param if getattr(param, "dim", lambda: 0)() == 3 else None
+
+
+def expert_layers(plan: ResolvedPlan, model: Any) -> frozenset[str]:
+    """The plan's layers that are fused expert parameters of `model`, not modules."""
+    modules = dict(model.named_modules())
+    return frozenset(layer for layer, _, _ in plan.layers
+                     if layer not in modules and _fused_expert_weight(modules, layer) is not None)
+
+
 def check_plan_matches_model(plan: ResolvedPlan, model: Any) -> None:
-    """Every planned layer is a Linear of this model, and its group size divides its input width."""
+    """Every planned layer is a Linear (or fused expert parameter) of this model, and its group size divides
+    its input width."""
     import torch
 
     modules = dict(model.named_modules())
     for layer, fmt, group_size in plan.layers:
         module = modules.get(layer)
-        if module is None:
+        experts = _fused_expert_weight(modules, layer) if module is None else None
+        if module is None and experts is None:
             raise InputError(f"plan layer {layer} is not a module of this model")
-        if not isinstance(module, torch.nn.Linear):
+        if module is not None and not isinstance(module, torch.nn.Linear):
             raise InputError(f"plan layer {layer} is a {type(module).__name__}, not a Linear layer")
-        if group_size is not None and module.in_features % group_size:
+        in_features = module.in_features if module is not None else int(experts.shape[-1])
+        if group_size is not None and in_features % group_size:
             raise InputError(f"plan layer {layer}: {fmt.name} group size {group_size} does not divide "
-                             f"its input width {module.in_features}")
+                             f"its input width {in_features}")
 
 
 def _tensor_quantizers(module: Any) -> list[Any]:
@@ -108,11 +126,25 @@ def _tensor_quantizers(module: Any) -> list[Any]:
     return [m for m in module.modules() if isinstance(m, TensorQuantizer)]
 
 
+def layer_quantizers(modules: dict[str, Any], layer: str, kind: str | None = None) -> list[Any]:
+    """The TensorQuantizers of one plan layer (`kind`: weight_quantizer or input_quantizer only): a Linear's,
+    or, for a fused expert parameter, ModelOpt's `<param>_input_quantizer` and `<param>_weight_quantizers[e]`."""
+    if layer in modules:
+        module = modules[layer]
+        return _tensor_quantizers(module if kind is None else getattr(module, kind))
+    parent, _, leaf = layer.rpartition(".")
+    found = []
+    for name, child in modules[parent].named_children():
+        if name.startswith(f"{leaf}_") and (kind is None or name.removesuffix("s") == f"{leaf}_{kind}"):
+            found += _tensor_quantizers(child)
+    return found
+
+
 @contextlib.contextmanager
 def _only_enabled(model: Any, layers: Iterable[str]):
     """Disable every enabled quantizer outside `layers` for the block; re-enable them after."""
     modules = dict(model.named_modules())
-    keep = {id(q) for layer in layers for q in _tensor_quantizers(modules[layer])}
+    keep = {id(q) for layer in layers for q in layer_quantizers(modules, layer)}
     paused = [q for q in _tensor_quantizers(model) if q.is_enabled and id(q) not in keep]
     for quantizer in paused:
         quantizer.disable()
@@ -152,8 +184,14 @@ def quantize_model(model: Any, plan: PlanInput, calib_batches: Any, batch_size: 
     plan = resolve_plan(plan)
     check_runnable_here(plan)
     check_plan_matches_model(plan, model)
+    experts = expert_layers(plan, model)
+    check_expert_formats(plan, experts)
+    if experts and hasattr(model, "set_experts_implementation"):
+        # ModelOpt's _QuantFusedExperts quantizes per expert by intercepting F.linear: the eager experts
+        # forward calls it, transformers' batched_mm / grouped_mm kernels do not.
+        model.set_experts_implementation("eager")
     loop = forward_loop_over(calib_batches, batch_size)
-    config = build_quant_cfg(plan)
+    config = build_quant_cfg(plan, experts)
     model.eval()
     with _quiet_modelopt():
         mtq.quantize(model, config, forward_loop=None)
@@ -197,7 +235,11 @@ def _check_applied(model: Any, plan: ResolvedPlan) -> None:
                                f"({', '.join(KV_QUANTIZER_SUFFIXES)}) into this model's attention")
     modules = dict(model.named_modules())
     for layer, fmt, _ in plan.layers:
-        weight_on = getattr(modules[layer], WEIGHT_QUANTIZER).is_enabled
+        states = {q.is_enabled for q in layer_quantizers(modules, layer, WEIGHT_QUANTIZER)}
+        if len(states) != 1:
+            raise InputError(f"layer {layer}: ModelOpt inserted no weight quantizer, or per-expert weight "
+                             "quantizers that disagree, where the plan says " + fmt.name)
+        weight_on = states.pop()
         if weight_on != fmt.quantized:
             raise InputError(f"layer {layer}: weight quantizer is {'on' if weight_on else 'off'} "
                              f"after quantization, the plan says {fmt.name}")
@@ -230,15 +272,24 @@ def _quantizer_state(quantizer: Any) -> list[QuantizerState]:
 
 
 def layer_summary(model: Any, plan: ResolvedPlan) -> list[LayerQuantization]:
+    """Each layer's quantizers as calibrated; a fused expert layer lists its experts' weight quantizers in
+    expert order (`experts` says how many) and its one shared input quantizer."""
     modules = dict(model.named_modules())
-    return [
-        LayerQuantization(
-            layer=layer, format=fmt.name, group_size=group_size,
-            weight_quantizer=_quantizer_state(getattr(modules[layer], WEIGHT_QUANTIZER)),
-            input_quantizer=_quantizer_state(getattr(modules[layer], INPUT_QUANTIZER)),
-        )
-        for layer, fmt, group_size in plan.layers
-    ]
+    summary = []
+    for layer, fmt, group_size in plan.layers:
+        if layer in modules:
+            weight = _quantizer_state(getattr(modules[layer], WEIGHT_QUANTIZER))
+            inputs = _quantizer_state(getattr(modules[layer], INPUT_QUANTIZER))
+            experts = None
+        else:
+            parent, _, leaf = layer.rpartition(".")
+            per_expert = getattr(modules[parent], f"{leaf}_{WEIGHT_QUANTIZER}s")
+            weight = [state for quantizer in per_expert for state in _quantizer_state(quantizer)]
+            inputs = _quantizer_state(getattr(modules[parent], f"{leaf}_{INPUT_QUANTIZER}"))
+            experts = len(per_expert)
+        summary.append(LayerQuantization(layer=layer, format=fmt.name, group_size=group_size,
+                                         weight_quantizer=weight, input_quantizer=inputs, experts=experts))
+    return summary
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trtq.artifacts.plan import Plan
-from trtq.errors import InputError, UnknownNameError
+from trtq.errors import InputError, UnknownNameError, UnsupportedError
 from trtq.registry.formats import Format, get_format
 
 # The quantizers of a Linear that a per-layer entry sets.
@@ -168,9 +168,63 @@ def _default_exclusions() -> list[dict[str, Any]]:
     return [e for e in preset["quant_cfg"] if e.get("quantizer_name") not in own or "parent_class" in e]
 
 
-def layer_pattern(layer: str, quantizer: str) -> str:
+def layer_pattern(layer: str, quantizer: str, experts: bool = False) -> str:
     # The leading '*' keeps the pattern valid when the model is wrapped (a prefix on every name).
-    return f"*{layer}.{quantizer}"
+    # Fused experts (ModelOpt's _QuantFusedExperts) carry `<param>_input_quantizer` and per-expert
+    # `<param>_weight_quantizers.<e>`, which ModelOpt matches as `<param>_weight_quantizer`.
+    return f"*{layer}_{quantizer}" if experts else f"*{layer}.{quantizer}"
+
+
+# ModelOpt 0.47's SmoothQuant and AWQ calibrate quantized nn.Linear layers only (model_calib.smoothquant /
+# awq_lite test is_quantized_linear); fused experts get per-expert weight quantizers calibrated by max alone.
+EXPERT_CALIBRATIONS = frozenset({"max"})
+
+
+# Measured 2026-12 (tests/quantize/test_moe_quantize.py): ModelOpt 0.47's export_hf_checkpoint of a model whose
+# quantization includes AWQ resmooths each MoE block's experts through get_experts_list, which indexes
+# `module.experts` as a list of expert modules and fails on transformers 5's fused experts ("object of type
+# 'QuantMixtralExperts' has no len()"), whatever format the experts themselves are in.
+EXPORT_FAILS_WITH_FUSED_EXPERTS = frozenset({"awq_lite"})
+
+
+def moe_expert_layers(plan: PlanInput) -> frozenset[str]:
+    """The members of a plan's MoE groups (fused expert parameters); none for a layer assignment."""
+    from trtq.model.families import MOE_GROUP_KIND
+
+    source = resolve_plan(plan).source
+    if not isinstance(source, Plan):
+        return frozenset()
+    return frozenset(m for g in source.groups if g.kind == MOE_GROUP_KIND for m in g.members)
+
+
+def check_expert_formats(plan: PlanInput, expert_layers: frozenset[str] | set[str]) -> None:
+    """Refuse, in one line, what ModelOpt cannot do with fused MoE experts: an expert layer in a format whose
+    calibration it applies to nn.Linear only, or AWQ anywhere in a model with fused experts (export fails)."""
+    if not expert_layers:
+        return
+    refused: dict[str, list[str]] = {}
+    breaking: dict[str, list[str]] = {}
+    methods: dict[str, str] = {}
+    for layer, fmt, _ in resolve_plan(plan).layers:
+        method = format_algorithm(fmt)
+        if method in EXPORT_FAILS_WITH_FUSED_EXPERTS:
+            breaking.setdefault(fmt.name, []).append(layer)
+        if layer in expert_layers and method is not None and method not in EXPERT_CALIBRATIONS:
+            refused.setdefault(fmt.name, []).append(layer)
+            methods[fmt.name] = method
+    for name, layers in breaking.items():
+        raise UnsupportedError(
+            f"the plan puts {len(layers)} layers in {name} (e.g. {layers[0]}) in a model with fused MoE experts: "
+            f"ModelOpt 0.47's checkpoint export of {format_algorithm(get_format(name))} scales expects a list of "
+            "expert modules and fails on transformers 5's fused experts; re-plan without " + ", ".join(breaking))
+    for name, layers in refused.items():
+        from trtq.registry.formats import FORMATS
+
+        usable = [f.name for f in FORMATS.values() if f.quantized and format_algorithm(f) in EXPERT_CALIBRATIONS]
+        raise UnsupportedError(
+            f"the plan puts {len(layers)} fused MoE expert layers in {name} (e.g. {layers[0]}), whose calibration "
+            f"({methods[name]}) ModelOpt applies to nn.Linear layers only, not to fused experts: re-plan the "
+            f"experts in {', '.join(usable)} or bf16")
 
 
 # KV-cache format -> ModelOpt's KV-cache preset (modelopt.torch.quantization.config: FP8_KV_CFG quantizes K and
@@ -198,9 +252,11 @@ def kv_cache_entries(kv_format: str | None) -> list[dict[str, Any]]:
     return copy.deepcopy(preset["quant_cfg"])
 
 
-def build_quant_cfg(plan: PlanInput) -> dict[str, Any]:
+def build_quant_cfg(plan: PlanInput, expert_layers: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     """The plan as one ModelOpt quantize config: {'quant_cfg': [...], 'algorithm': None}. It inserts and
-    configures the quantizers without calibrating: calibration runs per algorithm, `calibration_stages`."""
+    configures the quantizers without calibrating: calibration runs per algorithm, `calibration_stages`.
+
+    `expert_layers`: the plan's layers that are fused expert parameters ([experts, out, in]), not Linears."""
     resolved = resolve_plan(plan)
     quant_cfg: list[dict[str, Any]] = [{"quantizer_name": "*", "enable": False}]
     quant_cfg.extend(_default_exclusions())
@@ -210,7 +266,7 @@ def build_quant_cfg(plan: PlanInput) -> dict[str, Any]:
         if key not in cache:
             cache[key] = format_entries(fmt, group_size)
         for quantizer in (WEIGHT_QUANTIZER, INPUT_QUANTIZER):
-            quant_cfg.append({"quantizer_name": layer_pattern(layer, quantizer),
+            quant_cfg.append({"quantizer_name": layer_pattern(layer, quantizer, layer in expert_layers),
                               **copy.deepcopy(cache[key][quantizer])})
     quant_cfg.extend(kv_cache_entries(resolved.kv_format))
     return {"quant_cfg": quant_cfg, "algorithm": None}

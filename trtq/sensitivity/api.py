@@ -133,6 +133,8 @@ def hessian_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, s
             "AWQ scaling not applied); dX averaged over the calibration batches",
             "tr(H) by Hutchinson: Rademacher probes shared by every weight and layer input, Hessian-vector "
             "products by double back-propagation of the next-token cross-entropy; iteration k uses batch k mod samples",
+            "fused MoE experts: channels are (expert, input channel) pairs, each expert's error with its own "
+            "SmoothQuant scales and its input curvature per token routed to it; one row per fused layer (summed)",
             f"{converged}/{len(tensors)} traces converged; {traces.iterations} probes in {traces.seconds:.0f} s "
             f"on {torch.get_num_threads()} threads",
         ]),
@@ -174,6 +176,8 @@ def fisher_sensitivity(model_spec: str, samples: int = 8, seq_len: int = 512, se
             "omega = 1/2 sum over calibration tokens of (dL/dY)^2 x dY^2, dY = Q_a(X') Q_w(W')^T - X W^T "
             "with trtq's reference quantizers (SmoothQuant alpha 1 for int8_sq); weight_error = ||Q_w(W') / s - W||^2 "
             "(s = 1 except for SmoothQuant)",
+            "fused MoE experts: per expert on the tokens routed to it (dL/dY of that expert's GEMM output), "
+            "summed over the layer's experts",
         ]),
         model=resolved.name,
         method="fisher",

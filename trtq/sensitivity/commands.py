@@ -27,11 +27,12 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
     console = stderr_console()
 
-    def progress(iteration: int, active, total: int) -> None:
-        if isinstance(active, bool):   # block-sequential: (blocks done, blocks, resumed)
-            console.print(f"output: block {iteration}/{total} done" + (" (resumed)" if active else ""))
+    def progress(count: int, second: int, third: int | bool) -> None:
+        if isinstance(third, bool):   # block-sequential: (blocks done, blocks, resumed)
+            console.print(f"output: block {count}/{second} done" + (" (resumed)" if third else ""))
             return
-        console.print(f"hessian: probe {iteration}, {total - active}/{total} traces converged")
+        # Hessian: (probes, traces still active, traces)
+        console.print(f"hessian: probe {count}, {third - second}/{third} traces converged")
 
     request = SensitivityRequest.from_args(args)
     checkpoint_dir = checkpoint_dir_for(args.output)

@@ -16,6 +16,7 @@ per calibration batch serve every layer and format; quantized weights are made o
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from typing import Any
 
@@ -23,19 +24,26 @@ import torch
 
 from trtq.artifacts.layers import LayerGraph
 from trtq.registry.formats import Format
+from trtq.sensitivity.experts import traced_experts
 from trtq.sensitivity.operands import (
     calibrated_smoothing,
     effective_weight,
     kernel_inputs_by_format,
     kernel_weight,
+    smoothing_for,
     squared_norm,
 )
 
 
 class FisherScores:
-    """Hooks that keep each layer's input on the forward pass and score every format on the backward."""
+    """Hooks that keep each layer's input on the forward pass and score every format on the backward.
+
+    A fused expert layer is scored expert by expert (trtq.sensitivity.experts): each expert's GEMM
+    output on its routed tokens gets a gradient hook, with that expert's own SmoothQuant scales;
+    the layer's Omega is the sum over its experts."""
 
     def __init__(self, model: torch.nn.Module, graph: LayerGraph, formats: list[Format], smooth_batches):
+        self.model = model
         self.modules = dict(model.named_modules())
         self.graph = graph
         self.formats = {layer.name: [f for f in formats if f.available_for(layer.in_features)]
@@ -43,23 +51,35 @@ class FisherScores:
         self.scores: dict[tuple[str, str], float] = defaultdict(float)
         self.smooth = calibrated_smoothing(model, graph, smooth_batches)
         self.weights: dict[tuple[str, str], torch.Tensor] = {}
-        self.weight_errors: dict[tuple[str, str], float] = {}
+        self.weight_errors: dict[tuple[str, str], float] = defaultdict(float)
         with torch.no_grad():
             for layer in graph.layers:
-                w = self.modules[layer.name].weight.detach().float()
-                smooth = self.smooth[layer.name]
-                for fmt in self.formats[layer.name]:
-                    quantized = kernel_weight(w, fmt, smooth)
-                    self.weight_errors[layer.name, fmt.name] = squared_norm(effective_weight(quantized, fmt, smooth) - w)
-                    self.weights[layer.name, fmt.name] = quantized.t().contiguous()
+                if layer.experts:
+                    parent, _, leaf = layer.name.rpartition(".")
+                    experts = [(e, w) for e, w in enumerate(getattr(self.modules[parent], leaf))]
+                else:
+                    experts = [(None, self.modules[layer.name].weight)]
+                for expert, weight in experts:
+                    w = weight.detach().float()
+                    smooth = smoothing_for(self.smooth, layer.name, expert, w)
+                    for fmt in self.formats[layer.name]:
+                        quantized = kernel_weight(w, fmt, smooth)
+                        self.weight_errors[layer.name, fmt.name] += squared_norm(
+                            effective_weight(quantized, fmt, smooth) - w)
+                        if expert is None:   # experts' quantized copies are made per use, not kept
+                            self.weights[layer.name, fmt.name] = quantized.t().contiguous()
         self._inputs: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
+        self._experts = contextlib.ExitStack()
 
     def __enter__(self) -> FisherScores:
         for layer in self.graph.layers:
+            if layer.experts:
+                continue
             module = self.modules[layer.name]
             self._handles.append(module.register_forward_hook(self._keep_input(layer.name)))
             self._handles.append(module.register_full_backward_hook(self._score(layer.name)))
+        self._experts.enter_context(traced_experts(self.model, self.graph, on_output=self._hook_expert))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -67,6 +87,7 @@ class FisherScores:
             handle.remove()
         self._handles.clear()
         self._inputs.clear()
+        self._experts.close()
 
     def _keep_input(self, name: str):
         def hook(module, inputs, output):
@@ -75,15 +96,31 @@ class FisherScores:
 
     def _score(self, name: str):
         def hook(module, grad_input, grad_output):
-            with torch.no_grad():
-                x = self._inputs.pop(name).float()
-                grad = grad_output[0].detach().reshape(x.shape[0], -1).float().pow(2)
-                exact = x @ module.weight.detach().float().t()
-                quantized = kernel_inputs_by_format(x, self.formats[name], self.smooth[name])
-                for fmt in self.formats[name]:
-                    delta = quantized[fmt.name] @ self.weights[name, fmt.name] - exact
-                    self.scores[name, fmt.name] += 0.5 * float((grad * delta.pow(2)).sum(dtype=torch.float64))
+            x = self._inputs.pop(name)
+            self._add(name, None, x, module.weight, grad_output[0])
         return hook
+
+    def _hook_expert(self, name: str, expert: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        if not y.requires_grad:
+            return
+        parent, _, leaf = name.rpartition(".")
+        weight = getattr(self.modules[parent], leaf)[expert]
+        x = x.detach()
+        y.register_hook(lambda grad: self._add(name, expert, x, weight, grad))
+
+    def _add(self, name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> None:
+        with torch.no_grad():
+            x = x.float()
+            w = weight.detach().float()
+            grad = grad.detach().reshape(x.shape[0], -1).float().pow(2)
+            exact = x @ w.t()
+            smooth = smoothing_for(self.smooth, name, expert, w)
+            quantized = kernel_inputs_by_format(x, self.formats[name], smooth)
+            for fmt in self.formats[name]:
+                qw = self.weights.get((name, fmt.name)) if expert is None else None
+                qw = kernel_weight(w, fmt, smooth).t() if qw is None else qw
+                delta = quantized[fmt.name] @ qw - exact
+                self.scores[name, fmt.name] += 0.5 * float((grad * delta.pow(2)).sum(dtype=torch.float64))
 
 
 def fisher_scores(model: torch.nn.Module, graph: LayerGraph, formats: list[Format],
@@ -107,4 +144,4 @@ def fisher_scores(model: torch.nn.Module, graph: LayerGraph, formats: list[Forma
     finally:
         for p, flag in zip(parameters, saved):
             p.requires_grad_(flag)
-    return dict(scorer.scores), scorer.weight_errors
+    return dict(scorer.scores), dict(scorer.weight_errors)

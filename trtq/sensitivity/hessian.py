@@ -44,12 +44,14 @@ import torch
 from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.sensitivity import SensitivityRow, TraceEstimate
 from trtq.registry.formats import Format
+from trtq.sensitivity.experts import ExpertInput
 from trtq.sensitivity.operands import (
     calibrated_smoothing,
     effective_inputs,
     effective_weight,
     kernel_inputs_by_format,
     kernel_weight,
+    smoothing_for,
     visit_layer_inputs,
 )
 from trtq.sensitivity.request import DEFAULT_MAX_ITERATIONS, DEFAULT_TOLERANCE
@@ -62,7 +64,10 @@ class LayerTrace:
     A channel is an index of the tensor's last dimension: an input channel of a
     (out, in) weight or of a (..., in) layer input. v * Hv is an unbiased estimate of
     diag(H), so summing it per channel estimates each channel's share of the trace
-    from the same probes.
+    from the same probes. For a fused expert tensor ([experts, ..., in], `experts` set) a
+    channel is an (expert, input channel) pair, flattened expert-major. `rows` counts the
+    elements behind each channel's sum: (numel / channels) per probe, or, for an expert
+    input, the tokens routed to that expert in the probe's batch.
     """
 
     numel: int
@@ -70,6 +75,8 @@ class LayerTrace:
     relative_change: float = float("inf")
     converged: bool = False
     channel_sums: torch.Tensor | None = None  # float64, one running sum per channel
+    experts: int | None = None
+    channel_rows: torch.Tensor | None = None  # float64, elements summed into each channel so far
 
     @property
     def iterations(self) -> int:
@@ -81,20 +88,34 @@ class LayerTrace:
 
     @property
     def mean_trace(self) -> float:
-        """tr(H) / numel(W): HAWQ-V3's average Hessian trace, the factor in Omega."""
-        return self.trace / self.numel
+        """tr(H) / numel(W): HAWQ-V3's average Hessian trace, the factor in Omega (per routed element for experts)."""
+        if self.channel_rows is None:
+            return self.trace / self.numel
+        rows = float(self.channel_rows.sum())
+        return float(self.channel_sums.sum()) / rows if rows else 0.0
 
     @property
     def channel_mean_traces(self) -> torch.Tensor:
-        """Per channel: its share of tr(H) / its number of elements (float64)."""
-        channels = self.channel_sums.numel()
-        return self.channel_sums / self.iterations / (self.numel // channels)
+        """Per channel: its share of tr(H) / its number of elements (float64; 0 where no element was seen)."""
+        rows = self.channel_rows
+        return torch.where(rows > 0, self.channel_sums / rows.clamp(min=1), torch.zeros_like(rows))
 
-    def add_probe(self, probe: torch.Tensor, hessian_probe: torch.Tensor) -> None:
-        """One Hutchinson sample from a probe v and H v."""
-        diagonal = (probe * hessian_probe).reshape(-1, probe.shape[-1] if probe.dim() else 1)
-        channels = diagonal.sum(dim=0, dtype=torch.float64)
+    def add_probe(self, probe: torch.Tensor, hessian_probe: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """One Hutchinson sample from a probe v and H v; `rows` [experts]: an expert input's routed tokens."""
+        diagonal = probe * hessian_probe
+        if self.experts is not None:
+            channels = diagonal.reshape(self.experts, -1, diagonal.shape[-1]).sum(dim=1, dtype=torch.float64)
+            width = channels.shape[-1]
+            channels = channels.flatten()
+        else:
+            channels = diagonal.reshape(-1, probe.shape[-1] if probe.dim() else 1).sum(dim=0, dtype=torch.float64)
+            width = channels.numel()
+        if rows is None:
+            per_channel = torch.full_like(channels, diagonal.numel() / channels.numel())
+        else:
+            per_channel = rows.to(device=channels.device, dtype=torch.float64).repeat_interleave(width)
         self.channel_sums = channels if self.channel_sums is None else self.channel_sums + channels
+        self.channel_rows = per_channel if self.channel_rows is None else self.channel_rows + per_channel
         self._add_sample(float(channels.sum()))
 
     def _add_sample(self, sample: float) -> None:
@@ -104,7 +125,6 @@ class LayerTrace:
             current = self.trace
             scale = max(abs(current), abs(previous))
             self.relative_change = abs(current - previous) / scale if scale > 0 else 0.0
-
 
 @dataclass
 class HutchinsonRun:
@@ -133,12 +153,16 @@ def hutchinson_traces(
     min_iterations: int | None = None,
     seed: int = 0,
     progress: Callable[[int, int, int], None] | None = None,
+    experts: Mapping[str, int] | None = None,
 ) -> HutchinsonRun:
     """Per-tensor Hutchinson estimates of tr(d^2 loss / d t^2), all from shared probes.
 
     `loss_fn(batch)` returns a scalar computed from the tensors in `params` (which need
     requires_grad), or (scalar, intermediates): named tensors computed on the way, such as
-    a layer's input, whose traces are estimated too. `min_iterations` defaults to the
+    a layer's input, whose traces are estimated too; an intermediate may be an ExpertInput (a
+    fused expert layer's input and its routed token counts). `experts` names the tensors
+    laid out [experts, ..., in] (fused expert parameters and inputs) and their expert counts:
+    their channels are (expert, input channel) pairs. `min_iterations` defaults to the
     number of batches (capped by `max_iterations`), so every tensor sees every batch once
     before it may stop. `progress(iteration, active, total)` is called after each probe.
     """
@@ -148,28 +172,33 @@ def hutchinson_traces(
         raise ValueError("max_iterations must be at least 2 (a relative change needs two estimates)")
     minimum = min(max(len(batches) if min_iterations is None else min_iterations, 2), max_iterations)
     generator = torch.Generator().manual_seed(seed)
-    traces = {name: LayerTrace(numel=p.numel()) for name, p in params.items()}
+    experts = dict(experts or {})
+    traces = {name: LayerTrace(numel=p.numel(), experts=experts.get(name)) for name, p in params.items()}
     start = time.perf_counter()
     iteration = 0
     while iteration < max_iterations:
         result = loss_fn(batches[iteration % len(batches)])
         loss, intermediates = result if isinstance(result, tuple) else (result, {})
+        rows = {name: value.rows for name, value in intermediates.items() if isinstance(value, ExpertInput)}
+        intermediates = {name: value.tensor if isinstance(value, ExpertInput) else value
+                         for name, value in intermediates.items()}
         for name, tensor in intermediates.items():
-            traces.setdefault(name, LayerTrace(numel=tensor.numel()))
+            traces.setdefault(name, LayerTrace(numel=tensor.numel(), experts=experts.get(name)))
         tensors = {**params, **intermediates}
         active = [name for name, stats in traces.items() if not stats.converged and name in tensors]
         if not active:
             break
         inputs = [tensors[name] for name in active]
-        grads = torch.autograd.grad(loss, inputs, create_graph=True)
+        # allow_unused: an expert layer no token of this batch reached has a zero gradient, not an error
+        grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True, materialize_grads=True)
         probes = [rademacher_like(t, generator) for t in inputs]
         grad_dot_probe = torch.stack([(g * v).sum() for g, v in zip(grads, probes)]).sum()
-        hessian_probes = torch.autograd.grad(grad_dot_probe, inputs)
+        hessian_probes = torch.autograd.grad(grad_dot_probe, inputs, allow_unused=True, materialize_grads=True)
         del loss, grads, grad_dot_probe, result, intermediates, tensors, inputs
         iteration += 1
         for name, v, hv in zip(active, probes, hessian_probes):
             stats = traces[name]
-            stats.add_probe(v, hv)
+            stats.add_probe(v, hv, rows.get(name))
             stats.converged = stats.iterations >= minimum and stats.relative_change < tolerance
         remaining = sum(not stats.converged for stats in traces.values())
         if progress is not None:
@@ -265,24 +294,37 @@ def model_traces(
     batches: torch.Tensor,
     **options: Any,
 ) -> ModelTraces:
-    """Hutchinson traces of every layer of `graph` in `model` over `batches` ([n, seq_len]): weights and inputs."""
+    """Hutchinson traces of every layer of `graph` in `model` over `batches` ([n, seq_len]): weights and inputs.
+
+    A fused expert layer's weight is its [experts, out, in] parameter and its input the [experts, tokens,
+    in] tensor of trtq.sensitivity.experts: their channels are (expert, input channel) pairs."""
+    from trtq.sensitivity.experts import traced_experts
+
     layers = [layer.name for layer in graph.layers]
-    names = [f"{layer}.weight" for layer in layers]
-    missing = [name for name in names if name not in dict(model.named_parameters())]
+    dense = [layer.name for layer in graph.layers if not layer.experts]
+    experts = {layer.name: layer.experts for layer in graph.layers if layer.experts}
+    weight_names = {layer: layer if layer in experts else f"{layer}.weight" for layer in layers}
+    parameters = dict(model.named_parameters())
+    missing = [name for name in weight_names.values() if name not in parameters]
     if missing:
         from trtq.errors import InputError
 
         raise InputError(f"{graph.model}: the loaded model lacks layers of its config, e.g. {missing[0]}")
     lm_loss = language_model_loss(model)
-    with differentiable_wrt(model, names) as params, own_inputs(model, layers) as captured:
+    expert_inputs: dict[str, ExpertInput] = {}
+    per_expert = {**{weight_names[layer]: n for layer, n in experts.items()},
+                  **{f"{layer}{_INPUT_SUFFIX}": n for layer, n in experts.items()}}
+    with differentiable_wrt(model, list(weight_names.values())) as params, own_inputs(model, dense) as captured, \
+            traced_experts(model, graph, inputs=expert_inputs):
         def loss_and_inputs(ids: torch.Tensor):
             captured.clear()
+            expert_inputs.clear()
             loss = lm_loss(ids)
-            return loss, {f"{layer}{_INPUT_SUFFIX}": x for layer, x in captured.items()}
+            return loss, {f"{layer}{_INPUT_SUFFIX}": x for layer, x in (*captured.items(), *expert_inputs.items())}
 
-        run = hutchinson_traces(loss_and_inputs, params, list(batches), **options)
+        run = hutchinson_traces(loss_and_inputs, params, list(batches), experts=per_expert, **options)
     return ModelTraces(
-        weights={layer: run.traces[f"{layer}.weight"] for layer in layers},
+        weights={layer: run.traces[weight_names[layer]] for layer in layers},
         inputs={layer: run.traces[f"{layer}{_INPUT_SUFFIX}"] for layer in layers},
         iterations=run.iterations, seconds=run.seconds,
     )
@@ -301,14 +343,23 @@ def trace_estimates(traces: ModelTraces) -> list[TraceEstimate]:
 
 
 def input_errors(model: torch.nn.Module, graph: LayerGraph, formats: Mapping[str, list[Format]],
-                 batches: torch.Tensor, smoothing: Mapping[str, torch.Tensor]) -> dict[tuple[str, str], torch.Tensor]:
-    """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 averaged over the calibration batches."""
+                 batches: torch.Tensor, smoothing: Mapping) -> dict[tuple[str, str], torch.Tensor]:
+    """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 averaged over the calibration batches.
+
+    A fused expert layer's channels are (expert, input channel) pairs, flattened expert-major, each
+    summed over the tokens routed to that expert (zero for an expert none reached)."""
+    layers = {layer.name: layer for layer in graph.layers}
     totals: dict[tuple[str, str], torch.Tensor] = {}
 
-    def record(name: str, x: torch.Tensor) -> None:
-        quantized = kernel_inputs_by_format(x, formats[name], smoothing[name])
+    def record(name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
+        smooth = smoothing[name, expert]
+        quantized = kernel_inputs_by_format(x, formats[name], smooth)
         for fmt in formats[name]:
-            error = channel_squared_norms(effective_inputs(quantized[fmt.name], fmt, smoothing[name]) - x) / len(batches)
+            error = channel_squared_norms(effective_inputs(quantized[fmt.name], fmt, smooth) - x) / len(batches)
+            if expert is not None:
+                placed = error.new_zeros(layers[name].experts, error.numel())
+                placed[expert] = error
+                error = placed.flatten()
             key = name, fmt.name
             totals[key] = totals[key] + error if key in totals else error
 
@@ -326,6 +377,17 @@ def _floor(traces: Mapping[str, LayerTrace]) -> float:
     return 1e-3 * min(positive) if positive else 1.0
 
 
+def _expert_weights(modules: Mapping[str, torch.nn.Module], layer) -> list[tuple[int, torch.Tensor]]:
+    parent, _, leaf = layer.name.rpartition(".")
+    fused = getattr(modules[parent], leaf)
+    return [(expert, fused[expert]) for expert in range(layer.experts)]
+
+
+def _weight_error(weight: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> torch.Tensor:
+    """||Q_w(W') / s - W||^2 per input channel."""
+    return channel_squared_norms(effective_weight(kernel_weight(weight, fmt, smooth), fmt, smooth) - weight)
+
+
 def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format], traces: ModelTraces,
                  batches: torch.Tensor) -> list[SensitivityRow]:
     """One row per (layer, format that fits it), summed over input channels j:
@@ -339,7 +401,10 @@ def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format
     An estimate at or below zero (the loss locally flat or concave there, or estimator
     noise) is raised to a floor, 1e-3 of the smallest positive layer mean trace of its
     kind: such a channel is nearly free to quantize, but formats stay ordered by their
-    errors, so the planner never picks a coarser format there for nothing.
+    errors, so the planner never picks a coarser format there for nothing. A fused expert layer
+    sums over its (expert, input channel) pairs, each expert quantized with its own SmoothQuant
+    scales: its Omega is its experts' Omegas summed, one row for the layer (the plan gives the
+    block's experts one format).
     """
     fitting = {layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers}
     smoothing = calibrated_smoothing(model, graph, batches)
@@ -352,12 +417,14 @@ def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format
             weight_stats, input_stats = traces.weights[layer.name], traces.inputs[layer.name]
             weight_curvature = weight_stats.channel_mean_traces.clamp(min=weight_floor)
             input_curvature = input_stats.channel_mean_traces.clamp(min=input_floor)
-            weight = modules[layer.name].weight.detach().float()
-            smooth = smoothing[layer.name]
+            weights = _expert_weights(modules, layer) if layer.experts else [(None, modules[layer.name].weight)]
             for fmt in fitting[layer.name]:
-                weight_error = channel_squared_norms(
-                    effective_weight(kernel_weight(weight, fmt, smooth), fmt, smooth) - weight)
-                input_error = activation_errors[layer.name, fmt.name]
+                weight_error = torch.cat([_weight_error(weight.detach().float(), fmt,
+                                                        smoothing_for(smoothing, layer.name, expert, weight))
+                                          for expert, weight in weights])
+                input_error = activation_errors.get((layer.name, fmt.name))
+                if input_error is None:   # experts no calibration token reached
+                    input_error = torch.zeros_like(weight_error)
                 omega = float(weight_curvature @ weight_error + input_curvature @ input_error)
                 rows.append(SensitivityRow(
                     layer=layer.name, format=fmt.name, group_size=fmt.group_size_for(layer.in_features),

@@ -28,17 +28,19 @@ def smoothquant_scales(channel_amax: torch.Tensor) -> torch.Tensor:
     return channel_amax.clamp(min=_MIN_SCALE).pow(SMOOTHQUANT_ALPHA)
 
 
+# A layer's operands are keyed (layer, expert): expert None for a dense layer, e for expert e of a fused one.
+OperandKey = tuple[str, "int | None"]
+# visit(layer, expert or None, x [tokens, in] float32, exact weight [out, in])
+Visit = Callable[[str, "int | None", torch.Tensor, torch.Tensor], None]
+
+
 def visit_layer_inputs(model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor],
-                       visit: Callable[[str, torch.Tensor], None]) -> None:
-    """One no-grad pass over `batches`; `visit(layer, x)` sees each layer's input as [tokens, in] float32."""
-    modules = dict(model.named_modules())
+                       visit: Visit) -> None:
+    """One no-grad pass over `batches`; `visit(layer, expert, x, w)` sees each (expert's) layer input as
+    [tokens, in] float32 (an expert: the tokens routed to it) and the weight it multiplies."""
+    from trtq.sensitivity.output import install_hooks  # output builds on this module
 
-    def hook(name: str):
-        def record(module, inputs, output):
-            visit(name, inputs[0].detach().reshape(-1, module.in_features).float())
-        return record
-
-    handles = [modules[layer.name].register_forward_hook(hook(layer.name)) for layer in graph.layers]
+    handles = install_hooks(dict(model.named_modules()), graph, visit)
     try:
         with torch.no_grad():
             for ids in batches:
@@ -48,16 +50,26 @@ def visit_layer_inputs(model: torch.nn.Module, graph: LayerGraph, batches: Itera
             handle.remove()
 
 
-def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """SmoothQuant scales per layer from the calibration set's per-channel input maxima, as ModelOpt calibrates."""
-    amax: dict[str, torch.Tensor] = {}
+def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph,
+                         batches: Iterable[torch.Tensor]) -> dict[OperandKey, torch.Tensor]:
+    """SmoothQuant scales per (layer, expert) from the calibration set's per-channel input maxima, as ModelOpt
+    calibrates (an expert from the tokens routed to it; `smoothing_for` gives ones to an expert none reached)."""
+    amax: dict[OperandKey, torch.Tensor] = {}
 
-    def record(name: str, x: torch.Tensor) -> None:
+    def record(name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
         channel_amax = x.abs().amax(dim=0)
-        amax[name] = torch.maximum(amax[name], channel_amax) if name in amax else channel_amax
+        key = name, expert
+        amax[key] = torch.maximum(amax[key], channel_amax) if key in amax else channel_amax
 
     visit_layer_inputs(model, graph, batches, record)
-    return {name: smoothquant_scales(a) for name, a in amax.items()}
+    return {key: smoothquant_scales(a) for key, a in amax.items()}
+
+
+def smoothing_for(smoothing: dict[OperandKey, torch.Tensor], name: str, expert: int | None,
+                  weight: torch.Tensor) -> torch.Tensor:
+    """The calibrated scales of (layer, expert), or ones for an expert no calibration token reached."""
+    smooth = smoothing.get((name, expert))
+    return smooth if smooth is not None else torch.ones(weight.shape[-1], dtype=torch.float32, device=weight.device)
 
 
 def migrates(fmt: Format) -> bool:
