@@ -194,8 +194,8 @@ def test_plan_meets_slos_and_predict_reproduces_them(llama, tmp_path):
     save_artifact(plan, path)
     again = load_artifact(path, Plan)
     assert again.serving == s
-    r = predict(plan=str(path), request=PredictRequest(parse_workload("isl=2048,osl=256,concurrency=32"),
-                                                          profile=str(llama[3])))
+    r = predict(PredictRequest(target=str(path), workload="isl=2048,osl=256,concurrency=32",
+                               profile=str(llama[3])))
     assert r["kv_format"] == s.kv_format
     assert r["ttft_ms"] == pytest.approx(s.ttft_ms, rel=1e-9)
     assert r["tpot_ms"] == pytest.approx(s.tpot_ms, rel=1e-9)

@@ -174,3 +174,22 @@ def test_prediction_from_a_profile(capsys, tmp_path):
     code, _, err = run(capsys, "predict", "llama-3.1-8b", "--uniform", "fp8", "--gpu", "h200",
                        "--profile", str(profile), "--workload", "isl=8,osl=8")
     assert code == 2 and "was made for H100-SXM, not H200" in err
+
+
+def test_predict_options_come_from_its_request_and_the_library_takes_it(capsys):
+    from trtq.cli import build_parser
+    from trtq.errors import InputError
+    from trtq.predict.api import predict
+    from trtq.predict.request import PredictRequest
+
+    argv = ["predict", "llama-3.1-8b", "--uniform", "fp8", "--gpu", "h100", "--workload", "isl=512,osl=64",
+            "--kv-format", " FP8 "]
+    request = PredictRequest.from_args(build_parser().parse_args(argv))
+    assert request == PredictRequest(target="llama-3.1-8b", uniform="fp8", gpu="h100", workload="isl=512,osl=64",
+                                     kv_format="fp8")
+    assert request.tp == 1 and request.max_batch_size == 512 and request.max_throughput is False  # its defaults
+    assert predict(request) == predict_json(capsys, *argv)
+    with pytest.raises(InputError, match="osl= is required"):
+        PredictRequest(target="llama-3.1-8b", workload="isl=512")
+    with pytest.raises(InputError, match="--tp: input should be greater than or equal to 1"):
+        PredictRequest(target="llama-3.1-8b", workload="isl=512,osl=64", tp=0)

@@ -40,7 +40,6 @@ def test_sharded_graph_splits_columns_and_rows():
 
 def test_tp2_profile_plans_and_predicts_at_tp2_and_refuses_tp1(tmp_path):
     from trtq.predict.api import PredictRequest, predict
-    from trtq.predict.step import parse_workload
 
     graph, profiles, sens = llama_serving_inputs(tmp_path)
     tp2 = build_profile(graph, "roofline", "H100-SXM", TOKENS, launch_cost_ns=0, tp=2)
@@ -61,7 +60,7 @@ def test_tp2_profile_plans_and_predicts_at_tp2_and_refuses_tp1(tmp_path):
     plan = solve_plan(graph, tp2, sens, get_gpu("h100"), PlanRequest(**serving), {"profile": input_ref(path)})
     assert plan.serving.tp == 2 and plan.serving.tpot_ms <= 8
     plan_path = save_artifact(plan, tmp_path / "plan.yaml")
-    predicted = predict(plan=str(plan_path), request=PredictRequest(parse_workload(WORKLOAD), tp=2, profile=str(path)))
+    predicted = predict(PredictRequest(target=str(plan_path), workload=WORKLOAD, tp=2, profile=str(path)))
     assert predicted["tpot_ms"] == pytest.approx(plan.serving.tpot_ms, rel=1e-9)
     with pytest.raises(InputError, match=r"tensor parallelism 1, not 2: `trtq profile \.\.\. --tp 2`"):
         solve_plan(graph, tp1, sens, get_gpu("h100"), PlanRequest(**serving),

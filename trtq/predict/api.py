@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from trtq.errors import InputError, UnsupportedError
 from trtq.predict.architecture import decoder_architecture
 from trtq.predict.kernels import PROVENANCES, AicKernels, Answer
+from trtq.predict.request import PredictRequest
 from trtq.predict.step import (
-    MAX_BATCH_SIZE,
     AggPoint,
     GemmSource,
     StepModel,
@@ -79,14 +78,11 @@ class ProfileGemms(GemmSource):
         return Answer(math.exp((1 - w) * math.log(a) + w * math.log(b)) / 1e6, "interpolated")
 
 
-@dataclass
-class PredictRequest:
-    workload: Workload
-    tp: int = 1
-    kv_format: str | None = None
-    max_throughput: bool = False
-    max_batch_size: int = MAX_BATCH_SIZE
-    profile: str | None = None
+def looks_like_plan(target: str) -> bool:
+    from pathlib import Path
+
+    path = Path(target)
+    return path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json")
 
 
 def _plan_formats(plan_path: str):
@@ -156,11 +152,18 @@ def _format_mix(step: StepModel) -> dict[str, int]:
     return out
 
 
-def predict(model: str | None = None, *, plan: str | None = None, uniform: str | None = None,
-            gpu: str | None = None, request: PredictRequest) -> dict[str, Any]:
-    """One prediction as a plain dict (what `trtq predict --json` prints)."""
-    step, source = build_step_model(model, plan, uniform, gpu, request)
-    w = request.workload
+def predict(request: PredictRequest) -> dict[str, Any]:
+    """One prediction as a plain dict (what `trtq predict --json` prints): of the plan file `request.target`,
+    or of the model `request.target` with every group in `request.uniform`."""
+    if looks_like_plan(request.target):
+        if request.uniform:
+            raise InputError("--uniform applies to a model, not to a plan file")
+        step, source = build_step_model(None, request.target, None, request.gpu, request)
+    else:
+        if not request.uniform:
+            raise InputError(f"{request.target!r} is not a plan file; for a model give --uniform FORMAT")
+        step, source = build_step_model(request.target, None, request.uniform, request.gpu, request)
+    w = request.parsed_workload
     try:
         max_conc = step.max_concurrency(w)
         notes: list[str] = []

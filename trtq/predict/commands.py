@@ -4,56 +4,26 @@ from __future__ import annotations
 
 import argparse
 
+from trtq.predict.request import PredictRequest
+from trtq.settings import add_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predicted TTFT, TPOT, throughput and KV capacity of a plan on a GPU",
                        description="Predict serving latency and throughput of a plan (or a uniform format) "
                                    "from measured kernel tables; see trtq/predict/step.py for the model.")
-    p.add_argument("target", help="plan file (plan.yaml), or a model (alias, HF id, directory) with --uniform")
-    p.add_argument("--uniform", metavar="FORMAT", help="every GEMM group in FORMAT (for a model)")
-    p.add_argument("--gpu", help="target GPU from `trtq gpus` (default: the plan's)")
-    p.add_argument("--workload", required=True, metavar="isl=N,osl=N[,concurrency=N]",
-                   help="prompt and answer lengths in tokens, and requests in flight (default 1; "
-                        "ignored with --max-throughput)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
-    p.add_argument("--kv-format", help="KV-cache format: bf16 (default) or fp8")
-    p.add_argument("--max-throughput", action="store_true",
-                   help="steady state at an infinite request rate (best batch and context chunk)")
-    p.add_argument("--max-batch-size", type=int, default=None, help="runtime max batch size (default 512)")
-    p.add_argument("--profile", metavar="FILE", help="GEMM latencies from this trtq profile instead of "
-                                                      "aiconfigurator's tables")
+    p.add_argument("target", help=PredictRequest.model_fields["target"].description)
+    add_options(p, PredictRequest, *(name for name in PredictRequest.model_fields if name != "target"))
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run_predict)
-
-
-def _looks_like_plan(target: str) -> bool:
-    from pathlib import Path
-
-    path = Path(target)
-    return path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json")
 
 
 def run_predict(args: argparse.Namespace) -> int:
     import json
 
-    from trtq.errors import InputError
-    from trtq.predict.api import PredictRequest, predict
-    from trtq.predict.step import MAX_BATCH_SIZE, parse_workload
+    from trtq.predict.api import predict
 
-    if args.max_batch_size is not None and args.max_batch_size < 1:
-        raise InputError(f"--max-batch-size must be >= 1, got {args.max_batch_size}")
-    request = PredictRequest(parse_workload(args.workload), tp=args.tp,
-                             kv_format=args.kv_format.strip().lower() if args.kv_format else None,
-                             max_throughput=args.max_throughput,
-                             max_batch_size=args.max_batch_size or MAX_BATCH_SIZE, profile=args.profile)
-    if _looks_like_plan(args.target):
-        if args.uniform:
-            raise InputError("--uniform applies to a model, not to a plan file")
-        result = predict(plan=args.target, gpu=args.gpu, request=request)
-    else:
-        if not args.uniform:
-            raise InputError(f"{args.target!r} is not a plan file; for a model give --uniform FORMAT")
-        result = predict(args.target, uniform=args.uniform, gpu=args.gpu, request=request)
+    result = predict(PredictRequest.from_args(args))
     if args.json:
         print(json.dumps(result, indent=1))
         return 0

@@ -90,6 +90,7 @@ from pathlib import Path
 from trtq.errors import InputError, UnsupportedError
 from trtq.predict.architecture import PRODUCER_OF, DecoderArchitecture, GemmGroup
 from trtq.predict.kernels import KV_BYTES, PROVENANCES, Answer
+from trtq.predict.request import DEFAULT_MAX_BATCH_SIZE
 from trtq.registry.formats import FORMATS
 
 # Which producer kinds emit a format's activation with the quantization fused in (no extra kernel), and how
@@ -101,7 +102,7 @@ KV_CACHE_FREE_GPU_MEM_FRACTION = 0.9
 KV_CACHE_RESERVED_FRACTION = 0.015      # block-allocator reserve (aiconfigurator's TRT-LLM constant)
 KV_CACHE_TOLERANCE = 0.02
 MAX_NUM_TOKENS = 8192
-MAX_BATCH_SIZE = 512
+MAX_BATCH_SIZE = DEFAULT_MAX_BATCH_SIZE   # declared with the --max-batch-size option
 ACTIVATION_COEFF = {1: 11, 2: 6.5, 4: 5, 8: 5}   # aiconfigurator's TRT-LLM Llama coefficients
 MIN_ACTIVATION_BYTES = 70 * 1024 * 1024
 GIB = 1 << 30
