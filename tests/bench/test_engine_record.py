@@ -132,3 +132,25 @@ def test_trtllm_bench_needs_an_engine_dir_not_a_url(tmp_path, capsys):
     assert main(["bench", "--url", "http://127.0.0.1:9", "--tool", "trtllm-bench", "--model", "m",
                  "-o", str(tmp_path / "r")]) == 2
     assert "give --engine DIR" in capsys.readouterr().err
+
+
+def test_bench_options_come_from_its_request():
+    from trtq.bench.request import SweepRequest
+    from trtq.cli import build_parser
+    from trtq.errors import InputError
+
+    args = build_parser().parse_args(["bench", "--url", "http://127.0.0.1:9", "--model", "m", "-o", "out",
+                                      "--concurrency", "16,1,4", "--startup-timeout", "60"])
+    request = SweepRequest.from_args(args)
+    assert request == SweepRequest(url="http://127.0.0.1:9", model="m", output="out", concurrencies=[1, 4, 16],
+                                   startup_timeout_s=60)
+    # The defaults are the model's: the CLI's and the library's are one.
+    defaults = SweepRequest.from_args(build_parser().parse_args(["bench", "--url", "u", "--model", "m", "-o", "o"]))
+    assert (defaults.concurrencies, defaults.isl, defaults.osl, defaults.tool, defaults.startup_timeout_s) == \
+        ([1, 4, 16, 64], 128, 128, "aiperf", 1800.0)
+    for kwargs, message in (({"url": "u", "output": "o"}, "needs --model"),
+                            ({"url": "u", "model": "m"}, "needs -o DIR"),
+                            ({"model": "m", "output": "o"}, "give --engine DIR"),
+                            ({"url": "u", "model": "m", "output": "o", "concurrencies": "0"}, "--concurrency")):
+        with pytest.raises(InputError, match=message):
+            SweepRequest(**kwargs)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from trtq.artifacts.paths import output_dir, output_file
-from trtq.options import MAX_CONCURRENCY, MAX_SECONDS, count, number, tokens
+from trtq.bench.request import SweepRequest
+from trtq.options import MAX_CONCURRENCY, count
+from trtq.settings import add_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,27 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(AIPerf, trtllm-bench reports, GenAI-Perf).",
     )
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--engine", metavar="DIR",
-                        help="trtq build output (build_record.json): trtq serves it (or trtllm-bench runs it)")
-    target.add_argument("--url", help="a running OpenAI-compatible server, e.g. http://127.0.0.1:8000")
-    p.add_argument("--model", help="model name sent in requests (and recorded)")
-    p.add_argument("--concurrency", default="1,4,16,64", help="comma-separated sweep (default 1,4,16,64)")
-    p.add_argument("--isl", type=tokens, default=128, help="input sequence length, tokens (default 128)")
-    p.add_argument("--osl", type=tokens, default=128, help="output sequence length, tokens (default 128)")
-    p.add_argument("--requests", type=count(1), help="requests per concurrency (default max(16, 4 x concurrency))")
-    p.add_argument("--warmup", type=count(0), help="warm-up requests per concurrency (default: the concurrency)")
-    p.add_argument("--tool", choices=("aiperf", "trtllm-bench", "genai-perf"), default="aiperf",
-                   help="aiperf (default): serving sweep; trtllm-bench: offline throughput/latency, needs --engine; "
-                        "genai-perf: deprecated upstream for AIPerf, kept for old setups (needs perf_analyzer)")
-    p.add_argument("--bench-mode", choices=("throughput", "latency"), default="throughput",
-                   help="with --tool trtllm-bench: `throughput` per concurrency, or one `latency` run")
-    p.add_argument("--tokenizer", help="tokenizer name or local directory (default: the engine's, else --model)")
-    p.add_argument("--endpoint-type", choices=("chat", "completions"), default="chat")
-    p.add_argument("--gpu", help="GPU the server runs on, recorded in the table (default: the build's)")
-    p.add_argument("--plan", metavar="PLAN_YAML", help="plan.yaml to record the hash of (default: the build's)")
-    p.add_argument("--startup-timeout", type=number(above=0, maximum=MAX_SECONDS), default=1800.0,
-                   help="seconds to wait for trtllm-serve /health")
-    p.add_argument("-o", "--output", metavar="DIR", type=output_dir, help="results directory, e.g. results/NAME/")
+    add_options(target, SweepRequest, "engine", "url")
+    add_options(p, SweepRequest, *(name for name in SweepRequest.model_fields if name not in ("engine", "url", "output")),
+                concurrencies={"action": "store"})
+    p.add_argument("-o", "--output", metavar="DIR", type=output_dir,
+                   help=SweepRequest.model_fields["output"].description)
     p.set_defaults(handler=run_bench)
 
     subs = p.add_subparsers(dest="bench_command", metavar="ingest")
@@ -74,30 +60,15 @@ def _table_output(value: str):
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from trtq.bench.process_group import signals_stop_children
-    from trtq.bench.runner import SweepRequest, parse_concurrencies, run_sweep
-    from trtq.errors import InputError
+    from trtq.bench.runner import run_sweep
 
-    if not args.model:
-        raise InputError("trtq bench needs --model (the name requests carry)")
-    if not args.output:
-        raise InputError("trtq bench needs -o DIR (results directory)")
-    if not args.engine and not args.url:
-        raise InputError("give --engine DIR (trtq serves it) or --url URL (a running server)")
-    if args.tool == "genai-perf":
+    request = SweepRequest.from_args(args)
+    if request.tool == "genai-perf":
         from trtq.console import stderr_console
 
         stderr_console().print("warning: GenAI-Perf is deprecated upstream in favour of AIPerf (perf_analyzer PR #457); "
                                 "--tool aiperf is the default")
-    request = SweepRequest(
-        model=args.model, concurrencies=parse_concurrencies(args.concurrency), isl=args.isl, osl=args.osl,
-        output=Path(args.output), url=args.url, engine=Path(args.engine) if args.engine else None,
-        requests=args.requests, tool=args.tool, tokenizer=args.tokenizer, warmup=args.warmup, gpu=args.gpu,
-        plan=Path(args.plan) if args.plan else None, startup_timeout_s=args.startup_timeout,
-        endpoint_type=args.endpoint_type, bench_mode=args.bench_mode,
-    )
     # SIGTERM/SIGHUP unwind like Ctrl-C: the server and the load generator are stopped, group and all.
     with signals_stop_children():
         return run_sweep(request)

@@ -6,36 +6,10 @@ import contextlib
 import datetime as _dt
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from trtq.bench.request import SweepRequest, parse_concurrencies  # noqa: F401 - public here as before
 from trtq.errors import ArtifactError, ExternalToolError, InputError, MissingToolError
-
-
-@dataclass
-class SweepRequest:
-    model: str
-    concurrencies: list[int]
-    isl: int
-    osl: int
-    output: Path
-    url: str | None = None
-    engine: Path | None = None
-    requests: int | None = None
-    tool: str = "aiperf"
-    tokenizer: str | None = None
-    warmup: int | None = None
-    gpu: str | None = None
-    plan: Path | None = None
-    startup_timeout_s: float = 1800.0
-    endpoint_type: str = "chat"
-    bench_mode: str = "throughput"      # trtllm-bench only: throughput | latency
-
-
-def parse_concurrencies(spec: str) -> list[int]:
-    from trtq.options import MAX_CONCURRENCY, int_list
-
-    return int_list(spec, "--concurrency", maximum=MAX_CONCURRENCY)
 
 
 def requests_for(concurrency: int, requested: int | None) -> int:
@@ -64,11 +38,7 @@ def run_sweep(request: SweepRequest) -> int:
     from trtq.bench import loadgen
     from trtq.bench.serve import HEALTH_PATH, free_port, running_server
 
-    if (request.url is None) == (request.engine is None):
-        raise InputError("give exactly one of --engine DIR or --url URL")
-    for name, value in (("--isl", request.isl), ("--osl", request.osl), ("--requests", request.requests)):
-        if value is not None and value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value}")
+    # The request checked what to measure and the ranges (SweepRequest's validators).
     if request.tool == "trtllm-bench":
         from trtq.bench.offline import run_trtllm_bench
 
