@@ -64,7 +64,7 @@ def test_profile_sensitivity_plan_end_to_end(capsys, tmp_path, smollm2_weight_se
                        "--pareto", "6", "-o", str(plan))
     assert code == 0 and "H100-SXM" in out
     data = yaml.safe_load(plan.read_text())
-    assert data["artifact"] == "plan" and data["schema_version"] == 2
+    assert data["artifact"] == "plan" and data["schema_version"] == 3
     assert data["metadata"]["inputs"]["profile"]["sha256"] and data["metadata"]["inputs"]["sensitivity"]["sha256"]
     assert data["totals"]["latency_ns"]["decode@16"] <= 0.45 * data["totals"]["bf16_latency_ns"]["decode@16"] * (1 + 1e-9)
     # real weight sensitivity: 4-bit formats cost orders of magnitude more than 8-bit ones

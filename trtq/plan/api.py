@@ -10,7 +10,7 @@ import numpy as np
 
 from trtq.artifacts import input_ref, load_artifact, make_metadata
 from trtq.artifacts.layers import LayerGraph
-from trtq.artifacts.plan import Budget, FormatCost, GpuFacts, GroupChoice, ParetoPoint, Plan, PointStatus, SolverInfo
+from trtq.artifacts.plan import Budget, FormatCost, GroupChoice, ParetoPoint, Plan, PointStatus, SolverInfo
 from trtq.artifacts.profile import Profile
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.console import fmt_bytes
@@ -300,7 +300,7 @@ def solve_plan(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, gp
         notes=notes,
         kv_format=serving.kv_format if serving else None,
         serving=serving,
-        gpu_facts=GpuFacts.model_validate(gpu.model_dump(include=set(GpuFacts.model_fields))),
+        gpu_facts=gpu.facts(),
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from trtq.artifacts.io import StrictModel, read_structured, validate_model
+from trtq.artifacts.plan import GpuFacts
 from trtq.errors import UnknownNameError, UnsupportedError
 from trtq.registry.formats import FORMATS, Format
 
@@ -26,19 +27,17 @@ class Achievable(StrictModel):
     source: str
 
 
-class GpuSpec(StrictModel):
-    name: str
+class GpuSpec(GpuFacts):
+    """A GPU of profiles/gpus.yaml: the facts a plan records (GpuFacts), and how trtq looks it up and models it."""
+
     aliases: list[str] = []
-    sm: int
-    sm_count: int
-    memory_bytes: int
-    l2_bytes: int
-    hbm_bandwidth_bytes_per_s: float
-    peak_flops: dict[str, float]
-    source: str
     achievable: Achievable | None = None
     # The system name of this GPU in aiconfigurator-core's measured tables (the aiconfigurator backend).
     aiconfigurator_system: str | None = None
+
+    def facts(self) -> GpuFacts:
+        """What a plan records of this GPU (a later edit of the registry leaves the plan's verdicts alone)."""
+        return GpuFacts.model_validate(self.model_dump(include=set(GpuFacts.model_fields)))
 
     def supports(self, fmt: Format) -> bool:
         return self.sm >= fmt.min_sm and fmt.compute in self.peak_flops

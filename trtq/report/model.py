@@ -169,7 +169,7 @@ def _gpu_facts(plan: Plan, path: Path, warnings: list[str]) -> GpuFacts | None:
         return None
     warnings.append(f"plan {path.name} predates recorded GPU facts (schema {plan.schema_version}): {plan.gpu}'s "
                     "memory is read from today's GPU registry")
-    return GpuFacts.model_validate(spec.model_dump(include=set(GpuFacts.model_fields)))
+    return spec.facts()
 
 
 def bench_rows(frame, series) -> list[BenchRow]:
