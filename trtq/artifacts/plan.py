@@ -118,6 +118,7 @@ class Plan(Artifact):
     # 2: budgets' slack_ns, memory_slack_bytes, solver.stopped_by/node_limit/nodes/tightened
     SCHEMA_VERSION: ClassVar[int] = 2
     READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2)
+    VOLATILE_FIELDS: ClassVar[tuple[str, ...]] = ("solver.solve_time_s",)
 
     model: str
     gpu: str
