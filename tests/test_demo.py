@@ -13,6 +13,7 @@ import pytest
 from trtq.artifacts import load_artifact
 from trtq.artifacts.eval import EvalResult
 from trtq.artifacts.plan import Plan
+from trtq.artifacts.run import Front, Selection
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.cli import main
 
@@ -25,27 +26,34 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys, loads_smollm2):
     code = main(["demo", "-o", str(out), "--report", str(report), *QUICK])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    for step in range(1, 6):
-        assert f"[{step}/5]" in captured.err
-    sensitivity = load_artifact(out / "sensitivity-hessian.json", Sensitivity)
+    sensitivity = load_artifact(out / "sensitivity" / "all" / "sensitivity.json", Sensitivity)
     assert sensitivity.method == "hessian" and len({r.layer for r in sensitivity.rows}) == 210
-    plans = {gpu: load_artifact(out / f"plan-{gpu}.yaml", Plan) for gpu in ("H100-SXM", "B200")}
-    assert not (out / "plan-A100-SXM-80GB.yaml").exists()
-    for gpu, plan in plans.items():
-        assert plan.gpu == gpu and plan.model == "smollm2-135m"
-        assert len(plan.groups) == 120 and {g.format for g in plan.groups} - {"bf16"}, gpu
-    assert "nvfp4" not in {g.format for g in plans["H100-SXM"].groups}  # Hopper has no FP4 kernels
-    result = load_artifact(out / "eval-H100-SXM.json", EvalResult)
-    assert result.plan_sha256 and result.seq_len == 64 and 5 < result.ppl_bf16 < 500
-    assert result.ppl_quant != result.ppl_bf16
-    assert "H100-SXM plan on the evaluation text" in captured.out and str(report) in captured.out
+    selection = load_artifact(out / "select" / "all" / "selection.json", Selection)
+    assert [g.gpu for g in selection.gpus] == ["H100-SXM", "B200"]
+    for g in selection.gpus:
+        assert g.status == "selected", g
+        plan = load_artifact(out / g.plan, Plan)
+        assert plan.gpu == g.gpu and plan.model == "smollm2-135m" and len(plan.groups) == 120
+        # The selected plan passes the gate it was selected by, measured.
+        front = load_artifact(out / "front" / g.gpu / "front.json", Front)
+        picked = next(e for e in g.evaluations if e.plan_hash == front.candidates[g.selected].plan_hash)
+        assert picked.passed and picked.relative_increase <= selection.max_ppl_increase / 100
+    assert "nvfp4" not in {gr.format for gr in load_artifact(out / "select" / "all" / "plan-H100-SXM.yaml",
+                                                             Plan).groups}  # Hopper has no FP4 kernels
+    result = load_artifact(out / "eval" / "H100-SXM" / "eval.json", EvalResult)   # the exported checkpoint
+    assert result.source == "checkpoint" and result.seq_len == 64 and 5 < result.ppl_bf16 < 500
+    assert str(report) in captured.out and "evaluations:" in captured.out
     data = json.loads(report.with_suffix(".json").read_text())
     assert data["artifact"] == "comparison_report" and [g["gpu"] for g in data["gpus"]] == ["H100-SXM", "B200"]
+    # Nothing changed: the second run redoes nothing.
+    assert main(["demo", "-o", str(out), "--report", str(report), *QUICK]) == 0
+    assert "0 unit(s) ran" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, needle", [
     (["--gpu", "H900"], "unknown GPU"),
     (["--hessian-samples", "0"], "must be at least 1"),
+    (["--budget", "decode@16=fast"], "budget"),
     (["--seq-len", "x"], "not an integer"),
 ])
 def test_demo_options_are_checked_before_any_work(tmp_path, capsys, extra, needle):

@@ -63,6 +63,9 @@ class Artifact(StrictModel):
 
     KIND: ClassVar[str] = ""
     SCHEMA_VERSION: ClassVar[int] = 1
+    # Dotted paths of fields that record how the artifact was made on this machine (wall time), not what it
+    # says: left out of its data hash (trtq.run.cache.data_sha256), with `metadata`.
+    VOLATILE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     artifact: str
     schema_version: int

@@ -145,6 +145,7 @@ class Plan(Artifact):
     # 3: gpu_facts; a plan with a workload sweeps its front along throughput (ParetoPoint's serving fields)
     SCHEMA_VERSION: ClassVar[int] = 3
     READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2, 3)
+    VOLATILE_FIELDS: ClassVar[tuple[str, ...]] = ("solver.solve_time_s",)
 
     model: str
     gpu: str

@@ -55,6 +55,8 @@ class GpuSelection(StrictModel):
 class Selection(Artifact):
     KIND: ClassVar[str] = "selection"
     SCHEMA_VERSION: ClassVar[int] = 1
+    # How much this run measured, not what it selected: a re-selection from cached evaluations is the same data.
+    VOLATILE_FIELDS: ClassVar[tuple[str, ...]] = ("evaluations_run", "evaluations_cached")
 
     model: str
     max_ppl_increase: float          # percent

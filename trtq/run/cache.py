@@ -1,9 +1,12 @@
 """Content-addressed stage cache of `trtq run`: redo a stage only when what it depends on changed.
 
 Each unit of work (a stage, or a stage for one GPU) lives in `<output>/<stage>/<unit>/`. Its key is
-the sha256 of its settings, the sha256 of every upstream artifact it reads and trtq's version. When
-a unit finishes, `.complete.json` is written last, atomically: the key, and each artifact's sha256,
-size and mtime. A unit is up to date when its marker's key is the key asked for and every file it
+the sha256 of its settings, the data hash of every upstream artifact it reads and trtq's version. A
+data hash is what an artifact says, not when or how it was made: a trtq artifact is hashed without its
+`metadata` (created_at, command line, input paths) and its class's VOLATILE_FIELDS (a solver's wall
+time), any other file (a checkpoint's tensors) byte for byte. So an upstream unit redone with the same
+result (`--from`, a resumed kill, `--force`) leaves the units after it cached. When a unit finishes,
+`.complete.json` is written last, atomically: the key, and each artifact's data hash, size and mtime. A unit is up to date when its marker's key is the key asked for and every file it
 lists is still there with the same size and mtime (sha256 is not re-read: a 16 GB checkpoint would
 cost minutes). A unit about to run loses its marker first, so a run killed mid-stage (SIGKILL
 included) leaves no marker, and the next run redoes that unit; every artifact is written atomically
@@ -23,7 +26,8 @@ from trtq import __version__
 from trtq.artifacts.io import atomic_write_text, sha256_file
 
 MARKER = ".complete.json"
-MARKER_SCHEMA_VERSION = 1
+MARKER_SCHEMA_VERSION = 2     # 2: `files` holds data hashes (1: sha256 of the bytes, timestamps included)
+_STRUCTURED = (".json", ".yaml", ".yml")
 
 
 def content_key(**parts: Any) -> str:
@@ -32,10 +36,55 @@ def content_key(**parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _artifact_classes() -> dict[str, type]:
+    """The artifact kinds a run writes (an explicit list: a kind not here is hashed without `metadata` only)."""
+    from trtq.artifacts.eval import EvalResult
+    from trtq.artifacts.layers import LayerGraph
+    from trtq.artifacts.plan import Plan
+    from trtq.artifacts.profile import Profile
+    from trtq.artifacts.quantize import QuantizeSummary
+    from trtq.artifacts.report import ComparisonReport, PlanReport
+    from trtq.artifacts.run import Front, Selection
+    from trtq.artifacts.sensitivity import Sensitivity
+
+    classes = (LayerGraph, Profile, Sensitivity, Front, Plan, Selection, EvalResult, QuantizeSummary,
+               ComparisonReport, PlanReport)
+    return {cls.KIND: cls for cls in classes}
+
+
+def _drop(data: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        data = data.get(part)
+        if not isinstance(data, dict):
+            return
+    data.pop(last, None)
+
+
+def data_sha256(path: str | Path) -> str:
+    """sha256 of what a file says: a trtq artifact without its metadata and volatile fields, else its bytes."""
+    p = Path(path)
+    if p.suffix.lower() in _STRUCTURED:
+        from trtq.artifacts.io import read_structured
+        from trtq.errors import ArtifactError
+
+        try:
+            data = read_structured(p, "artifact")
+        except ArtifactError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("artifact"), str) and "metadata" in data:
+            data.pop("metadata")
+            cls = _artifact_classes().get(data["artifact"])
+            for dotted in getattr(cls, "VOLATILE_FIELDS", ()):
+                _drop(data, dotted)
+            return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return sha256_file(p)
+
+
 @dataclass
 class Completed:
     key: str
-    files: dict[str, str]          # path relative to the unit's directory -> sha256
+    files: dict[str, str]          # path relative to the unit's directory -> data hash (data_sha256)
     summary: dict[str, Any]
     seconds: float
 
@@ -89,11 +138,11 @@ class StageCache:
             if Path(path).is_dir():
                 for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
                     sub = str(f.relative_to(base))
-                    hashes[sub] = sha256_file(f)
+                    hashes[sub] = data_sha256(f)
                     st = f.stat()
                     stats[sub] = [st.st_size, st.st_mtime_ns]
                 continue
-            hashes[rel] = sha256_file(path)
+            hashes[rel] = data_sha256(path)
             st = Path(path).stat()
             stats[rel] = [st.st_size, st.st_mtime_ns]
         record = {"schema_version": MARKER_SCHEMA_VERSION, "stage": stage, "unit": unit, "key": key,

@@ -92,6 +92,14 @@ def print_summary(runner) -> None:
                       f"{g.fraction:.3f}" if g.fraction is not None else "", increase, str(g.candidates),
                       str(len(g.evaluations)), "" if g.within_budgets is None else ("yes" if g.within_budgets else "no"),
                       "" if g.price_per_hour is None else f"{g.price_per_hour:g}")
+    selected = [g for g in selection.gpus if g.status == "selected"]
+    if selected:
+        from trtq.artifacts.plan import Plan
+        from trtq.plan.summary import print_plan_summary
+
+        # What each GPU would serve: the selected plans' format mix, predicted latency and weights.
+        print_plan_summary([load_artifact(runner.ctx.root / g.plan, Plan) for g in selected],
+                           title=escape(f"{selection.model}: the selected plan per GPU"))
     console = stdout_console()
     console.print(table)
     console.print(f"evaluations: {selection.evaluations_run} run, {selection.evaluations_cached} from the cache"

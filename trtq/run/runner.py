@@ -45,7 +45,7 @@ class RunResult:
 class Runner:
     def __init__(self, pipeline: Pipeline, *, from_stage: str | None = None, only: str | None = None,
                  force: bool = False, ray_address: str | None = None, progress: Any = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, model: Any = None):
         for option, stage in (("--from", from_stage), ("--only", only)):
             if stage is not None and stage not in STAGES:
                 raise InputError(f"{option}: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -58,7 +58,8 @@ class Runner:
             if getattr(pipeline.texts, name):
                 setattr(pipeline.texts, name, str(Path(getattr(pipeline.texts, name)).resolve()))
         self.pipeline = pipeline
-        self.ctx = Context(pipeline=pipeline, root=Path(pipeline.output))
+        # model: (model, tokenizer) already loaded in this process (read only), for the units run here.
+        self.ctx = Context(pipeline=pipeline, root=Path(pipeline.output), _model=model)
         self.cache = StageCache(self.ctx.root)
         self.from_stage, self.only, self.force = from_stage, only, force
         self.ray_address = ray_address

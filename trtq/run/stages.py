@@ -394,7 +394,14 @@ def run_report(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path], dic
     gpus = [g.gpu for g in selection.gpus if g.status == "selected"]
     if not gpus:
         raise Skip("no GPU has a selected plan")
-    files = [write_comparison_report([ctx.selected_plan_path(g) for g in gpus], out / "compare.html")]
+    from trtq.artifacts import load_artifact
+    from trtq.artifacts.plan import Plan
+
+    plans = [ctx.selected_plan_path(g) for g in gpus]
+    # The selection already holds each GPU to the measured gate: compare the selected plans themselves (the
+    # report's default would hold every GPU to the strictest plan's sum of Omega instead).
+    bound = max(load_artifact(path, Plan).totals.sensitivity for path in plans)
+    files = [write_comparison_report(plans, out / "compare.html", quality_bound=bound)]
     files.append(out / "compare.json")
     for g in gpus:
         evaluated = ctx.eval_path(g)
