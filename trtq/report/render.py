@@ -21,6 +21,7 @@ import datetime as _dt
 import functools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,9 +200,9 @@ def write_plan_report(
 
 
 def write_comparison_report(
-    plan_paths: list[str | os.PathLike[str]],
+    plan_paths: Sequence[str | os.PathLike[str]],
     out_html: str | os.PathLike[str],
-    bench_tables: list[str | os.PathLike[str]] | None = None,
+    bench_tables: Sequence[str | os.PathLike[str]] | None = None,
     quality_bound: float | None = None,
     fraction: float | None = None,
 ) -> Path:
