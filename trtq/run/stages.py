@@ -193,10 +193,14 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
         return Front(artifact=Front.KIND, schema_version=Front.SCHEMA_VERSION, metadata=make_metadata(inputs=inputs),
                      model=graph.model, gpu=gpu, budgets=list(p.plan.budgets), **fields)
 
+    base: dict[str, Any] = dict(memory_gb=p.plan.memory_gb, formats=p.plan.formats, runtime=p.runtime)
     try:
-        plan = solve_plan(graph, profile, sensitivity, spec,
-                          PlanRequest(budgets=list(p.plan.budgets), memory_gb=p.plan.memory_gb, pareto=p.plan.pareto,
-                                      formats=p.plan.formats, runtime=p.runtime, **extra), inputs=inputs)
+        # The front sweeps the budgets (one fraction of all-bf16 on each); with a workload, the budget plan
+        # and every candidate are solved with its SLOs too.
+        front = solve_plan(graph, profile, sensitivity, spec,
+                           PlanRequest(budgets=list(p.plan.budgets), pareto=p.plan.pareto, **base), inputs=inputs)
+        plan = solve_plan(graph, profile, sensitivity, spec, PlanRequest(budgets=list(p.plan.budgets), **base,
+                                                                         **extra), inputs=inputs) if extra else front
     except InfeasibleError as exc:
         path = save_artifact(front_artifact(status="infeasible", reason=str(exc)), out / "front.json")
         return [path], {"status": "infeasible"}
@@ -205,16 +209,18 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
     candidates: list[FrontCandidate] = []
     seen: set[str] = set()
     (out / "candidates").mkdir(exist_ok=True)
-    for point in plan.pareto:
+    for point in front.pareto:
         if point.totals is None:
             continue
         budgets = [f"{b}={point.fraction * (1 + 1e-9):.12g}" for b in points]
         try:
+            # At the gap the front was swept to: the candidate is that point's plan, written out whole (at the
+            # planner's finer default gap a near-tie knapsack, bf16/fp8 on a small model, can take minutes).
             candidate = solve_plan(graph, profile, sensitivity, spec,
-                                   PlanRequest(budgets=budgets, memory_gb=p.plan.memory_gb, formats=p.plan.formats,
-                                               runtime=p.runtime, **extra), inputs=inputs)
+                                   PlanRequest(budgets=budgets, mip_rel_gap=front.solver.pareto_mip_rel_gap, **base,
+                                               **extra), inputs=inputs)
         except InfeasibleError:
-            continue  # the front's point was found at the Pareto gap; at the finer gap it may sit just outside
+            continue  # at its fraction within the solver's tolerance, or (with a workload) over an SLO
         h = plan_hash(candidate.model, candidate.layer_formats())
         if h in seen:
             continue
