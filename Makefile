@@ -22,14 +22,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/trtq demo
 
-# ruff (lint) and mypy on the package, configured in pyproject.toml; `make test` runs both first
+# ruff (lint and format) and mypy on the package, configured in pyproject.toml; `make test` runs them first
 # (mypy from cold: ~20 s of CPU).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trtq
+	$(VENV)/bin/ruff format --check trtq
 	$(VENV)/bin/mypy
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check trtq
+	$(VENV)/bin/ruff format --check trtq
 	$(VENV)/bin/mypy
 	bash scripts/ensure-chromium.sh || true
 	$(VENV)/bin/python -m pytest

@@ -44,10 +44,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="trtq",
-        description=(
-            "Per-layer mixed precision for TensorRT-LLM, planned against measured latency "
-            "on the target GPU."
-        ),
+        description=("Per-layer mixed precision for TensorRT-LLM, planned against measured latency on the target GPU."),
     )
     parser.add_argument("--version", action="version", version=f"trtq {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -20,11 +20,18 @@ DEMO_PIPELINE = Path(__file__).resolve().parent.parent / "examples" / "smollm2.y
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="trtq run examples/smollm2.yaml: SmolLM2-135M on H100, A100 and B200, the "
-                                    "fastest plan per GPU that passes the quality gate, the comparison report")
+    p = sub.add_parser(
+        "demo",
+        help="trtq run examples/smollm2.yaml: SmolLM2-135M on H100, A100 and B200, the "
+        "fastest plan per GPU that passes the quality gate, the comparison report",
+    )
     p.add_argument("-o", "--out-dir", type=output_dir, help="where the artifacts go (default: the file's output)")
-    p.add_argument("--report", default="reports/demo-compare.html", type=output_file(".html", ".htm"),
-                   help="a copy of the hardware comparison report")
+    p.add_argument(
+        "--report",
+        default="reports/demo-compare.html",
+        type=output_file(".html", ".htm"),
+        help="a copy of the hardware comparison report",
+    )
     p.add_argument("--budget", action="append", default=None, metavar="PHASE@TOKENS=VALUE", help="latency budgets")
     p.add_argument("--pareto", type=count(2, 1000), help="Pareto points per GPU")
     p.add_argument("--runtime", metavar="NAME@VERSION", help="TensorRT-LLM runtime the plans are for")
@@ -47,12 +54,16 @@ def demo_pipeline(args: argparse.Namespace):
     if args.gpu:
         data["gpus"] = [{"name": name} for name in args.gpu]
         data["quantize"]["gpus"] = []
-    for value, section, key in ((args.budget, "plan", "budgets"), (args.pareto, "plan", "pareto"),
-                                (args.seq_len, "sensitivity", "seq_len"), (args.seq_len, "quality", "seq_len"),
-                                (args.hessian_samples, "sensitivity", "samples"),
-                                (args.hessian_probes, "sensitivity", "probes"),
-                                (args.calib_samples, "quality", "calib_samples"),
-                                (args.eval_windows, "quality", "windows")):
+    for value, section, key in (
+        (args.budget, "plan", "budgets"),
+        (args.pareto, "plan", "pareto"),
+        (args.seq_len, "sensitivity", "seq_len"),
+        (args.seq_len, "quality", "seq_len"),
+        (args.hessian_samples, "sensitivity", "samples"),
+        (args.hessian_probes, "sensitivity", "probes"),
+        (args.calib_samples, "quality", "calib_samples"),
+        (args.eval_windows, "quality", "windows"),
+    ):
         if value is not None:
             data[section][key] = value
     if args.runtime:
@@ -62,7 +73,7 @@ def demo_pipeline(args: argparse.Namespace):
     pipeline = validate_model(Pipeline, data, f"pipeline {DEMO_PIPELINE} with the demo's options")
     check_pipeline(pipeline, DEMO_PIPELINE)
     if args.gpu and "H100-SXM" in pipeline.gpu_names():
-        pipeline.quantize.gpus = ["H100-SXM"]   # as the file: quantize the H100 plan
+        pipeline.quantize.gpus = ["H100-SXM"]  # as the file: quantize the H100 plan
     elif args.gpu:
         pipeline.quantize.gpus = pipeline.gpu_names()[:1]
     return pipeline

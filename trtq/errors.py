@@ -53,9 +53,11 @@ class WriteError(TrtqError):
 
 # errno values that are the machine refusing to store a file, not a defect of trtq: the CLI turns
 # any OSError carrying one of them into one line, wherever the write happened.
-WRITE_ERRNOS = frozenset(getattr(_errno, name) for name in
-                          ("ENOSPC", "EDQUOT", "EIO", "EROFS", "EACCES", "EPERM", "EFBIG", "ETXTBSY")
-                          if hasattr(_errno, name))
+WRITE_ERRNOS = frozenset(
+    getattr(_errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EIO", "EROFS", "EACCES", "EPERM", "EFBIG", "ETXTBSY")
+    if hasattr(_errno, name)
+)
 
 
 def storage_errno(exc: BaseException) -> int | None:

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import cast
 
 # Sanity limits shared by the commands.
-MAX_TOKENS = 1 << 20          # a GEMM's M, a sequence length: 1M tokens
-MAX_COUNT = 1_000_000         # samples, windows, requests, repeats
-MAX_PARALLEL = 1024           # tensor / pipeline parallel size, concurrency sweeps use MAX_CONCURRENCY
+MAX_TOKENS = 1 << 20  # a GEMM's M, a sequence length: 1M tokens
+MAX_COUNT = 1_000_000  # samples, windows, requests, repeats
+MAX_PARALLEL = 1024  # tensor / pipeline parallel size, concurrency sweeps use MAX_CONCURRENCY
 MAX_CONCURRENCY = 1 << 16
-MAX_SEED = 2**32 - 1          # numpy's seed range
+MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_SECONDS = 7 * 24 * 3600.0
 
 
@@ -38,8 +38,9 @@ def _parse_number(text: str, integer: bool) -> float | int:
     return number
 
 
-def number(*, integer: bool = False, minimum: float | None = None, maximum: float | None = None,
-           above: float | None = None) -> Callable[[str], float | int]:
+def number(
+    *, integer: bool = False, minimum: float | None = None, maximum: float | None = None, above: float | None = None
+) -> Callable[[str], float | int]:
     """argparse `type`: a finite float (or an integer) with `minimum <= x <= maximum`, `x > above`."""
 
     def parse(text: str) -> float | int:

@@ -29,13 +29,19 @@ from trtq.options import number
 R = TypeVar("R", bound="Request")
 
 
-def setting(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
-            parse: Callable[[str], Any] | None = None, **constraints: Any) -> Any:
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    **constraints: Any,
+) -> Any:
     """A request field: `help` is the CLI help and the field's description; `constraints` are pydantic's
     (`ge`, `le`, `gt` ...), which also become the CLI option's range check. `parse` replaces the option's
     argparse `type` (a number field's is `trtq.options.number` with the field's bounds: finite, in range)."""
-    extra = {key: value for key, value in (("flag", flag), ("metavar", metavar), ("parse", parse))
-             if value is not None}
+    extra = {key: value for key, value in (("flag", flag), ("metavar", metavar), ("parse", parse)) if value is not None}
     return Field(default, description=help, json_schema_extra=cast(Any, extra or None), **constraints)
 
 
@@ -53,8 +59,11 @@ def _one_line(exc: ValidationError, model: type[BaseModel]) -> str:
     name = str(error["loc"][0]) if error["loc"] else ""
     field = model.model_fields.get(name)
     if field is None:
-        return f"{model.__name__}: unknown setting {name!r}" if error["type"] == "extra_forbidden" \
+        return (
+            f"{model.__name__}: unknown setting {name!r}"
+            if error["type"] == "extra_forbidden"
             else f"{model.__name__}: {error['msg']}"
+        )
     return f"{flag_of(name, field)}: {error['msg'].lower()}, got {error.get('input')!r}"
 
 
@@ -107,8 +116,9 @@ def _bounds(field: FieldInfo) -> dict[str, float]:
     return out
 
 
-def add_options(parser: argparse._ActionsContainer, model: type[Request], *names: str,
-                **argparse_overrides: dict[str, Any]) -> None:
+def add_options(
+    parser: argparse._ActionsContainer, model: type[Request], *names: str, **argparse_overrides: dict[str, Any]
+) -> None:
     """One `add_argument` per field of `model` (all of them, or `names`), default and help read from the field.
 
     An int or float option is checked when parsed (finite, within the field's `ge`/`le`/`gt`: one line, exit 2)
@@ -138,7 +148,10 @@ def add_options(parser: argparse._ActionsContainer, model: type[Request], *names
             elif kind in (int, float):
                 kwargs["type"] = number(integer=kind is int, **_bounds(field))
             if default is not None and default != [] and "(default" not in kwargs["help"]:
-                kwargs["help"] = f"{kwargs['help']} (default: {default:g})" if isinstance(default, float) \
+                kwargs["help"] = (
+                    f"{kwargs['help']} (default: {default:g})"
+                    if isinstance(default, float)
                     else f"{kwargs['help']} (default: {default})"
+                )
         kwargs.update(argparse_overrides.get(name, {}))
         parser.add_argument(flag_of(name, field), **kwargs)

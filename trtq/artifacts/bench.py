@@ -38,8 +38,22 @@ from trtq.artifacts.io import Artifact, StrictModel
 from trtq.errors import ArtifactError
 
 TIDY_COLUMNS: tuple[str, ...] = (
-    "run_id", "tool", "tool_version", "model", "engine", "plan_sha256", "gpu", "date",
-    "concurrency", "isl", "osl", "metric", "statistic", "value", "unit", "artifact_dir",
+    "run_id",
+    "tool",
+    "tool_version",
+    "model",
+    "engine",
+    "plan_sha256",
+    "gpu",
+    "date",
+    "concurrency",
+    "isl",
+    "osl",
+    "metric",
+    "statistic",
+    "value",
+    "unit",
+    "artifact_dir",
 )
 
 # Canonical metric -> unit in the table. Both tools' exports map onto these names.
@@ -61,7 +75,21 @@ METRICS: dict[str, str] = {
 REQUIRED_METRICS: tuple[str, ...] = ("request_latency", "request_throughput")
 
 STATISTICS: tuple[str, ...] = (
-    "avg", "min", "max", "std", "sum", "count", "p1", "p5", "p10", "p25", "p50", "p75", "p90", "p95", "p99",
+    "avg",
+    "min",
+    "max",
+    "std",
+    "sum",
+    "count",
+    "p1",
+    "p5",
+    "p10",
+    "p25",
+    "p50",
+    "p75",
+    "p90",
+    "p95",
+    "p99",
 )
 
 
@@ -90,7 +118,7 @@ class BenchRun(Artifact):
     gpu: str | None = None
     isl: int
     osl: int
-    requests: dict[str, int]            # concurrency (as a string key) -> requests sent
+    requests: dict[str, int]  # concurrency (as a string key) -> requests sent
     server_command: list[str] | None = None
     runs: list[ConcurrencyRun]
     table_parquet: str

@@ -45,9 +45,9 @@ class LlmApiOptions(StrictModel):
 
 
 class LayerFormat(StrictModel):
-    layer: str                 # name as the checkpoint spells it
-    quant_algo: str | None     # TensorRT-LLM QuantAlgo name; None = not quantized
-    format: str                # trtq format name
+    layer: str  # name as the checkpoint spells it
+    quant_algo: str | None  # TensorRT-LLM QuantAlgo name; None = not quantized
+    format: str  # trtq format name
     group_size: int | None = None
 
 
@@ -57,10 +57,10 @@ class CheckpointSummary(StrictModel):
     trtllm_dir: str | None
     architecture: str | None
     dtype: str | None
-    quant_algo: str | None             # checkpoint-level: FP8, W4A16_AWQ, MIXED_PRECISION, ...
+    quant_algo: str | None  # checkpoint-level: FP8, W4A16_AWQ, MIXED_PRECISION, ...
     kv_cache_quant_algo: str | None
-    formats: list[str]                 # trtq formats present, sorted
-    layers: list[LayerFormat] = []     # per-layer, when the checkpoint is mixed precision
+    formats: list[str]  # trtq formats present, sorted
+    layers: list[LayerFormat] = []  # per-layer, when the checkpoint is mixed precision
     tp_size: int
     pp_size: int
     plan: str | None = None
@@ -72,23 +72,23 @@ class BuildRecord(Artifact):
     SCHEMA_VERSION: ClassVar[int] = 2
 
     backend: Literal["pytorch", "engine"]
-    runtime: str                                # profiles/runtimes.yaml name, e.g. trtllm@1.2
+    runtime: str  # profiles/runtimes.yaml name, e.g. trtllm@1.2
     status: Literal["built", "prepared"]
     gpu: str
     gpu_sm: int
     tp_size: int = Field(ge=1, le=1024)
     pp_size: int = Field(ge=1, le=1024)
     checkpoint: CheckpointSummary
-    model_dir: str                              # what trtllm-serve is given as MODEL (checked to exist on use)
-    model_name: str | None = None               # trtllm-bench --model (its tokenizer source)
+    model_dir: str  # what trtllm-serve is given as MODEL (checked to exist on use)
+    model_name: str | None = None  # trtllm-bench --model (its tokenizer source)
     tokenizer_dir: str | None = None
     engine_dir: str | None = None
     llm_api_options: LlmApiOptions | None = None  # also written beside as extra_llm_api_options.yaml
-    checked: list[str] = []                     # what the checkpoint was validated against
-    flags_why: dict[str, str] = {}              # flag / option -> the checkpoint property that chose it
+    checked: list[str] = []  # what the checkpoint was validated against
+    flags_why: dict[str, str] = {}  # flag / option -> the checkpoint property that chose it
     # For people to read and copy. Never executed: bench rebuilds its command from the fields above.
-    command: list[str] | None = None            # trtllm-build argument list (engine backend)
-    serve_command: list[str]                    # trtllm-serve arguments, without --host/--port
-    bench_commands: dict[str, list[str]] = {}   # trtllm-bench prepare-dataset / throughput / latency
+    command: list[str] | None = None  # trtllm-build argument list (engine backend)
+    serve_command: list[str]  # trtllm-serve arguments, without --host/--port
+    bench_commands: dict[str, list[str]] = {}  # trtllm-bench prepare-dataset / throughput / latency
     log: str | None = None
     wall_s: float | None = None

@@ -115,10 +115,7 @@ def make_metadata(
     notes: list[str] | None = None,
     versions: dict[str, str] | None = None,
 ) -> Metadata:
-    refs = {
-        name: value if isinstance(value, InputRef) else input_ref(value)
-        for name, value in (inputs or {}).items()
-    }
+    refs = {name: value if isinstance(value, InputRef) else input_ref(value) for name, value in (inputs or {}).items()}
     return Metadata(
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         trtq_version=__version__,
@@ -165,8 +162,7 @@ def _remove(tmp: Path) -> None:
 
 def _is_ours(path: Path, *targets: Path) -> bool:
     """`path` is one of `targets` or a temporary made beside one (mkstemp fails naming its own name)."""
-    return any(path == t or (path.parent == t.parent and path.name.startswith(_temp_prefix(t)))
-               for t in targets)
+    return any(path == t or (path.parent == t.parent and path.name.startswith(_temp_prefix(t))) for t in targets)
 
 
 @contextlib.contextmanager

@@ -10,16 +10,27 @@ from trtq.artifacts.io import Artifact, StrictModel
 # Layer kind -> the fused group kind TensorRT-LLM builds from it (inside a decoder block):
 # q/k/v become one QKV GEMM and gate/up one GEMM, so they must share one format.
 FUSED_KINDS: dict[str, str] = {
-    "q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv",
-    "gate_proj": "gate_up", "up_proj": "gate_up",
+    "q_proj": "qkv",
+    "k_proj": "qkv",
+    "v_proj": "qkv",
+    "gate_proj": "gate_up",
+    "up_proj": "gate_up",
 }
 _BLOCK = re.compile(r"\.layers\.(\d+)\.")
 # How TensorRT-LLM shards a layer kind over tensor-parallel GPUs: column-parallel layers split their
 # outputs (N), row-parallel ones their inputs (K); lm_head splits the vocabulary; MoE experts split
 # their intermediate width (gate_up's N, down's K).
 TP_SPLIT: dict[str, str] = {
-    "q_proj": "out", "k_proj": "out", "v_proj": "out", "gate_proj": "out", "up_proj": "out", "lm_head": "out",
-    "experts_gate_up": "out", "o_proj": "in", "down_proj": "in", "experts_down": "in",
+    "q_proj": "out",
+    "k_proj": "out",
+    "v_proj": "out",
+    "gate_proj": "out",
+    "up_proj": "out",
+    "lm_head": "out",
+    "experts_gate_up": "out",
+    "o_proj": "in",
+    "down_proj": "in",
+    "experts_down": "in",
 }
 
 
@@ -33,10 +44,10 @@ def fused_group_name(layer: str) -> str | None:
 
 
 class LayerInfo(StrictModel):
-    name: str            # module path, e.g. model.layers.3.mlp.down_proj
-    block: int | None    # decoder block index; None for lm_head
-    kind: str            # q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head ...
-    group: str           # fused group name; a layer that fuses with nothing is its own group
+    name: str  # module path, e.g. model.layers.3.mlp.down_proj
+    block: int | None  # decoder block index; None for lm_head
+    kind: str  # q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head ...
+    group: str  # fused group name; a layer that fuses with nothing is its own group
     in_features: int
     out_features: int
     # MoE: the layer is a fused expert parameter [experts, out, in] (transformers 5's
@@ -61,11 +72,11 @@ class GroupInfo(StrictModel):
     """Layers TensorRT-LLM fuses into one GEMM: they share a format, cost one GEMM."""
 
     name: str
-    kind: str            # qkv, gate_up, or the layer kind for a single layer
+    kind: str  # qkv, gate_up, or the layer kind for a single layer
     block: int | None
     members: list[str]
     in_features: int
-    out_features: int    # sum of the members' output widths: the fused GEMM's N
+    out_features: int  # sum of the members' output widths: the fused GEMM's N
     # MoE: the block's experts, one group sharing one format (TensorRT-LLM's MoE kernels take
     # one); its members are the expert GEMMs (gate_up, down), in = out = the hidden size.
     experts: int | None = None
@@ -97,18 +108,30 @@ class LayerGraph(Artifact):
         for layer in self.layers:
             split = TP_SPLIT.get(layer.kind)
             if split is None:
-                raise UnsupportedError(f"{self.model}: how TensorRT-LLM shards {layer.kind} layers ({layer.name}) "
-                                       f"over {tp} GPUs is not known to trtq")
+                raise UnsupportedError(
+                    f"{self.model}: how TensorRT-LLM shards {layer.kind} layers ({layer.name}) "
+                    f"over {tp} GPUs is not known to trtq"
+                )
             field = "out_features" if split == "out" else "in_features"
             width = getattr(layer, field)
             if width % tp:
-                raise InputError(f"{self.model}: {layer.name} has {width} {'outputs' if split == 'out' else 'inputs'}, "
-                                 f"which tensor parallelism {tp} does not divide")
+                raise InputError(
+                    f"{self.model}: {layer.name} has {width} {'outputs' if split == 'out' else 'inputs'}, "
+                    f"which tensor parallelism {tp} does not divide"
+                )
             layers.append(layer.model_copy(update={field: width // tp}))
         by_name = {layer.name: layer for layer in layers}
-        groups = [g if g.experts is not None else g.model_copy(update={  # MoE: in = out = hidden, unsharded
-            "in_features": by_name[g.members[0]].in_features,
-            "out_features": sum(by_name[m].out_features for m in g.members)}) for g in self.groups]
+        groups = [
+            g
+            if g.experts is not None
+            else g.model_copy(
+                update={  # MoE: in = out = hidden, unsharded
+                    "in_features": by_name[g.members[0]].in_features,
+                    "out_features": sum(by_name[m].out_features for m in g.members),
+                }
+            )
+            for g in self.groups
+        ]
         return self.model_copy(update={"layers": layers, "groups": groups})
 
     def unique_shapes(self) -> list[tuple[int, int]]:
@@ -124,8 +147,10 @@ class LayerGraph(Artifact):
         if group.experts is None:
             return [GemmKey(group.out_features, group.in_features)]
         members = {layer.name: layer for layer in self.layers if layer.group == group.name}
-        return [GemmKey(members[m].out_features, members[m].in_features, group.experts, group.experts_per_token)
-                for m in group.members]
+        return [
+            GemmKey(members[m].out_features, members[m].in_features, group.experts, group.experts_per_token)
+            for m in group.members
+        ]
 
     def unique_gemms(self) -> list[GemmKey]:
         """Unique GEMMs over all groups, dense and MoE, in first-seen order."""
@@ -137,6 +162,7 @@ class LayerGraph(Artifact):
             else:
                 for m in g.members:
                     layer = members[m]
-                    seen.setdefault(GemmKey(layer.out_features, layer.in_features, g.experts,
-                                            g.experts_per_token), None)
+                    seen.setdefault(
+                        GemmKey(layer.out_features, layer.in_features, g.experts, g.experts_per_token), None
+                    )
         return list(seen)

@@ -42,8 +42,13 @@ def _existing_ancestor(path: Path) -> Path:
     return current
 
 
-def check_output_path(path: str | os.PathLike[str], *, directory: bool = False,
-                      suffixes: tuple[str, ...] | None = None, what: str = "output") -> Path:
+def check_output_path(
+    path: str | os.PathLike[str],
+    *,
+    directory: bool = False,
+    suffixes: tuple[str, ...] | None = None,
+    what: str = "output",
+) -> Path:
     """Refuse, in one line, an output path this process cannot create; return it as a Path.
 
     `directory`: the output is a directory (created or replaced). `suffixes`: the file suffixes the
@@ -57,8 +62,9 @@ def check_output_path(path: str | os.PathLike[str], *, directory: bool = False,
     try:
         _check_output_path(p, text, directory, suffixes, what)
     except OSError as exc:  # ENAMETOOLONG for the whole path, ELOOP, EACCES on a parent ...
-        raise InputError(f"{what} {text[:80]}{'...' if len(text) > 80 else ''}: "
-                         f"{os.strerror(exc.errno) if exc.errno else exc}") from None
+        raise InputError(
+            f"{what} {text[:80]}{'...' if len(text) > 80 else ''}: {os.strerror(exc.errno) if exc.errno else exc}"
+        ) from None
     return p
 
 
@@ -72,8 +78,9 @@ def _check_output_path(p: Path, text: str, directory: bool, suffixes: tuple[str,
     for part in below:
         size = len(part.encode("utf-8", "surrogateescape"))
         if size > limit:
-            raise InputError(f"{what}: the name {part[:24]}... is {size} bytes, over this file system's "
-                             f"limit of {limit}")
+            raise InputError(
+                f"{what}: the name {part[:24]}... is {size} bytes, over this file system's limit of {limit}"
+            )
     if p.exists():
         if directory and not p.is_dir():
             raise InputError(f"{what} {p} exists and is not a directory")
@@ -82,8 +89,10 @@ def _check_output_path(p: Path, text: str, directory: bool, suffixes: tuple[str,
     if not directory and text.endswith(("/", os.sep)):
         raise InputError(f"{what} {text} names a directory: give a file name")
     if not directory and suffixes and p.suffix.lower() not in suffixes:
-        raise InputError(f"{what} {p}: this command writes {' or '.join(suffixes)} files, "
-                         f"not {p.suffix or 'a name without a suffix'}")
+        raise InputError(
+            f"{what} {p}: this command writes {' or '.join(suffixes)} files, "
+            f"not {p.suffix or 'a name without a suffix'}"
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"{what} {p}: cannot write into {ancestor} (permission denied)")
     with contextlib.suppress(AttributeError):
@@ -122,7 +131,7 @@ def _temp_prefix(target: Path) -> str:
     room = name_max(target.parent if str(target.parent) else Path(".")) - _TEMP_OVERHEAD
     raw = target.name.encode("utf-8", "surrogateescape")
     if len(raw) > room:
-        raw = raw[:max(room, 1)]
+        raw = raw[: max(room, 1)]
         name = raw.decode("utf-8", "ignore")
     else:
         name = target.name
@@ -146,7 +155,7 @@ def stale_temps(target: Path) -> list[Path]:
     prefix = _temp_prefix(target)
     stale = []
     for candidate in target.parent.glob(glob.escape(prefix) + "*" + _TEMP_SUFFIX):
-        pid_text = candidate.name[len(prefix):].split("-", 1)[0]
+        pid_text = candidate.name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and not _alive(int(pid_text)):
             stale.append(candidate)
     return stale

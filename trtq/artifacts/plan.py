@@ -12,14 +12,14 @@ PointStatus = Literal["optimal", "time_limit", "node_limit", "infeasible"]
 
 
 class Budget(StrictModel):
-    point: str                        # workload point, e.g. "decode@16"
+    point: str  # workload point, e.g. "decode@16"
     phase: Phase
-    tokens: int                       # GEMM M at that point
-    spec: str                         # as the user wrote it, e.g. "decode@16=0.6"
-    fraction: float | None = None     # of all-bf16 GEMM time, when given as a fraction
-    limit_ns: float                   # the resolved limit on summed GEMM latency
-    bf16_ns: float                    # all-bf16 summed GEMM latency at that point
-    slack_ns: float | None = None     # limit_ns - the plan's summed latency, exact (>= 0); v2
+    tokens: int  # GEMM M at that point
+    spec: str  # as the user wrote it, e.g. "decode@16=0.6"
+    fraction: float | None = None  # of all-bf16 GEMM time, when given as a fraction
+    limit_ns: float  # the resolved limit on summed GEMM latency
+    bf16_ns: float  # all-bf16 summed GEMM latency at that point
+    slack_ns: float | None = None  # limit_ns - the plan's summed latency, exact (>= 0); v2
 
 
 class FormatCost(StrictModel):
@@ -27,7 +27,7 @@ class FormatCost(StrictModel):
 
     omega: float
     weight_bytes: int
-    latency_ns: dict[str, float]      # workload point -> fused-GEMM latency
+    latency_ns: dict[str, float]  # workload point -> fused-GEMM latency
 
 
 class GroupFormat(StrictModel):
@@ -44,15 +44,15 @@ class GroupFormat(StrictModel):
 
 
 class GroupChoice(GroupFormat):
-    costs: dict[str, FormatCost]      # every candidate format, the chosen one included
+    costs: dict[str, FormatCost]  # every candidate format, the chosen one included
 
 
 class Totals(StrictModel):
-    latency_ns: dict[str, float]      # workload point -> summed GEMM latency
+    latency_ns: dict[str, float]  # workload point -> summed GEMM latency
     bf16_latency_ns: dict[str, float]
-    weight_bytes: int                 # all weights, the fixed bf16 part included
+    weight_bytes: int  # all weights, the fixed bf16 part included
     bf16_weight_bytes: int
-    sensitivity: float                # sum of omega over groups
+    sensitivity: float  # sum of omega over groups
     # workload point -> provenance of the profile rows (measured | interpolated | extrapolated | modelled |
     # unknown) -> ns of latency_ns from rows of that provenance; {} in plans that predate it
     provenance_ns: dict[str, dict[ProvenanceLabel, float]] = {}
@@ -71,11 +71,11 @@ class ParetoPoint(StrictModel):
     fraction: float
     status: PointStatus
     totals: Totals | None = None
-    formats: list[str] = []           # one format per group, in `groups` order
+    formats: list[str] = []  # one format per group, in `groups` order
     chosen: bool = False
     # v3: serving front only: the point's KV-cache format and its predictions at the workload
     kv_format: str | None = None
-    kv_omega: float | None = None     # the KV format's Omega (total Omega = totals.sensitivity + this)
+    kv_omega: float | None = None  # the KV format's Omega (total Omega = totals.sensitivity + this)
     output_tokens_per_s_per_gpu: float | None = None
     ttft_ms: float | None = None
     tpot_ms: float | None = None
@@ -88,15 +88,15 @@ class SolverInfo(StrictModel):
     status: str
     solve_time_s: float
     objective: float | None
-    mip_rel_gap: float                # the gap asked for
-    proven_gap: float | None = None   # the gap HiGHS proved for this plan
+    mip_rel_gap: float  # the gap asked for
+    proven_gap: float | None = None  # the gap HiGHS proved for this plan
     time_limit_s: float | None = None  # None: no wall-clock limit (the deterministic default)
     pareto_mip_rel_gap: float | None = None  # the gap each Pareto point was solved to
     # v2: what stopped the solver: optimal (gap proven ~0) | gap (mip_rel_gap reached)
     # | time_limit | node_limit. Only time_limit depends on the machine.
     stopped_by: str | None = None
-    node_limit: int | None = None     # branch-and-bound nodes allowed (deterministic)
-    nodes: int | None = None          # branch-and-bound nodes used
+    node_limit: int | None = None  # branch-and-bound nodes allowed (deterministic)
+    nodes: int | None = None  # branch-and-bound nodes used
     # constraint -> how far its limit was tightened (fraction of it) because the solver's
     # answer was over the raw limit by its feasibility tolerance; the plan is optimal for the
     # tightened limit and meets the raw one (see the budgets' slack)
@@ -113,15 +113,15 @@ class Serving(StrictModel):
     tp: int = 1
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
-    kv_format: str                        # the KV-cache format chosen (one of kv_candidates)
-    kv_omega: float                       # its quality cost, added to the groups' sum of Omega
+    kv_format: str  # the KV-cache format chosen (one of kv_candidates)
+    kv_omega: float  # its quality cost, added to the groups' sum of Omega
     kv_candidates: dict[str, float] = {}  # feasible KV format -> the least total Omega with it
-    ttft_ms: float                        # predicted for the chosen plan
+    ttft_ms: float  # predicted for the chosen plan
     tpot_ms: float
     output_tokens_per_s_per_gpu: float
-    max_concurrency: int                  # sequences of isl + osl tokens whose KV cache fits
-    memory_slack_bytes: float             # free bytes left once the workload's KV cache is placed
-    gemm_source: str                      # where the GEMM latencies came from
+    max_concurrency: int  # sequences of isl + osl tokens whose KV cache fits
+    memory_slack_bytes: float  # free bytes left once the workload's KV cache is placed
+    gemm_source: str  # where the GEMM latencies came from
     operating_point: dict[str, float | int | str] = {}
 
 
@@ -157,7 +157,7 @@ class Plan(Artifact):
     sensitivity_method: str
     budgets: list[Budget]
     memory_budget_bytes: int | None = None
-    memory_slack_bytes: float | None = None   # memory budget - the plan's weight bytes (>= 0); v2
+    memory_slack_bytes: float | None = None  # memory budget - the plan's weight bytes (>= 0); v2
     candidate_formats: list[str]
     fixed_parameter_bytes: int
     solver: SolverInfo
@@ -168,7 +168,7 @@ class Plan(Artifact):
     # KV-cache format (None: bf16, not planned); `serving` when planned against a workload / SLOs.
     kv_format: str | None = None
     serving: Serving | None = None
-    gpu_facts: GpuFacts | None = None         # None in plans before schema 3
+    gpu_facts: GpuFacts | None = None  # None in plans before schema 3
 
     def layer_formats(self) -> dict[str, tuple[str, int | None]]:
         """layer name -> (format, group size): what `trtq quantize` applies."""

@@ -12,19 +12,19 @@ ProvenanceLabel = Literal[Provenance, "unknown"]
 
 
 class ProfileRow(StrictModel):
-    out_features: int     # GEMM N
-    in_features: int      # GEMM K
-    tokens: int           # GEMM M
+    out_features: int  # GEMM N
+    in_features: int  # GEMM K
+    tokens: int  # GEMM M
     format: str
     status: Literal["ok", "noisy", "unsupported"]
-    latency_ns: float | None          # median; None when unsupported
-    method: str                       # how the number was obtained (formula or kernel name)
+    latency_ns: float | None  # median; None when unsupported
+    method: str  # how the number was obtained (formula or kernel name)
     repeats: int | None = None
-    cv: float | None = None           # coefficient of variation of the repeats
+    cv: float | None = None  # coefficient of variation of the repeats
     min_ns: float | None = None
     max_ns: float | None = None
-    reason: str | None = None         # why unsupported / why noisy
-    details: dict[str, Any] = {}      # backend-specific raw numbers (bytes, flops, bound ...)
+    reason: str | None = None  # why unsupported / why noisy
+    details: dict[str, Any] = {}  # backend-specific raw numbers (bytes, flops, bound ...)
     # Where the number comes from: measured (a kernel timed, or an exact grid point of a measured table),
     # interpolated / extrapolated (between / beyond a measured table's grid points), modelled (a roofline).
     # None in schema-1 tables, which predate it (their backend says it).
@@ -42,14 +42,14 @@ class Profile(Artifact):
     READS_SCHEMA_VERSIONS: ClassVar[tuple[int, ...]] = (1, 2, 3)
 
     model: str
-    gpu: str                          # registry name; "cpu" for the cpu backend
-    backend: str                      # roofline | roofline-calibrated | cpu | cuda | aiconfigurator
-    launch_cost_ns: float             # fixed cost included in every latency_ns (0 = pure kernel time)
+    gpu: str  # registry name; "cpu" for the cpu backend
+    backend: str  # roofline | roofline-calibrated | cpu | cuda | aiconfigurator
+    launch_cost_ns: float  # fixed cost included in every latency_ns (0 = pure kernel time)
     tokens: list[int]
     formats: list[str]
-    tp: int = 1                       # rows are the GEMM shapes one of tp tensor-parallel GPUs runs
-    device: dict[str, Any] = {}       # what was measured on: CPU/GPU name, clocks, driver ...
-    settings: dict[str, Any] = {}     # backend settings (warm-up, repeats, fractions, calibration)
+    tp: int = 1  # rows are the GEMM shapes one of tp tensor-parallel GPUs runs
+    device: dict[str, Any] = {}  # what was measured on: CPU/GPU name, clocks, driver ...
+    settings: dict[str, Any] = {}  # backend settings (warm-up, repeats, fractions, calibration)
     rows: list[ProfileRow]
 
     def latency_map(self) -> dict[tuple[int, int, int, str], float]:

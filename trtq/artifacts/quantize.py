@@ -14,7 +14,7 @@ class QuantizerState(StrictModel):
     num_bits: int | list[int] | None
     axis: int | list[int] | None
     block_sizes: dict[str, Any] | None
-    amax: dict[str, Any] | None            # shape, min, max, mean of the calibrated amax
+    amax: dict[str, Any] | None  # shape, min, max, mean of the calibrated amax
     pre_quant_scale: dict[str, Any] | None  # AWQ / SmoothQuant per-input-channel scale, same stats
 
 
@@ -38,8 +38,8 @@ class QuantizeSummary(Artifact):
     calibration_sha256: str | None
     calibration_samples: int | None
     calibration_seq_len: int | None
-    calibration_stages: list[dict[str, Any]]   # algorithm and how many layers it calibrated, in order
+    calibration_stages: list[dict[str, Any]]  # algorithm and how many layers it calibrated, in order
     kv_cache: str
-    hf_checkpoint: str                         # directory beside this file
-    trtllm_checkpoint: str | None              # None: see metadata.notes for why
+    hf_checkpoint: str  # directory beside this file
+    trtllm_checkpoint: str | None  # None: see metadata.notes for why
     layers: list[LayerQuantization]

@@ -17,11 +17,11 @@ class PointTotals(StrictModel):
     """Predicted summed GEMM time at one workload point, plan vs all-bf16."""
 
     point: str
-    phase: str                        # decode | prefill
+    phase: str  # decode | prefill
     tokens: int
     predicted_ns: float
     bf16_ns: float
-    spec: str | None = None           # the budget as written, when the point was budgeted
+    spec: str | None = None  # the budget as written, when the point was budgeted
     limit_ns: float | None = None
     met: bool | None = None
     # provenance of the profile rows (measured | interpolated | extrapolated | modelled | unknown) -> ns of
@@ -32,9 +32,9 @@ class PointTotals(StrictModel):
 class GroupRow(GroupFormat):
     """One fused group: its chosen format and its cost in every candidate format."""
 
-    omega: dict[str, float]                       # format -> Ω
-    weight_bytes: dict[str, int]                  # format -> bytes
-    latency_ns: dict[str, dict[str, float]]       # format -> point -> ns
+    omega: dict[str, float]  # format -> Ω
+    weight_bytes: dict[str, int]  # format -> bytes
+    latency_ns: dict[str, dict[str, float]]  # format -> point -> ns
 
 
 class ParetoRow(StrictModel):
@@ -44,8 +44,8 @@ class ParetoRow(StrictModel):
     sensitivity: float | None = None
     weight_bytes: int | None = None
     latency_ns: dict[str, float] = {}
-    format_counts: dict[str, int] = {}            # format -> number of groups in it
-    provenance_ns: dict[str, dict[ProvenanceLabel, float]] = {}   # point -> provenance -> ns (as PointTotals)
+    format_counts: dict[str, int] = {}  # format -> number of groups in it
+    provenance_ns: dict[str, dict[ProvenanceLabel, float]] = {}  # point -> provenance -> ns (as PointTotals)
     # a serving front (plan with a workload): the point's KV format, total Omega (groups + KV) and predictions
     kv_format: str | None = None
     total_omega: float | None = None
@@ -72,7 +72,7 @@ class EvalSummary(StrictModel):
     relative_increase: float
     threshold: float | None = None
     passed: bool | None = None
-    matches_plan: bool | None = None              # the eval's plan sha256 equals this plan's
+    matches_plan: bool | None = None  # the eval's plan sha256 equals this plan's
 
 
 class ProfileSummary(StrictModel):
@@ -90,7 +90,7 @@ class ProfileSummary(StrictModel):
 class BenchRow(StrictModel):
     """One row of the tidy bench table, as the report uses it."""
 
-    series: str                       # what the legend calls the run: engine / plan / GPU
+    series: str  # what the legend calls the run: engine / plan / GPU
     gpu: str
     engine: str
     plan_sha256: str | None
@@ -104,21 +104,21 @@ class BenchRow(StrictModel):
 class PredictedVsMeasured(StrictModel):
     point: str
     concurrency: int
-    predicted_ns: float               # summed GEMM time per decode step (the planner's model)
-    measured_itl_ns: float            # measured inter-token latency, p50
-    ratio: float                      # measured / predicted
+    predicted_ns: float  # summed GEMM time per decode step (the planner's model)
+    measured_itl_ns: float  # measured inter-token latency, p50
+    ratio: float  # measured / predicted
 
 
 class ServingVsMeasured(StrictModel):
     """The plan's serving prediction at its workload beside `trtq bench` at the same concurrency."""
 
-    quantity: str                     # TTFT | TPOT | output tokens/s per GPU
+    quantity: str  # TTFT | TPOT | output tokens/s per GPU
     concurrency: int
     predicted: float
     measured: float
-    unit: str                         # ms | tokens/s
-    statistic: str                    # which measured statistic (p50, avg)
-    ratio: float                      # measured / predicted
+    unit: str  # ms | tokens/s
+    statistic: str  # which measured statistic (p50, avg)
+    ratio: float  # measured / predicted
 
 
 class PlanReport(Artifact):
@@ -128,7 +128,7 @@ class PlanReport(Artifact):
     title: str
     model: str
     gpu: str
-    runtime: str | None = None          # the TensorRT-LLM runtime the plan was gated for (plan.runtime)
+    runtime: str | None = None  # the TensorRT-LLM runtime the plan was gated for (plan.runtime)
     gpu_memory_bytes: int | None = None
     plan_path: str
     plan_sha256: str
@@ -139,14 +139,14 @@ class PlanReport(Artifact):
     memory_budget_bytes: int | None = None
     candidate_formats: list[str]
     points: list[PointTotals]
-    decode_point: str                 # the point the latency-share chart uses
+    decode_point: str  # the point the latency-share chart uses
     weight_bytes: int
     bf16_weight_bytes: int
     sensitivity: float
     groups: list[GroupRow]
     pareto: list[ParetoRow]
     layer_sensitivity: list[LayerSensitivity]
-    layer_sensitivity_source: str     # "sensitivity artifact (per layer)" | "plan (per fused group)"
+    layer_sensitivity_source: str  # "sensitivity artifact (per layer)" | "plan (per fused group)"
     eval: EvalSummary | None = None
     profile: ProfileSummary | None = None
     bench: list[BenchRow] = []
@@ -169,24 +169,24 @@ class GpuColumn(StrictModel):
     memory_bytes: int | None = None
     plan_path: str
     plan_sha256: str
-    selected: str                     # how this point was picked, in words
+    selected: str  # how this point was picked, in words
     fraction: float | None = None
     sensitivity: float
-    latency_ns: dict[str, float]      # point -> predicted summed GEMM time
+    latency_ns: dict[str, float]  # point -> predicted summed GEMM time
     bf16_latency_ns: dict[str, float]
-    tokens_per_s: dict[str, float]    # point -> tokens / predicted GEMM time (an upper bound)
+    tokens_per_s: dict[str, float]  # point -> tokens / predicted GEMM time (an upper bound)
     weight_bytes: int
     fits: bool | None = None
-    memory_share: float | None = None # weight bytes / GPU memory
-    format_counts: dict[str, int]     # format -> groups
-    format_weight_share: dict[str, float]   # format -> share of quantizable weight parameters
+    memory_share: float | None = None  # weight bytes / GPU memory
+    format_counts: dict[str, int]  # format -> groups
+    format_weight_share: dict[str, float]  # format -> share of quantizable weight parameters
     candidate_formats: list[str]
 
 
 class Verdict(StrictModel):
     point: str
     fastest: str
-    speedups: dict[str, float]        # other GPU -> its latency / the fastest's
+    speedups: dict[str, float]  # other GPU -> its latency / the fastest's
     text: str
 
 
@@ -196,7 +196,7 @@ class ComparisonReport(Artifact):
 
     title: str
     model: str
-    selection: str                    # the rule that picked each GPU's plan, in words
+    selection: str  # the rule that picked each GPU's plan, in words
     quality_bound: float | None = None
     fraction: float | None = None
     points: list[str]

@@ -11,12 +11,12 @@ class SensitivityRow(StrictModel):
     layer: str
     format: str
     group_size: int | None
-    weight_error: float               # ||W_f - W||_F^2, W_f the format's weight in the layer's space
-    omega: float                      # the cost the planner minimises
-    hessian_trace: float | None = None        # method=hessian: tr(H_W) / numel(W)
-    input_error: float | None = None          # method=hessian: ||X_f - X||_F^2, mean over calibration batches
+    weight_error: float  # ||W_f - W||_F^2, W_f the format's weight in the layer's space
+    omega: float  # the cost the planner minimises
+    hessian_trace: float | None = None  # method=hessian: tr(H_W) / numel(W)
+    input_error: float | None = None  # method=hessian: ||X_f - X||_F^2, mean over calibration batches
     input_hessian_trace: float | None = None  # method=hessian: tr(H_X) / numel(X)
-    raw_score: float | None = None            # method=autoquantize: the layer's own score, before the group sum
+    raw_score: float | None = None  # method=autoquantize: the layer's own score, before the group sum
 
 
 class TraceEstimate(StrictModel):
@@ -24,8 +24,8 @@ class TraceEstimate(StrictModel):
 
     layer: str
     operand: Literal["weight", "input"]
-    trace: float                      # tr(H), averaged over the calibration batches
-    numel: int                        # elements of the tensor (of one batch's input)
+    trace: float  # tr(H), averaged over the calibration batches
+    numel: int  # elements of the tensor (of one batch's input)
     iterations: int
     relative_change: float
     converged: bool

@@ -20,8 +20,7 @@ from pydantic import BaseModel
 _FREE_FORM = frozenset({"metadata", "details", "settings", "device", "extra_llm_api_options", "flags_why"})
 # (kind, field name) whose value may be +inf by design: a trace that did not get a second probe,
 # the perplexity of a quantized model so broken that it overflows (a measurement, not a typo).
-_INF_ALLOWED = frozenset({("sensitivity", "relative_change"), ("eval", "ppl_quant"),
-                          ("eval", "relative_increase")})
+_INF_ALLOWED = frozenset({("sensitivity", "relative_change"), ("eval", "ppl_quant"), ("eval", "relative_increase")})
 
 _REL_TOL = 1e-6
 
@@ -89,8 +88,10 @@ def _gpu(name: str, where: str):
 
 def _runnable(gpu, fmt, where: str) -> None:
     if not gpu.supports(fmt):
-        _fail(f"{where}: format {fmt.name} does not run on {gpu.name} (sm{gpu.sm}; it needs sm{fmt.min_sm}+); "
-              f"{gpu.name} runs {', '.join(f.name for f in gpu.formats)}")
+        _fail(
+            f"{where}: format {fmt.name} does not run on {gpu.name} (sm{gpu.sm}; it needs sm{fmt.min_sm}+); "
+            f"{gpu.name} runs {', '.join(f.name for f in gpu.formats)}"
+        )
 
 
 def _group_size(fmt, group_size: int | None, in_features: int | None, where: str) -> None:
@@ -192,8 +193,10 @@ def check_profile(profile) -> None:
         for m in profile.tokens:
             for f in listed:
                 if (n, k, m, f) not in seen:
-                    _fail(f"no row for {n}x{k} at {m} tokens in {f} (every shape needs every token count and "
-                          "format, 'unsupported' with a reason where it has no number)")
+                    _fail(
+                        f"no row for {n}x{k} at {m} tokens in {f} (every shape needs every token count and "
+                        "format, 'unsupported' with a reason where it has no number)"
+                    )
 
 
 def check_sensitivity(sensitivity) -> None:
@@ -319,8 +322,10 @@ def _check_serving(plan) -> None:
     for name in ("isl", "osl", "concurrency", "tp"):
         _positive(getattr(s, name), f"serving.{name}")
     if s.kv_format not in KV_BYTES or plan.kv_format != s.kv_format:
-        _fail(f"serving.kv_format {s.kv_format!r} is not a KV-cache format ({', '.join(KV_BYTES)}) or not the "
-              f"plan's kv_format {plan.kv_format!r}")
+        _fail(
+            f"serving.kv_format {s.kv_format!r} is not a KV-cache format ({', '.join(KV_BYTES)}) or not the "
+            f"plan's kv_format {plan.kv_format!r}"
+        )
     _non_negative(s.kv_omega, "serving.kv_omega")
     for name, limit, value in (("TTFT", s.slo_ttft_ms, s.ttft_ms), ("TPOT", s.slo_tpot_ms, s.tpot_ms)):
         _non_negative(value, f"serving predicted {name}", " ms")
@@ -344,8 +349,9 @@ def _check_fused_formats(layer_formats: dict[str, tuple[str, str]]) -> None:
     for fused, formats in by_fused.items():
         if len(formats) > 1:
             parts = "; ".join(f"{', '.join(kinds)} in {fmt}" for fmt, kinds in formats.items())
-            _fail(f"fused group {fused} is split across formats ({parts}): TensorRT-LLM runs it as one GEMM "
-                  "in one format")
+            _fail(
+                f"fused group {fused} is split across formats ({parts}): TensorRT-LLM runs it as one GEMM in one format"
+            )
 
 
 def _check_plan_totals(plan, points: list[str]) -> None:
@@ -356,23 +362,31 @@ def _check_plan_totals(plan, points: list[str]) -> None:
         bf16_bytes = plan.fixed_parameter_bytes + sum(g.costs["bf16"].weight_bytes for g in groups)
         if bf16_bytes != t.bf16_weight_bytes:
             layers = sum(len(g.members) for g in groups)
-            _fail(f"the plan's {len(groups)} groups ({layers} layers) hold {bf16_bytes} bytes in bf16 with the fixed "
-                  f"part, but its totals say {t.bf16_weight_bytes}: groups are missing or were edited")
+            _fail(
+                f"the plan's {len(groups)} groups ({layers} layers) hold {bf16_bytes} bytes in bf16 with the fixed "
+                f"part, but its totals say {t.bf16_weight_bytes}: groups are missing or were edited"
+            )
     chosen_bytes = plan.fixed_parameter_bytes + sum(g.costs[g.format].weight_bytes for g in groups)
     if chosen_bytes != t.weight_bytes:
-        _fail(f"totals.weight_bytes is {t.weight_bytes} but the groups' formats add up to {chosen_bytes}: "
-              "the plan was edited after it was solved (re-run trtq plan)")
+        _fail(
+            f"totals.weight_bytes is {t.weight_bytes} but the groups' formats add up to {chosen_bytes}: "
+            "the plan was edited after it was solved (re-run trtq plan)"
+        )
     omega = sum(g.costs[g.format].omega for g in groups)
     if not _close(omega, t.sensitivity):
-        _fail(f"totals.sensitivity is {t.sensitivity:.6g} but the groups' formats add up to {omega:.6g}: "
-              "the plan was edited after it was solved (re-run trtq plan)")
+        _fail(
+            f"totals.sensitivity is {t.sensitivity:.6g} but the groups' formats add up to {omega:.6g}: "
+            "the plan was edited after it was solved (re-run trtq plan)"
+        )
     for p in points:
         if p not in t.latency_ns or p not in t.bf16_latency_ns:
             _fail(f"totals have no latency at budget point {p}")
         ns = sum(g.costs[g.format].latency_ns[p] for g in groups)
         if not _close(ns, t.latency_ns[p]):
-            _fail(f"totals.latency_ns[{p}] is {t.latency_ns[p]:.6g} but the groups' formats add up to {ns:.6g}: "
-                  "the plan was edited after it was solved (re-run trtq plan)")
+            _fail(
+                f"totals.latency_ns[{p}] is {t.latency_ns[p]:.6g} but the groups' formats add up to {ns:.6g}: "
+                "the plan was edited after it was solved (re-run trtq plan)"
+            )
 
 
 def check_eval(result) -> None:
@@ -408,8 +422,11 @@ def check_build_record(record) -> None:
     for name in record.checkpoint.formats:
         _runnable(gpu, _format(name, "checkpoint.formats"), "checkpoint.formats")
     for i, layer in enumerate(record.checkpoint.layers):
-        _runnable(gpu, _format(layer.format, f"checkpoint.layers[{i}] ({layer.layer})"),
-                  f"checkpoint.layers[{i}] ({layer.layer})")
+        _runnable(
+            gpu,
+            _format(layer.format, f"checkpoint.layers[{i}] ({layer.layer})"),
+            f"checkpoint.layers[{i}] ({layer.layer})",
+        )
 
 
 def check_plan_report(report) -> None:
@@ -458,21 +475,29 @@ def check_plan_covers_graph(plan, graph, where: str) -> None:
     model_layers = {layer.name: layer for layer in graph.layers}
     extra = [m for m in planned if m not in model_layers]
     if extra:
-        raise ArtifactError(f"{where}: plan layer {extra[0]} is not a quantizable layer of {graph.model}"
-                            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+        raise ArtifactError(
+            f"{where}: plan layer {extra[0]} is not a quantizable layer of {graph.model}"
+            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+        )
     missing = [name for name in model_layers if name not in planned]
     if missing:
-        raise ArtifactError(f"{where}: the plan covers {len(model_layers) - len(missing)} of {len(model_layers)} "
-                            f"quantizable layers of {graph.model}; first missing: {missing[0]}")
+        raise ArtifactError(
+            f"{where}: the plan covers {len(model_layers) - len(missing)} of {len(model_layers)} "
+            f"quantizable layers of {graph.model}; first missing: {missing[0]}"
+        )
     for name, (_, in_features) in planned.items():
         if model_layers[name].in_features != in_features:
-            raise ArtifactError(f"{where}: plan layer {name} has input width {in_features}, the model's is "
-                                f"{model_layers[name].in_features}")
+            raise ArtifactError(
+                f"{where}: plan layer {name} has input width {in_features}, the model's is "
+                f"{model_layers[name].in_features}"
+            )
     for group in graph.groups:
         formats: dict[str, list[str]] = {}
         for m in group.members:
             formats.setdefault(planned[m][0], []).append(m.rsplit(".", 1)[-1])
         if len(formats) > 1:
             parts = "; ".join(f"{', '.join(kinds)} in {fmt}" for fmt, kinds in formats.items())
-            raise ArtifactError(f"{where}: fused group {group.name} is split across formats ({parts}): "
-                                "TensorRT-LLM runs it as one GEMM in one format")
+            raise ArtifactError(
+                f"{where}: fused group {group.name} is split across formats ({parts}): "
+                "TensorRT-LLM runs it as one GEMM in one format"
+            )

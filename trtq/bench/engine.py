@@ -22,7 +22,7 @@ def _existing_dir(record_path: Path, field: str, value: str | None, must_hold: s
         raise ArtifactError(f"{record_path}: {field} is empty")
     path = Path(value)
     if not path.is_absolute():
-        path = (record_path.parent / path)
+        path = record_path.parent / path
     path = path.resolve()
     if not path.is_dir():
         raise ArtifactError(f"{record_path}: {field} {value!r} is not a directory here: re-run trtq build")
@@ -45,8 +45,9 @@ def serve_command(record_path: Path, record: BuildRecord, host: str, port: int, 
     """trtllm-serve's argument list for this record; never the record's own serve_command."""
     if not (isinstance(port, int) and 0 < port < 65536):
         raise ArtifactError(f"port {port!r} out of range")
-    tokenizer = (_existing_dir(record_path, "tokenizer_dir", record.tokenizer_dir, None)
-                 if record.tokenizer_dir else None)
+    tokenizer = (
+        _existing_dir(record_path, "tokenizer_dir", record.tokenizer_dir, None) if record.tokenizer_dir else None
+    )
     if record.backend == "pytorch":
         model = _existing_dir(record_path, "model_dir", record.model_dir, "config.json")
         argv = serve_argv(model, record.tp_size, record.pp_size, write_options(record_path, record, out_dir), tokenizer)
@@ -56,20 +57,51 @@ def serve_command(record_path: Path, record: BuildRecord, host: str, port: int, 
     return argv + ["--host", host, "--port", str(port)]
 
 
-def trtllm_bench_commands(record_path: Path, record: BuildRecord, model_name: str, out_dir: Path, requests: int,
-                          isl: int, osl: int, seed: int = 0) -> tuple[list[str], Path, Path]:
+def trtllm_bench_commands(
+    record_path: Path,
+    record: BuildRecord,
+    model_name: str,
+    out_dir: Path,
+    requests: int,
+    isl: int,
+    osl: int,
+    seed: int = 0,
+) -> tuple[list[str], Path, Path]:
     """(prepare-dataset argv, dataset path, options file) for a PyTorch-backend record."""
     if record.backend != "pytorch":
-        raise ArtifactError(f"{record_path}: trtllm-bench runs the PyTorch backend; this record is a legacy "
-                            f"{record.backend} build: rebuild without --backend engine")
+        raise ArtifactError(
+            f"{record_path}: trtllm-bench runs the PyTorch backend; this record is a legacy "
+            f"{record.backend} build: rebuild without --backend engine"
+        )
     model = _existing_dir(record_path, "model_dir", record.model_dir, "config.json")
     options = write_options(record_path, record, out_dir)
     dataset = out_dir / "dataset.jsonl"
     return prepare_dataset_argv(model_name, model, dataset, requests, isl, osl, seed), dataset, options
 
 
-def trtllm_bench_run(record_path: Path, record: BuildRecord, model_name: str, dataset: Path, options: Path,
-                     report: Path, mode: str, concurrency: int | None, requests: int, warmup: int) -> list[str]:
+def trtllm_bench_run(
+    record_path: Path,
+    record: BuildRecord,
+    model_name: str,
+    dataset: Path,
+    options: Path,
+    report: Path,
+    mode: str,
+    concurrency: int | None,
+    requests: int,
+    warmup: int,
+) -> list[str]:
     model = _existing_dir(record_path, "model_dir", record.model_dir, "config.json")
-    return bench_argv(model_name, model, options, record.tp_size, record.pp_size, dataset, report,
-                      "latency" if mode == "latency" else "throughput", concurrency, requests, warmup)
+    return bench_argv(
+        model_name,
+        model,
+        options,
+        record.tp_size,
+        record.pp_size,
+        dataset,
+        report,
+        "latency" if mode == "latency" else "throughput",
+        concurrency,
+        requests,
+        warmup,
+    )

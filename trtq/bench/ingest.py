@@ -45,8 +45,11 @@ from typing import Any
 from trtq.artifacts.bench import METRICS, REQUIRED_METRICS, STATISTICS, TIDY_COLUMNS
 from trtq.errors import ArtifactError, InputError
 
-EXPORT_FILES = {"profile_export_aiperf.json": "aiperf", "profile_export_genai_perf.json": "genai-perf",
-                "trtllm_bench_report.json": "trtllm-bench"}
+EXPORT_FILES = {
+    "profile_export_aiperf.json": "aiperf",
+    "profile_export_genai_perf.json": "genai-perf",
+    "trtllm_bench_report.json": "trtllm-bench",
+}
 # GenAI-Perf names its artifact directories ...-concurrency4; trtq bench names them c4 (or NAME_c4).
 _CONCURRENCY_DIR = re.compile(r"(?:-concurrency|(?:^|[_-])c)(\d+)$")
 
@@ -54,13 +57,31 @@ _CONCURRENCY_DIR = re.compile(r"(?:-concurrency|(?:^|[_-])c)(\d+)$")
 _RENAME = {"request_goodput": "goodput"}
 _TIME_SCALE_TO_NS = {"ns": 1.0, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "sec": 1e9, "seconds": 1e9}
 _UNIT_NAMES = {
-    "tokens/sec": "tokens/s", "tokens/sec/user": "tokens/s/user", "requests/sec": "requests/s",
-    "per sec": "requests/s", "count": "requests",
+    "tokens/sec": "tokens/s",
+    "tokens/sec/user": "tokens/s/user",
+    "requests/sec": "requests/s",
+    "per sec": "requests/s",
+    "count": "requests",
 }
 # Keys in the exports that are not metrics.
-_NOT_METRICS = {"input_config", "telemetry_data", "telemetry_stats", "sessions", "run_info", "error_summary",
-                "schema_version", "aiperf_version", "benchmark_id", "start_time", "end_time",
-                "was_cancelled", "is_complete", "server_metrics", "network_latency", "gpu_telemetry"}
+_NOT_METRICS = {
+    "input_config",
+    "telemetry_data",
+    "telemetry_stats",
+    "sessions",
+    "run_info",
+    "error_summary",
+    "schema_version",
+    "aiperf_version",
+    "benchmark_id",
+    "start_time",
+    "end_time",
+    "was_cancelled",
+    "is_complete",
+    "server_metrics",
+    "network_latency",
+    "gpu_telemetry",
+}
 
 
 @dataclass
@@ -154,12 +175,18 @@ def parse_aiperf(path: Path) -> ParsedExport:
         prompts = (dataset or {}).get("prompts") or {}
         isl = _int_or_none((prompts.get("isl") or {}).get("mean")) if isl is None else isl
         osl = _int_or_none((prompts.get("osl") or {}).get("mean")) if osl is None else osl
-    models = ((config.get("models") or {}).get("items") or [])
+    models = (config.get("models") or {}).get("items") or []
     model = models[0].get("name") if models and isinstance(models[0], dict) else None
     run_info = data.get("run_info") or {}
     return ParsedExport(
-        path=path, tool="aiperf", tool_version=data.get("aiperf_version"), model=model,
-        concurrency=concurrency, isl=isl, osl=osl, date=data.get("start_time"),
+        path=path,
+        tool="aiperf",
+        tool_version=data.get("aiperf_version"),
+        model=model,
+        concurrency=concurrency,
+        isl=isl,
+        osl=osl,
+        date=data.get("start_time"),
         run_hint=str(data.get("benchmark_id") or run_info.get("benchmark_id") or ""),
         rows=_metric_rows(path, data),
     )
@@ -170,7 +197,7 @@ def parse_genai_perf(path: Path) -> ParsedExport:
     config = data.get("input_config")
     if not isinstance(config, dict):
         raise ArtifactError(f"{path}: no input_config object: not a GenAI-Perf export")
-    stimulus = ((config.get("perf_analyzer") or {}).get("stimulus") or {})
+    stimulus = (config.get("perf_analyzer") or {}).get("stimulus") or {}
     concurrency = _int_or_none(stimulus.get("concurrency")) if isinstance(stimulus, dict) else None
     if concurrency is None:  # older GenAI-Perf: flat input_config.concurrency, else the directory name
         concurrency = _int_or_none(config.get("concurrency"))
@@ -185,8 +212,15 @@ def parse_genai_perf(path: Path) -> ParsedExport:
     if isinstance(models, str):
         models = [models]
     return ParsedExport(
-        path=path, tool="genai-perf", tool_version=None, model=str(models[0]) if models else None,
-        concurrency=concurrency, isl=isl, osl=osl, date=None, run_hint="",
+        path=path,
+        tool="genai-perf",
+        tool_version=None,
+        model=str(models[0]) if models else None,
+        concurrency=concurrency,
+        isl=isl,
+        osl=osl,
+        date=None,
+        run_hint="",
         rows=_metric_rows(path, data),
     )
 
@@ -197,8 +231,15 @@ def concurrency_from_directory(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-_PERCENTILE_STATS = {"minimum": "min", "maximum": "max", "average": "avg", "p50": "p50", "p90": "p90",
-                     "p95": "p95", "p99": "p99"}
+_PERCENTILE_STATS = {
+    "minimum": "min",
+    "maximum": "max",
+    "average": "avg",
+    "p50": "p50",
+    "p90": "p90",
+    "p95": "p95",
+    "p99": "p99",
+}
 
 
 def _number(path: Path, where: str, value: Any) -> float:
@@ -212,8 +253,11 @@ def _percentile_rows(path: Path, section: str, data: Any, metric: str, scale: fl
         return []
     if not isinstance(data, dict):
         raise ArtifactError(f"{path}: {section} must be an object")
-    return [(metric, _PERCENTILE_STATS[key], _number(path, f"{section}.{key}", value) * scale, unit)
-            for key, value in data.items() if key in _PERCENTILE_STATS]
+    return [
+        (metric, _PERCENTILE_STATS[key], _number(path, f"{section}.{key}", value) * scale, unit)
+        for key, value in data.items()
+        if key in _PERCENTILE_STATS
+    ]
 
 
 def parse_trtllm_bench(path: Path) -> ParsedExport:
@@ -227,18 +271,38 @@ def parse_trtllm_bench(path: Path) -> ParsedExport:
     if not all(isinstance(x, dict) for x in (requests, streaming, dataset)):
         raise ArtifactError(f"{path}: request_info, streaming_metrics and dataset must be objects")
     ms = 1e6
-    rows = _percentile_rows(path, "performance.request_latency_percentiles_ms",
-                            perf.get("request_latency_percentiles_ms"), "request_latency", ms, "ns")
+    rows = _percentile_rows(
+        path,
+        "performance.request_latency_percentiles_ms",
+        perf.get("request_latency_percentiles_ms"),
+        "request_latency",
+        ms,
+        "ns",
+    )
     if not any(r[1] == "avg" for r in rows) and "avg_request_latency_ms" in perf:
-        rows.append(("request_latency", "avg", _number(path, "avg_request_latency_ms", perf["avg_request_latency_ms"]) * ms,
-                     "ns"))
-    rows += _percentile_rows(path, "streaming_metrics.ttft_percentiles", streaming.get("ttft_percentiles"),
-                             "time_to_first_token", ms, "ns")
+        rows.append(
+            (
+                "request_latency",
+                "avg",
+                _number(path, "avg_request_latency_ms", perf["avg_request_latency_ms"]) * ms,
+                "ns",
+            )
+        )
+    rows += _percentile_rows(
+        path, "streaming_metrics.ttft_percentiles", streaming.get("ttft_percentiles"), "time_to_first_token", ms, "ns"
+    )
     # trtllm-bench's TPOT is (last token - first token) / generated tokens per request: AIPerf's inter-token latency.
-    rows += _percentile_rows(path, "streaming_metrics.tpot_percentiles", streaming.get("tpot_percentiles"),
-                             "inter_token_latency", ms, "ns")
-    rows += _percentile_rows(path, "streaming_metrics.gen_tps_percentiles", streaming.get("gen_tps_percentiles"),
-                             "generation_token_throughput_per_user", 1.0, "tokens/s/user")
+    rows += _percentile_rows(
+        path, "streaming_metrics.tpot_percentiles", streaming.get("tpot_percentiles"), "inter_token_latency", ms, "ns"
+    )
+    rows += _percentile_rows(
+        path,
+        "streaming_metrics.gen_tps_percentiles",
+        streaming.get("gen_tps_percentiles"),
+        "generation_token_throughput_per_user",
+        1.0,
+        "tokens/s/user",
+    )
     for key, metric, unit, source in (
         ("request_throughput_req_s", "request_throughput", "requests/s", perf),
         ("system_output_throughput_tok_s", "output_token_throughput", "tokens/s", perf),
@@ -260,9 +324,16 @@ def parse_trtllm_bench(path: Path) -> ParsedExport:
     osl = _int_or_none(dataset.get("avg_osl", (dataset.get("osl_stats") or {}).get("average")))
     version = engine.get("version")
     return ParsedExport(
-        path=path, tool="trtllm-bench", tool_version=str(version) if version is not None else None,
-        model=engine.get("model"), concurrency=concurrency_from_directory(path), isl=isl, osl=osl, date=None,
-        run_hint="", rows=rows,
+        path=path,
+        tool="trtllm-bench",
+        tool_version=str(version) if version is not None else None,
+        model=engine.get("model"),
+        concurrency=concurrency_from_directory(path),
+        isl=isl,
+        osl=osl,
+        date=None,
+        run_hint="",
+        rows=rows,
     )
 
 
@@ -322,8 +393,10 @@ def to_frame(parsed: list[ParsedExport], context: RunContext):
     for export in parsed:
         concurrency = context.concurrency if export.concurrency is None else export.concurrency
         if concurrency is None:
-            raise ArtifactError(f"{export.path}: the export does not record its concurrency (nor does its directory "
-                                "name, e.g. c4 or ...-concurrency4); pass --concurrency")
+            raise ArtifactError(
+                f"{export.path}: the export does not record its concurrency (nor does its directory "
+                "name, e.g. c4 or ...-concurrency4); pass --concurrency"
+            )
         model = context.model or export.model
         if not model:
             raise ArtifactError(f"{export.path}: the export does not name its model; pass --model")

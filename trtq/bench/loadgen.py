@@ -55,9 +55,7 @@ def choose_tool(requested: str = "auto") -> tuple[str, str]:
     if executable is None:
         raise MissingToolError(f"{requested} is not installed here: pip install 'trtq[bench]'")
     if requested == "genai-perf" and shutil.which("perf_analyzer") is None:
-        raise MissingToolError(
-            "genai-perf needs the perf_analyzer binary (Triton SDK container); use --tool aiperf"
-        )
+        raise MissingToolError("genai-perf needs the perf_analyzer binary (Triton SDK container); use --tool aiperf")
     return requested, executable
 
 
@@ -76,11 +74,22 @@ def tool_version(tool: str, executable: str) -> str:
 
 # Each tool's flag for each setting of a LoadSpec (the two spell the same run differently).
 _FLAGS = {
-    "aiperf": {"model": "--model", "url": "--url", "isl": "--isl", "isl_stddev": "--isl-stddev",
-               "osl": "--osl", "osl_stddev": "--osl-stddev"},
-    "genai-perf": {"model": "-m", "url": "-u", "isl": "--synthetic-input-tokens-mean",
-                   "isl_stddev": "--synthetic-input-tokens-stddev", "osl": "--output-tokens-mean",
-                   "osl_stddev": "--output-tokens-stddev"},
+    "aiperf": {
+        "model": "--model",
+        "url": "--url",
+        "isl": "--isl",
+        "isl_stddev": "--isl-stddev",
+        "osl": "--osl",
+        "osl_stddev": "--osl-stddev",
+    },
+    "genai-perf": {
+        "model": "-m",
+        "url": "-u",
+        "isl": "--synthetic-input-tokens-mean",
+        "isl_stddev": "--synthetic-input-tokens-stddev",
+        "osl": "--output-tokens-mean",
+        "osl_stddev": "--output-tokens-stddev",
+    },
 }
 # Flags one tool has and the other lacks: AIPerf's live dashboard would write to a pipe.
 _TOOL_ONLY = {"aiperf": ["--ui-type", "none"], "genai-perf": []}
@@ -90,19 +99,35 @@ def loadgen_command(tool: str, executable: str, spec: LoadSpec) -> list[str]:
     """`tool profile ...` for one concurrency: streamed, fixed input and output lengths, ignore_eos, seeded."""
     flag = _FLAGS[tool]
     command = [
-        executable, "profile",
-        flag["model"], spec.model,
-        flag["url"], spec.url,
-        "--endpoint-type", spec.endpoint_type,
+        executable,
+        "profile",
+        flag["model"],
+        spec.model,
+        flag["url"],
+        spec.url,
+        "--endpoint-type",
+        spec.endpoint_type,
         "--streaming",
-        "--concurrency", str(spec.concurrency),
-        "--request-count", str(spec.requests),
-        flag["isl"], str(spec.isl), flag["isl_stddev"], "0",
-        flag["osl"], str(spec.osl), flag["osl_stddev"], "0",
-        "--extra-inputs", "ignore_eos:true",
-        "--tokenizer", spec.tokenizer,
-        "--random-seed", str(spec.seed),
-        "--artifact-dir", str(spec.artifact_dir),
+        "--concurrency",
+        str(spec.concurrency),
+        "--request-count",
+        str(spec.requests),
+        flag["isl"],
+        str(spec.isl),
+        flag["isl_stddev"],
+        "0",
+        flag["osl"],
+        str(spec.osl),
+        flag["osl_stddev"],
+        "0",
+        "--extra-inputs",
+        "ignore_eos:true",
+        "--tokenizer",
+        spec.tokenizer,
+        "--random-seed",
+        str(spec.seed),
+        "--artifact-dir",
+        str(spec.artifact_dir),
         *_TOOL_ONLY[tool],
     ]
     if spec.warmup_requests:

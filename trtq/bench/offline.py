@@ -27,8 +27,9 @@ def _run(command: list[str], log_path: Path, what: str) -> float:
     with atomic_path(log_path) as tmp:
         with open(tmp, "w", encoding="utf-8") as log:
             try:
-                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        check=False)
+                result = subprocess.run(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False
+                )
             except OSError as exc:
                 raise ExternalToolError(f"trtllm-bench could not start: {exc}") from None
     if result.returncode != 0:
@@ -45,7 +46,9 @@ def run_trtllm_bench(request) -> int:
     from trtq.console import stdout_console
 
     if request.engine is None:
-        raise InputError("--tool trtllm-bench runs the model itself: give --engine DIR (a trtq build output), not --url")
+        raise InputError(
+            "--tool trtllm-bench runs the model itself: give --engine DIR (a trtq build output), not --url"
+        )
     if request.bench_mode not in ("throughput", "latency"):
         raise InputError(f"--bench-mode is throughput or latency, got {request.bench_mode!r}")
     for name, value in (("--isl", request.isl), ("--osl", request.osl), ("--requests", request.requests)):
@@ -55,8 +58,9 @@ def run_trtllm_bench(request) -> int:
     out = request.output
     concurrencies = request.concurrencies if request.bench_mode == "throughput" else [1]
     total = max(requests_for(c, request.requests) for c in concurrencies)
-    prepare, dataset, options = trtllm_bench_commands(record_path, record, request.model, out, total,
-                                                      request.isl, request.osl)
+    prepare, dataset, options = trtllm_bench_commands(
+        record_path, record, request.model, out, total, request.isl, request.osl
+    )
     if shutil.which("trtllm-bench") is None:
         from trtq.build.trtllm import NOT_INSTALLED
 
@@ -71,29 +75,69 @@ def run_trtllm_bench(request) -> int:
         directory.mkdir(parents=True)
         report = directory / REPORT_FILE
         warmup = concurrency if request.warmup is None else request.warmup
-        command = trtllm_bench_run(record_path, record, request.model, dataset, options, report,
-                                   request.bench_mode, concurrency if request.bench_mode == "throughput" else None,
-                                   requests_for(concurrency, request.requests), warmup)
+        command = trtllm_bench_run(
+            record_path,
+            record,
+            request.model,
+            dataset,
+            options,
+            report,
+            request.bench_mode,
+            concurrency if request.bench_mode == "throughput" else None,
+            requests_for(concurrency, request.requests),
+            warmup,
+        )
         wall = _run(command, out / f"c{concurrency}.log", f"{request.bench_mode} at concurrency {concurrency}")
         if not report.is_file():
             raise ArtifactError(f"trtllm-bench wrote no report at {report}; log: {out / f'c{concurrency}.log'}")
         export = parse_trtllm_bench(report)
         export.concurrency = concurrency
         parsed.append(export)
-        runs.append(ConcurrencyRun(concurrency=concurrency, artifact_dir=str(directory), export_file=str(report),
-                                   command=command, returncode=0, wall_s=round(wall, 3)))
+        runs.append(
+            ConcurrencyRun(
+                concurrency=concurrency,
+                artifact_dir=str(directory),
+                export_file=str(report),
+                command=command,
+                returncode=0,
+                wall_s=round(wall, 3),
+            )
+        )
     version = parsed[0].tool_version or "unknown"
-    frame = to_frame(parsed, RunContext(run_id=run_id, model=request.model, engine=str(request.engine),
-                                        plan_sha256=plan_sha, gpu=request.gpu or record.gpu, tool_version=version))
+    frame = to_frame(
+        parsed,
+        RunContext(
+            run_id=run_id,
+            model=request.model,
+            engine=str(request.engine),
+            plan_sha256=plan_sha,
+            gpu=request.gpu or record.gpu,
+            tool_version=version,
+        ),
+    )
     parquet, csv = out / "bench.parquet", out / "bench.csv"
     write_table(frame, parquet, csv)
-    save_artifact(BenchRun.create(
-        metadata=make_metadata(inputs={"build_record": record_path}, versions={"trtllm-bench": version}),
-        run_id=run_id, tool="trtllm-bench", tool_version=version, model=request.model, url="(in process)",
-        engine=str(request.engine), plan_sha256=plan_sha, gpu=request.gpu or record.gpu, isl=request.isl,
-        osl=request.osl, requests={str(c): requests_for(c, request.requests) for c in concurrencies},
-        server_command=None, runs=runs, table_parquet=str(parquet), table_csv=str(csv),
-    ), out / "bench_run.json")
+    save_artifact(
+        BenchRun.create(
+            metadata=make_metadata(inputs={"build_record": record_path}, versions={"trtllm-bench": version}),
+            run_id=run_id,
+            tool="trtllm-bench",
+            tool_version=version,
+            model=request.model,
+            url="(in process)",
+            engine=str(request.engine),
+            plan_sha256=plan_sha,
+            gpu=request.gpu or record.gpu,
+            isl=request.isl,
+            osl=request.osl,
+            requests={str(c): requests_for(c, request.requests) for c in concurrencies},
+            server_command=None,
+            runs=runs,
+            table_parquet=str(parquet),
+            table_csv=str(csv),
+        ),
+        out / "bench_run.json",
+    )
     print_summary(frame, title=f"trtllm-bench {request.bench_mode} {version} on {request.engine} ({request.model})")
     stdout_console().print(f"wrote {parquet}, {csv} and {out / 'bench_run.json'}")
     return 0

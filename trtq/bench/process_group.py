@@ -106,8 +106,9 @@ def stop_group(process: subprocess.Popen, grace_s: float) -> None:
 
 def start_group(command: list[str], stdout: IO | int | None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start `command` (an argument list) as the leader of a new session and process group."""
-    return subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=env)
+    return subprocess.Popen(
+        command, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+    )
 
 
 def run_group(command: list[str], stdout: IO, env: dict[str, str] | None = None, grace_s: float = 10.0) -> int:

@@ -78,7 +78,8 @@ def run_sweep(request: SweepRequest) -> int:
     run_id = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     context_manager = (
         running_server(server, url + HEALTH_PATH, out / "server.log", request.startup_timeout_s)
-        if server else contextlib.nullcontext()
+        if server
+        else contextlib.nullcontext()
     )
     with context_manager:
         runs, parsed = _sweep(request, tool, executable, url, tokenizer)
@@ -87,17 +88,32 @@ def run_sweep(request: SweepRequest) -> int:
     from trtq.artifacts.io import make_metadata, save_artifact
     from trtq.bench.ingest import RunContext, to_frame, write_table
 
-    frame = to_frame(parsed, RunContext(run_id=run_id, model=request.model, engine=engine_name,
-                                        plan_sha256=plan_sha, gpu=gpu, tool_version=version))
+    frame = to_frame(
+        parsed,
+        RunContext(
+            run_id=run_id, model=request.model, engine=engine_name, plan_sha256=plan_sha, gpu=gpu, tool_version=version
+        ),
+    )
     parquet, csv = out / "bench.parquet", out / "bench.csv"
     write_table(frame, parquet, csv)
     inputs = {"plan": request.plan} if request.plan else {}
     record = BenchRun.create(
         metadata=make_metadata(inputs=inputs, versions={tool: version}),
-        run_id=run_id, tool=tool, tool_version=version, model=request.model, url=url, engine=engine_name,
-        plan_sha256=plan_sha, gpu=gpu, isl=request.isl, osl=request.osl,
+        run_id=run_id,
+        tool=tool,
+        tool_version=version,
+        model=request.model,
+        url=url,
+        engine=engine_name,
+        plan_sha256=plan_sha,
+        gpu=gpu,
+        isl=request.isl,
+        osl=request.osl,
         requests={str(c): requests_for(c, request.requests) for c in request.concurrencies},
-        server_command=server, runs=runs, table_parquet=str(parquet), table_csv=str(csv),
+        server_command=server,
+        runs=runs,
+        table_parquet=str(parquet),
+        table_csv=str(csv),
     )
     save_artifact(record, out / "bench_run.json")
     print_summary(frame, title=f"{tool} {version} against {engine_name or url} ({request.model})")
@@ -118,8 +134,14 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
     from trtq.console import stderr_console
 
     runs, parsed = [], []
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=stderr_console(), transient=False)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=stderr_console(),
+        transient=False,
+    )
     with progress:
         task = progress.add_task(f"{tool} sweep", total=len(request.concurrencies))
         for concurrency in request.concurrencies:
@@ -127,8 +149,13 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
             artifact_dir = request.output / f"c{concurrency}"
             shutil.rmtree(artifact_dir, ignore_errors=True)  # a stale export must not be ingested
             spec = loadgen.LoadSpec(
-                url=url, model=request.model, tokenizer=tokenizer, concurrency=concurrency,
-                requests=requests_for(concurrency, request.requests), isl=request.isl, osl=request.osl,
+                url=url,
+                model=request.model,
+                tokenizer=tokenizer,
+                concurrency=concurrency,
+                requests=requests_for(concurrency, request.requests),
+                isl=request.isl,
+                osl=request.osl,
                 artifact_dir=artifact_dir,
                 warmup_requests=concurrency if request.warmup is None else request.warmup,
                 endpoint_type=request.endpoint_type,
@@ -151,9 +178,16 @@ def _sweep(request: SweepRequest, tool: str, executable: str, url: str, tokenize
                 raise ArtifactError(f"{exports[0]}: records concurrency {export.concurrency}, asked {concurrency}")
             export.concurrency = concurrency
             parsed.append(export)
-            runs.append(ConcurrencyRun(concurrency=concurrency, artifact_dir=str(artifact_dir),
-                                       export_file=str(exports[0]), command=command,
-                                       returncode=returncode, wall_s=round(wall, 3)))
+            runs.append(
+                ConcurrencyRun(
+                    concurrency=concurrency,
+                    artifact_dir=str(artifact_dir),
+                    export_file=str(exports[0]),
+                    command=command,
+                    returncode=returncode,
+                    wall_s=round(wall, 3),
+                )
+            )
             progress.advance(task)
     return runs, parsed
 
@@ -169,8 +203,17 @@ def print_summary(frame, title: str) -> None:
     from trtq.console import fmt_ns, stdout_console
 
     table = Table(title=title)
-    for column in ("concurrency", "requests", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
-                   "output tokens/s", "tokens/s/user p50", "requests/s"):
+    for column in (
+        "concurrency",
+        "requests",
+        "TTFT p50",
+        "TTFT p99",
+        "ITL p50",
+        "ITL p99",
+        "output tokens/s",
+        "tokens/s/user p50",
+        "requests/s",
+    ):
         table.add_column(column, justify="right")
 
     def num(value: float | None, digits: str = ".1f") -> str:
@@ -182,9 +225,12 @@ def print_summary(frame, title: str) -> None:
             c = int(concurrency)
             count = _value(sub, c, "request_count", "avg")
             table.add_row(
-                str(c), num(count, ".0f"),
-                fmt_ns(_value(sub, c, "time_to_first_token", "p50")), fmt_ns(_value(sub, c, "time_to_first_token", "p99")),
-                fmt_ns(_value(sub, c, "inter_token_latency", "p50")), fmt_ns(_value(sub, c, "inter_token_latency", "p99")),
+                str(c),
+                num(count, ".0f"),
+                fmt_ns(_value(sub, c, "time_to_first_token", "p50")),
+                fmt_ns(_value(sub, c, "time_to_first_token", "p99")),
+                fmt_ns(_value(sub, c, "inter_token_latency", "p50")),
+                fmt_ns(_value(sub, c, "inter_token_latency", "p99")),
                 num(_value(sub, c, "output_token_throughput", "avg")),
                 num(_value(sub, c, "output_token_throughput_per_user", "p50")),
                 num(_value(sub, c, "request_throughput", "avg"), ".3g"),

@@ -26,15 +26,24 @@ def prepare_build(request: BuildRequest, output: str | Path) -> tuple[Checkpoint
     checkpoint = read_checkpoint(request.checkpoint)
     runtime = get_runtime(request.runtime or checkpoint.plan_runtime)
     backend = request.backend or ("engine" if runtime.backend == "engine" else "pytorch")
-    options = BuildOptions(gpu=gpu, backend=backend, runtime=runtime, tp=request.tp, pp=request.pp,
-                           max_batch_size=request.max_batch_size, max_input_len=request.max_input_len,
-                           max_seq_len=request.max_seq_len, max_num_tokens=request.max_num_tokens,
-                           free_gpu_memory_fraction=request.free_gpu_memory_fraction)
+    options = BuildOptions(
+        gpu=gpu,
+        backend=backend,
+        runtime=runtime,
+        tp=request.tp,
+        pp=request.pp,
+        max_batch_size=request.max_batch_size,
+        max_input_len=request.max_input_len,
+        max_seq_len=request.max_seq_len,
+        max_num_tokens=request.max_num_tokens,
+        free_gpu_memory_fraction=request.free_gpu_memory_fraction,
+    )
     return checkpoint, gpu, plan_build(checkpoint, options, Path(output))
 
 
-def write_build(checkpoint: Checkpoint, gpu: GpuSpec, plan: BuildPlan,
-                before_run: Callable[[list[str]], None] | None = None) -> BuildRecord:
+def write_build(
+    checkpoint: Checkpoint, gpu: GpuSpec, plan: BuildPlan, before_run: Callable[[list[str]], None] | None = None
+) -> BuildRecord:
     """Write the LLM API options (or build the engine: `before_run(command)` first) and build_record.json."""
     from trtq.artifacts.io import atomic_write_text, make_metadata, save_artifact
     from trtq.build.trtllm import require_tensorrt_llm, run_build, tensorrt_llm_versions
@@ -61,14 +70,26 @@ def write_build(checkpoint: Checkpoint, gpu: GpuSpec, plan: BuildPlan,
         inputs["plan"] = checkpoint.plan_path
     record = BuildRecord.create(
         metadata=make_metadata(inputs=inputs, versions=versions),
-        backend=plan.backend, runtime=plan.runtime, status="built" if plan.command else "prepared",
-        gpu=gpu.name, gpu_sm=gpu.sm, tp_size=plan.tp, pp_size=plan.pp, checkpoint=summary,
-        model_dir=str(plan.model_dir.resolve()), model_name=checkpoint.model_name,
+        backend=plan.backend,
+        runtime=plan.runtime,
+        status="built" if plan.command else "prepared",
+        gpu=gpu.name,
+        gpu_sm=gpu.sm,
+        tp_size=plan.tp,
+        pp_size=plan.pp,
+        checkpoint=summary,
+        model_dir=str(plan.model_dir.resolve()),
+        model_name=checkpoint.model_name,
         tokenizer_dir=str(plan.tokenizer_dir.resolve()) if plan.tokenizer_dir else None,
         engine_dir=str(plan.engine_dir.resolve()) if plan.engine_dir else None,
-        llm_api_options=plan.llm_api_options, checked=plan.checked, flags_why=plan.flags_why,
-        command=plan.command, serve_command=plan.serve_command, bench_commands=plan.bench_commands,
-        log=str(log) if log else None, wall_s=wall,
+        llm_api_options=plan.llm_api_options,
+        checked=plan.checked,
+        flags_why=plan.flags_why,
+        command=plan.command,
+        serve_command=plan.serve_command,
+        bench_commands=plan.bench_commands,
+        log=str(log) if log else None,
+        wall_s=wall,
     )
     save_artifact(record, out / "build_record.json")
     return record

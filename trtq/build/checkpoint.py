@@ -115,8 +115,8 @@ class Checkpoint:
     pp_size: int
     plan_path: Path | None
     formats: dict[str, set[int | None]]
-    plan_runtime: str | None = None     # the runtime plan.yaml was made for (None: not recorded / no plan)
-    model_name: str | None = None       # plan.yaml's model, for trtllm-bench --model
+    plan_runtime: str | None = None  # the runtime plan.yaml was made for (None: not recorded / no plan)
+    model_name: str | None = None  # plan.yaml's model, for trtllm-bench --model
 
     @property
     def primary(self) -> QuantSection | None:
@@ -139,9 +139,14 @@ class Checkpoint:
         layers = []
         if section is not None and section.quant_algo == MIXED_PRECISION:
             for name, cfg in sorted(section.layers.items()):
-                layers.append(LayerFormat(layer=name, quant_algo=cfg["quant_algo"],
-                                          format=algo_to_format(cfg["quant_algo"], self.path, name),
-                                          group_size=cfg.get("group_size")))
+                layers.append(
+                    LayerFormat(
+                        layer=name,
+                        quant_algo=cfg["quant_algo"],
+                        format=algo_to_format(cfg["quant_algo"], self.path, name),
+                        group_size=cfg.get("group_size"),
+                    )
+                )
         return CheckpointSummary(
             path=str(self.path),
             hf_dir=str(self.hf_dir) if self.hf_dir else None,
@@ -176,7 +181,11 @@ def locate(path: str | Path) -> tuple[Path, Path | None, Path | None]:
     root = Path(path)
     if not root.is_dir():
         raise InputError(f"checkpoint directory not found: {root}")
-    hf_dir = root / "hf" if (root / "hf" / "hf_quant_config.json").is_file() or (root / "hf" / "config.json").is_file() else None
+    hf_dir = (
+        root / "hf"
+        if (root / "hf" / "hf_quant_config.json").is_file() or (root / "hf" / "config.json").is_file()
+        else None
+    )
     trtllm_dir = root / "trtllm" if (root / "trtllm").is_dir() and _is_trtllm_dir(root / "trtllm") else None
     if hf_dir is None and trtllm_dir is None:
         if _is_trtllm_dir(root):
@@ -253,8 +262,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     formats.setdefault("bf16", {None})
 
     plan_path = root / "plan.yaml" if (root / "plan.yaml").is_file() else None
-    checkpoint = Checkpoint(root, hf_dir, trtllm_dir, hf_section, trtllm_section, architecture, dtype,
-                            tp, pp, plan_path, formats)
+    checkpoint = Checkpoint(
+        root, hf_dir, trtllm_dir, hf_section, trtllm_section, architecture, dtype, tp, pp, plan_path, formats
+    )
     if plan_path is not None:
         plan = _check_against_plan(checkpoint, plan_path)
         checkpoint.plan_runtime, checkpoint.model_name = plan.runtime, plan.model

@@ -13,17 +13,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "build",
         help="check a trtq quantize checkpoint against TensorRT-LLM (PyTorch backend) and write its LLM API "
-             "options and trtllm-serve / trtllm-bench commands; --backend engine: a legacy TensorRT engine",
+        "options and trtllm-serve / trtllm-bench commands; --backend engine: a legacy TensorRT engine",
         description="Validate the mixed-precision checkpoint `trtq quantize` wrote against what the runtime loads "
-                    "and runs on the GPU, write extra_llm_api_options.yaml and build_record.json with the exact "
-                    "trtllm-serve and trtllm-bench commands. --backend engine runs trtllm-build instead, for runtimes "
-                    "that still have it (TensorRT-LLM <= 1.2).",
+        "and runs on the GPU, write extra_llm_api_options.yaml and build_record.json with the exact "
+        "trtllm-serve and trtllm-bench commands. --backend engine runs trtllm-build instead, for runtimes "
+        "that still have it (TensorRT-LLM <= 1.2).",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT_DIR", help=BuildRequest.model_fields["checkpoint"].description)
     add_options(p, BuildRequest, *(name for name in BuildRequest.model_fields if name != "checkpoint"))
     p.add_argument("--dry-run", action="store_true", help="print what would be written and run, and stop")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir,
-                   help="output directory, e.g. engines/NAME/")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="DIR", type=output_dir, help="output directory, e.g. engines/NAME/"
+    )
     p.set_defaults(handler=run_build_command)
 
 
@@ -35,8 +36,10 @@ def run_build_command(args: argparse.Namespace) -> int:
 
     checkpoint, gpu, plan = prepare_build(BuildRequest.from_args(args), args.output)
     console = stdout_console()
-    console.print(f"checkpoint {checkpoint.path}: formats {', '.join(checkpoint.format_names)}; "
-                  f"{gpu.name} (sm{gpu.sm}) runs them all under {plan.runtime}; tp={plan.tp} pp={plan.pp}")
+    console.print(
+        f"checkpoint {checkpoint.path}: formats {', '.join(checkpoint.format_names)}; "
+        f"{gpu.name} (sm{gpu.sm}) runs them all under {plan.runtime}; tp={plan.tp} pp={plan.pp}"
+    )
     for line in plan.checked:
         console.print(f"checked: {line}", soft_wrap=True)
     for warning in plan.warnings:
@@ -59,6 +62,8 @@ def run_build_command(args: argparse.Namespace) -> int:
 
     write_build(checkpoint, gpu, plan, before_run=lambda command: show("running", command))
     out = plan.output_dir
-    console.print(f"wrote {out / 'build_record.json'}"
-                  + (f" and the engine in {plan.engine_dir}" if plan.command else f" and {plan.options_file}"))
+    console.print(
+        f"wrote {out / 'build_record.json'}"
+        + (f" and the engine in {plan.engine_dir}" if plan.command else f" and {plan.options_file}")
+    )
     return 0

@@ -49,8 +49,14 @@ from trtq.registry.runtimes import Runtime, get_runtime, require_format
 
 NOT_INSTALLED = "TensorRT-LLM is not installed here, run inside the container in docker/"
 # TensorRT-LLM attention-projection layer names (checkpoint) and HF names (unified export).
-_ATTENTION_MARKERS = (".attention.qkv", ".attention.dense", "self_attn.q_proj", "self_attn.k_proj",
-                      "self_attn.v_proj", "self_attn.o_proj")
+_ATTENTION_MARKERS = (
+    ".attention.qkv",
+    ".attention.dense",
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+)
 
 
 BACKENDS = ("pytorch", "engine")
@@ -60,7 +66,7 @@ BACKENDS = ("pytorch", "engine")
 class BuildOptions:
     gpu: GpuSpec
     backend: str = "pytorch"
-    runtime: Runtime | None = None     # None: the default runtime (the release docker/ pins)
+    runtime: Runtime | None = None  # None: the default runtime (the release docker/ pins)
     tp: int | None = None
     pp: int | None = None
     max_batch_size: int | None = None
@@ -107,12 +113,16 @@ def build_runtime(options: BuildOptions) -> Runtime:
         raise InputError(f"unknown backend {options.backend!r}; choose {' or '.join(BACKENDS)}")
     if options.backend == "engine":
         if runtime.engine_runtime is None:
-            raise UnsupportedError(f"--backend engine: {runtime.name} has no TensorRT engine path: "
-                                   f"{runtime.no_engine_reason or 'no trtllm-build'}")
+            raise UnsupportedError(
+                f"--backend engine: {runtime.name} has no TensorRT engine path: "
+                f"{runtime.no_engine_reason or 'no trtllm-build'}"
+            )
         return get_runtime(runtime.engine_runtime)
     if runtime.backend != "pytorch":
-        raise UnsupportedError(f"runtime {runtime.name} is the legacy TensorRT engine path: build it with "
-                               "--backend engine, or choose a PyTorch-backend runtime")
+        raise UnsupportedError(
+            f"runtime {runtime.name} is the legacy TensorRT engine path: build it with "
+            "--backend engine, or choose a PyTorch-backend runtime"
+        )
     return runtime
 
 
@@ -138,8 +148,9 @@ def attention_in_fp8(checkpoint: Checkpoint) -> bool:
 
 def _tokenizer_dir(checkpoint: Checkpoint) -> Path | None:
     for candidate in (checkpoint.hf_dir, checkpoint.path, checkpoint.trtllm_dir):
-        if candidate is not None and ((candidate / "tokenizer.json").is_file()
-                                      or (candidate / "tokenizer_config.json").is_file()):
+        if candidate is not None and (
+            (candidate / "tokenizer.json").is_file() or (candidate / "tokenizer_config.json").is_file()
+        ):
             return candidate
     return checkpoint.hf_dir
 
@@ -155,9 +166,14 @@ def plan_build(checkpoint: Checkpoint, options: BuildOptions, output_dir: str | 
             check_plan_runtime(checkpoint.plan_runtime, runtime, f"{checkpoint.path}/plan.yaml")
     require_gpu_formats(checkpoint, options.gpu, runtime)
     out = Path(output_dir)
-    for flag, value in (("--tp", options.tp), ("--pp", options.pp), ("--max-batch-size", options.max_batch_size),
-                        ("--max-input-len", options.max_input_len), ("--max-seq-len", options.max_seq_len),
-                        ("--max-num-tokens", options.max_num_tokens)):
+    for flag, value in (
+        ("--tp", options.tp),
+        ("--pp", options.pp),
+        ("--max-batch-size", options.max_batch_size),
+        ("--max-input-len", options.max_input_len),
+        ("--max-seq-len", options.max_seq_len),
+        ("--max-num-tokens", options.max_num_tokens),
+    ):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
     fraction = options.free_gpu_memory_fraction
@@ -186,19 +202,33 @@ def _plan_tensorrt(checkpoint: Checkpoint, options: BuildOptions, out: Path, run
     fp8_fmha = attention_in_fp8(checkpoint) and options.gpu.sm >= 89
     command = [
         "trtllm-build",
-        "--checkpoint_dir", str(checkpoint.trtllm_dir),
-        "--output_dir", str(engine_dir),
-        "--kv_cache_type", "paged",
-        "--gemm_plugin", "auto",
-        "--context_fmha", "enable",
-        "--use_paged_context_fmha", "enable",
-        "--use_fp8_context_fmha", "enable" if fp8_fmha else "disable",
-        "--remove_input_padding", "enable",
-        "--workers", str(tp * pp),
-        "--log_level", options.log_level,
+        "--checkpoint_dir",
+        str(checkpoint.trtllm_dir),
+        "--output_dir",
+        str(engine_dir),
+        "--kv_cache_type",
+        "paged",
+        "--gemm_plugin",
+        "auto",
+        "--context_fmha",
+        "enable",
+        "--use_paged_context_fmha",
+        "enable",
+        "--use_fp8_context_fmha",
+        "enable" if fp8_fmha else "disable",
+        "--remove_input_padding",
+        "enable",
+        "--workers",
+        str(tp * pp),
+        "--log_level",
+        options.log_level,
     ]
-    for flag, value in (("--max_batch_size", options.max_batch_size), ("--max_input_len", options.max_input_len),
-                        ("--max_seq_len", options.max_seq_len), ("--max_num_tokens", options.max_num_tokens)):
+    for flag, value in (
+        ("--max_batch_size", options.max_batch_size),
+        ("--max_input_len", options.max_input_len),
+        ("--max_seq_len", options.max_seq_len),
+        ("--max_num_tokens", options.max_num_tokens),
+    ):
         if value is not None:
             command += [flag, str(value)]
     why = {
@@ -206,27 +236,30 @@ def _plan_tensorrt(checkpoint: Checkpoint, options: BuildOptions, out: Path, run
         "--gemm_plugin auto": (
             f"GEMMs left in {checkpoint.dtype or 'the model dtype'} (formats: {', '.join(checkpoint.format_names)}) "
             "run through cuBLASLt; quantized GEMMs keep their own kernels"
-            + "".join(f"; {name.upper()} GEMMs require the plugin" for name in checkpoint.format_names
-                      if get_format(name).needs_gemm_plugin)
+            + "".join(
+                f"; {name.upper()} GEMMs require the plugin"
+                for name in checkpoint.format_names
+                if get_format(name).needs_gemm_plugin
+            )
         ),
         "--use_fp8_context_fmha": (
-            "attention runs in FP8 (FP8 KV cache or FP8-activation attention projections) on "
-            f"sm{options.gpu.sm}" if fp8_fmha else
-            "no FP8 attention in this checkpoint" if options.gpu.sm >= 89 else
-            f"{options.gpu.name} (sm{options.gpu.sm}) has no FP8 attention kernels"
+            f"attention runs in FP8 (FP8 KV cache or FP8-activation attention projections) on sm{options.gpu.sm}"
+            if fp8_fmha
+            else "no FP8 attention in this checkpoint"
+            if options.gpu.sm >= 89
+            else f"{options.gpu.name} (sm{options.gpu.sm}) has no FP8 attention kernels"
         ),
         "--workers": f"tp={tp} x pp={pp} ranks, one build process each",
     }
     warnings = []
     ranks = checkpoint.rank_files()
     if len(ranks) != tp * pp:
-        warnings.append(
-            f"{checkpoint.trtllm_dir} holds {len(ranks)} rank*.safetensors, the mapping needs {tp * pp}"
-        )
+        warnings.append(f"{checkpoint.trtllm_dir} holds {len(ranks)} rank*.safetensors, the mapping needs {tp * pp}")
     tokenizer = _tokenizer_dir(checkpoint)
     serve = serve_argv(engine_dir, tp, pp, None, tokenizer, backend="tensorrt")
-    return BuildPlan("engine", runtime.name, out, engine_dir, engine_dir, tokenizer, tp, pp, command, why, serve,
-                     None, warnings)
+    return BuildPlan(
+        "engine", runtime.name, out, engine_dir, engine_dir, tokenizer, tp, pp, command, why, serve, None, warnings
+    )
 
 
 def _plan_pytorch(checkpoint: Checkpoint, options: BuildOptions, out: Path, runtime: Runtime) -> BuildPlan:
@@ -235,9 +268,13 @@ def _plan_pytorch(checkpoint: Checkpoint, options: BuildOptions, out: Path, runt
     hf_dir = checkpoint.hf_dir.resolve()
     tp = options.tp or 1
     pp = options.pp or 1
-    llm_options = llm_api_options(checkpoint.hf.kv_cache_quant_algo if checkpoint.hf else None,
-                                  options.max_batch_size, options.max_num_tokens, options.max_seq_len,
-                                  options.free_gpu_memory_fraction)
+    llm_options = llm_api_options(
+        checkpoint.hf.kv_cache_quant_algo if checkpoint.hf else None,
+        options.max_batch_size,
+        options.max_num_tokens,
+        options.max_seq_len,
+        options.free_gpu_memory_fraction,
+    )
     options_file = out / OPTIONS_FILE
     tokenizer = _tokenizer_dir(checkpoint)
     tokenizer = tokenizer.resolve() if tokenizer is not None else None
@@ -245,28 +282,54 @@ def _plan_pytorch(checkpoint: Checkpoint, options: BuildOptions, out: Path, runt
     kv = llm_options.kv_cache_config.dtype
     why = {
         "--backend pytorch": f"{runtime.name}: no engine build; the LLM API reads hf_quant_config.json and runs each "
-                             "layer's format from the unified checkpoint",
-        "kv_cache_config.dtype": (f"the checkpoint's KV cache is quantized to {kv}" if kv != "auto"
-                                  else "the checkpoint's KV cache is not quantized: the model dtype"),
+        "layer's format from the unified checkpoint",
+        "kv_cache_config.dtype": (
+            f"the checkpoint's KV cache is quantized to {kv}"
+            if kv != "auto"
+            else "the checkpoint's KV cache is not quantized: the model dtype"
+        ),
         "cuda_graph_config.batch_sizes": "powers of two up to max_batch_size (decode steps pad to the next one)",
-        "max_batch_size / max_num_tokens": ("as given" if options.max_batch_size or options.max_num_tokens
-                                            else "trtllm-serve's defaults"),
+        "max_batch_size / max_num_tokens": (
+            "as given" if options.max_batch_size or options.max_num_tokens else "trtllm-serve's defaults"
+        ),
     }
     model_name = hub_model_name(checkpoint.model_name)
-    warnings = [] if model_name else [
-        f"no Hugging Face id for plan model {checkpoint.model_name!r}: trtllm-bench takes its tokenizer from "
-        "--model; replace MODEL_ID in the commands (trtq bench --tool trtllm-bench --model does)"]
+    warnings = (
+        []
+        if model_name
+        else [
+            f"no Hugging Face id for plan model {checkpoint.model_name!r}: trtllm-bench takes its tokenizer from "
+            "--model; replace MODEL_ID in the commands (trtq bench --tool trtllm-bench --model does)"
+        ]
+    )
     model_name = model_name or "MODEL_ID"
     dataset, report = out / "bench" / "dataset.jsonl", out / "bench" / "report-{mode}.json"
     bench = {
         "prepare-dataset": prepare_dataset_argv(model_name, hf_dir, dataset, 512, 128, 128),
-        "throughput": bench_argv(model_name, hf_dir, options_file, tp, pp, dataset,
-                                 Path(str(report).format(mode="throughput")), "throughput"),
-        "latency": bench_argv(model_name, hf_dir, options_file, tp, pp, dataset,
-                              Path(str(report).format(mode="latency")), "latency"),
+        "throughput": bench_argv(
+            model_name, hf_dir, options_file, tp, pp, dataset, Path(str(report).format(mode="throughput")), "throughput"
+        ),
+        "latency": bench_argv(
+            model_name, hf_dir, options_file, tp, pp, dataset, Path(str(report).format(mode="latency")), "latency"
+        ),
     }
-    return BuildPlan("pytorch", runtime.name, out, None, hf_dir, tokenizer, tp, pp, None, why, serve, llm_options,
-                     warnings, checked, bench)
+    return BuildPlan(
+        "pytorch",
+        runtime.name,
+        out,
+        None,
+        hf_dir,
+        tokenizer,
+        tp,
+        pp,
+        None,
+        why,
+        serve,
+        llm_options,
+        warnings,
+        checked,
+        bench,
+    )
 
 
 def hub_model_name(model: str | None) -> str | None:

@@ -81,7 +81,7 @@ def devil_multiple_choice(evaluation: str, items: int = MC_ITEMS, seed: int = 0)
         if not match:
             continue
         word, body = match.group(1).strip(), [match.group(3)]
-        for follow in lines[i + 1:]:
+        for follow in lines[i + 1 :]:
             if not follow.strip() or _ENTRY.match(follow):
                 break
             body.append(follow.strip())
@@ -109,7 +109,8 @@ def main(argv: list[str]) -> int:
     (DATA_DIR / "evaluation.txt").write_text(evaluation, encoding="utf-8")
     records = devil_multiple_choice(evaluation)
     (DATA_DIR / "devil_definitions.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
     return 0
 
 

@@ -46,6 +46,8 @@ QUANT_CONFIG = "hf_quant_config.json"
 def readable_algos() -> list[str]:
     """The quant_algo names eval rebuilds: the one ModelOpt writes for each format that can be rebuilt."""
     return [f.checkpoint_algo for f in FORMATS.values() if f.rebuilds_checkpoint and f.checkpoint_algo]
+
+
 # Config entries that fix the shapes: a checkpoint of another model disagrees on one.
 from trtq.model.families import SHAPE_KEYS as _ARCHITECTURE_KEYS  # noqa: E402  (from the family adapters)
 
@@ -70,15 +72,16 @@ class LayerQuant:
 @dataclass
 class Checkpoint:
     """What the checkpoint's JSON says; read without torch, before any model loads."""
-    root: Path                                  # the directory the user named
-    hf: Path                                    # the directory holding the safetensors
-    quant_algo: str | None                      # MIXED_PRECISION, one algorithm, or None
-    layers: dict[str, LayerQuant]               # MIXED_PRECISION: layer -> how it is quantized
-    default: LayerQuant | None                  # one algorithm: every Linear not excluded
-    exclude: list[str]                          # its exclude_modules wildcards
-    config: dict[str, Any]                      # hf/config.json
+
+    root: Path  # the directory the user named
+    hf: Path  # the directory holding the safetensors
+    quant_algo: str | None  # MIXED_PRECISION, one algorithm, or None
+    layers: dict[str, LayerQuant]  # MIXED_PRECISION: layer -> how it is quantized
+    default: LayerQuant | None  # one algorithm: every Linear not excluded
+    exclude: list[str]  # its exclude_modules wildcards
+    config: dict[str, Any]  # hf/config.json
     weight_files: list[Path]
-    model_name: str | None = None               # from plan.yaml / quantize_summary.json
+    model_name: str | None = None  # from plan.yaml / quantize_summary.json
     plan_path: Path | None = None
     calibration_sha256: str | None = None
 
@@ -112,8 +115,9 @@ def _layer_quant(where: str, entry: Any) -> LayerQuant:
     algo = entry.get("quant_algo")
     fmt = format_for_checkpoint_algo(algo)
     if fmt is None or not fmt.rebuilds_checkpoint or algo != fmt.checkpoint_algo:
-        raise UnsupportedError(f"{where}: quant_algo {algo!r} is not one trtq eval can reproduce "
-                               f"(it reads {', '.join(readable_algos())})")
+        raise UnsupportedError(
+            f"{where}: quant_algo {algo!r} is not one trtq eval can reproduce (it reads {', '.join(readable_algos())})"
+        )
     group_size = entry.get("group_size")
     if fmt.block_sizes:
         if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
@@ -142,8 +146,10 @@ def open_checkpoint(directory: str | Path) -> Checkpoint:
         raise ArtifactError(f"{where}: no 'quantization' mapping (not a ModelOpt unified HF checkpoint)")
     kv_cache = quantization.get("kv_cache_quant_algo")
     if kv_cache is not None:
-        raise UnsupportedError(f"{where}: the KV cache is quantized ({kv_cache}); trtq eval --checkpoint "
-                               "scores checkpoints with an unquantized KV cache only")
+        raise UnsupportedError(
+            f"{where}: the KV cache is quantized ({kv_cache}); trtq eval --checkpoint "
+            "scores checkpoints with an unquantized KV cache only"
+        )
     quant_algo = quantization.get("quant_algo")
     layers: dict[str, LayerQuant] = {}
     default = None
@@ -164,8 +170,16 @@ def open_checkpoint(directory: str | Path) -> Checkpoint:
     weight_files = sorted(hf.glob("*.safetensors"))
     if not weight_files:
         raise ArtifactError(f"checkpoint {hf} has no *.safetensors weights")
-    checkpoint = Checkpoint(root=root, hf=hf, quant_algo=quant_algo, layers=layers, default=default,
-                            exclude=exclude, config=config, weight_files=weight_files)
+    checkpoint = Checkpoint(
+        root=root,
+        hf=hf,
+        quant_algo=quant_algo,
+        layers=layers,
+        default=default,
+        exclude=exclude,
+        config=config,
+        weight_files=weight_files,
+    )
     _read_provenance(checkpoint)
     return checkpoint
 
@@ -188,28 +202,40 @@ def _read_provenance(checkpoint: Checkpoint) -> None:
         plan = load_artifact(plan_path, Plan)
         checkpoint.plan_path = plan_path
         if checkpoint.model_name is not None and checkpoint.model_name != plan.model:
-            raise ArtifactError(f"{checkpoint.root}: quantize_summary.json names model {checkpoint.model_name!r} "
-                                f"but plan.yaml {plan.model!r}")
+            raise ArtifactError(
+                f"{checkpoint.root}: quantize_summary.json names model {checkpoint.model_name!r} "
+                f"but plan.yaml {plan.model!r}"
+            )
         checkpoint.model_name = plan.model
 
 
 def check_model_matches(checkpoint: Checkpoint, model_name: str, model_config: dict[str, Any]) -> None:
     """The checkpoint was made for this model: by name where trtq recorded one, and by shape."""
     if checkpoint.model_name is not None and checkpoint.model_name != model_name:
-        raise InputError(f"checkpoint {checkpoint.root} was made for model {checkpoint.model_name!r}, "
-                         f"not {model_name!r}")
+        raise InputError(
+            f"checkpoint {checkpoint.root} was made for model {checkpoint.model_name!r}, not {model_name!r}"
+        )
     for key in _ARCHITECTURE_KEYS:
         theirs, ours = checkpoint.config.get(key), model_config.get(key)
         if theirs is not None and ours is not None and theirs != ours:
-            raise InputError(f"checkpoint {checkpoint.root} is for another model: its config.json has "
-                             f"{key} {theirs!r}, {model_name} has {ours!r}")
+            raise InputError(
+                f"checkpoint {checkpoint.root} is for another model: its config.json has "
+                f"{key} {theirs!r}, {model_name} has {ours!r}"
+            )
 
 
 # --- arithmetic: each format's own (trtq/formats/<name>.py: dequantize_checkpoint, checkpoint_tensors,
 # quantize_checkpoint_input), ModelOpt's packing read back and its fake quantization of activations ---
 
-def dequantize_weight(algo: str, tensors: dict[str, torch.Tensor], out_features: int, in_features: int,
-                      group_size: int | None, dtype: torch.dtype) -> torch.Tensor:
+
+def dequantize_weight(
+    algo: str,
+    tensors: dict[str, torch.Tensor],
+    out_features: int,
+    in_features: int,
+    group_size: int | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """The weight the kernel multiplies by, in `dtype`, from the exported tensors."""
     fmt = LayerQuant(algo, group_size).fmt
     if not fmt.rebuilds_checkpoint:
@@ -217,8 +243,9 @@ def dequantize_weight(algo: str, tensors: dict[str, torch.Tensor], out_features:
     return fmt.dequantize_checkpoint(tensors, out_features, in_features, group_size, dtype)
 
 
-def _expected_shapes(fmt: Format, out_features: int, in_features: int,
-                     group_size: int | None) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+def _expected_shapes(
+    fmt: Format, out_features: int, in_features: int, group_size: int | None
+) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
     """name -> (shape, allowed dtypes) of each tensor a layer of this format carries."""
     scalar: tuple[int, ...] = ()
     shapes: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
@@ -233,8 +260,15 @@ def _expected_shapes(fmt: Format, out_features: int, in_features: int,
 class CheckpointLinear(torch.nn.Module):
     """A quantized Linear as exported: x * pre_quant_scale, activation quantization, x @ W^T (+ b)."""
 
-    def __init__(self, name: str, quant: LayerQuant, weight: torch.Tensor, bias: torch.Tensor | None,
-                 pre_quant_scale: torch.Tensor | None, input_scale: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        quant: LayerQuant,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        pre_quant_scale: torch.Tensor | None,
+        input_scale: torch.Tensor | None,
+    ) -> None:
         super().__init__()
         self.name = name
         self.quant = quant
@@ -263,8 +297,8 @@ class CheckpointLinear(torch.nn.Module):
 @dataclass
 class LoadedCheckpoint:
     model: Any
-    layer_formats: dict[str, int]       # trtq format -> Linear layers in it (bf16 = unquantized)
-    folded_pre_quant_scale: list[str]   # AWQ layers whose pre_quant_scale ModelOpt folded into a norm
+    layer_formats: dict[str, int]  # trtq format -> Linear layers in it (bf16 = unquantized)
+    folded_pre_quant_scale: list[str]  # AWQ layers whose pre_quant_scale ModelOpt folded into a norm
     notes: list[str]
 
 
@@ -298,8 +332,9 @@ def _dtype_name(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def _layer_tensors(store: _TensorStore, name: str, quant: LayerQuant, out_features: int,
-                   in_features: int, has_bias: bool, source: Path) -> dict[str, torch.Tensor]:
+def _layer_tensors(
+    store: _TensorStore, name: str, quant: LayerQuant, out_features: int, in_features: int, has_bias: bool, source: Path
+) -> dict[str, torch.Tensor]:
     fmt = quant.fmt
     expected = _expected_shapes(fmt, out_features, in_features, quant.group_size)
     names = ["weight", *fmt.checkpoint_required]
@@ -317,7 +352,8 @@ def _layer_tensors(store: _TensorStore, name: str, quant: LayerQuant, out_featur
             if tuple(tensor.shape) != shape or _dtype_name(tensor) not in dtypes:
                 raise ArtifactError(
                     f"checkpoint tensor {key} is {_dtype_name(tensor)} {list(tensor.shape)}; a {quant.algo} "
-                    f"layer {in_features} -> {out_features} needs {'/'.join(dtypes)} {list(shape)}")
+                    f"layer {in_features} -> {out_features} needs {'/'.join(dtypes)} {list(shape)}"
+                )
         elif part == "bias" and tuple(tensor.shape) != (out_features,):
             raise ArtifactError(f"checkpoint tensor {key} has shape {list(tensor.shape)}, expected [{out_features}]")
         tensors[part] = tensor
@@ -327,12 +363,14 @@ def _layer_tensors(store: _TensorStore, name: str, quant: LayerQuant, out_featur
     return tensors
 
 
-def _quantized_linear(name: str, quant: LayerQuant, module: torch.nn.Linear, store: _TensorStore, source: Path,
-                      dtype: torch.dtype) -> tuple[CheckpointLinear, set[str]]:
+def _quantized_linear(
+    name: str, quant: LayerQuant, module: torch.nn.Linear, store: _TensorStore, source: Path, dtype: torch.dtype
+) -> tuple[CheckpointLinear, set[str]]:
     out_features, in_features = module.out_features, module.in_features
     if quant.group_size and in_features % quant.group_size:
-        raise ArtifactError(f"checkpoint layer {name}: group size {quant.group_size} does not divide its "
-                            f"input width {in_features}")
+        raise ArtifactError(
+            f"checkpoint layer {name}: group size {quant.group_size} does not divide its input width {in_features}"
+        )
     refusal = quant.fmt.checkpoint_shape_refusal(out_features)
     if refusal:
         raise ArtifactError(f"checkpoint layer {name}: {refusal}")
@@ -363,8 +401,10 @@ def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype
     if checkpoint.quant_algo == "MIXED_PRECISION":
         strangers = [name for name in checkpoint.layers if name not in linears]
         if strangers:
-            raise ArtifactError(f"checkpoint {source} quantizes {strangers[0]}, which is not a Linear layer "
-                                f"of the model ({len(strangers)} such layers)")
+            raise ArtifactError(
+                f"checkpoint {source} quantizes {strangers[0]}, which is not a Linear layer "
+                f"of the model ({len(strangers)} such layers)"
+            )
     head = rebuilt.get_output_embeddings() if hasattr(rebuilt, "get_output_embeddings") else None
     consumed: set[str] = set()
     counts: dict[str, int] = {}
@@ -391,8 +431,10 @@ def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype
         f"computed in {str(dtype).removeprefix('torch.')}, activations fake-quantized with the exported input_scale",
     ]
     if folded:
-        notes.append(f"{len(folded)} AWQ layers carry no pre_quant_scale: ModelOpt's export averaged it over the "
-                     "layers sharing an input and folded it into the preceding norm's weight, loaded as exported")
+        notes.append(
+            f"{len(folded)} AWQ layers carry no pre_quant_scale: ModelOpt's export averaged it over the "
+            "layers sharing an input and folded it into the preceding norm's weight, loaded as exported"
+        )
     return LoadedCheckpoint(rebuilt, counts, folded, notes)
 
 
@@ -406,11 +448,13 @@ def _load_unquantized(model: torch.nn.Module, store: _TensorStore, consumed: set
                 continue
             tensor = store.get(key)
             if tuple(tensor.shape) != tuple(target.shape):
-                raise ArtifactError(f"checkpoint tensor {key} has shape {list(tensor.shape)}, "
-                                    f"the model's is {list(target.shape)}")
+                raise ArtifactError(
+                    f"checkpoint tensor {key} has shape {list(tensor.shape)}, the model's is {list(target.shape)}"
+                )
             if not tensor.is_floating_point() or tensor.element_size() < 2:
-                raise ArtifactError(f"checkpoint tensor {key} is {_dtype_name(tensor)}, but the config does not "
-                                    "quantize its layer")
+                raise ArtifactError(
+                    f"checkpoint tensor {key} is {_dtype_name(tensor)}, but the config does not quantize its layer"
+                )
             target.copy_(tensor.to(target.dtype))
             consumed.add(key)
             loaded_storage.add(target.data_ptr())
@@ -423,5 +467,7 @@ def _load_unquantized(model: torch.nn.Module, store: _TensorStore, consumed: set
             raise ArtifactError(f"checkpoint {source} lacks tensor {key}")
     unknown = sorted(set(store.where) - consumed)
     if unknown:
-        raise ArtifactError(f"checkpoint tensor {unknown[0]} is not a tensor of the model or of a layer the "
-                            f"config quantizes ({len(unknown)} such tensors)")
+        raise ArtifactError(
+            f"checkpoint tensor {unknown[0]} is not a tensor of the model or of a layer the "
+            f"config quantizes ({len(unknown)} such tensors)"
+        )

@@ -28,10 +28,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help=EvalRequest.model_fields["model"].description)
     source = p.add_mutually_exclusive_group()
     add_options(source, EvalRequest, "plan", "checkpoint")
-    add_options(p, EvalRequest, "text", "seq_len", "windows", "max_ppl_increase", "lm_eval", "lm_eval_limit",
-                "calib", "calib_samples", "calib_seq_len", "seed", "device", "dtype")
-    p.add_argument("-o", "--output", default="eval.json", type=output_file(*ARTIFACT_SUFFIXES),
-                   help="eval artifact (JSON or YAML; default eval.json)")
+    add_options(
+        p,
+        EvalRequest,
+        "text",
+        "seq_len",
+        "windows",
+        "max_ppl_increase",
+        "lm_eval",
+        "lm_eval_limit",
+        "calib",
+        "calib_samples",
+        "calib_seq_len",
+        "seed",
+        "device",
+        "dtype",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="eval.json",
+        type=output_file(*ARTIFACT_SUFFIXES),
+        help="eval artifact (JSON or YAML; default eval.json)",
+    )
     p.set_defaults(handler=run_eval)
 
 

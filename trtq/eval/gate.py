@@ -38,8 +38,9 @@ def check_request(request: EvalRequest) -> Any:
     return open_checkpoint(request.checkpoint)
 
 
-def split_plan(plan: Plan, cuda_available: bool) -> tuple[dict[str, tuple[str, int | None]],
-                                                          dict[str, tuple[str, int | None]]]:
+def split_plan(
+    plan: Plan, cuda_available: bool
+) -> tuple[dict[str, tuple[str, int | None]], dict[str, tuple[str, int | None]]]:
     """(layers ModelOpt quantizes here, layers -> (format, block size) for the reference substitute: the formats
     whose ModelOpt fake quantization needs CUDA, NVFP4)."""
     from trtq.registry import get_format
@@ -70,8 +71,10 @@ def quantized_copy(model: Any, plan: Plan, calib_batches: Any) -> tuple[Any, lis
     notes = []
     if modelopt_layers:
         quantize_model(quantized, modelopt_layers, calib_batches)
-        notes.append(f"{len(modelopt_layers)} layers fake-quantized by ModelOpt "
-                     "(trtq.quantize.apply.quantize_model: weights and activations as each format says)")
+        notes.append(
+            f"{len(modelopt_layers)} layers fake-quantized by ModelOpt "
+            "(trtq.quantize.apply.quantize_model: weights and activations as each format says)"
+        )
     if reference_layers:
         modules = dict(quantized.named_modules())
         with torch.no_grad():
@@ -79,8 +82,10 @@ def quantized_copy(model: Any, plan: Plan, calib_batches: Any) -> tuple[Any, lis
                 weight = modules[layer].weight
                 weight.copy_(quantize_dequantize(weight, get_format(format_name), block))
         label = "/".join(sorted({name.upper() for name, _ in reference_layers.values()}))
-        notes.append(f"{len(reference_layers)} {label} layers: weights replaced by trtq's reference {label} "
-                     f"quantize-dequantize (ModelOpt's {label} needs CUDA); activations NOT quantized")
+        notes.append(
+            f"{len(reference_layers)} {label} layers: weights replaced by trtq's reference {label} "
+            f"quantize-dequantize (ModelOpt's {label} needs CUDA); activations NOT quantized"
+        )
     return quantized, notes
 
 
@@ -98,8 +103,10 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
     tasks = parse_task_spec(request.lm_eval) if request.lm_eval else {}
     resolved = resolve_model(request.model)
     if resolved.weights_format == "safetensors" and (Path(resolved.weights) / "hf_quant_config.json").is_file():
-        raise InputError(f"model {request.model} is a quantized checkpoint: give the unquantized model it was "
-                         "made from, and the checkpoint to --checkpoint")
+        raise InputError(
+            f"model {request.model} is a quantized checkpoint: give the unquantized model it was "
+            "made from, and the checkpoint to --checkpoint"
+        )
     plan = None
     if checkpoint is None:
         plan = load_artifact(request.plan, Plan)
@@ -120,8 +127,9 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
         if text_sha256(text) == text_sha256(calib_text):
             raise InputError(f"the evaluation text {text_path} is the calibration text: score on other text")
     elif checkpoint.calibration_sha256 == text_sha256(text):
-        raise InputError(f"the evaluation text {text_path} is the text {checkpoint.root} was calibrated on: "
-                         "score on other text")
+        raise InputError(
+            f"the evaluation text {text_path} is the text {checkpoint.root} was calibrated on: score on other text"
+        )
 
     if model is None or tokenizer is None:
         started = time.perf_counter()
@@ -137,13 +145,14 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
     windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
     started = time.perf_counter()
     reference = perplexity(model, windows)
-    say(f"reference perplexity {reference.ppl:.3f} over {reference.windows} x {request.seq_len} tokens "
-        f"({time.perf_counter() - started:.0f} s)")
+    say(
+        f"reference perplexity {reference.ppl:.3f} over {reference.windows} x {request.seq_len} tokens "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
 
     if checkpoint is None:
         started = time.perf_counter()
-        calib_batches = token_batches(tokenizer, calib_text, request.calib_samples, request.calib_seq_len,
-                                      request.seed)
+        calib_batches = token_batches(tokenizer, calib_text, request.calib_samples, request.calib_seq_len, request.seed)
         quantized, notes = quantized_copy(model, plan, calib_batches)
         counts: dict[str, int] = {}
         for fmt_name, _ in plan.layer_formats().values():
@@ -171,14 +180,25 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
             q_value = after[name][1]
             drop = degradation(ref_value, q_value)
             limit = tasks[name] / 100.0
-            task_results.append(TaskResult(task=name, metric=metric, reference=ref_value, quantized=q_value,
-                                           degradation=drop, threshold=limit, passed=drop <= limit,
-                                           samples=samples))
+            task_results.append(
+                TaskResult(
+                    task=name,
+                    metric=metric,
+                    reference=ref_value,
+                    quantized=q_value,
+                    degradation=drop,
+                    threshold=limit,
+                    passed=drop <= limit,
+                    samples=samples,
+                )
+            )
     del quantized
 
-    notes.append(f"reference: the unquantized model ({next(model.parameters()).dtype} on "
-                 f"{next(model.parameters()).device}); "
-                 f"windows: {reference.windows} non-overlapping, evenly spaced over the text")
+    notes.append(
+        f"reference: the unquantized model ({next(model.parameters()).dtype} on "
+        f"{next(model.parameters()).device}); "
+        f"windows: {reference.windows} non-overlapping, evenly spaced over the text"
+    )
     if tasks:
         notes.append("lm-eval degradation = relative drop of the task metric, (reference - quantized) / reference")
     if checkpoint is None:
@@ -189,8 +209,12 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
         inputs = {"text": text_path, **checkpoint.input_files()}
         plan_path = checkpoint.plan_path
     return EvalResult.create(
-        metadata=make_metadata(inputs=inputs, seed=request.seed if checkpoint is None else None, notes=notes,
-                               versions={"torch_threads": str(torch.get_num_threads())}),
+        metadata=make_metadata(
+            inputs=inputs,
+            seed=request.seed if checkpoint is None else None,
+            notes=notes,
+            versions={"torch_threads": str(torch.get_num_threads())},
+        ),
         model=resolved.name,
         source="plan" if checkpoint is None else "checkpoint",
         plan=None if plan_path is None else str(plan_path),
@@ -213,14 +237,19 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
 
 def verdict(result: EvalResult) -> str:
     """One line: what passed or failed, and by how much."""
-    parts = [f"perplexity {result.ppl_bf16:.3f} -> {result.ppl_quant:.3f} "
-             f"({100 * result.relative_increase:+.2f}%, limit {100 * result.threshold:g}%)"]
+    parts = [
+        f"perplexity {result.ppl_bf16:.3f} -> {result.ppl_quant:.3f} "
+        f"({100 * result.relative_increase:+.2f}%, limit {100 * result.threshold:g}%)"
+    ]
     for task in result.lm_eval:
-        parts.append(f"{task.task} {task.metric} {task.reference:.4f} -> {task.quantized:.4f} "
-                     f"({-100 * task.degradation:+.2f}%, limit -{100 * task.threshold:g}%)")
+        parts.append(
+            f"{task.task} {task.metric} {task.reference:.4f} -> {task.quantized:.4f} "
+            f"({-100 * task.degradation:+.2f}%, limit -{100 * task.threshold:g}%)"
+        )
     if result.passed:
         return "PASS: " + "; ".join(parts)
     # Name what failed first: with a task in the gate, the perplexity part may have passed.
-    failed = ([] if result.relative_increase <= result.threshold else ["perplexity"]) + \
-        [task.task for task in result.lm_eval if not task.passed]
+    failed = ([] if result.relative_increase <= result.threshold else ["perplexity"]) + [
+        task.task for task in result.lm_eval if not task.passed
+    ]
     return f"FAIL ({', '.join(failed)}): " + "; ".join(parts)

@@ -22,8 +22,7 @@ LOCAL_TASK = "trtq_devil_definitions"
 DEFAULT_THRESHOLDS: dict[str, float] = {"mmlu": 3.0, "hellaswag": 2.0, "gsm8k": 5.0, LOCAL_TASK: 5.0}
 FALLBACK_THRESHOLD = 5.0
 # The metric the gate reads, in order of preference, from lm-eval's results per task.
-_METRICS = ("acc_norm,none", "acc,none", "exact_match,strict-match", "exact_match,flexible-extract",
-            "exact_match,none")
+_METRICS = ("acc_norm,none", "acc,none", "exact_match,strict-match", "exact_match,flexible-extract", "exact_match,none")
 
 
 def parse_task_spec(spec: str) -> dict[str, float]:
@@ -74,8 +73,9 @@ def _import_lm_eval():
     return lm_eval, HFLM
 
 
-def evaluate_tasks(model: Any, tokenizer: Any, tasks: list[str], limit: int | None = None,
-                   batch_size: int = 8) -> dict[str, tuple[str, float, int]]:
+def evaluate_tasks(
+    model: Any, tokenizer: Any, tasks: list[str], limit: int | None = None, batch_size: int = 8
+) -> dict[str, tuple[str, float, int]]:
     """{task: (metric, value, samples)} for the in-memory `model`, offline."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -85,9 +85,17 @@ def evaluate_tasks(model: Any, tokenizer: Any, tasks: list[str], limit: int | No
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            output = lm_eval.simple_evaluate(model=lm, tasks=_task_entries(tasks), limit=limit,
-                                             log_samples=False, bootstrap_iters=0, random_seed=0,
-                                             numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0)
+            output = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=_task_entries(tasks),
+                limit=limit,
+                log_samples=False,
+                bootstrap_iters=0,
+                random_seed=0,
+                numpy_random_seed=0,
+                torch_random_seed=0,
+                fewshot_random_seed=0,
+            )
     except (KeyError, ValueError, FileNotFoundError, ConnectionError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"lm-eval could not run {', '.join(tasks)}: {first}") from None
@@ -100,7 +108,9 @@ def evaluate_tasks(model: Any, tokenizer: Any, tasks: list[str], limit: int | No
             raise InputError(f"lm-eval has no result for task {name!r} (unknown task, or a group without one)")
         metric = next((m for m in _METRICS if m in task_results), None)
         if metric is None:
-            raise InputError(f"lm-eval task {name!r} reports none of the metrics the gate reads ({', '.join(_METRICS)})")
+            raise InputError(
+                f"lm-eval task {name!r} reports none of the metrics the gate reads ({', '.join(_METRICS)})"
+            )
         samples = output.get("n-samples", {}).get(name, {})
         count = int(samples.get("effective", samples.get("original", 0)) or 0)
         results[name] = (metric.split(",")[0], float(task_results[metric]), count)

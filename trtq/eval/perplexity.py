@@ -14,8 +14,8 @@ from trtq.errors import InputError
 @dataclass(frozen=True)
 class Perplexity:
     ppl: float
-    nll: float          # summed negative log-likelihood, nats
-    tokens: int         # predicted tokens (each window predicts seq_len - 1)
+    nll: float  # summed negative log-likelihood, nats
+    tokens: int  # predicted tokens (each window predicts seq_len - 1)
     windows: int
 
 
@@ -39,11 +39,12 @@ def perplexity(model: Any, windows: torch.Tensor, batch_size: int = 4) -> Perple
     count = 0
     with torch.no_grad():
         for start in range(0, windows.shape[0], batch_size):
-            ids = windows[start:start + batch_size].to(_device_of(model))
+            ids = windows[start : start + batch_size].to(_device_of(model))
             logits = model(input_ids=ids, use_cache=False).logits[:, :-1, :].float()
             targets = ids[:, 1:]
             nll = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
+            )
             total += float(nll.double())
             count += targets.numel()
     return Perplexity(ppl=math.exp(total / count), nll=total, tokens=count, windows=int(windows.shape[0]))

@@ -14,15 +14,20 @@ class EvalRequest(CalibrationSettings, DeviceSettings):
     model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")
     plan: str | None = setting(None, "plan.yaml from `trtq plan`")
     checkpoint: str | None = setting(
-        None, "a checkpoint written by `trtq quantize` (engines/NAME, or its hf/ directory)", metavar="DIR")
+        None, "a checkpoint written by `trtq quantize` (engines/NAME, or its hf/ directory)", metavar="DIR"
+    )
     text: str | None = setting(None, "UTF-8 evaluation text (default: the shipped evaluation text)", metavar="FILE")
     seq_len: int = setting(512, "tokens per window", ge=2, le=MAX_TOKENS)
     windows: int = setting(32, "windows scored, spread evenly over the text (0 = all)", ge=0, le=MAX_COUNT)
-    max_ppl_increase: float = setting(5.0, "largest relative perplexity increase that passes, percent",
-                                      ge=0, le=1e6, metavar="PERCENT")
+    max_ppl_increase: float = setting(
+        5.0, "largest relative perplexity increase that passes, percent", ge=0, le=1e6, metavar="PERCENT"
+    )
     lm_eval: str | None = setting(
-        None, "comma-separated lm-eval tasks, each optionally =THRESHOLD percent (defaults: mmlu 3, hellaswag 2, "
-              "gsm8k 5, others 5); trtq_devil_definitions runs offline", metavar="TASKS")
+        None,
+        "comma-separated lm-eval tasks, each optionally =THRESHOLD percent (defaults: mmlu 3, hellaswag 2, "
+        "gsm8k 5, others 5); trtq_devil_definitions runs offline",
+        metavar="TASKS",
+    )
     lm_eval_limit: int | None = setting(None, "score only the first N documents of each task", ge=1, le=MAX_COUNT)
 
     @property

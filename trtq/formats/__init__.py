@@ -61,5 +61,11 @@ def format_for_checkpoint_algo(algo: object) -> Format | None:
     return checkpoint_algo_formats().get(algo) if isinstance(algo, str) else None
 
 
-__all__ = ["FORMATS", "FORMAT_MODULES", "Format", "checkpoint_algo_formats", "format_for_checkpoint_algo",
-           "register_format"]
+__all__ = [
+    "FORMATS",
+    "FORMAT_MODULES",
+    "Format",
+    "checkpoint_algo_formats",
+    "format_for_checkpoint_algo",
+    "register_format",
+]

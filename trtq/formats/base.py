@@ -141,8 +141,9 @@ class Format:
 
         return Prepared(None, "none", f"torch has no CPU kernel for {self.name}")
 
-    def cuda_kernel(self, case: GemmCase, sm: int, trtllm: TrtllmInfo | None,
-                    trtllm_reason: str | None) -> KernelChoice:
+    def cuda_kernel(
+        self, case: GemmCase, sm: int, trtllm: TrtllmInfo | None, trtllm_reason: str | None
+    ) -> KernelChoice:
         """The CUDA kernel that measures `case` (shape and GPU already checked: sm >= min_sm, blocks
         divide), or why none. Kernel names are trtq.formats.kernels' constants."""
         from trtq.formats.kernels import unsupported
@@ -184,13 +185,20 @@ class Format:
         """Why a layer of that output width cannot be this format's packing (None: it can)."""
         return None
 
-    def checkpoint_tensors(self, out_features: int, in_features: int,
-                           group_size: int | None) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+    def checkpoint_tensors(
+        self, out_features: int, in_features: int, group_size: int | None
+    ) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
         """name -> (shape, allowed dtypes) of the `weight` and `weight_scale` a layer carries."""
         return {}
 
-    def dequantize_checkpoint(self, tensors: dict[str, torch.Tensor], out_features: int, in_features: int,
-                              group_size: int | None, dtype: torch.dtype) -> torch.Tensor:
+    def dequantize_checkpoint(
+        self,
+        tensors: dict[str, torch.Tensor],
+        out_features: int,
+        in_features: int,
+        group_size: int | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
         """The weight the kernel multiplies by, in `dtype`, from the exported tensors."""
         from trtq.errors import UnsupportedError
 

@@ -26,10 +26,20 @@ class Fp8Block(Format):
 FORMAT = Fp8Block(
     name="fp8_block",
     description="FP8 E4M3 weights in 128x128 blocks, FP8 E4M3 activations in 1x128 groups (block scaling)",
-    weight_dtype="fp8_e4m3", act_dtype="fp8_e4m3", weight_bits=8, act_bits=8,
-    compute="fp8", block_sizes=(128,), scale_bytes=4 / 128, per_channel_scales=False, tensor_scale_bytes=0,
-    input_scale_vector=False, modelopt_config="FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG", min_sm=90,
-    modelopt_on_cpu=True, act_block_size=128,
+    weight_dtype="fp8_e4m3",
+    act_dtype="fp8_e4m3",
+    weight_bits=8,
+    act_bits=8,
+    compute="fp8",
+    block_sizes=(128,),
+    scale_bytes=4 / 128,
+    per_channel_scales=False,
+    tensor_scale_bytes=0,
+    input_scale_vector=False,
+    modelopt_config="FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG",
+    min_sm=90,
+    modelopt_on_cpu=True,
+    act_block_size=128,
     export_refusal=(
         "ModelOpt 0.47 has no W8A8 block-FP8 recipe: its FP8_2D_BLOCKWISE_WEIGHT_ONLY_CFG quantizes 128x128 "
         "weight tiles but cannot fake-quantize 1x128 FP8 activation groups (its dynamic block quantizer needs a "
@@ -38,7 +48,8 @@ FORMAT = Fp8Block(
     ),
     color="#D55E00",
     # ModelOpt 0.47 does not write FP8_BLOCK_SCALES (see export_refusal); other producers do.
-    checkpoint_algos=("FP8_BLOCK_SCALES",), enables_fp8_attention=True,
+    checkpoint_algos=("FP8_BLOCK_SCALES",),
+    enables_fp8_attention=True,
     # 128x128 weight blocks, 1x128 activation groups (DeepGEMM / torch flow).
     aiconfigurator_dtype="fp8_block",
     activation_quant="fp8_dynamic",

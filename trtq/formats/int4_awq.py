@@ -34,7 +34,8 @@ class Int4Awq(Format):
         xb = x.to(torch.bfloat16)
         return Prepared(
             lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, packed, group, scales_zeros),
-            f"aten._weight_int4pack_mm_for_cpu group {group}", details={"group_size": group},
+            f"aten._weight_int4pack_mm_for_cpu group {group}",
+            details={"group_size": group},
         )
 
     def cuda_kernel(self, case, sm, trtllm, trtllm_reason):
@@ -53,8 +54,11 @@ class Int4Awq(Format):
             return unsupported(f"int4 weights pack 8 per int32 along the output: out features {n} not divisible by 8")
         mixed_ok = trtllm is not None and "finegrained_mixed_dtype_gemm" in trtllm.ops
         if mixed_ok and (trtllm.mixed_gemm_max_sm is None or sm <= trtllm.mixed_gemm_max_sm):
-            return KernelChoice(TRTLLM_MIXED, f"trtllm finegrained_mixed_dtype_gemm W4A16 group {group}",
-                                details={"group_size": group, "tensorrt_llm": trtllm.version})
+            return KernelChoice(
+                TRTLLM_MIXED,
+                f"trtllm finegrained_mixed_dtype_gemm W4A16 group {group}",
+                details={"group_size": group, "tensorrt_llm": trtllm.version},
+            )
         if k % 32 or n % 8:
             return unsupported(f"torch's int4 kernel needs in % 32 == 0 and out % 8 == 0, got {n}x{k}")
         if group not in TINYGEMM_GROUP_SIZES:
@@ -64,8 +68,7 @@ class Int4Awq(Format):
             details["fallback"] = trtllm_reason or "tensorrt_llm is not importable here"
         else:
             details["fallback"] = f"TensorRT-LLM {trtllm.version} has no W4A16 mixed GEMM for sm{sm}"
-        return KernelChoice(TORCH_INT4PACK, f"aten._weight_int4pack_mm group {group} (torch tinygemm)",
-                            details=details)
+        return KernelChoice(TORCH_INT4PACK, f"aten._weight_int4pack_mm group {group} (torch tinygemm)", details=details)
 
     # ModelOpt: `weight` uint8 [out/2, in]: two INT4 codes per byte along the OUTPUT dimension (row 2j in the
     # low nibble, row 2j+1 in the high one), `weight_scale` [out, in/group] = block amax / 7, codes
@@ -74,8 +77,10 @@ class Int4Awq(Format):
         return f"INT4 packing needs an even output width, got {out_features}" if out_features % 2 else None
 
     def checkpoint_tensors(self, out_features, in_features, group_size):
-        return {"weight": ((out_features // 2, in_features), ("uint8",)),
-                "weight_scale": ((out_features, in_features // group_size), ("float32",))}
+        return {
+            "weight": ((out_features // 2, in_features), ("uint8",)),
+            "weight_scale": ((out_features, in_features // group_size), ("float32",)),
+        }
 
     def dequantize_checkpoint(self, tensors, out_features, in_features, group_size, dtype):
         import torch
@@ -90,11 +95,24 @@ class Int4Awq(Format):
 FORMAT = Int4Awq(
     name="int4_awq",
     description="INT4 weights in groups (AWQ), BF16 activations (W4A16)",
-    weight_dtype="int4", act_dtype="bf16", weight_bits=4, act_bits=16,
-    compute="bf16", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False, tensor_scale_bytes=0,
-    input_scale_vector=True, modelopt_config="INT4_AWQ_CFG", min_sm=80, modelopt_on_cpu=True,
-    color="#E69F00", checkpoint_algos=("W4A16_AWQ",), runtime_group_sizes=(64, 128),
+    weight_dtype="int4",
+    act_dtype="bf16",
+    weight_bits=4,
+    act_bits=16,
+    compute="bf16",
+    block_sizes=(128, 64),
+    scale_bytes=2,
+    per_channel_scales=False,
+    tensor_scale_bytes=0,
+    input_scale_vector=True,
+    modelopt_config="INT4_AWQ_CFG",
+    min_sm=80,
+    modelopt_on_cpu=True,
+    color="#E69F00",
+    checkpoint_algos=("W4A16_AWQ",),
+    runtime_group_sizes=(64, 128),
     folds_pre_quant_scale=True,
-    checkpoint_required=("weight_scale",), checkpoint_optional=("pre_quant_scale",),
+    checkpoint_required=("weight_scale",),
+    checkpoint_optional=("pre_quant_scale",),
     aiconfigurator_refusal="the tables' int4_wo is TensorRT-LLM's per-channel weight-only plugin, not group-wise AWQ",
 )

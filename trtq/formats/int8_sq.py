@@ -32,8 +32,10 @@ class Int8SmoothQuant(Format):
         x8 = x.clamp(-127, 127).to(torch.int8)
         w8t = w.clamp(-127, 127).to(torch.int8).t()
         scale = torch.rand(w.shape[0], generator=gen)
-        return Prepared(lambda: torch._int_mm(x8, w8t).to(torch.float32).mul_(scale).to(torch.bfloat16),
-                        "torch._int_mm int8 + per-channel dequant")
+        return Prepared(
+            lambda: torch._int_mm(x8, w8t).to(torch.float32).mul_(scale).to(torch.bfloat16),
+            "torch._int_mm int8 + per-channel dequant",
+        )
 
     def cuda_kernel(self, case, sm, trtllm, trtllm_reason):
         from trtq.formats.kernels import INT_MM_MIN_ROWS, TORCH_INT_MM, KernelChoice, unsupported
@@ -66,15 +68,30 @@ class Int8SmoothQuant(Format):
 FORMAT = Int8SmoothQuant(
     name="int8_sq",
     description="INT8 per-channel weights, INT8 per-tensor activations (SmoothQuant)",
-    weight_dtype="int8", act_dtype="int8", weight_bits=8, act_bits=8,
-    compute="int8", block_sizes=(), scale_bytes=4, per_channel_scales=True, tensor_scale_bytes=0,
-    input_scale_vector=True, modelopt_config="INT8_SMOOTHQUANT_CFG", min_sm=80, modelopt_on_cpu=True,
-    color="#56B4E9", smooths_activations=True,
+    weight_dtype="int8",
+    act_dtype="int8",
+    weight_bits=8,
+    act_bits=8,
+    compute="int8",
+    block_sizes=(),
+    scale_bytes=4,
+    per_channel_scales=True,
+    tensor_scale_bytes=0,
+    input_scale_vector=True,
+    modelopt_config="INT8_SMOOTHQUANT_CFG",
+    min_sm=80,
+    modelopt_on_cpu=True,
+    color="#56B4E9",
+    smooths_activations=True,
     # ModelOpt exports W8A8_SQ_PER_CHANNEL; the *_PLUGIN spellings come from TensorRT-LLM's own converters
     # (all carry INT8 per-channel weights).
-    checkpoint_algos=("W8A8_SQ_PER_CHANNEL", "W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN",
-                      "W8A8_SQ_PER_CHANNEL_PER_TENSOR_PLUGIN"),
-    checkpoint_required=("weight_scale", "input_scale"), checkpoint_optional=("pre_quant_scale",),
+    checkpoint_algos=(
+        "W8A8_SQ_PER_CHANNEL",
+        "W8A8_SQ_PER_CHANNEL_PER_TOKEN_PLUGIN",
+        "W8A8_SQ_PER_CHANNEL_PER_TENSOR_PLUGIN",
+    ),
+    checkpoint_required=("weight_scale", "input_scale"),
+    checkpoint_optional=("pre_quant_scale",),
     # SmoothQuant W8A8 (a100_sxm, TensorRT-LLM 1.0 plugin).
     aiconfigurator_dtype="sq",
     activation_quant="int8",

@@ -29,15 +29,15 @@ class TrtllmInfo:
     """What the importable TensorRT-LLM offers this backend (None when it does not import)."""
 
     version: str
-    ops: frozenset[str]                 # torch.ops.trtllm op names present
-    mixed_gemm_max_sm: int | None       # FinegrainedMixedDtypeGemm.MAX_SUPPORTED_SM_VERSION
-    w4a8_max_sm: int | None             # ...MAX_SUPPORTED_SM_VERSION_W4A8 where it exists
+    ops: frozenset[str]  # torch.ops.trtllm op names present
+    mixed_gemm_max_sm: int | None  # FinegrainedMixedDtypeGemm.MAX_SUPPORTED_SM_VERSION
+    w4a8_max_sm: int | None  # ...MAX_SUPPORTED_SM_VERSION_W4A8 where it exists
 
 
 @dataclass(frozen=True)
 class KernelChoice:
-    kernel: str | None                  # None: unsupported
-    method: str                         # what the row's `method` says
+    kernel: str | None  # None: unsupported
+    method: str  # what the row's `method` says
     reason: str | None = None
     details: dict = field(default_factory=dict)
 
@@ -48,8 +48,7 @@ def unsupported(reason: str) -> KernelChoice:
 
 def needs_trtllm(fmt: str, trtllm_reason: str | None) -> KernelChoice:
     why = trtllm_reason or "tensorrt_llm is not importable here"
-    return unsupported(f"{fmt} runs only on TensorRT-LLM kernels and {why} "
-                       "(use the NGC TensorRT-LLM container)")
+    return unsupported(f"{fmt} runs only on TensorRT-LLM kernels and {why} (use the NGC TensorRT-LLM container)")
 
 
 def inner_k_tiles(k: int) -> int:

@@ -98,8 +98,9 @@ def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * E2M1_GRID.to(x.dtype)[e2m1_codes(x)]
 
 
-def nvfp4_scales(w: torch.Tensor, block_size: int = 16,
-                 global_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def nvfp4_scales(
+    w: torch.Tensor, block_size: int = 16, global_scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(E4M3 block scales [rows, in/block], FP32 global scale) of a 2-D tensor: global = amax(W) / (6 * 448)
     unless given (an activation's calibrated scale), block = amax_b / (6 * global) clamped to E4M3's
     [2^-9, 448] (an all-zero block gets 1)."""
@@ -126,6 +127,7 @@ def nvfp4(x: torch.Tensor, block_size: int = 16, global_scale: torch.Tensor | No
 
 
 # --- ModelOpt's export packings, read back (modelopt/torch/export/quant_utils.py) ---
+
 
 def unpack_int4(packed: torch.Tensor, out_features: int) -> torch.Tensor:
     """uint8 [out/2, in] -> int8 codes [out, in] in [-8, 7] (quant_utils.pack_int4_in_uint8, 2-D case)."""

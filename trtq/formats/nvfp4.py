@@ -32,9 +32,11 @@ class Nvfp4(Format):
             return needs_trtllm(self.name, trtllm_reason)
         if not {"nvfp4_gemm", "fp4_quantize"} <= trtllm.ops:
             return unsupported(f"TensorRT-LLM {trtllm.version} has no trtllm.nvfp4_gemm / fp4_quantize op")
-        return KernelChoice(TRTLLM_NVFP4, "trtllm nvfp4_gemm (block 16)",
-                            details={"group_size": self.group_size_for(case.in_features),
-                                     "tensorrt_llm": trtllm.version})
+        return KernelChoice(
+            TRTLLM_NVFP4,
+            "trtllm nvfp4_gemm (block 16)",
+            details={"group_size": self.group_size_for(case.in_features), "tensorrt_llm": trtllm.version},
+        )
 
     # ModelOpt: `weight` uint8 [out, in/2]: two E2M1 codes per byte along the INPUT dimension (element 2i in the
     # low nibble), `weight_scale` float8_e4m3fn [out, in/16], `weight_scale_2` = amax / (6 * 448),
@@ -45,8 +47,10 @@ class Nvfp4(Format):
         return None
 
     def checkpoint_tensors(self, out_features, in_features, group_size):
-        return {"weight": ((out_features, in_features // 2), ("uint8",)),
-                "weight_scale": ((out_features, in_features // group_size), ("float8_e4m3fn",))}
+        return {
+            "weight": ((out_features, in_features // 2), ("uint8",)),
+            "weight_scale": ((out_features, in_features // group_size), ("float8_e4m3fn",)),
+        }
 
     def dequantize_checkpoint(self, tensors, out_features, in_features, group_size, dtype):
         import torch
@@ -67,12 +71,26 @@ class Nvfp4(Format):
 FORMAT = Nvfp4(
     name="nvfp4",
     description="NVFP4: E2M1 values in 16-element blocks with E4M3 block scales, FP32 global scale",
-    weight_dtype="e2m1", act_dtype="e2m1", weight_bits=4, act_bits=4,
-    compute="fp4", block_sizes=(NVFP4_BLOCK,), scale_bytes=1, per_channel_scales=False, tensor_scale_bytes=4,
-    input_scale_vector=False, modelopt_config="NVFP4_DEFAULT_CFG", min_sm=100, modelopt_on_cpu=False,
-    color="#009E73", checkpoint_algos=("NVFP4",), runtime_group_sizes=(NVFP4_BLOCK,),
-    enables_fp8_attention=True, needs_gemm_plugin=True,
+    weight_dtype="e2m1",
+    act_dtype="e2m1",
+    weight_bits=4,
+    act_bits=4,
+    compute="fp4",
+    block_sizes=(NVFP4_BLOCK,),
+    scale_bytes=1,
+    per_channel_scales=False,
+    tensor_scale_bytes=4,
+    input_scale_vector=False,
+    modelopt_config="NVFP4_DEFAULT_CFG",
+    min_sm=100,
+    modelopt_on_cpu=False,
+    color="#009E73",
+    checkpoint_algos=("NVFP4",),
+    runtime_group_sizes=(NVFP4_BLOCK,),
+    enables_fp8_attention=True,
+    needs_gemm_plugin=True,
     checkpoint_required=("weight_scale", "weight_scale_2", "input_scale"),
     aiconfigurator_dtype="nvfp4",
-    activation_quant="nvfp4", fused_producers=frozenset({"norm", "act"}),
+    activation_quant="nvfp4",
+    fused_producers=frozenset({"norm", "act"}),
 )

@@ -39,8 +39,11 @@ class W4a8Awq(Int4Awq):
         limit = trtllm.w4a8_max_sm if trtllm.w4a8_max_sm is not None else trtllm.mixed_gemm_max_sm
         if not mixed_ok or (limit is not None and sm > limit):
             return unsupported(f"TensorRT-LLM {trtllm.version} has no W4A8 GEMM for sm{sm}")
-        return KernelChoice(TRTLLM_MIXED, f"trtllm finegrained_mixed_dtype_gemm W4A8 group {group}",
-                            details={"group_size": group, "tensorrt_llm": trtllm.version})
+        return KernelChoice(
+            TRTLLM_MIXED,
+            f"trtllm finegrained_mixed_dtype_gemm W4A8 group {group}",
+            details={"group_size": group, "tensorrt_llm": trtllm.version},
+        )
 
     # ModelOpt: as W4A16_AWQ, plus `weight_scale_2` = amax / 448 of the FP8 stage it applies to the
     # INT4-dequantized weight, and `input_scale` = FP8 activation amax / 448.
@@ -62,12 +65,27 @@ class W4a8Awq(Int4Awq):
 FORMAT = W4a8Awq(
     name="w4a8_awq",
     description="INT4 weights in groups (AWQ), FP8 activations",
-    weight_dtype="int4", act_dtype="fp8_e4m3", weight_bits=4, act_bits=8,
-    compute="fp8", block_sizes=(128, 64), scale_bytes=2, per_channel_scales=False, tensor_scale_bytes=4,
-    input_scale_vector=True, modelopt_config="W4A8_AWQ_BETA_CFG", min_sm=89, modelopt_on_cpu=True,
-    color="#CC79A7", checkpoint_algos=("W4A8_AWQ",), runtime_group_sizes=(64, 128),
-    enables_fp8_attention=True, folds_pre_quant_scale=True,
-    checkpoint_required=("weight_scale", "weight_scale_2", "input_scale"), checkpoint_optional=("pre_quant_scale",),
+    weight_dtype="int4",
+    act_dtype="fp8_e4m3",
+    weight_bits=4,
+    act_bits=8,
+    compute="fp8",
+    block_sizes=(128, 64),
+    scale_bytes=2,
+    per_channel_scales=False,
+    tensor_scale_bytes=4,
+    input_scale_vector=True,
+    modelopt_config="W4A8_AWQ_BETA_CFG",
+    min_sm=89,
+    modelopt_on_cpu=True,
+    color="#CC79A7",
+    checkpoint_algos=("W4A8_AWQ",),
+    runtime_group_sizes=(64, 128),
+    enables_fp8_attention=True,
+    folds_pre_quant_scale=True,
+    checkpoint_required=("weight_scale", "weight_scale_2", "input_scale"),
+    checkpoint_optional=("pre_quant_scale",),
     aiconfigurator_refusal="no GEMM table holds W4A8 (only the MoE tables have w4afp8)",
-    activation_quant="fp8_static", fused_producers=frozenset({"norm", "act", "attention"}),
+    activation_quant="fp8_static",
+    fused_producers=frozenset({"norm", "act", "attention"}),
 )

@@ -13,8 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("layers", help="list a model's quantizable Linear layers, shapes and fused groups")
     p.add_argument("model", help=LayersRequest.model_fields["model"].description)
     add_options(p, LayersRequest, *(name for name in LayersRequest.model_fields if name != "model"))
-    p.add_argument("-o", "--output", type=output_file(*ARTIFACT_SUFFIXES),
-                   help="write the layer graph (JSON/YAML) here")
+    p.add_argument(
+        "-o", "--output", type=output_file(*ARTIFACT_SUFFIXES), help="write the layer graph (JSON/YAML) here"
+    )
     p.set_defaults(handler=run_layers)
 
 
@@ -30,14 +31,23 @@ def run_layers(args: argparse.Namespace) -> int:
     for col in ("layer", "block", "kind", "in", "out", "group"):
         table.add_column(col)
     for layer in graph.layers:
-        table.add_row(layer.name, "-" if layer.block is None else str(layer.block), layer.kind,
-                      str(layer.in_features), str(layer.out_features), layer.group)
+        table.add_row(
+            layer.name,
+            "-" if layer.block is None else str(layer.block),
+            layer.kind,
+            str(layer.in_features),
+            str(layer.out_features),
+            layer.group,
+        )
     console = stdout_console()
     console.print(table)
     console.print(
         f"{graph.total_parameters / 1e6:.1f} M parameters; unique GEMM shapes (out x in): "
-        + ", ".join(f"{g.out_features}x{g.in_features}" + (f" ({g.experts} experts, top-{g.experts_per_token})"
-                                                            if g.experts else "") for g in graph.unique_gemms())
+        + ", ".join(
+            f"{g.out_features}x{g.in_features}"
+            + (f" ({g.experts} experts, top-{g.experts_per_token})" if g.experts else "")
+            for g in graph.unique_gemms()
+        )
         + f"; bf16 parameters outside the plan: {fmt_bytes(graph.fixed_parameter_bytes)}"
     )
     if args.output:

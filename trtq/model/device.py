@@ -36,10 +36,10 @@ def _device_spec(text: str) -> str:
 class DeviceSettings(Request):
     """Where a model runs and in what precision: the same two settings for every stage that loads one."""
 
-    device: str = setting(DEFAULT_DEVICE, "where the model runs", metavar="|".join(DEVICE_CHOICES),
-                          parse=_device_spec)
+    device: str = setting(DEFAULT_DEVICE, "where the model runs", metavar="|".join(DEVICE_CHOICES), parse=_device_spec)
     dtype: Literal["float32", "bfloat16", "float16"] = setting(
-        DEFAULT_DTYPE, "the model's weights and activations while it runs")
+        DEFAULT_DTYPE, "the model's weights and activations while it runs"
+    )
 
     @field_validator("device")
     @classmethod
@@ -57,9 +57,9 @@ def add_device_options(parser: argparse._ActionsContainer) -> None:
 
 @dataclass(frozen=True)
 class Placement:
-    device: str          # "cpu" or "cuda:N"
-    dtype: str           # a torch dtype name
-    device_name: str     # the CPU or the GPU's name, for artifacts' metadata
+    device: str  # "cpu" or "cuda:N"
+    dtype: str  # a torch dtype name
+    device_name: str  # the CPU or the GPU's name, for artifacts' metadata
 
     @property
     def torch_dtype(self):
@@ -71,8 +71,13 @@ class Placement:
         return {"device": self.device, "dtype": self.dtype, "device_name": self.device_name}
 
 
-def resolve_placement(device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE, *,
-                      cuda_available: bool | None = None, cuda_count: int | None = None) -> Placement:
+def resolve_placement(
+    device: str = DEFAULT_DEVICE,
+    dtype: str = DEFAULT_DTYPE,
+    *,
+    cuda_available: bool | None = None,
+    cuda_count: int | None = None,
+) -> Placement:
     """Check the request against this machine; one line when it cannot be met."""
     import platform
 
@@ -88,8 +93,9 @@ def resolve_placement(device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE, 
 
     available = torch.cuda.is_available() if cuda_available is None else cuda_available
     if not available:
-        raise UnsupportedError(f"--device {device}: CUDA is not available on this machine (torch "
-                               f"{torch.__version__}); use --device cpu")
+        raise UnsupportedError(
+            f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu"
+        )
     count = torch.cuda.device_count() if cuda_count is None else cuda_count
     index = int(match.group(1) or 0)
     if index >= count:
@@ -107,7 +113,7 @@ def placement_of(model) -> Placement:
     return resolve_placement(device, str(parameter.dtype).removeprefix("torch."))
 
 
-_GIB = 1024 ** 3
+_GIB = 1024**3
 _ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -123,8 +129,9 @@ def available_memory(device: str) -> int:
     return int(free)
 
 
-def require_memory(model: str, parameters: int | None, dtype: str, device: str, *,
-                   available: dict[str, int] | None = None) -> None:
+def require_memory(
+    model: str, parameters: int | None, dtype: str, device: str, *, available: dict[str, int] | None = None
+) -> None:
     """Refuse, in one line, to load `parameters` weights in `dtype` where they cannot fit.
 
     The weights are read on the host first and then moved, so the host needs them in `dtype` whatever
@@ -138,9 +145,12 @@ def require_memory(model: str, parameters: int | None, dtype: str, device: str, 
         have = available_memory(where) if have is None else have
         if need > have:
             place = "this machine's RAM" if where == "cpu" else where
-            hint = ("--dtype bfloat16" if dtype == "float32" else "a machine with more memory") + \
-                   (", or --sequential (sensitivity --method output reads one block at a time)" if where == "cpu" else
-                    ", or a larger GPU")
+            hint = ("--dtype bfloat16" if dtype == "float32" else "a machine with more memory") + (
+                ", or --sequential (sensitivity --method output reads one block at a time)"
+                if where == "cpu"
+                else ", or a larger GPU"
+            )
             raise UnsupportedError(
                 f"{model}: its weights need {need / _GIB:.1f} GiB in {dtype} ({parameters:,} parameters) and "
-                f"{place} has {have / _GIB:.1f} GiB available: not loading it (use {hint})")
+                f"{place} has {have / _GIB:.1f} GiB available: not loading it (use {hint})"
+            )

@@ -30,23 +30,34 @@ MAX_BLOCKS = 4096
 MOE_GROUP_KIND = "moe"
 EXPERT_KINDS = {"gate_up_proj": "experts_gate_up", "down_proj": "experts_down"}
 # Config entries that fix a model's weight shapes (a checkpoint of another model disagrees on one).
-SHAPE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "vocab_size", "num_local_experts", "num_experts", "num_experts_per_tok",
-              "moe_intermediate_size", "shared_expert_intermediate_size")
+SHAPE_KEYS = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "num_local_experts",
+    "num_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "shared_expert_intermediate_size",
+)
 
 
 @dataclass(frozen=True)
 class MoeLayout:
     """Where a family keeps its experts and which config keys size them."""
 
-    experts_key: str                      # number of routed experts
-    intermediate_key: str                 # one expert's intermediate width
-    shared_intermediate_key: str | None   # the shared expert's width (planned as a dense MLP)
-    sparse_step: bool                     # honours decoder_sparse_step and mlp_only_layers
-    experts_path: str = "mlp.experts"     # module holding gate_up_proj [E, 2I, H], down_proj [E, H, I]
+    experts_key: str  # number of routed experts
+    intermediate_key: str  # one expert's intermediate width
+    shared_intermediate_key: str | None  # the shared expert's width (planned as a dense MLP)
+    sparse_step: bool  # honours decoder_sparse_step and mlp_only_layers
+    experts_path: str = "mlp.experts"  # module holding gate_up_proj [E, 2I, H], down_proj [E, H, I]
     shared_path: str = "mlp.shared_expert"
-    router: str = "mlp.gate"              # stays bf16
-    shared_gate: str | None = None        # stays bf16 (Qwen2-MoE's 1 x H sigmoid gate)
+    router: str = "mlp.gate"  # stays bf16
+    shared_gate: str | None = None  # stays bf16 (Qwen2-MoE's 1 x H sigmoid gate)
     # How checkpoints on disk (and transformers 5's own save_pretrained) name the MoE block: per-expert
     # Linear weights {checkpoint_mlp}.experts.{e}.{gate, up, down}.weight, fused on load.
     checkpoint_mlp: str = "mlp"
@@ -56,14 +67,14 @@ class MoeLayout:
 @dataclass(frozen=True)
 class FamilyAdapter:
     model_type: str
-    architecture: str                     # the transformers class (config.architectures otherwise)
-    trtllm_decoder_type: str | None       # ModelOpt export_tensorrt_llm_checkpoint(decoder_type=...): its get_model_type
-    qkv_bias: str | bool                  # a config key (default False unless qkv_bias_default) or fixed
-    o_bias_follows_qkv: bool              # o_proj carries the q/k/v bias setting (Llama, Qwen3) or never (Qwen2)
+    architecture: str  # the transformers class (config.architectures otherwise)
+    trtllm_decoder_type: str | None  # ModelOpt export_tensorrt_llm_checkpoint(decoder_type=...): its get_model_type
+    qkv_bias: str | bool  # a config key (default False unless qkv_bias_default) or fixed
+    o_bias_follows_qkv: bool  # o_proj carries the q/k/v bias setting (Llama, Qwen3) or never (Qwen2)
     qkv_bias_default: bool = False
-    mlp_bias_key: str | None = None       # Llama's mlp_bias
-    head_dim_default: int | None = None   # Qwen3: 128 when config.json has none; else hidden / heads
-    qk_norm: bool = False                 # Qwen3: per-head RMSNorm on q and k (bf16)
+    mlp_bias_key: str | None = None  # Llama's mlp_bias
+    head_dim_default: int | None = None  # Qwen3: 128 when config.json has none; else hidden / heads
+    qk_norm: bool = False  # Qwen3: per-head RMSNorm on q and k (bf16)
     moe: MoeLayout | None = None
     block_path: str = "model.layers"
 
@@ -79,20 +90,52 @@ class FamilyAdapter:
 
 
 _QWEN_MOE: dict[str, Any] = dict(experts_key="num_experts", intermediate_key="moe_intermediate_size", sparse_step=True)
-ADAPTERS: dict[str, FamilyAdapter] = {a.model_type: a for a in (
-    FamilyAdapter("llama", "LlamaForCausalLM", "llama", "attention_bias", True, mlp_bias_key="mlp_bias"),
-    FamilyAdapter("mistral", "MistralForCausalLM", "llama", False, True),
-    FamilyAdapter("qwen2", "Qwen2ForCausalLM", "qwen", True, False),
-    FamilyAdapter("qwen3", "Qwen3ForCausalLM", "qwen", "attention_bias", True, head_dim_default=128, qk_norm=True),
-    FamilyAdapter("mixtral", "MixtralForCausalLM", "llama", False, True,
-                  moe=MoeLayout("num_local_experts", "intermediate_size", None, sparse_step=False,
-                                checkpoint_mlp="block_sparse_moe", checkpoint_expert_names=("w1", "w3", "w2"))),
-    FamilyAdapter("qwen2_moe", "Qwen2MoeForCausalLM", "qwen", "qkv_bias", False, qkv_bias_default=True,
-                  moe=MoeLayout(**_QWEN_MOE, shared_intermediate_key="shared_expert_intermediate_size",
-                                shared_gate="mlp.shared_expert_gate")),
-    FamilyAdapter("qwen3_moe", "Qwen3MoeForCausalLM", "qwen3moe", "attention_bias", True, qk_norm=True,
-                  moe=MoeLayout(**_QWEN_MOE, shared_intermediate_key=None)),
-)}
+ADAPTERS: dict[str, FamilyAdapter] = {
+    a.model_type: a
+    for a in (
+        FamilyAdapter("llama", "LlamaForCausalLM", "llama", "attention_bias", True, mlp_bias_key="mlp_bias"),
+        FamilyAdapter("mistral", "MistralForCausalLM", "llama", False, True),
+        FamilyAdapter("qwen2", "Qwen2ForCausalLM", "qwen", True, False),
+        FamilyAdapter("qwen3", "Qwen3ForCausalLM", "qwen", "attention_bias", True, head_dim_default=128, qk_norm=True),
+        FamilyAdapter(
+            "mixtral",
+            "MixtralForCausalLM",
+            "llama",
+            False,
+            True,
+            moe=MoeLayout(
+                "num_local_experts",
+                "intermediate_size",
+                None,
+                sparse_step=False,
+                checkpoint_mlp="block_sparse_moe",
+                checkpoint_expert_names=("w1", "w3", "w2"),
+            ),
+        ),
+        FamilyAdapter(
+            "qwen2_moe",
+            "Qwen2MoeForCausalLM",
+            "qwen",
+            "qkv_bias",
+            False,
+            qkv_bias_default=True,
+            moe=MoeLayout(
+                **_QWEN_MOE,
+                shared_intermediate_key="shared_expert_intermediate_size",
+                shared_gate="mlp.shared_expert_gate",
+            ),
+        ),
+        FamilyAdapter(
+            "qwen3_moe",
+            "Qwen3MoeForCausalLM",
+            "qwen3moe",
+            "attention_bias",
+            True,
+            qk_norm=True,
+            moe=MoeLayout(**_QWEN_MOE, shared_intermediate_key=None),
+        ),
+    )
+}
 # TensorRT-LLM decoder type per model_type, for the models ModelOpt exports.
 TRTLLM_DECODER_TYPES = {t: a.trtllm_decoder_type for t, a in ADAPTERS.items() if a.trtllm_decoder_type}
 
@@ -142,7 +185,7 @@ def _positive_int(config: dict, key: str, name: str, default: int | None = None,
 class Linear:
     """One quantizable weight of a block: an nn.Linear, or a fused expert parameter [experts, out, in]."""
 
-    path: str                 # inside the block, e.g. self_attn.q_proj, mlp.experts.gate_up_proj
+    path: str  # inside the block, e.g. self_attn.q_proj, mlp.experts.gate_up_proj
     kind: str
     in_features: int
     out_features: int
@@ -168,7 +211,7 @@ class Linear:
 @dataclass(frozen=True)
 class Block:
     linears: tuple[Linear, ...]
-    fixed_parameters: int         # norms, router, shared-expert gate: bf16 whatever the plan
+    fixed_parameters: int  # norms, router, shared-expert gate: bf16 whatever the plan
     experts_per_token: int | None
 
 
@@ -192,7 +235,7 @@ class Dims:
     experts_per_token: int | None = None
     moe_intermediate: int | None = None
     shared_intermediate: int | None = None
-    dense_blocks: frozenset[int] = frozenset()   # MoE families: blocks with a dense MLP instead
+    dense_blocks: frozenset[int] = frozenset()  # MoE families: blocks with a dense MLP instead
 
 
 def read_dims(adapter: FamilyAdapter, config: dict[str, Any], name: str) -> Dims:
@@ -200,8 +243,9 @@ def read_dims(adapter: FamilyAdapter, config: dict[str, Any], name: str) -> Dims
     blocks = _positive_int(config, "num_hidden_layers", name, most=MAX_BLOCKS)
     heads = _positive_int(config, "num_attention_heads", name)
     kv_heads = _positive_int(config, "num_key_value_heads", name, default=heads)
-    head_dim = _positive_int({"head_dim": config.get("head_dim") or adapter.head_dim_default or hidden // heads},
-                             "head_dim", name)
+    head_dim = _positive_int(
+        {"head_dim": config.get("head_dim") or adapter.head_dim_default or hidden // heads}, "head_dim", name
+    )
     if isinstance(adapter.qkv_bias, bool):
         qkv_bias = adapter.qkv_bias
     else:
@@ -221,44 +265,55 @@ def read_dims(adapter: FamilyAdapter, config: dict[str, Any], name: str) -> Dims
                 raise InputError(f"{name}: config mlp_only_layers must be a list of block indices, got {only!r}")
             moe["dense_blocks"] = frozenset(b for b in range(blocks) if b in only or (b + 1) % step)
     return Dims(
-        name=name, hidden=hidden, blocks=blocks, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+        name=name,
+        hidden=hidden,
+        blocks=blocks,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
         intermediate=_positive_int(config, "intermediate_size", name),
         vocab=_positive_int(config, "vocab_size", name),
         tied=bool(config.get("tie_word_embeddings", False)),
-        qkv_bias=qkv_bias, o_bias=qkv_bias and adapter.o_bias_follows_qkv,
+        qkv_bias=qkv_bias,
+        o_bias=qkv_bias and adapter.o_bias_follows_qkv,
         mlp_bias=bool(config.get(adapter.mlp_bias_key, False) or False) if adapter.mlp_bias_key else False,
         **moe,
     )
 
 
 def _mlp(prefix: str, hidden: int, intermediate: int, bias: bool) -> list[Linear]:
-    return [Linear(f"{prefix}.gate_proj", "gate_proj", hidden, intermediate, bias),
-            Linear(f"{prefix}.up_proj", "up_proj", hidden, intermediate, bias),
-            Linear(f"{prefix}.down_proj", "down_proj", intermediate, hidden, bias)]
+    return [
+        Linear(f"{prefix}.gate_proj", "gate_proj", hidden, intermediate, bias),
+        Linear(f"{prefix}.up_proj", "up_proj", hidden, intermediate, bias),
+        Linear(f"{prefix}.down_proj", "down_proj", intermediate, hidden, bias),
+    ]
 
 
 def block_layout(adapter: FamilyAdapter, dims: Dims, block: int) -> Block:
     """The quantizable weights of one decoder block, in the module order of transformers."""
     h, q_out, kv_out = dims.hidden, dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim
-    linears = [Linear("self_attn.q_proj", "q_proj", h, q_out, dims.qkv_bias),
-               Linear("self_attn.k_proj", "k_proj", h, kv_out, dims.qkv_bias),
-               Linear("self_attn.v_proj", "v_proj", h, kv_out, dims.qkv_bias),
-               Linear("self_attn.o_proj", "o_proj", q_out, h, dims.o_bias)]
+    linears = [
+        Linear("self_attn.q_proj", "q_proj", h, q_out, dims.qkv_bias),
+        Linear("self_attn.k_proj", "k_proj", h, kv_out, dims.qkv_bias),
+        Linear("self_attn.v_proj", "v_proj", h, kv_out, dims.qkv_bias),
+        Linear("self_attn.o_proj", "o_proj", q_out, h, dims.o_bias),
+    ]
     fixed = 2 * h + (2 * dims.head_dim if adapter.qk_norm else 0)
     layout = adapter.moe
     if layout is None or block in dims.dense_blocks:
         return Block(tuple(linears + _mlp("mlp", h, dims.intermediate, dims.mlp_bias)), fixed, None)
     e, inter = dims.experts, dims.moe_intermediate
-    linears += [Linear(f"{layout.experts_path}.gate_up_proj", EXPERT_KINDS["gate_up_proj"], h, 2 * inter, experts=e),
-                Linear(f"{layout.experts_path}.down_proj", EXPERT_KINDS["down_proj"], inter, h, experts=e)]
+    linears += [
+        Linear(f"{layout.experts_path}.gate_up_proj", EXPERT_KINDS["gate_up_proj"], h, 2 * inter, experts=e),
+        Linear(f"{layout.experts_path}.down_proj", EXPERT_KINDS["down_proj"], inter, h, experts=e),
+    ]
     if dims.shared_intermediate:
         linears += _mlp(layout.shared_path, h, dims.shared_intermediate, False)
     fixed += e * h + (h if layout.shared_gate else 0)
     return Block(tuple(linears), fixed, dims.experts_per_token)
 
 
-def group_layers(layers: list[LayerInfo], experts_per_token: dict[int, int | None],
-                 model: str) -> list[GroupInfo]:
+def group_layers(layers: list[LayerInfo], experts_per_token: dict[int, int | None], model: str) -> list[GroupInfo]:
     """Fused groups in first-member order: q/k/v and gate/up fuse, a block's experts form one group."""
     groups: dict[str, GroupInfo] = {}
     for layer in layers:
@@ -266,27 +321,38 @@ def group_layers(layers: list[LayerInfo], experts_per_token: dict[int, int | Non
         if g is None:
             if layer.experts is not None:
                 groups[layer.group] = GroupInfo(
-                    name=layer.group, kind=MOE_GROUP_KIND, block=layer.block, members=[layer.name],
-                    in_features=layer.in_features, out_features=layer.in_features,
-                    experts=layer.experts, experts_per_token=experts_per_token.get(layer.block))
+                    name=layer.group,
+                    kind=MOE_GROUP_KIND,
+                    block=layer.block,
+                    members=[layer.name],
+                    in_features=layer.in_features,
+                    out_features=layer.in_features,
+                    experts=layer.experts,
+                    experts_per_token=experts_per_token.get(layer.block),
+                )
             else:
                 fused = layer.group != layer.name
                 groups[layer.group] = GroupInfo(
-                    name=layer.group, kind=FUSED_KINDS.get(layer.kind, layer.kind) if fused else layer.kind,
-                    block=layer.block, members=[layer.name], in_features=layer.in_features,
-                    out_features=layer.out_features)
+                    name=layer.group,
+                    kind=FUSED_KINDS.get(layer.kind, layer.kind) if fused else layer.kind,
+                    block=layer.block,
+                    members=[layer.name],
+                    in_features=layer.in_features,
+                    out_features=layer.out_features,
+                )
         else:
             g.members.append(layer.name)
             if g.experts is not None:
-                continue   # an MoE group maps the block's hidden state to itself: in = out = hidden
+                continue  # an MoE group maps the block's hidden state to itself: in = out = hidden
             if g.in_features != layer.in_features:
                 raise InputError(f"{model}: fused group {g.name} mixes input widths")
             g.out_features += layer.out_features
     return list(groups.values())
 
 
-def config_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False,
-                       adapter: FamilyAdapter | None = None) -> LayerGraph | None:
+def config_layer_graph(
+    resolved: ResolvedModel, include_lm_head: bool = False, adapter: FamilyAdapter | None = None
+) -> LayerGraph | None:
     """The layer graph from the config alone, or None for a family without an adapter.
 
     `adapter`: another layout to read the config with (the generic Llama-like one)."""
@@ -298,21 +364,37 @@ def config_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False,
     dims = read_dims(adapter, config, name)
     layers: list[LayerInfo] = []
     experts_per_token: dict[int, int | None] = {}
-    total = dims.vocab * dims.hidden * (1 if dims.tied else 2) + dims.hidden   # embeddings, lm_head, final norm
+    total = dims.vocab * dims.hidden * (1 if dims.tied else 2) + dims.hidden  # embeddings, lm_head, final norm
     for b in range(dims.blocks):
         block = block_layout(adapter, dims, b)
         experts_per_token[b] = block.experts_per_token
         total += block.fixed_parameters
         for linear in block.linears:
             prefix = f"{adapter.block_path}.{b}"
-            layers.append(LayerInfo(name=f"{prefix}.{linear.path}", block=b, kind=linear.kind,
-                                    group=f"{prefix}.{linear.group_suffix}", in_features=linear.in_features,
-                                    out_features=linear.out_features, experts=linear.experts))
+            layers.append(
+                LayerInfo(
+                    name=f"{prefix}.{linear.path}",
+                    block=b,
+                    kind=linear.kind,
+                    group=f"{prefix}.{linear.group_suffix}",
+                    in_features=linear.in_features,
+                    out_features=linear.out_features,
+                    experts=linear.experts,
+                )
+            )
             total += linear.in_features * linear.out_features * (linear.experts or 1)
             total += linear.out_features if linear.bias else 0
     if include_lm_head:
-        layers.append(LayerInfo(name="lm_head", block=None, kind="lm_head", group="lm_head",
-                                in_features=dims.hidden, out_features=dims.vocab))
+        layers.append(
+            LayerInfo(
+                name="lm_head",
+                block=None,
+                kind="lm_head",
+                group="lm_head",
+                in_features=dims.hidden,
+                out_features=dims.vocab,
+            )
+        )
     groups = group_layers(layers, experts_per_token, name)
     quantizable = sum(layer.weight_count for layer in layers)
     return LayerGraph.create(

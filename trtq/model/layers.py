@@ -46,10 +46,20 @@ def _expert_layers(resolved: ResolvedModel, name: str, module, block: int) -> li
         if param is None or getattr(param, "dim", lambda: 0)() != 3:
             raise UnsupportedError(
                 f"{resolved.name}: the experts at {name} are not fused [experts, out, in] parameters "
-                f"{', '.join(EXPERT_KINDS)} (the layout of transformers 5): this transformers is not supported")
+                f"{', '.join(EXPERT_KINDS)} (the layout of transformers 5): this transformers is not supported"
+            )
         experts, out_features, in_features = (int(d) for d in param.shape)
-        layers.append(LayerInfo(name=f"{name}.{pname}", block=block, kind=kind, group=name,
-                                in_features=in_features, out_features=out_features, experts=experts))
+        layers.append(
+            LayerInfo(
+                name=f"{name}.{pname}",
+                block=block,
+                kind=kind,
+                group=name,
+                in_features=in_features,
+                out_features=out_features,
+                experts=experts,
+            )
+        )
     return layers
 
 
@@ -61,10 +71,14 @@ def _check_llama_like(resolved: ResolvedModel, layers: list[LayerInfo], include_
     generic = generic_adapter(resolved.config)
     known = ", ".join(ADAPTERS)
     if generic is None:
-        raise UnsupportedError(f"{resolved.name}: no adapter for model_type {model_type!r} (trtq plans {known}) "
-                               f"and {not_llama_like(resolved.config)}, so it is not read as Llama-like")
-    expected = {(layer.name, layer.in_features, layer.out_features)
-                for layer in config_layer_graph(resolved, include_lm_head, adapter=generic).layers}
+        raise UnsupportedError(
+            f"{resolved.name}: no adapter for model_type {model_type!r} (trtq plans {known}) "
+            f"and {not_llama_like(resolved.config)}, so it is not read as Llama-like"
+        )
+    expected = {
+        (layer.name, layer.in_features, layer.out_features)
+        for layer in config_layer_graph(resolved, include_lm_head, adapter=generic).layers
+    }
     found = {(layer.name, layer.in_features, layer.out_features) for layer in layers}
     if expected != found:
         example = sorted(found - expected) or sorted(expected - found)
@@ -72,7 +86,8 @@ def _check_llama_like(resolved: ResolvedModel, layers: list[LayerInfo], include_
         raise UnsupportedError(
             f"{resolved.name}: no adapter for model_type {model_type!r} (trtq plans {known}), and its decoder "
             f"blocks are not the Llama layout (q/k/v/o_proj, gate/up/down_proj): it {what} {example[0][0]} "
-            f"[{example[0][1]} -> {example[0][2]}]")
+            f"[{example[0][1]} -> {example[0][2]}]"
+        )
 
 
 def layers_of(request: LayersRequest) -> LayerGraph:
@@ -88,7 +103,7 @@ def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) ->
     fixed_suffixes = tuple(f".{s}" for s in adapter.fixed_bf16_modules()) if adapter else ()
     experts_suffix = f".{adapter.moe.experts_path}" if adapter and adapter.moe else None
     layers: list[LayerInfo] = []
-    planned: set[str] = set()        # parameter names whose weights the plan covers
+    planned: set[str] = set()  # parameter names whose weights the plan covers
     fixed_modules: set[str] = set()  # module names whose parameters stay bf16 by design
     experts_per_token: dict[int, int | None] = {}
     for name, module in model.named_modules():
@@ -110,8 +125,16 @@ def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) ->
             continue
         fused = FUSED_KINDS.get(kind)
         group = f"{name.rsplit('.', 1)[0]}.{fused}" if fused and block is not None else name
-        layers.append(LayerInfo(name=name, block=block, kind=kind, group=group,
-                                in_features=module.in_features, out_features=module.out_features))
+        layers.append(
+            LayerInfo(
+                name=name,
+                block=block,
+                kind=kind,
+                group=group,
+                in_features=module.in_features,
+                out_features=module.out_features,
+            )
+        )
         planned.add(f"{name}.weight")
 
     total, unplanned, example = 0, 0, None
@@ -125,11 +148,15 @@ def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) ->
         example = example or pname
     model_type = resolved.config.get("model_type")
     if total and unplanned / total > MAX_UNPLANNED_SHARE:
-        why = (f"no adapter for model_type {model_type!r}; trtq plans {', '.join(ADAPTERS)}" if adapter is None
-               else f"the {model_type} adapter does not cover them")
+        why = (
+            f"no adapter for model_type {model_type!r}; trtq plans {', '.join(ADAPTERS)}"
+            if adapter is None
+            else f"the {model_type} adapter does not cover them"
+        )
         raise UnsupportedError(
             f"{resolved.name}: {unplanned / total:.1%} of its parameters ({unplanned:,} of {total:,}, e.g. "
-            f"{example}) are in no layer trtq plans and not known to stay bf16 ({why}): refusing to plan it")
+            f"{example}) are in no layer trtq plans and not known to stay bf16 ({why}): refusing to plan it"
+        )
     if not layers:
         raise InputError(f"{resolved.name}: no quantizable Linear layers found")
     if adapter is None:
@@ -139,8 +166,10 @@ def build_layer_graph(resolved: ResolvedModel, include_lm_head: bool = False) ->
     blocks = [layer.block for layer in layers if layer.block is not None]
     notes = [f"config: {resolved.source}"]
     if adapter is None:
-        notes.append(f"no adapter for model_type {model_type!r}: planned with the generic Llama-like layout "
-                     "(q/k/v/o_proj, gate/up/down_proj), which its module tree was checked to have")
+        notes.append(
+            f"no adapter for model_type {model_type!r}: planned with the generic Llama-like layout "
+            "(q/k/v/o_proj, gate/up/down_proj), which its module tree was checked to have"
+        )
     return LayerGraph.create(
         metadata=make_metadata(notes=notes),
         model=resolved.name,

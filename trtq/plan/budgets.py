@@ -39,7 +39,7 @@ class BudgetSpec:
     def limit_ns(self, bf16_ns: float) -> float:
         if self.absolute_ns is not None:
             return self.absolute_ns
-        assert self.fraction is not None   # parse_budget gives a budget a time or a fraction
+        assert self.fraction is not None  # parse_budget gives a budget a time or a fraction
         return self.fraction * bf16_ns
 
 

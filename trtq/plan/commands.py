@@ -15,8 +15,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", required=True, help="latency table from `trtq profile`")
     p.add_argument("--sensitivity", required=True, help="table from `trtq sensitivity`")
     p.add_argument("--gpu", required=True, help="target GPU from `trtq gpus`")
-    add_options(p, PlanRequest, "budgets", "memory_gb", "pareto", "formats", "runtime", "workload", "slos",
-                "kv_formats", "tp", "solver", "mip_rel_gap", "node_limit", "time_limit_s")
+    add_options(
+        p,
+        PlanRequest,
+        "budgets",
+        "memory_gb",
+        "pareto",
+        "formats",
+        "runtime",
+        "workload",
+        "slos",
+        "kv_formats",
+        "tp",
+        "solver",
+        "mip_rel_gap",
+        "node_limit",
+        "time_limit_s",
+    )
     p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES), help="plan file (YAML)")
     p.set_defaults(handler=run_plan)
 
@@ -26,7 +41,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from trtq.plan.api import make_plan
     from trtq.plan.summary import print_plan_summary
 
-    request = PlanRequest.from_args(args)     # every number in range before any file is read
+    request = PlanRequest.from_args(args)  # every number in range before any file is read
     plan = make_plan(args.model, args.profile, args.sensitivity, args.gpu, request)
     save_artifact(plan, args.output)
     print_plan_summary([plan])

@@ -28,11 +28,11 @@ DECODE_MAX_TOKENS = 256  # unnamed points up to this M are labelled decode@M, ab
 class CostModel:
     groups: list[GroupInfo]
     formats: list[str]
-    points: dict[str, int]                       # workload point -> tokens (GEMM M)
-    omega: np.ndarray                            # (G, F); inf where not allowed
-    latency: dict[str, np.ndarray]               # point -> (G, F) ns; nan where not allowed
-    weight_bytes: np.ndarray                     # (G, F)
-    group_sizes: list[list[int | None]]          # [g][f]
+    points: dict[str, int]  # workload point -> tokens (GEMM M)
+    omega: np.ndarray  # (G, F); inf where not allowed
+    latency: dict[str, np.ndarray]  # point -> (G, F) ns; nan where not allowed
+    weight_bytes: np.ndarray  # (G, F)
+    group_sizes: list[list[int | None]]  # [g][f]
     fixed_bytes: int
     notes: list[str] = field(default_factory=list)
     # point -> provenance -> (G, F) ns of the latency that comes from profile rows of that provenance
@@ -70,9 +70,10 @@ class CostModel:
             weight_bytes=int(self.weight_bytes[rows, choice].sum()) + self.fixed_bytes,
             bf16_weight_bytes=int(self.weight_bytes[rows, bf16].sum()) + self.fixed_bytes,
             sensitivity=float(self.omega[rows, choice].sum()),
-            provenance_ns={p: {prov: float(m[rows, choice].sum()) for prov, m in by_prov.items()
-                               if m[rows, choice].sum() > 0}
-                           for p, by_prov in self.provenance_ns.items()},
+            provenance_ns={
+                p: {prov: float(m[rows, choice].sum()) for prov, m in by_prov.items() if m[rows, choice].sum() > 0}
+                for p, by_prov in self.provenance_ns.items()
+            },
         )
 
 
@@ -101,8 +102,9 @@ def _group_latency(gemms, tokens: int, fmt: str, dense: dict, moe: dict) -> floa
     return total
 
 
-def _group_provenance(gemms, tokens: int, fmt: str, dense: dict, moe: dict,
-                      provenance: dict[tuple, ProvenanceLabel]) -> dict[ProvenanceLabel, float]:
+def _group_provenance(
+    gemms, tokens: int, fmt: str, dense: dict, moe: dict, provenance: dict[tuple, ProvenanceLabel]
+) -> dict[ProvenanceLabel, float]:
     """The group's GEMM time at M = tokens split by the provenance of the profile rows it sums."""
     parts: dict[ProvenanceLabel, float] = {}
     for gemm in gemms:
@@ -112,8 +114,9 @@ def _group_provenance(gemms, tokens: int, fmt: str, dense: dict, moe: dict,
     return parts
 
 
-def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivity,
-                     formats: list[Format], budget_points: dict[str, int]) -> CostModel:
+def build_cost_model(
+    graph: LayerGraph, profile: Profile, sensitivity: Sensitivity, formats: list[Format], budget_points: dict[str, int]
+) -> CostModel:
     if sensitivity.model != graph.model:
         raise InputError(f"sensitivity table is for {sensitivity.model}, the plan is for {graph.model}")
     missing_tokens = sorted({m for m in budget_points.values() if m not in profile.tokens})
@@ -160,24 +163,50 @@ def build_cost_model(graph: LayerGraph, profile: Profile, sensitivity: Sensitivi
                 continue
             lats = {p: _group_latency(gemms, m, fmt.name, latency_of, moe_latency_of) for p, m in points.items()}
             if any(v is None for v in lats.values()):
-                shapes = ", ".join(f"{gemm.out_features}x{gemm.in_features}"
-                                   + (f" ({gemm.experts} experts, top-{gemm.experts_per_token})" if gemm.experts else "")
-                                   for gemm in gemms)
+                shapes = ", ".join(
+                    f"{gemm.out_features}x{gemm.in_features}"
+                    + (f" ({gemm.experts} experts, top-{gemm.experts_per_token})" if gemm.experts else "")
+                    for gemm in gemms
+                )
                 notes.add(f"profile has no {fmt.name} latency for shape {shapes}: {fmt.name} not planned there")
                 continue
             omega[g, f] = float(sum(omegas))
-            weight_bytes[g, f] = sum(fmt.weight_bytes(members_of[m].out_features, members_of[m].in_features, gs)
-                                     * (members_of[m].experts or 1) for m in group.members)
+            weight_bytes[g, f] = sum(
+                fmt.weight_bytes(members_of[m].out_features, members_of[m].in_features, gs)
+                * (members_of[m].experts or 1)
+                for m in group.members
+            )
             for p, v in lats.items():
                 latency[p][g, f] = v
-                for label, ns in _group_provenance(gemms, points[p], fmt.name, latency_of, moe_latency_of,
-                                                   provenance_of).items():
+                for label, ns in _group_provenance(
+                    gemms, points[p], fmt.name, latency_of, moe_latency_of, provenance_of
+                ).items():
                     provenance_ns[p].setdefault(label, np.zeros((G, F)))[g, f] = ns
             group_sizes[g][f] = gs
         if "bf16" in names and not np.isfinite(omega[g, names.index("bf16")]):
-            why = next((r.reason for r in profile.rows if r.reason and r.format == "bf16" and
-                        (r.out_features, r.in_features) in {(m.out_features, m.in_features) for m in gemms}), None)
-            raise InputError(f"no bf16 baseline for {group.name} ({group.out_features}x{group.in_features}) "
-                             "in the profile or sensitivity table" + (f": the profile says {why}" if why else ""))
-    return CostModel(graph.groups, names, points, omega, latency, weight_bytes, group_sizes,
-                     graph.fixed_parameter_bytes, sorted(notes), provenance_ns)
+            why = next(
+                (
+                    r.reason
+                    for r in profile.rows
+                    if r.reason
+                    and r.format == "bf16"
+                    and (r.out_features, r.in_features) in {(m.out_features, m.in_features) for m in gemms}
+                ),
+                None,
+            )
+            raise InputError(
+                f"no bf16 baseline for {group.name} ({group.out_features}x{group.in_features}) "
+                "in the profile or sensitivity table" + (f": the profile says {why}" if why else "")
+            )
+    return CostModel(
+        graph.groups,
+        names,
+        points,
+        omega,
+        latency,
+        weight_bytes,
+        group_sizes,
+        graph.fixed_parameter_bytes,
+        sorted(notes),
+        provenance_ns,
+    )

@@ -47,13 +47,13 @@ LIMIT_STATUSES = ("time_limit", "node_limit")
 @dataclass(frozen=True)
 class Constraint:
     name: str
-    coeffs: np.ndarray   # (G, F); non-finite where the option is not allowed
+    coeffs: np.ndarray  # (G, F); non-finite where the option is not allowed
     limit: float
 
 
 @dataclass
 class IlpProblem:
-    objective: np.ndarray                      # (G, F)
+    objective: np.ndarray  # (G, F)
     constraints: list[Constraint] = field(default_factory=list)
 
     @property
@@ -81,17 +81,17 @@ class IlpSolution:
     # limit stopped the solver, if any; see gap) | "infeasible" | "tolerance" (no answer met
     # the raw limits after tightening) | another solver status
     status: str
-    choice: np.ndarray | None          # (G,) option index per group
+    choice: np.ndarray | None  # (G,) option index per group
     objective: float | None
     solve_time_s: float
     solver: str
     solver_version: str
-    gap: float | None = None           # proven relative optimality gap of `choice`
+    gap: float | None = None  # proven relative optimality gap of `choice`
     # what stopped the solver: "optimal" (gap proven ~0) | "gap" (the gap asked for reached)
     # | "time_limit" | "node_limit"; None when there is no plan
     stopped_by: str | None = None
-    nodes: int | None = None           # branch-and-bound nodes (HiGHS)
-    slack: list[float] = field(default_factory=list)        # per constraint: limit - value (raw units)
+    nodes: int | None = None  # branch-and-bound nodes (HiGHS)
+    slack: list[float] = field(default_factory=list)  # per constraint: limit - value (raw units)
     tightened: dict[int, float] = field(default_factory=dict)  # constraint index -> tightening, fraction of limit
 
     @property
@@ -108,8 +108,8 @@ class IlpSolution:
 class SolveOptions:
     solver: str = "highs"
     mip_rel_gap: float = 1e-6
-    time_limit_s: float | None = None    # seconds; None = no wall-clock limit (deterministic)
-    node_limit: int | None = None      # branch-and-bound nodes; deterministic
+    time_limit_s: float | None = None  # seconds; None = no wall-clock limit (deterministic)
+    node_limit: int | None = None  # branch-and-bound nodes; deterministic
 
 
 def _version(package: str) -> str:
@@ -176,8 +176,14 @@ class _Model:
     sum coeffs x - t * limit <= 0 (`t` multiplies that limit).
     """
 
-    def __init__(self, allowed: np.ndarray, objective: np.ndarray, constraints: list[Constraint],
-                 scaled_rows: frozenset[int] = frozenset(), objective_t: bool = False):
+    def __init__(
+        self,
+        allowed: np.ndarray,
+        objective: np.ndarray,
+        constraints: list[Constraint],
+        scaled_rows: frozenset[int] = frozenset(),
+        objective_t: bool = False,
+    ):
         self.groups = allowed.shape[0]
         self.cols = [(int(g), int(f)) for g, f in np.argwhere(allowed)]
         self.col_group = np.array([g for g, _ in self.cols], dtype=np.int64)
@@ -201,7 +207,7 @@ class _Model:
         order = np.argsort(self.col_group, kind="stable")
         bounds = np.searchsorted(self.col_group[order], np.arange(self.groups + 1))
         for g in range(self.groups):
-            cols = order[bounds[g]:bounds[g + 1]]
+            cols = order[bounds[g] : bounds[g + 1]]
             index.extend(cols.tolist())
             value.extend([1.0] * len(cols))
             starts.append(len(index))
@@ -232,7 +238,8 @@ class _Model:
         lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
         lp.a_matrix_.value_ = np.array(value)
         lp.integrality_ = [highspy.HighsVarType.kInteger] * n_bin + (
-            [highspy.HighsVarType.kContinuous] if self.has_t else [])
+            [highspy.HighsVarType.kContinuous] if self.has_t else []
+        )
         return lp
 
     def run_lp_rounding(self, highspy, rhs: list[float], options: SolveOptions) -> _RawOutcome | None:
@@ -253,7 +260,7 @@ class _Model:
         highs.setOptionValue("output_flag", False)
         highs.setOptionValue("threads", 1)
         highs.setOptionValue("random_seed", 0)
-        highs.setOptionValue("solver", "simplex")   # a vertex: at most m split groups
+        highs.setOptionValue("solver", "simplex")  # a vertex: at most m split groups
         highs.passModel(lp)
         begin = time.perf_counter()
         highs.run()
@@ -261,7 +268,7 @@ class _Model:
             return None
         col = np.asarray(highs.getSolution().col_value)
         lower_bound = float(highs.getInfo().objective_function_value)
-        x = col[:len(self.cols)]
+        x = col[: len(self.cols)]
         support = x > 1e-9
         split = np.flatnonzero(np.bincount(self.col_group[support], minlength=self.groups) > 1)
         if len(split) > max(len(self.constraints), 1) + 1:
@@ -280,8 +287,11 @@ class _Model:
             t = self._t_needed(idx)
             if t is None:
                 continue
-            if any(float(coeffs[idx].sum()) - (t * c.limit / _row_scale(c.limit) if i in self.scaled_rows else 0.0)
-                   > rhs[i] for i, (c, coeffs) in enumerate(zip(self.constraints, self.coeffs))):
+            if any(
+                float(coeffs[idx].sum()) - (t * c.limit / _row_scale(c.limit) if i in self.scaled_rows else 0.0)
+                > rhs[i]
+                for i, (c, coeffs) in enumerate(zip(self.constraints, self.coeffs))
+            ):
                 continue
             cost = float(self.cost[idx].sum()) + self.t_cost * t
             if cost < best_cost:
@@ -322,8 +332,11 @@ class _Model:
         """The smallest `t` the scaled rows allow for this plan (0 when there are none)."""
         if not self.scaled_rows:
             return 0.0
-        return max(float(self.coeffs[i][idx].sum()) / (c.limit / _row_scale(c.limit))
-                   for i, c in enumerate(self.constraints) if i in self.scaled_rows)
+        return max(
+            float(self.coeffs[i][idx].sum()) / (c.limit / _row_scale(c.limit))
+            for i, c in enumerate(self.constraints)
+            if i in self.scaled_rows
+        )
 
     def run_highs(self, highspy, rhs: list[float], options: SolveOptions) -> _RawOutcome:
         rounded = self.run_lp_rounding(highspy, rhs, options)
@@ -349,26 +362,34 @@ class _Model:
         info = highs.getInfo()
         nodes = int(info.mip_node_count) if info.mip_node_count >= 0 else None
         gap = float(info.mip_gap) if np.isfinite(info.mip_gap) else None
-        names = {highspy.HighsModelStatus.kOptimal: "optimal",
-                 highspy.HighsModelStatus.kTimeLimit: "time_limit",
-                 # HiGHS reports its node limit (mip_max_nodes) as a solution limit
-                 highspy.HighsModelStatus.kSolutionLimit: "node_limit",
-                 highspy.HighsModelStatus.kInfeasible: "infeasible",
-                 highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible"}
+        names = {
+            highspy.HighsModelStatus.kOptimal: "optimal",
+            highspy.HighsModelStatus.kTimeLimit: "time_limit",
+            # HiGHS reports its node limit (mip_max_nodes) as a solution limit
+            highspy.HighsModelStatus.kSolutionLimit: "node_limit",
+            highspy.HighsModelStatus.kInfeasible: "infeasible",
+            highspy.HighsModelStatus.kUnboundedOrInfeasible: "infeasible",
+        }
         name = names.get(status, highs.modelStatusToString(status).lower())
         has_plan = info.primal_solution_status == 2 and name in FEASIBLE_STATUSES
         if not has_plan:
             return _RawOutcome(name, None, None, nodes, elapsed, None)
         col = np.asarray(highs.getSolution().col_value)
-        choice = self._choice(col[:len(self.cols)])
+        choice = self._choice(col[: len(self.cols)])
         if choice is None:
             return _RawOutcome("solver_error: not one option per group", None, None, nodes, elapsed, None)
         # The objective HiGHS reports must be the objective of the plan it returns.
         computed = float(self.cost[self._col_index(choice)].sum()) + (self.t_cost * col[-1] if self.has_t else 0.0)
         reported = float(info.objective_function_value)
         if abs(reported - computed) > 1e-6 * max(1.0, abs(computed)):
-            return _RawOutcome(f"solver_error: reported objective {reported:.9g} is not the plan's "
-                               f"{computed:.9g}", None, None, nodes, elapsed, None)
+            return _RawOutcome(
+                f"solver_error: reported objective {reported:.9g} is not the plan's {computed:.9g}",
+                None,
+                None,
+                nodes,
+                elapsed,
+                None,
+            )
         if name == "optimal":
             stopped_by = "optimal" if gap is not None and gap <= OPTIMAL_GAP else "gap"
         else:
@@ -405,16 +426,21 @@ class _Model:
             if i in self.scaled_rows:
                 row.append((t, -c.limit / _row_scale(c.limit)))
             prob += pulp.LpAffineExpression(row) <= rhs[i], f"c{i}"
-        cmd = pulp.PULP_CBC_CMD(msg=False, gapRel=options.mip_rel_gap, timeLimit=options.time_limit_s,
-                                threads=1, options=["randomSeed 1"] + (
-                                    [f"maxNodes {options.node_limit}"] if options.node_limit is not None else []))
+        cmd = pulp.PULP_CBC_CMD(
+            msg=False,
+            gapRel=options.mip_rel_gap,
+            timeLimit=options.time_limit_s,
+            threads=1,
+            options=["randomSeed 1"] + ([f"maxNodes {options.node_limit}"] if options.node_limit is not None else []),
+        )
         begin = time.perf_counter()
         prob.solve(cmd)
         elapsed = time.perf_counter() - begin
         status = pulp.LpStatus[prob.status].lower()
         if status != "optimal":
-            return _RawOutcome("infeasible" if status in ("infeasible", "undefined") else status,
-                               None, None, None, elapsed, None)
+            return _RawOutcome(
+                "infeasible" if status in ("infeasible", "undefined") else status, None, None, None, elapsed, None
+            )
         choice = self._choice(np.array([v.value() or 0.0 for v in x]))
         if choice is None:
             return _RawOutcome("solver_error: not one option per group", None, None, None, elapsed, None)
@@ -431,8 +457,10 @@ class _Model:
         margin = [0.0] * len(self.constraints)
         total = 0.0
         for _ in range(_TIGHTEN_ATTEMPTS):
-            rhs = [(0.0 if i in self.scaled_rows else c.limit / _row_scale(c.limit)) - margin[i]
-                   for i, c in enumerate(self.constraints)]
+            rhs = [
+                (0.0 if i in self.scaled_rows else c.limit / _row_scale(c.limit)) - margin[i]
+                for i, c in enumerate(self.constraints)
+            ]
             out = self.run_highs(highspy, rhs, options) if highspy is not None else self.run_cbc(rhs, options)
             total += out.elapsed
             if out.choice is None:
@@ -444,17 +472,31 @@ class _Model:
             over = [i for i in checked if values[i] > self.constraints[i].limit]
             if not over:
                 return IlpSolution(
-                    out.status, out.choice, None, total, name, version, out.gap, out.stopped_by, out.nodes,
+                    out.status,
+                    out.choice,
+                    None,
+                    total,
+                    name,
+                    version,
+                    out.gap,
+                    out.stopped_by,
+                    out.nodes,
                     slack=[c.limit - v for c, v in zip(self.constraints, values)],
-                    tightened={i: m for i, m in enumerate(margin) if m > 0})
+                    tightened={i: m for i, m in enumerate(margin) if m > 0},
+                )
             for i in over:
                 excess = (values[i] - self.constraints[i].limit) / _row_scale(self.constraints[i].limit)
                 margin[i] = max(2 * margin[i], excess + FEASIBILITY_TOLERANCE)
         return IlpSolution("tolerance", None, None, total, name, version)
 
 
-def solve(problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-6,
-          time_limit_s: float | None = None, node_limit: int | None = None) -> IlpSolution:
+def solve(
+    problem: IlpProblem,
+    solver: str = "highs",
+    mip_rel_gap: float = 1e-6,
+    time_limit_s: float | None = None,
+    node_limit: int | None = None,
+) -> IlpSolution:
     problem.check()
     model = _Model(problem.allowed, problem.objective, problem.constraints)
     sol = model.solve(SolveOptions(solver, mip_rel_gap, time_limit_s, node_limit))
@@ -463,8 +505,13 @@ def solve(problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-6,
     return sol
 
 
-def minimum_of(problem: IlpProblem, index: int, solver: str = "highs", time_limit_s: float | None = None,
-               node_limit: int | None = None) -> IlpSolution:
+def minimum_of(
+    problem: IlpProblem,
+    index: int,
+    solver: str = "highs",
+    time_limit_s: float | None = None,
+    node_limit: int | None = None,
+) -> IlpSolution:
     """The smallest value constraint `index`'s left side can take while every other
     constraint holds: the solution's `objective` is that value (None when the others
     cannot hold together, or a limit stopped the search: see `status`)."""
@@ -479,8 +526,13 @@ def minimum_of(problem: IlpProblem, index: int, solver: str = "highs", time_limi
     return sol
 
 
-def min_common_scale(problem: IlpProblem, scaled: list[int], solver: str = "highs",
-                     time_limit_s: float | None = None, node_limit: int | None = None) -> float | None:
+def min_common_scale(
+    problem: IlpProblem,
+    scaled: list[int],
+    solver: str = "highs",
+    time_limit_s: float | None = None,
+    node_limit: int | None = None,
+) -> float | None:
     """The smallest t such that constraints `scaled` hold with limits multiplied by t
     (and the rest as given): how far all latency budgets can shrink together."""
     problem.check()
@@ -499,8 +551,14 @@ class ParametricIlp:
     limits and no MIP start (a start made HiGHS 1.16 return it as optimal unsolved).
     """
 
-    def __init__(self, problem: IlpProblem, solver: str = "highs", mip_rel_gap: float = 1e-3,
-                 time_limit_s: float | None = None, node_limit: int | None = None):
+    def __init__(
+        self,
+        problem: IlpProblem,
+        solver: str = "highs",
+        mip_rel_gap: float = 1e-3,
+        time_limit_s: float | None = None,
+        node_limit: int | None = None,
+    ):
         problem.check()
         self.problem = problem
         self.options = SolveOptions(solver, mip_rel_gap, time_limit_s, node_limit)

@@ -19,10 +19,10 @@ from trtq.errors import InputError
 
 @dataclass(frozen=True)
 class QualityFit:
-    slope: float               # d ln(ppl) / d sum Omega
+    slope: float  # d ln(ppl) / d sum Omega
     slope_stderr: float
-    r2: float                  # uncentred (the fit has no intercept)
-    residual_rms: float        # in ln(ppl) units: about the relative error of a predicted ppl
+    r2: float  # uncentred (the fit has no intercept)
+    residual_rms: float  # in ln(ppl) units: about the relative error of a predicted ppl
     points: int
 
     def predict_increase(self, omega_sum: float) -> float:
@@ -36,9 +36,11 @@ class QualityFit:
         return math.log1p(increase) / self.slope
 
     def describe(self) -> str:
-        return (f"ln(ppl/ppl_bf16) = {self.slope:.4g} (± {self.slope_stderr:.2g}) x sum Omega; "
-                f"R^2 {self.r2:.3f}, residual RMS {self.residual_rms:.4f} (~{self.residual_rms:.1%} of ppl), "
-                f"{self.points} plans")
+        return (
+            f"ln(ppl/ppl_bf16) = {self.slope:.4g} (± {self.slope_stderr:.2g}) x sum Omega; "
+            f"R^2 {self.r2:.3f}, residual RMS {self.residual_rms:.4f} (~{self.residual_rms:.1%} of ppl), "
+            f"{self.points} plans"
+        )
 
 
 def fit_quality(omega_sums, perplexities, bf16_perplexity: float) -> QualityFit:
@@ -49,7 +51,7 @@ def fit_quality(omega_sums, perplexities, bf16_perplexity: float) -> QualityFit:
     y = np.log(np.asarray(perplexities, dtype=float) / bf16_perplexity)
     if x.shape != y.shape or x.ndim != 1:
         raise InputError("one sum of Omega per perplexity")
-    keep = x > 0          # all-bf16 plans carry no information about the slope
+    keep = x > 0  # all-bf16 plans carry no information about the slope
     x, y = x[keep], y[keep]
     if x.size < 2:
         raise InputError(f"need at least 2 quantized plans to fit, got {x.size}")
@@ -59,5 +61,10 @@ def fit_quality(omega_sums, perplexities, bf16_perplexity: float) -> QualityFit:
     rss = float(residuals @ residuals)
     stderr = math.sqrt(rss / (x.size - 1) / sxx)
     tss = float(y @ y)
-    return QualityFit(slope=slope, slope_stderr=stderr, r2=1 - rss / tss if tss > 0 else float("nan"),
-                      residual_rms=math.sqrt(rss / x.size), points=int(x.size))
+    return QualityFit(
+        slope=slope,
+        slope_stderr=stderr,
+        r2=1 - rss / tss if tss > 0 else float("nan"),
+        residual_rms=math.sqrt(rss / x.size),
+        points=int(x.size),
+    )

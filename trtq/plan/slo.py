@@ -70,8 +70,10 @@ def parse_slos(values: list[str] | None) -> SloSpec:
         for part in (p for p in value.split(",") if p.strip()):
             match = _SLO.match(part)
             if not match:
-                raise InputError(f"bad --slo {part.strip()!r}: expected ttft=TIME or tpot=TIME with TIME like "
-                                 "500ms, 0.5s or 800us (a bare number is ms)")
+                raise InputError(
+                    f"bad --slo {part.strip()!r}: expected ttft=TIME or tpot=TIME with TIME like "
+                    "500ms, 0.5s or 800us (a bare number is ms)"
+                )
             name, number, unit = match.groups()
             name = name.lower()
             try:
@@ -99,9 +101,9 @@ class SloRows:
 
     kv_format: str
     kv_omega: float
-    ttft: Constraint | None               # ns
-    tpot: Constraint | None               # ns
-    memory: Constraint                    # bytes
+    ttft: Constraint | None  # ns
+    tpot: Constraint | None  # ns
+    memory: Constraint  # bytes
     # TTFT/TPOT = const + sum of coeffs (ns); used to print predictions of any choice
     ttft_coeffs: np.ndarray
     ttft_const_ns: float
@@ -149,9 +151,22 @@ def step_inputs(model: str, gpu, tp: int, arch=None, kernels=None):
     return arch, kernels or AicKernels(gpu.name, scope=f"{arch.name}-tp{tp}")
 
 
-def build_slo_rows(*, model: str, group_names: list[str], formats: list[str], allowed: np.ndarray, gpu,
-                   workload, tp: int, kv_format: str, kv_omega: float, slos: SloSpec, gemms=None,
-                   kernels=None, arch=None) -> SloRows:
+def build_slo_rows(
+    *,
+    model: str,
+    group_names: list[str],
+    formats: list[str],
+    allowed: np.ndarray,
+    gpu,
+    workload,
+    tp: int,
+    kv_format: str,
+    kv_omega: float,
+    slos: SloSpec,
+    gemms=None,
+    kernels=None,
+    arch=None,
+) -> SloRows:
     """The rows for one KV format. `gemms`: a predict GemmSource (the plan's profile; None: the tables)."""
     from trtq.predict.step import (
         KV_CACHE_FREE_GPU_MEM_FRACTION,
@@ -214,23 +229,49 @@ def build_slo_rows(*, model: str, group_names: list[str], formats: list[str], al
     non_group = step.non_kv_bytes() - bf16_weights
     memory_limit = step.capacity_bytes - non_group - kv_bytes / free_fraction
     # A limit below zero is infeasible for every assignment; the ILP rows need a finite limit.
-    ttft = (Constraint("slo ttft", ttft_coeffs, slos.ttft_ms * MS_TO_NS - ttft_const)
-            if slos.ttft_ms is not None else None)
-    tpot = (Constraint("slo tpot", tpot_coeffs, slos.tpot_ms * MS_TO_NS - tpot_const)
-            if slos.tpot_ms is not None else None)
+    ttft = (
+        Constraint("slo ttft", ttft_coeffs, slos.ttft_ms * MS_TO_NS - ttft_const) if slos.ttft_ms is not None else None
+    )
+    tpot = (
+        Constraint("slo tpot", tpot_coeffs, slos.tpot_ms * MS_TO_NS - tpot_const) if slos.tpot_ms is not None else None
+    )
     memory = Constraint("workload memory", weights, memory_limit)
-    op = {"in_flight": concurrency, "ctx_tokens_per_step": point.ctx_tokens, "mix_step_tokens": point.mix_tokens,
-          "decode_step_tokens": point.decode_tokens, "ttft_factor": point.ttft_factor, "tpot_mix_share": a,
-          "tpot_decode_share": b, "mix_step_fixed_ms": mix_fixed, "decode_step_fixed_ms": dec_fixed,
-          "kv_bytes_per_token": step.kv_bytes_per_token(), "kv_cache_bytes": kv_bytes,
-          "capacity_bytes": step.capacity_bytes, "non_group_bytes": non_group,
-          "gemm_source": step.gemms.describe()}
+    op = {
+        "in_flight": concurrency,
+        "ctx_tokens_per_step": point.ctx_tokens,
+        "mix_step_tokens": point.mix_tokens,
+        "decode_step_tokens": point.decode_tokens,
+        "ttft_factor": point.ttft_factor,
+        "tpot_mix_share": a,
+        "tpot_decode_share": b,
+        "mix_step_fixed_ms": mix_fixed,
+        "decode_step_fixed_ms": dec_fixed,
+        "kv_bytes_per_token": step.kv_bytes_per_token(),
+        "kv_cache_bytes": kv_bytes,
+        "capacity_bytes": step.capacity_bytes,
+        "non_group_bytes": non_group,
+        "gemm_source": step.gemms.describe(),
+    }
     kernels.save()
     life_coeffs = (point.mix_steps * c_mix + point.decode_steps * c_dec) * MS_TO_NS
     life_const = (point.mix_steps * mix_fixed + point.decode_steps * dec_fixed) * MS_TO_NS
-    return SloRows(kv_format, kv_omega, ttft, tpot, memory, ttft_coeffs, ttft_const, tpot_coeffs, tpot_const,
-                   weights, memory_limit, op, life_coeffs=life_coeffs, life_const_ns=life_const,
-                   output_tokens=float(point.batch * (workload.osl - 1)))
+    return SloRows(
+        kv_format,
+        kv_omega,
+        ttft,
+        tpot,
+        memory,
+        ttft_coeffs,
+        ttft_const,
+        tpot_coeffs,
+        tpot_const,
+        weights,
+        memory_limit,
+        op,
+        life_coeffs=life_coeffs,
+        life_const_ns=life_const,
+        output_tokens=float(point.batch * (workload.osl - 1)),
+    )
 
 
 def kv_candidates(*, spec: str | None, sensitivity, gpu, runtime, layer_formats: set[str]) -> list[tuple[str, float]]:
@@ -255,12 +296,15 @@ def kv_candidates(*, spec: str | None, sensitivity, gpu, runtime, layer_formats:
             refusal = kv_cache_refusal(gpu, name, runtime, layer_formats)
             if refusal is not None:
                 if spec:
-                    raise InputError(f"{name} KV cache is not supported on {gpu.name} (sm{gpu.sm}) by "
-                                     f"{runtime.name}: {refusal}")
+                    raise InputError(
+                        f"{name} KV cache is not supported on {gpu.name} (sm{gpu.sm}) by {runtime.name}: {refusal}"
+                    )
                 continue
         if name not in measured:
-            raise InputError(f"the sensitivity table has no KV-cache Omega for {name}: run `trtq sensitivity ... "
-                             f"--kv-formats {name}` (or leave {name} out of --kv-formats)")
+            raise InputError(
+                f"the sensitivity table has no KV-cache Omega for {name}: run `trtq sensitivity ... "
+                f"--kv-formats {name}` (or leave {name} out of --kv-formats)"
+            )
         out.append((name, float(measured[name])))
     return out
 
@@ -279,7 +323,7 @@ def explain_serving_infeasible(per_kv: list[tuple[SloRows, IlpProblem]], workloa
     limits: dict[str, float] = {}
     unknown = False
     for rows, problem in per_kv:
-        base = problem.constraints[:len(problem.constraints) - len(rows.constraints())]
+        base = problem.constraints[: len(problem.constraints) - len(rows.constraints())]
         for c in rows.constraints():
             # Each SLO alone with the budgets and the workload's memory (memory alone with the budgets):
             # the smallest value it can take, whatever the other SLO asks.
@@ -293,7 +337,7 @@ def explain_serving_infeasible(per_kv: list[tuple[SloRows, IlpProblem]], workloa
                 continue
             value = least.objective
             if c.name == "workload memory":
-                value = -value   # the most memory left: larger is better
+                value = -value  # the most memory left: larger is better
             if c.name not in smallest or value < smallest[c.name][0]:
                 smallest[c.name] = (value, rows.kv_format)
                 limits[c.name] = c.limit
@@ -309,28 +353,36 @@ def explain_serving_infeasible(per_kv: list[tuple[SloRows, IlpProblem]], workloa
             min_weights = float(np.where(np.isfinite(rows.weight_coeffs), rows.weight_coeffs, np.inf).min(axis=1).sum())
             per_seq = (workload.isl + workload.osl) * rows.operating_point["kv_bytes_per_token"]
             from trtq.predict.step import KV_CACHE_FREE_GPU_MEM_FRACTION, KV_CACHE_RESERVED_FRACTION, KV_CACHE_TOLERANCE
+
             frac = KV_CACHE_FREE_GPU_MEM_FRACTION * (1 - KV_CACHE_RESERVED_FRACTION) * (1 - KV_CACHE_TOLERANCE)
             free = rows.operating_point["capacity_bytes"] - rows.operating_point["non_group_bytes"] - min_weights
             fits = max(0, int(free * frac // per_seq))
-            reasons.append(f"the workload {w} does not fit in {gpu.name}'s memory with any plan: with the smallest "
-                           f"weights ({min_weights / 1e9:.3g} GB) and a {kv} KV cache at most {fits} sequences of "
-                           f"{workload.isl + workload.osl} tokens fit (--workload ...,concurrency={fits})")
+            reasons.append(
+                f"the workload {w} does not fit in {gpu.name}'s memory with any plan: with the smallest "
+                f"weights ({min_weights / 1e9:.3g} GB) and a {kv} KV cache at most {fits} sequences of "
+                f"{workload.isl + workload.osl} tokens fit (--workload ...,concurrency={fits})"
+            )
             continue
         slo_ms = getattr(request_slos(request), f"{_slo_label(name)}_ms")
         const = rows.ttft_const_ns if name == "slo ttft" else rows.tpot_const_ns
         best_ms = (const + value) / MS_TO_NS
         if best_ms <= slo_ms * (1 + 1e-9):
             continue
-        reasons.append(f"SLO {_slo_label(name)}={slo_ms:g}ms cannot be met on {gpu.name} at {w}: the smallest "
-                       f"feasible {_slo_label(name).upper()} is {best_ms:.4g} ms (KV cache {kv}; "
-                       f"--slo {slo_text(_slo_label(name), best_ms)})")
+        reasons.append(
+            f"SLO {_slo_label(name)}={slo_ms:g}ms cannot be met on {gpu.name} at {w}: the smallest "
+            f"feasible {_slo_label(name).upper()} is {best_ms:.4g} ms (KV cache {kv}; "
+            f"--slo {slo_text(_slo_label(name), best_ms)})"
+        )
     if not reasons and unknown:
-        return SolverStoppedError("no plan meets the SLOs, and the solver reached its limit before it could tell "
-                                  "which one binds")
+        return SolverStoppedError(
+            "no plan meets the SLOs, and the solver reached its limit before it could tell which one binds"
+        )
     if not reasons:
         names = sorted({c.name for rows, _ in per_kv for c in rows.constraints()})
-        reasons.append("each SLO can be met alone but not all together (with the budgets and the workload's "
-                       "memory): loosen one of " + ", ".join(names))
+        reasons.append(
+            "each SLO can be met alone but not all together (with the budgets and the workload's "
+            "memory): loosen one of " + ", ".join(names)
+        )
     return InfeasibleError("; ".join(reasons))
 
 
@@ -338,8 +390,9 @@ def request_slos(request) -> SloSpec:
     return parse_slos(request.slos)
 
 
-def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_path: str, sensitivity, model: str,
-                  kernels=None):
+def solve_serving(
+    *, problem, costs, gpu, request, runtime, profile, profile_path: str, sensitivity, model: str, kernels=None
+):
     """Solve the plan's ILP once per KV-cache candidate with that KV format's SLO and memory rows
     added; keep the least total Omega. Returns (solution, the problem solved, Serving record, the
     throughput front of `request.pareto` points: serving_front)."""
@@ -352,15 +405,30 @@ def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_pat
     slos = parse_slos(request.slos)
     gemms = ProfileGemms(profile, profile_path, request.tp)
     layer_formats = set(costs.formats)
-    options = kv_candidates(spec=request.kv_formats, sensitivity=sensitivity, gpu=gpu, runtime=runtime,
-                            layer_formats=layer_formats)
+    options = kv_candidates(
+        spec=request.kv_formats, sensitivity=sensitivity, gpu=gpu, runtime=runtime, layer_formats=layer_formats
+    )
     allowed = problem.allowed
     names = [g.name for g in costs.groups]
     arch, kernels = step_inputs(model, gpu, request.tp, None, kernels)
-    rows_by_kv = [build_slo_rows(model=model, group_names=names, formats=costs.formats, allowed=allowed, gpu=gpu,
-                                 workload=workload, tp=request.tp, kv_format=kv, kv_omega=kv_omega, slos=slos,
-                                 gemms=gemms, kernels=kernels, arch=arch)
-                  for kv, kv_omega in options]
+    rows_by_kv = [
+        build_slo_rows(
+            model=model,
+            group_names=names,
+            formats=costs.formats,
+            allowed=allowed,
+            gpu=gpu,
+            workload=workload,
+            tp=request.tp,
+            kv_format=kv,
+            kv_omega=kv_omega,
+            slos=slos,
+            gemms=gemms,
+            kernels=kernels,
+            arch=arch,
+        )
+        for kv, kv_omega in options
+    ]
     per_kv, results, feasible = solve_per_kv(problem, rows_by_kv, request)
     if not feasible:
         stopped = [sol for sol in results if sol.status != "infeasible"]
@@ -373,11 +441,33 @@ def solve_serving(*, problem, costs, gpu, request, runtime, profile, profile_pat
     _, best = min(feasible)
     rows, kv_problem = per_kv[best]
     sol = results[best]
-    serving = serving_record(rows=rows, choice=sol.choice, group_names=names, formats=costs.formats, model=model,
-                             gpu=gpu, workload=workload, slos=slos, tp=request.tp, gemms=gemms, kernels=kernels,
-                             arch=arch, candidates={per_kv[i][0].kv_format: total for total, i in feasible})
-    front = serving_front(per_kv=per_kv, results=results, costs=costs, chosen=(rows, sol.choice), request=request,
-                          points=request.pareto) if request.pareto else []
+    serving = serving_record(
+        rows=rows,
+        choice=sol.choice,
+        group_names=names,
+        formats=costs.formats,
+        model=model,
+        gpu=gpu,
+        workload=workload,
+        slos=slos,
+        tp=request.tp,
+        gemms=gemms,
+        kernels=kernels,
+        arch=arch,
+        candidates={per_kv[i][0].kv_format: total for total, i in feasible},
+    )
+    front = (
+        serving_front(
+            per_kv=per_kv,
+            results=results,
+            costs=costs,
+            chosen=(rows, sol.choice),
+            request=request,
+            points=request.pareto,
+        )
+        if request.pareto
+        else []
+    )
     return sol, kv_problem, serving, front
 
 
@@ -405,12 +495,19 @@ def serving_front(*, per_kv, results, costs, chosen, request, points: int, faste
         life = Constraint("request time", np.where(kv_problem.allowed, rows.life_coeffs, np.inf), 0.0)
         with_life = IlpProblem(kv_problem.objective, kv_problem.constraints + [life])
         if fastest_ns is None:
-            least = minimum_of(with_life, len(with_life.constraints) - 1, request.solver, request.pareto_time_limit,
-                               request.node_limit)
+            least = minimum_of(
+                with_life, len(with_life.constraints) - 1, request.solver, request.pareto_time_limit, request.node_limit
+            )
             if least.feasible:
                 fastest.append(rows.life_const_ns + least.objective)
-        sweeps.append((rows, ParametricIlp(with_life, request.solver, request.pareto_mip_rel_gap,
-                                           request.pareto_time_limit, request.node_limit)))
+        sweeps.append(
+            (
+                rows,
+                ParametricIlp(
+                    with_life, request.solver, request.pareto_mip_rel_gap, request.pareto_time_limit, request.node_limit
+                ),
+            )
+        )
     slowest = chosen_rows.life_ns(chosen_choice)
     limits = [float(x) for x in np.linspace(min(fastest, default=slowest), slowest, points)]
     kv_index = {rows.kv_format: i for i, (rows, _) in enumerate(sweeps)}
@@ -431,12 +528,21 @@ def serving_front(*, per_kv, results, costs, chosen, request, points: int, faste
         # A feasible solution stopped at optimal, time_limit or node_limit (ilp.FEASIBLE_STATUSES).
         return np.append(sol.choice, kv_index[rows.kv_format]), cast(PointStatus, sol.status)
 
-    def point(limit: float, status: PointStatus, rows: SloRows, choice: np.ndarray, chosen: bool = False) -> ParetoPoint:
-        return ParetoPoint(fraction=limit / base_ns, status=status, totals=costs.totals(choice),
-                           formats=[costs.formats[f] for f in choice], chosen=chosen, kv_format=rows.kv_format,
-                           kv_omega=rows.kv_omega,
-                           output_tokens_per_s_per_gpu=rows.tokens_per_s(choice) / request.tp,
-                           ttft_ms=rows.ttft_ms(choice), tpot_ms=rows.tpot_ms(choice))
+    def point(
+        limit: float, status: PointStatus, rows: SloRows, choice: np.ndarray, chosen: bool = False
+    ) -> ParetoPoint:
+        return ParetoPoint(
+            fraction=limit / base_ns,
+            status=status,
+            totals=costs.totals(choice),
+            formats=[costs.formats[f] for f in choice],
+            chosen=chosen,
+            kv_format=rows.kv_format,
+            kv_omega=rows.kv_omega,
+            output_tokens_per_s_per_gpu=rows.tokens_per_s(choice) / request.tp,
+            ttft_ms=rows.ttft_ms(choice),
+            tpot_ms=rows.tpot_ms(choice),
+        )
 
     front = []
     for limit, (answer, status) in zip(limits, bisect_sweep(len(limits), solve_at)):
@@ -457,16 +563,30 @@ def solve_per_kv(problem, rows_by_kv: list[SloRows], request):
     per_kv, results = [], []
     for rows in rows_by_kv:
         kv_problem = IlpProblem(problem.objective, problem.constraints + rows.constraints())
-        results.append(solve(kv_problem, request.solver, request.mip_rel_gap, request.time_limit_s,
-                             request.node_limit))
+        results.append(solve(kv_problem, request.solver, request.mip_rel_gap, request.time_limit_s, request.node_limit))
         per_kv.append((rows, kv_problem))
-    feasible = [(sol.objective + rows.kv_omega, i) for i, ((rows, _), sol) in enumerate(zip(per_kv, results))
-                if sol.feasible]
+    feasible = [
+        (sol.objective + rows.kv_omega, i) for i, ((rows, _), sol) in enumerate(zip(per_kv, results)) if sol.feasible
+    ]
     return per_kv, results, feasible
 
 
-def serving_record(*, rows: SloRows, choice, group_names, formats, model, gpu, workload, slos, tp, gemms,
-                   candidates, kernels=None, arch=None):
+def serving_record(
+    *,
+    rows: SloRows,
+    choice,
+    group_names,
+    formats,
+    model,
+    gpu,
+    workload,
+    slos,
+    tp,
+    gemms,
+    candidates,
+    kernels=None,
+    arch=None,
+):
     """The chosen plan run through the step model itself (not the ILP's rows), checked against the
     rows' linear prediction and against the SLOs' raw limits."""
     from trtq.artifacts.plan import Serving
@@ -474,31 +594,47 @@ def serving_record(*, rows: SloRows, choice, group_names, formats, model, gpu, w
 
     arch, kernels = step_inputs(model, gpu, tp, arch, kernels)
     chosen = {name: formats[f] for name, f in zip(group_names, choice)}
-    step = StepModel(arch, {g.name: chosen[g.name] for g in arch.groups}, rows.kv_format, tp, kernels, gpu,
-                     gemms=gemms)
+    step = StepModel(arch, {g.name: chosen[g.name] for g in arch.groups}, rows.kv_format, tp, kernels, gpu, gemms=gemms)
     concurrency = workload.concurrency or 1
     point = step.at_concurrency(concurrency, workload)
     max_conc = step.max_concurrency(workload)
     kernels.save()
-    for name, linear, exact in (("TTFT", rows.ttft_ms(choice), point.ttft_ms),
-                                ("TPOT", rows.tpot_ms(choice), point.tpot_ms)):
+    for name, linear, exact in (
+        ("TTFT", rows.ttft_ms(choice), point.ttft_ms),
+        ("TPOT", rows.tpot_ms(choice), point.tpot_ms),
+    ):
         if abs(linear - exact) > 1e-6 * max(1.0, abs(exact)):
             raise RuntimeError(f"internal: the ILP's linear {name} {linear!r} ms is not the step model's {exact!r} ms")
     if abs(rows.tokens_per_s(choice) - point.output_tokens_per_s) > 1e-6 * point.output_tokens_per_s:
-        raise RuntimeError(f"internal: the rows' tokens/s {rows.tokens_per_s(choice)!r} is not the step model's "
-                           f"{point.output_tokens_per_s!r}")
+        raise RuntimeError(
+            f"internal: the rows' tokens/s {rows.tokens_per_s(choice)!r} is not the step model's "
+            f"{point.output_tokens_per_s!r}"
+        )
     for name, limit, value in (("ttft", slos.ttft_ms, point.ttft_ms), ("tpot", slos.tpot_ms, point.tpot_ms)):
         if limit is not None and value > limit * (1 + 1e-9):
             raise RuntimeError(f"internal: the plan's {name} {value!r} ms is over the SLO {limit!r} ms")
     if max_conc < concurrency:
-        raise RuntimeError(f"internal: the plan's KV cache holds {max_conc} sequences, the workload needs {concurrency}")
-    return Serving(isl=workload.isl, osl=workload.osl, concurrency=concurrency, tp=tp, slo_ttft_ms=slos.ttft_ms,
-                   slo_tpot_ms=slos.tpot_ms, kv_format=rows.kv_format, kv_omega=rows.kv_omega,
-                   kv_candidates=candidates, ttft_ms=point.ttft_ms, tpot_ms=point.tpot_ms,
-                   output_tokens_per_s_per_gpu=point.output_tokens_per_s / tp, max_concurrency=max_conc,
-                   memory_slack_bytes=rows.memory_slack_bytes(choice), gemm_source=step.gemms.describe(),
-                   operating_point={k: v for k, v in rows.operating_point.items()
-                                    if isinstance(v, (int, float, str))})
+        raise RuntimeError(
+            f"internal: the plan's KV cache holds {max_conc} sequences, the workload needs {concurrency}"
+        )
+    return Serving(
+        isl=workload.isl,
+        osl=workload.osl,
+        concurrency=concurrency,
+        tp=tp,
+        slo_ttft_ms=slos.ttft_ms,
+        slo_tpot_ms=slos.tpot_ms,
+        kv_format=rows.kv_format,
+        kv_omega=rows.kv_omega,
+        kv_candidates=candidates,
+        ttft_ms=point.ttft_ms,
+        tpot_ms=point.tpot_ms,
+        output_tokens_per_s_per_gpu=point.output_tokens_per_s / tp,
+        max_concurrency=max_conc,
+        memory_slack_bytes=rows.memory_slack_bytes(choice),
+        gemm_source=step.gemms.describe(),
+        operating_point={k: v for k, v in rows.operating_point.items() if isinstance(v, (int, float, str))},
+    )
 
 
 # Sensitivity methods whose Omega estimates the loss increase (second order), the scale of the KV Omega (KL).
@@ -509,6 +645,8 @@ def kv_scale_note(sensitivity, serving) -> str | None:
     """A plan note when the KV Omega (a KL divergence) is weighed against layer Omegas in other units."""
     if serving is None or set(serving.kv_candidates) <= {"bf16"} or sensitivity.method in LOSS_SCALE_METHODS:
         return None
-    return (f"the KV-cache Omega ({sensitivity.kv_cache_method or 'kl'}: mean per-token KL of the output) estimates a "
-            f"loss increase; the layers' {sensitivity.method} Omega is in other units, so the KV-format decision "
-            "weighs unlike quantities (use --method fisher or hessian for a consistent scale)")
+    return (
+        f"the KV-cache Omega ({sensitivity.kv_cache_method or 'kl'}: mean per-token KL of the output) estimates a "
+        f"loss increase; the layers' {sensitivity.method} Omega is in other units, so the KV-format decision "
+        "weighs unlike quantities (use --method fisher or hessian for a consistent scale)"
+    )

@@ -40,7 +40,9 @@ def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
             else:
                 cells.append("-")
         table.add_row(
-            plan.gpu, ", ".join(f"{f} {n}" for f, n in format_counts(plan).most_common()), *cells,
+            plan.gpu,
+            ", ".join(f"{f} {n}" for f, n in format_counts(plan).most_common()),
+            *cells,
             f"{fmt_bytes(plan.totals.weight_bytes)} ({plan.totals.weight_bytes / plan.totals.bf16_weight_bytes:.2f}x)",
             f"{plan.totals.sensitivity:.4g}",
         )
@@ -48,11 +50,12 @@ def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
     console.print(table)
     for plan in plans:
         budgets = ", ".join(b.spec for b in plan.budgets)
-        console.print(f"{plan.model} on {plan.gpu} ({plan.runtime or 'runtime not recorded'}): budgets {budgets}; "
-                      f"{plan.solver.name} {plan.solver.status}"
-                      f"{_stopped_by(plan)} in {plan.solver.solve_time_s * 1e3:.0f} ms; latencies from the "
-                      f"{plan.profile_backend} profile"
-                      + (" (kernel time, launch cost 0)" if plan.launch_cost_ns == 0 else ""))
+        console.print(
+            f"{plan.model} on {plan.gpu} ({plan.runtime or 'runtime not recorded'}): budgets {budgets}; "
+            f"{plan.solver.name} {plan.solver.status}"
+            f"{_stopped_by(plan)} in {plan.solver.solve_time_s * 1e3:.0f} ms; latencies from the "
+            f"{plan.profile_backend} profile" + (" (kernel time, launch cost 0)" if plan.launch_cost_ns == 0 else "")
+        )
         shares = provenance_line(plan)
         if shares:
             from rich.markup import escape
@@ -62,13 +65,19 @@ def print_plan_summary(plans: list[Plan], title: str = "Plan") -> None:
         if serving is not None:
             from rich.markup import escape
 
-            slos = ", ".join(f"{k} <= {v:g} ms" for k, v in (("TTFT", serving.slo_ttft_ms),
-                                                              ("TPOT", serving.slo_tpot_ms)) if v is not None)
-            console.print(escape(
-                f"  serving isl={serving.isl}, osl={serving.osl}, concurrency={serving.concurrency}, TP{serving.tp}"
-                f" ({slos or 'no SLO'}): predicted TTFT {serving.ttft_ms:.1f} ms, TPOT {serving.tpot_ms:.2f} ms, "
-                f"{serving.output_tokens_per_s_per_gpu:.0f} output tokens/s per GPU; KV cache {serving.kv_format} "
-                f"(Omega {serving.kv_omega:.4g}), at most {serving.max_concurrency} sequences fit"))
+            slos = ", ".join(
+                f"{k} <= {v:g} ms"
+                for k, v in (("TTFT", serving.slo_ttft_ms), ("TPOT", serving.slo_tpot_ms))
+                if v is not None
+            )
+            console.print(
+                escape(
+                    f"  serving isl={serving.isl}, osl={serving.osl}, concurrency={serving.concurrency}, TP{serving.tp}"
+                    f" ({slos or 'no SLO'}): predicted TTFT {serving.ttft_ms:.1f} ms, TPOT {serving.tpot_ms:.2f} ms, "
+                    f"{serving.output_tokens_per_s_per_gpu:.0f} output tokens/s per GPU; KV cache {serving.kv_format} "
+                    f"(Omega {serving.kv_omega:.4g}), at most {serving.max_concurrency} sequences fit"
+                )
+            )
         for note in plan.notes:
             console.print(f"  note: {note}")
 

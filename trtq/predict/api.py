@@ -31,13 +31,15 @@ class ProfileGemms(GemmSource):
 
     def __init__(self, profile, path: str, tp: int):
         if profile.tp != tp:
-            raise InputError(f"profile {path} has one GPU's GEMMs at tensor parallelism {profile.tp}, not {tp}: "
-                             f"`trtq profile ... --tp {tp}` makes the table for --tp {tp}")
+            raise InputError(
+                f"profile {path} has one GPU's GEMMs at tensor parallelism {profile.tp}, not {tp}: "
+                f"`trtq profile ... --tp {tp}` makes the table for --tp {tp}"
+            )
         self.profile, self.path = profile, path
         self.rows: dict[tuple[int, int, str], list[tuple[int, float, str]]] = {}
         measured_backend = profile.backend in ("cuda", "cpu")
         for r in profile.rows:
-            if r.latency_ns is None or r.experts is not None:   # MoE rows: not a dense GEMM
+            if r.latency_ns is None or r.experts is not None:  # MoE rows: not a dense GEMM
                 continue
             # The row's provenance (profile schema 2; older tables kept it in details), else the backend's kind.
             prov = r.provenance or (r.details.get("provenance") if isinstance(r.details, dict) else None)
@@ -47,7 +49,8 @@ class ProfileGemms(GemmSource):
             # producer fuses it). Keeping both counted it twice: the GEMM alone is the row less the pass.
             quantize = r.details.get("activation_quantize_ns", 0.0) if isinstance(r.details, dict) else 0.0
             self.rows.setdefault((r.out_features, r.in_features, r.format), []).append(
-                (r.tokens, r.latency_ns - float(quantize or 0.0), prov))
+                (r.tokens, r.latency_ns - float(quantize or 0.0), prov)
+            )
         for v in self.rows.values():
             v.sort()
 
@@ -94,8 +97,9 @@ def _plan_formats(plan_path: str):
     return plan, formats
 
 
-def build_step_model(model: str | None, plan_path: str | None, uniform: str | None, gpu_name: str | None,
-                     request: PredictRequest) -> tuple[StepModel, dict[str, Any]]:
+def build_step_model(
+    model: str | None, plan_path: str | None, uniform: str | None, gpu_name: str | None, request: PredictRequest
+) -> tuple[StepModel, dict[str, Any]]:
     from trtq.model.zoo import resolve_model
     from trtq.registry import get_format, get_gpu
 
@@ -128,7 +132,8 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
         if graph is not None:
             check_plan_covers_graph(plan, graph, plan_path)
         formats = {g.name: formats[g.name] for g in arch.groups if g.name in formats} | {
-            g.name: "bf16" for g in arch.groups if g.name not in formats}
+            g.name: "bf16" for g in arch.groups if g.name not in formats
+        }
     kernels = AicKernels(gpu.name, scope=f"{resolved.name}-tp{request.tp}")
     gemms = None
     if request.profile:
@@ -140,8 +145,14 @@ def build_step_model(model: str | None, plan_path: str | None, uniform: str | No
             raise InputError(f"profile {request.profile} was made for {profile.gpu}, not {gpu.name}")
         gemms = ProfileGemms(profile, request.profile, request.tp)
     step = StepModel(arch, formats, kv, request.tp, kernels, gpu, gemms=gemms)
-    source.update(model=resolved.name, gpu=gpu.name, tp=request.tp, kv_format=kv,
-                  kernels=kernels.describe(), gemm_source=step.gemms.describe())
+    source.update(
+        model=resolved.name,
+        gpu=gpu.name,
+        tp=request.tp,
+        kv_format=kv,
+        kernels=kernels.describe(),
+        gemm_source=step.gemms.describe(),
+    )
     return step, source
 
 
@@ -177,9 +188,11 @@ def predict(request: PredictRequest) -> dict[str, Any]:
             if max_conc < 1 or not step.fits(1, w):
                 raise UnsupportedError(_no_fit(step, source, w))
             if concurrency > max_conc:
-                notes.append(f"concurrency {concurrency} exceeds the KV-cache capacity ({max_conc} sequences "
-                             f"of {w.isl + w.osl} tokens): {max_conc} run in flight, the rest queue "
-                             "(their wait is not in the TTFT)")
+                notes.append(
+                    f"concurrency {concurrency} exceeds the KV-cache capacity ({max_conc} sequences "
+                    f"of {w.isl + w.osl} tokens): {max_conc} run in flight, the rest queue "
+                    "(their wait is not in the TTFT)"
+                )
             point = step.at_concurrency(min(concurrency, max_conc), w)
             mode = "fixed_concurrency"
     finally:
@@ -192,14 +205,17 @@ def _groups_ms(step: StepModel, tokens: int) -> float:
 
 
 def _no_fit(step: StepModel, source: dict[str, Any], w: Workload) -> str:
-    return (f"{source['model']} does not fit on {step.gpu.name} at TP {step.tp} with one sequence of "
-            f"{w.isl + w.osl} tokens: weights {step.weight_bytes() / 1e9:.1f} GB of "
-            f"{step.capacity_bytes / 1e9:.1f} GB, KV budget {step.kv_budget_bytes() / 1e9:.2f} GB "
-            f"(one sequence needs {(w.isl + w.osl) * step.kv_bytes_per_token() / 1e9:.2f} GB)")
+    return (
+        f"{source['model']} does not fit on {step.gpu.name} at TP {step.tp} with one sequence of "
+        f"{w.isl + w.osl} tokens: weights {step.weight_bytes() / 1e9:.1f} GB of "
+        f"{step.capacity_bytes / 1e9:.1f} GB, KV budget {step.kv_budget_bytes() / 1e9:.2f} GB "
+        f"(one sequence needs {(w.isl + w.osl) * step.kv_bytes_per_token() / 1e9:.2f} GB)"
+    )
 
 
-def _result(step: StepModel, source: dict[str, Any], w: Workload, point: AggPoint, max_conc: int, mode: str,
-            notes: list[str]) -> dict[str, Any]:
+def _result(
+    step: StepModel, source: dict[str, Any], w: Workload, point: AggPoint, max_conc: int, mode: str, notes: list[str]
+) -> dict[str, Any]:
     shares = provenance_shares(point.cost)
     total = point.cost.ms
     breakdown = {k: v / total for k, v in sorted(point.cost.by_category.items(), key=lambda kv: -kv[1]) if v > 0}
@@ -235,16 +251,19 @@ def _result(step: StepModel, source: dict[str, Any], w: Workload, point: AggPoin
         # per-group costs at these GEMM M values (StepModel.group_costs) plus fixed terms.
         "linear_model": {
             "ttft_per_mix_step_ms": point.ttft_factor,
-            "tpot_weights": {"mix_step": point.mix_steps_for_tpot / max(point.mix_steps_for_tpot + point.decode_steps, 1e-9),
-                             "decode_step": point.decode_steps / max(point.mix_steps_for_tpot + point.decode_steps, 1e-9)},
+            "tpot_weights": {
+                "mix_step": point.mix_steps_for_tpot / max(point.mix_steps_for_tpot + point.decode_steps, 1e-9),
+                "decode_step": point.decode_steps / max(point.mix_steps_for_tpot + point.decode_steps, 1e-9),
+            },
             "mix_step_tokens": point.mix_tokens,
             "decode_step_tokens": point.decode_tokens,
             "mix_step_ms": point.mix_step_ms,
             "decode_step_ms": point.decode_step_ms,
             # The part of each step no GEMM group's format changes (attention, norms, ...).
             "mix_step_fixed_ms": point.mix_step_ms - _groups_ms(step, point.mix_tokens),
-            "decode_step_fixed_ms": (point.decode_step_ms - _groups_ms(step, point.decode_tokens)
-                                     if point.decode_tokens else 0.0),
+            "decode_step_fixed_ms": (
+                point.decode_step_ms - _groups_ms(step, point.decode_tokens) if point.decode_tokens else 0.0
+            ),
         },
         "notes": notes,
     }

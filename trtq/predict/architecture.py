@@ -25,12 +25,12 @@ PRODUCER_OF = {"qkv": "norm", "o_proj": "attention", "gate_up": "norm", "down_pr
 
 @dataclass(frozen=True)
 class GemmGroup:
-    name: str            # plan group name
-    kind: str            # qkv | o_proj | gate_up | down_proj
+    name: str  # plan group name
+    kind: str  # qkv | o_proj | gate_up | down_proj
     block: int
-    out_features: int    # N (full model, before tensor parallelism); MoE: hidden
-    in_features: int     # K; MoE: hidden
-    experts: int | None = None            # MoE: routed experts
+    out_features: int  # N (full model, before tensor parallelism); MoE: hidden
+    in_features: int  # K; MoE: hidden
+    experts: int | None = None  # MoE: routed experts
     experts_per_token: int | None = None  # MoE: top-k
     expert_intermediate: int | None = None  # MoE: one expert's intermediate width
 
@@ -89,15 +89,30 @@ def decoder_architecture(name: str, config: dict[str, Any]) -> DecoderArchitectu
         for linear in block.linears:
             key = f"{adapter.block_path}.{b}.{linear.group_suffix}"
             if linear.experts is not None:
-                groups[key] = GemmGroup(key, linear.group_kind, b, dims.hidden, dims.hidden, experts=linear.experts,
-                                        experts_per_token=block.experts_per_token,
-                                        expert_intermediate=dims.moe_intermediate)
+                groups[key] = GemmGroup(
+                    key,
+                    linear.group_kind,
+                    b,
+                    dims.hidden,
+                    dims.hidden,
+                    experts=linear.experts,
+                    experts_per_token=block.experts_per_token,
+                    expert_intermediate=dims.moe_intermediate,
+                )
                 continue
             g = groups.get(key)
-            groups[key] = GemmGroup(key, linear.group_kind, b, (g.out_features if g else 0) + linear.out_features,
-                                    linear.in_features)
+            groups[key] = GemmGroup(
+                key, linear.group_kind, b, (g.out_features if g else 0) + linear.out_features, linear.in_features
+            )
     return DecoderArchitecture(
-        name=name, num_layers=dims.blocks, hidden_size=dims.hidden, num_heads=dims.heads,
-        num_kv_heads=dims.kv_heads, head_dim=dims.head_dim, intermediate_size=dims.intermediate,
-        vocab_size=dims.vocab, tie_word_embeddings=dims.tied, groups=tuple(groups.values()),
+        name=name,
+        num_layers=dims.blocks,
+        hidden_size=dims.hidden,
+        num_heads=dims.heads,
+        num_kv_heads=dims.kv_heads,
+        head_dim=dims.head_dim,
+        intermediate_size=dims.intermediate,
+        vocab_size=dims.vocab,
+        tie_word_embeddings=dims.tied,
+        groups=tuple(groups.values()),
     )

@@ -45,10 +45,13 @@ from trtq.profile.aiconfigurator_tables import (
 AICONFIGURATOR_PACKAGE = PACKAGE
 FRAMEWORK = "trtllm"
 
+
 def aic_gemm_modes() -> dict[str, str]:
     """trtq format -> the engine's GEMM quant mode: the profile backend's one mapping (formats without a table
     are absent)."""
     return {fmt: mode for fmt, mode in table_dtypes().items() if mode is not None}
+
+
 # trtq KV-cache format -> the engine's attention kv_cache_dtype.
 AIC_KV_MODES = {"bf16": "bfloat16", "fp8": "fp8"}
 # Bytes per KV element.
@@ -109,13 +112,16 @@ class AicKernels:
         from trtq.registry.gpus import get_gpu
 
         self.gpu_name = gpu_name
-        self.tables = AicTables.for_gpu(get_gpu(gpu_name), FRAMEWORK,
-                                        hint=" (give --profile FILE for the GEMMs on other GPUs)")
+        self.tables = AicTables.for_gpu(
+            get_gpu(gpu_name), FRAMEWORK, hint=" (give --profile FILE for the GEMMs on other GPUs)"
+        )
         self.system, self.version = self.tables.system, self.tables.version
         self.package_version = package_version()
         safe_scope = re.sub(r"[^A-Za-z0-9_.-]+", "_", scope)
-        self._cache_path = (_cache_dir() / f"aic-{self.package_version}-{self.system}-{FRAMEWORK}-{self.version}"
-                            f"-memo{MEMO_FORMAT}" / f"{safe_scope}.json")
+        self._cache_path = (
+            _cache_dir() / f"aic-{self.package_version}-{self.system}-{FRAMEWORK}-{self.version}"
+            f"-memo{MEMO_FORMAT}" / f"{safe_scope}.json"
+        )
         self._use_cache = cache
         self._memo: dict[str, list] = self._load_cache() if cache else {}
         self._dirty = False
@@ -194,17 +200,37 @@ class AicKernels:
     def _tagged(self, ms: float, source: str) -> Answer:
         return Answer(ms, "interpolated" if source == "silicon" else "modelled")
 
-    def context_attention(self, batch: int, seq: int, heads: int, kv_heads: int, head_dim: int,
-                          kv_format: str) -> Answer:
-        op = {"ContextAttention": {"n": heads, "n_kv": kv_heads, "head_size": head_dim, "window_size": 0,
-                                   "kv_cache_dtype": AIC_KV_MODES[kv_format], "fmha_quant_mode": "bfloat16",
-                                   "use_qk_norm": False, "cp_size": 1, "lane_order": ["default"]}}
+    def context_attention(
+        self, batch: int, seq: int, heads: int, kv_heads: int, head_dim: int, kv_format: str
+    ) -> Answer:
+        op = {
+            "ContextAttention": {
+                "n": heads,
+                "n_kv": kv_heads,
+                "head_size": head_dim,
+                "window_size": 0,
+                "kv_cache_dtype": AIC_KV_MODES[kv_format],
+                "fmha_quant_mode": "bfloat16",
+                "use_qk_norm": False,
+                "cp_size": 1,
+                "lane_order": ["default"],
+            }
+        }
         return self._tagged(*self.evaluate(op, batch=batch, s=seq))
 
-    def generation_attention(self, batch: int, seq: int, heads: int, kv_heads: int, head_dim: int,
-                             kv_format: str) -> Answer:
-        op = {"GenerationAttention": {"n": heads, "n_kv": kv_heads, "head_size": head_dim, "window_size": 0,
-                                      "kv_cache_dtype": AIC_KV_MODES[kv_format], "lane_order": ["default"]}}
+    def generation_attention(
+        self, batch: int, seq: int, heads: int, kv_heads: int, head_dim: int, kv_format: str
+    ) -> Answer:
+        op = {
+            "GenerationAttention": {
+                "n": heads,
+                "n_kv": kv_heads,
+                "head_size": head_dim,
+                "window_size": 0,
+                "kv_cache_dtype": AIC_KV_MODES[kv_format],
+                "lane_order": ["default"],
+            }
+        }
         return self._tagged(*self.evaluate(op, batch=batch, s=seq, context=False))
 
     def allreduce(self, hidden: int, tp: int, tokens: int) -> Answer:
@@ -245,9 +271,13 @@ class AicKernels:
     def system_spec(self) -> dict[str, Any]:
         import yaml
 
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # the C loader: a tenth of the time
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader: a tenth of the time
         return yaml.load((self.tables.systems_root / f"{self.system}.yaml").read_text(), Loader=loader)
 
     def describe(self) -> dict[str, str]:
-        return {"package": f"{AICONFIGURATOR_PACKAGE}=={self.package_version}", "system": self.system,
-                "framework": FRAMEWORK, "framework_version": self.version}
+        return {
+            "package": f"{AICONFIGURATOR_PACKAGE}=={self.package_version}",
+            "system": self.system,
+            "framework": FRAMEWORK,
+            "framework_version": self.version,
+        }

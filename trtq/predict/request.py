@@ -21,16 +21,18 @@ class PredictRequest(Request):
     uniform: str | None = setting(None, "every GEMM group in FORMAT (for a model)", metavar="FORMAT")
     gpu: str | None = setting(None, "target GPU from `trtq gpus` (default: the plan's)")
     workload: str = setting(
-        ..., "prompt and answer lengths in tokens, and requests in flight (default 1; ignored with "
-             "--max-throughput), or a YAML/JSON file with isl, osl, concurrency",
-        metavar="isl=N,osl=N[,concurrency=N]")
+        ...,
+        "prompt and answer lengths in tokens, and requests in flight (default 1; ignored with "
+        "--max-throughput), or a YAML/JSON file with isl, osl, concurrency",
+        metavar="isl=N,osl=N[,concurrency=N]",
+    )
     tp: int = setting(1, "tensor-parallel size", ge=1, le=MAX_PARALLEL)
     kv_format: str | None = setting(None, "KV-cache format: bf16 (default) or fp8")
-    max_throughput: bool = setting(
-        False, "steady state at an infinite request rate (best batch and context chunk)")
+    max_throughput: bool = setting(False, "steady state at an infinite request rate (best batch and context chunk)")
     max_batch_size: int = setting(DEFAULT_MAX_BATCH_SIZE, "runtime max batch size", ge=1, le=MAX_CONCURRENCY)
     profile: str | None = setting(
-        None, "GEMM latencies from this trtq profile instead of aiconfigurator's tables", metavar="FILE")
+        None, "GEMM latencies from this trtq profile instead of aiconfigurator's tables", metavar="FILE"
+    )
 
     @field_validator("workload")
     @classmethod

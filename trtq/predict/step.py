@@ -99,11 +99,11 @@ QUANTIZE_LAUNCH_MS = 0.002
 
 # TensorRT-LLM runtime defaults the memory and scheduling model use.
 KV_CACHE_FREE_GPU_MEM_FRACTION = 0.9
-KV_CACHE_RESERVED_FRACTION = 0.015      # block-allocator reserve (aiconfigurator's TRT-LLM constant)
+KV_CACHE_RESERVED_FRACTION = 0.015  # block-allocator reserve (aiconfigurator's TRT-LLM constant)
 KV_CACHE_TOLERANCE = 0.02
 MAX_NUM_TOKENS = 8192
-MAX_BATCH_SIZE = DEFAULT_MAX_BATCH_SIZE   # declared with the --max-batch-size option
-ACTIVATION_COEFF = {1: 11, 2: 6.5, 4: 5, 8: 5}   # aiconfigurator's TRT-LLM Llama coefficients
+MAX_BATCH_SIZE = DEFAULT_MAX_BATCH_SIZE  # declared with the --max-batch-size option
+ACTIVATION_COEFF = {1: 11, 2: 6.5, 4: 5, 8: 5}  # aiconfigurator's TRT-LLM Llama coefficients
 MIN_ACTIVATION_BYTES = 70 * 1024 * 1024
 GIB = 1 << 30
 
@@ -168,8 +168,10 @@ def _workload_file(path: Path, spec: str) -> Workload:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "the file"
-        raise InputError(f"--workload file {spec}: {where}: {err['msg']} "
-                         "(expected isl, osl and optionally concurrency, whole numbers)") from None
+        raise InputError(
+            f"--workload file {spec}: {where}: {err['msg']} "
+            "(expected isl, osl and optionally concurrency, whole numbers)"
+        ) from None
     return Workload(parsed.isl, parsed.osl, parsed.concurrency)
 
 
@@ -211,16 +213,16 @@ class AggPoint:
     ttft_ms: float
     tpot_ms: float
     request_latency_ms: float
-    output_tokens_per_s: float          # per TP replica
+    output_tokens_per_s: float  # per TP replica
     mix_step_ms: float
     decode_step_ms: float
     mix_steps: float
     decode_steps: float
     mix_steps_for_tpot: float
-    ttft_factor: float                  # TTFT = ttft_factor x mix_step_ms
-    cost: Cost = field(repr=False)      # time of the b requests' life, by category/provenance
-    mix_tokens: int = 0                 # GEMM M of a mixed step
-    decode_tokens: int = 0              # GEMM M of a decode-only step
+    ttft_factor: float  # TTFT = ttft_factor x mix_step_ms
+    cost: Cost = field(repr=False)  # time of the b requests' life, by category/provenance
+    mix_tokens: int = 0  # GEMM M of a mixed step
+    decode_tokens: int = 0  # GEMM M of a decode-only step
 
 
 class GemmSource:
@@ -254,9 +256,19 @@ class AicGemms(GemmSource):
 class StepModel:
     """A plan (one format per GEMM group, one KV format) on a GPU at a TP size."""
 
-    def __init__(self, arch: DecoderArchitecture, formats: dict[str, str], kv_format: str, tp: int,
-                 kernels, gpu, gemms: GemmSource | None = None, step_overhead_ms: float = 0.0,
-                 max_num_tokens: int = MAX_NUM_TOKENS, memory_bytes: int | None = None):
+    def __init__(
+        self,
+        arch: DecoderArchitecture,
+        formats: dict[str, str],
+        kv_format: str,
+        tp: int,
+        kernels,
+        gpu,
+        gemms: GemmSource | None = None,
+        step_overhead_ms: float = 0.0,
+        max_num_tokens: int = MAX_NUM_TOKENS,
+        memory_bytes: int | None = None,
+    ):
         arch.check_tp(tp)
         missing = [g.name for g in arch.groups if g.name not in formats]
         if missing:
@@ -287,7 +299,9 @@ class StepModel:
                 f"(it measures {', '.join(AIC_KV_MODES)}); predicting it is not built yet"
             )
         self._weight_bytes: int | None = None
-        self.capacity_bytes = memory_bytes if memory_bytes is not None else int(kernels.system_spec["gpu"]["mem_capacity"])
+        self.capacity_bytes = (
+            memory_bytes if memory_bytes is not None else int(kernels.system_spec["gpu"]["mem_capacity"])
+        )
         # Identical (kind, format) groups cost the same: price each once.
         self._group_classes: dict[tuple[str, str], list[GemmGroup]] = defaultdict(list)
         for g in arch.groups:
@@ -363,8 +377,9 @@ class StepModel:
             if trans.ms:
                 cost.add("format_transitions", trans, len(groups))
         cost.add("norms", k.elementwise(2 * h, 2 * h, tokens), 2 * a.num_layers)
-        cost.add("activation", k.elementwise(2 * a.intermediate_size // tp, a.intermediate_size // tp, tokens),
-                 a.num_layers)
+        cost.add(
+            "activation", k.elementwise(2 * a.intermediate_size // tp, a.intermediate_size // tp, tokens), a.num_layers
+        )
         cost.add("embedding", k.embedding(a.vocab_size // tp, h, tokens))
         cost.add("lm_head", self.gemms_bf16(a.vocab_size // tp, h, max(1, logits_rows)))
         if tp > 1:
@@ -414,15 +429,15 @@ class StepModel:
         total = 0
         for g in a.groups:
             fmt = FORMATS[self.formats[g.name]]
-            if g.experts is not None:   # every expert is resident; the router stays bf16
+            if g.experts is not None:  # every expert is resident; the router stays bf16
                 total += g.experts * sum(fmt.weight_bytes(n, k) for n, k in g.expert_gemms(tp))
                 total += g.experts * g.in_features * 2
                 continue
             n, k = g.sharded(tp)
             total += fmt.weight_bytes(n, k)
         bf16 = 2
-        total += (a.vocab_size // tp) * a.hidden_size * bf16 * 2      # embedding + lm_head (as TRT-LLM shards them)
-        total += (2 * a.num_layers + 1) * a.hidden_size * bf16          # norms
+        total += (a.vocab_size // tp) * a.hidden_size * bf16 * 2  # embedding + lm_head (as TRT-LLM shards them)
+        total += (2 * a.num_layers + 1) * a.hidden_size * bf16  # norms
         return total
 
     def kv_bytes_per_token(self) -> float:
@@ -439,7 +454,9 @@ class StepModel:
 
     def kv_budget_bytes(self) -> float:
         free = self.capacity_bytes - self.non_kv_bytes()
-        return max(0.0, free * KV_CACHE_FREE_GPU_MEM_FRACTION * (1 - KV_CACHE_RESERVED_FRACTION) * (1 - KV_CACHE_TOLERANCE))
+        return max(
+            0.0, free * KV_CACHE_FREE_GPU_MEM_FRACTION * (1 - KV_CACHE_RESERVED_FRACTION) * (1 - KV_CACHE_TOLERANCE)
+        )
 
     def max_concurrency(self, workload: Workload) -> int:
         per_seq = (workload.isl + workload.osl) * self.kv_bytes_per_token()
@@ -471,12 +488,21 @@ class StepModel:
         life = mix.scaled(n_mix)
         life += dec.scaled(n_gen)
         return AggPoint(
-            batch=b, ctx_tokens=ctx_tokens, ttft_ms=ttft, tpot_ms=tpot,
+            batch=b,
+            ctx_tokens=ctx_tokens,
+            ttft_ms=ttft,
+            tpot_ms=tpot,
             request_latency_ms=ttft + tpot * (osl - 1),
             output_tokens_per_s=1000 / total * b * (osl - 1) if total > 0 else 0.0,
-            mix_step_ms=mix.ms, decode_step_ms=dec.ms, mix_steps=n_mix, decode_steps=n_gen,
-            mix_steps_for_tpot=n_mix_tpot, ttft_factor=ttft_factor, cost=life,
-            mix_tokens=ctx_tokens + mix_gen, decode_tokens=gen_batch if n_gen > 0 else 0,
+            mix_step_ms=mix.ms,
+            decode_step_ms=dec.ms,
+            mix_steps=n_mix,
+            decode_steps=n_gen,
+            mix_steps_for_tpot=n_mix_tpot,
+            ttft_factor=ttft_factor,
+            cost=life,
+            mix_tokens=ctx_tokens + mix_gen,
+            decode_tokens=gen_batch if n_gen > 0 else 0,
         )
 
     def fits(self, batch: int, workload: Workload) -> bool:
@@ -502,8 +528,15 @@ class StepModel:
                 grid.append(isl * i)
         return sorted(grid)
 
-    BATCH_GRID = (list(range(1, 16)) + list(range(16, 32, 4)) + list(range(32, 64, 8)) + list(range(64, 256, 16))
-                  + list(range(256, 512, 32)) + list(range(512, 1024, 256)) + [1024])
+    BATCH_GRID = (
+        list(range(1, 16))
+        + list(range(16, 32, 4))
+        + list(range(32, 64, 8))
+        + list(range(64, 256, 16))
+        + list(range(256, 512, 32))
+        + list(range(512, 1024, 256))
+        + [1024]
+    )
 
     def scheduled_ctx_tokens(self, batch: int, isl: int) -> int:
         """Context tokens per step at a fixed concurrency, as TensorRT-LLM's scheduler packs

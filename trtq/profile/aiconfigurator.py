@@ -52,7 +52,7 @@ from trtq.registry.gpus import GpuSpec
 
 # ---- the modelled rows: the roofline calibrated on the measured grid points ------------------------------
 
-FIT_SIDES = (1024, 4096, 16384)   # n and k of the grid points the calibration fits (kept small: seconds)
+FIT_SIDES = (1024, 4096, 16384)  # n and k of the grid points the calibration fits (kept small: seconds)
 FIT_TOKENS = (1, 16, 128, 1024, 4096, 16384)
 
 
@@ -70,9 +70,18 @@ def fit_rows(tables: AicTables, gpu: GpuSpec) -> list[ProfileRow]:
             continue
         for (m, n, k), ms in tables.grid[dtype].items():
             if n in FIT_SIDES and k in FIT_SIDES and m in FIT_TOKENS and fmt.available_for(k):
-                rows.append(ProfileRow(out_features=n, in_features=k, tokens=m, format=fmt_name, status="ok",
-                                       latency_ns=ms * MS_TO_NS, method="aiconfigurator grid point",
-                                       provenance="measured"))
+                rows.append(
+                    ProfileRow(
+                        out_features=n,
+                        in_features=k,
+                        tokens=m,
+                        format=fmt_name,
+                        status="ok",
+                        latency_ns=ms * MS_TO_NS,
+                        method="aiconfigurator grid point",
+                        provenance="measured",
+                    )
+                )
     return rows
 
 
@@ -100,30 +109,43 @@ def modelled_params(gpu: GpuSpec, rows: list[ProfileRow]):
             compute[fmt.name], bandwidth[fmt.name] = compute[donors[0]], bandwidth[donors[0]]
             activation[fmt.name] = activation[donors[0]] if fmt.act_dtype != "bf16" else 0.0
             borrowed[fmt.name] = donors[0]
-    params = start.model_copy(update={
-        "compute_fraction": compute, "bandwidth_fraction": bandwidth, "launch_cost_ns": result.launch_cost_ns,
-        "activation_pass": activation,
-        "source": (f"roofline fitted to {result.after.rows} measured {PACKAGE} grid points: median |error| "
-                   f"{result.before.median_abs_rel_error:.1%} -> {result.after.median_abs_rel_error:.1%} "
-                   "(in-sample); unmeasured formats borrow the fit of the format with their compute rate")})
-    summary = {"rows": result.after.rows, "launch_cost_ns": result.launch_cost_ns,
-               "before": result.before.model_dump(), "after": result.after.model_dump(),
-               "fractions": {f: {"compute": compute[f], "bandwidth": bandwidth[f], "activation_pass": activation[f]}
-                             for f in compute},
-               "borrowed_from": borrowed}
+    params = start.model_copy(
+        update={
+            "compute_fraction": compute,
+            "bandwidth_fraction": bandwidth,
+            "launch_cost_ns": result.launch_cost_ns,
+            "activation_pass": activation,
+            "source": (
+                f"roofline fitted to {result.after.rows} measured {PACKAGE} grid points: median |error| "
+                f"{result.before.median_abs_rel_error:.1%} -> {result.after.median_abs_rel_error:.1%} "
+                "(in-sample); unmeasured formats borrow the fit of the format with their compute rate"
+            ),
+        }
+    )
+    summary = {
+        "rows": result.after.rows,
+        "launch_cost_ns": result.launch_cost_ns,
+        "before": result.before.model_dump(),
+        "after": result.after.model_dump(),
+        "fractions": {
+            f: {"compute": compute[f], "bandwidth": bandwidth[f], "activation_pass": activation[f]} for f in compute
+        },
+        "borrowed_from": borrowed,
+    }
     return params, summary
 
 
 class AiconfiguratorBackend:
     name = "aiconfigurator"
-    measures = True            # the table values are GPU measurements; no launch cost is added
+    measures = True  # the table values are GPU measurements; no launch cost is added
     launch_cost_ns = 0.0
     # MoE grouped GEMMs: the calibrated roofline's grouped-GEMM model (rows "modelled"); the package's
     # MoE tables are not read yet.
     moe_grouped_gemm = True
 
-    def __init__(self, gpu: GpuSpec, framework: str | None = None, version: str | None = None,
-                 systems_root: Path | None = None):
+    def __init__(
+        self, gpu: GpuSpec, framework: str | None = None, version: str | None = None, systems_root: Path | None = None
+    ):
         self.gpu = gpu
         self.tables = AicTables.for_gpu(gpu, framework, version, systems_root)
         self.systems_root: Path = self.tables.systems_root
@@ -134,20 +156,30 @@ class AiconfiguratorBackend:
         if self._modelled is None:
             rows = fit_rows(self.tables, self.gpu)
             if not rows:
-                raise InputError(f"{PACKAGE}: the {self.framework} {self.version} tables of {self.system} hold no "
-                                 f"format {self.gpu.name} runs: nothing to calibrate the modelled rows on")
+                raise InputError(
+                    f"{PACKAGE}: the {self.framework} {self.version} tables of {self.system} hold no "
+                    f"format {self.gpu.name} runs: nothing to calibrate the modelled rows on"
+                )
             self._modelled = modelled_params(self.gpu, rows)
         return self._modelled
 
     def device_info(self) -> dict:
-        return {"gpu": self.gpu.name, "sm": self.gpu.sm, "system": self.system,
-                "source": f"{PACKAGE} {package_version()} tables ({self.framework} {self.version})"}
+        return {
+            "gpu": self.gpu.name,
+            "sm": self.gpu.sm,
+            "system": self.system,
+            "source": f"{PACKAGE} {package_version()} tables ({self.framework} {self.version})",
+        }
 
     def settings(self) -> dict:
         settings = {
-            "package": PACKAGE, "package_version": package_version(), "system": self.system,
-            "framework": self.framework, "framework_version": self.version,
-            "table_files": self.tables.table_files(), "table_dtypes": self.tables.dtypes,
+            "package": PACKAGE,
+            "package_version": package_version(),
+            "system": self.system,
+            "framework": self.framework,
+            "framework_version": self.version,
+            "table_files": self.tables.table_files(),
+            "table_dtypes": self.tables.dtypes,
             "format_dtypes": table_dtypes(),
             "interpolation": "the package's compiled estimator (AicEngine.evaluate_ops_json, SILICON view)",
         }
@@ -158,36 +190,59 @@ class AiconfiguratorBackend:
     def row(self, case: GemmCase) -> ProfileRow:
         fmt = get_format(case.format)
         if case.experts is not None:
-            return self._modelled_row(case, f"trtq reads no MoE grouped-GEMM tables of {PACKAGE} yet: the "
-                                            "roofline calibrated on its measured dense GEMMs models the experts")
-        base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
-                    format=case.format)
+            return self._modelled_row(
+                case,
+                f"trtq reads no MoE grouped-GEMM tables of {PACKAGE} yet: the "
+                "roofline calibrated on its measured dense GEMMs models the experts",
+            )
+        base: dict[str, Any] = dict(
+            out_features=case.out_features, in_features=case.in_features, tokens=case.tokens, format=case.format
+        )
         if not self.gpu.supports(fmt):
-            return ProfileRow(**base, status="unsupported", latency_ns=None, method="none",
-                              reason=f"{self.gpu.name} (sm{self.gpu.sm}) does not run {fmt.name} "
-                                     f"(needs sm{fmt.min_sm}+)")
+            return ProfileRow(
+                **base,
+                status="unsupported",
+                latency_ns=None,
+                method="none",
+                reason=f"{self.gpu.name} (sm{self.gpu.sm}) does not run {fmt.name} (needs sm{fmt.min_sm}+)",
+            )
         if not fmt.available_for(case.in_features):
-            return ProfileRow(**base, status="unsupported", latency_ns=None, method="none",
-                              reason=fmt.unavailable_reason(case.in_features))
+            return ProfileRow(
+                **base,
+                status="unsupported",
+                latency_ns=None,
+                method="none",
+                reason=fmt.unavailable_reason(case.in_features),
+            )
         dtype = table_dtype(fmt.name, self.tables)
         if dtype is not None:
             answer = self.tables.gemm(dtype, case.tokens, case.out_features, case.in_features)
-            return ProfileRow(**base, status="ok", latency_ns=answer.ms * MS_TO_NS, provenance=answer.provenance,
-                              method=f"{PACKAGE} {self.framework} {self.version} {dtype}",
-                              details={"table_dtype": dtype})
-        return self._modelled_row(case, unmapped_reasons().get(fmt.name)
-                                  or f"the {self.system} tables hold no {fmt.aiconfigurator_dtype}")
+            return ProfileRow(
+                **base,
+                status="ok",
+                latency_ns=answer.ms * MS_TO_NS,
+                provenance=answer.provenance,
+                method=f"{PACKAGE} {self.framework} {self.version} {dtype}",
+                details={"table_dtype": dtype},
+            )
+        return self._modelled_row(
+            case, unmapped_reasons().get(fmt.name) or f"the {self.system} tables hold no {fmt.aiconfigurator_dtype}"
+        )
 
     def _modelled_row(self, case: GemmCase, why: str) -> ProfileRow:
         from trtq.profile.roofline import roofline_row
 
         params, _ = self._model()
         modelled = roofline_row(self.gpu, case, params)
-        if modelled.latency_ns is None:   # the GPU or the shape cannot run the format: the roofline says why
+        if modelled.latency_ns is None:  # the GPU or the shape cannot run the format: the roofline says why
             return modelled
-        return modelled.model_copy(update={
-            "provenance": "modelled", "method": "roofline calibrated on the measured formats",
-            "details": {**modelled.details, "why_modelled": why}})
+        return modelled.model_copy(
+            update={
+                "provenance": "modelled",
+                "method": "roofline calibrated on the measured formats",
+                "details": {**modelled.details, "why_modelled": why},
+            }
+        )
 
     def profile(self, cases, on_row=None) -> list[ProfileRow]:
         rows = []

@@ -40,6 +40,7 @@ PINNED_VERSION = "0.12.0"
 FRAMEWORKS: dict[str, str] = {"trtllm": "trtllm", "vllm": "vllm", "sglang": "sglang"}
 DEFAULT_FRAMEWORK = "trtllm"
 
+
 # trtq format -> the GEMM table's `gemm_dtype` (the package's GEMMQuantMode name). The one place the two
 # vocabularies meet. None: no GEMM table holds that format; the reason says why (its rows are modelled).
 def table_dtypes() -> dict[str, str | None]:
@@ -63,7 +64,7 @@ PROVENANCES: tuple[Provenance, ...] = get_args(Provenance)
 
 MS_TO_NS = 1e6
 GEMM_FILE = "gemm_perf.parquet"
-SLOTS_FILE = "query_versions.yaml"   # the package's maintained default version per (system, framework)
+SLOTS_FILE = "query_versions.yaml"  # the package's maintained default version per (system, framework)
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,16 @@ class Answer:
 
 # ---- where the package and its tables are ----------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=1)
 def package_version() -> str:
     try:
         return importlib.metadata.version(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
-        raise MissingToolError(f"the measured kernel tables need {PACKAGE}=={PINNED_VERSION} "
-                               f"(pip install {PACKAGE}=={PINNED_VERSION}; trtq pins it in pyproject.toml)") from None
+        raise MissingToolError(
+            f"the measured kernel tables need {PACKAGE}=={PINNED_VERSION} "
+            f"(pip install {PACKAGE}=={PINNED_VERSION}; trtq pins it in pyproject.toml)"
+        ) from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,8 +96,9 @@ def default_systems_root() -> Path:
     package_version()
     spec = importlib.util.find_spec(PACKAGE_MODULE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingToolError(f"the measured kernel tables need {PACKAGE}=={PINNED_VERSION} "
-                               f"(pip install {PACKAGE}=={PINNED_VERSION})")
+        raise MissingToolError(
+            f"the measured kernel tables need {PACKAGE}=={PINNED_VERSION} (pip install {PACKAGE}=={PINNED_VERSION})"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "systems"
 
 
@@ -124,8 +129,9 @@ def _version_key(version: str) -> tuple:
     return tuple(key) + ((2, 0, ""),) if not re.search(r"[a-z]", version.lower()) else tuple(key)
 
 
-def table_path(system: str, op: str, framework: str, version: str, filename: str,
-               systems_root: Path | str | None = None) -> Path | None:
+def table_path(
+    system: str, op: str, framework: str, version: str, filename: str, systems_root: Path | str | None = None
+) -> Path | None:
     data = _data_dir(str(_root(systems_root)), system)
     return None if data is None else data / op / FRAMEWORKS[framework] / version / filename
 
@@ -139,8 +145,9 @@ def gemm_versions(system: str, framework: str, systems_root: Path | str | None =
     return sorted((p.name for p in base.iterdir() if (p / GEMM_FILE).is_file()), key=_version_key)
 
 
-def gemm_table_file(system: str, framework: str, version: str,
-                    systems_root: Path | str | None = None) -> tuple[Path, str, str] | None:
+def gemm_table_file(
+    system: str, framework: str, version: str, systems_root: Path | str | None = None
+) -> tuple[Path, str, str] | None:
     """(file, its version, channel) of the GEMM table the engine reads for `version`: its own ("primary"),
     else the newest older version's ("fallback": the package fills a version backward, never forward)."""
     own = gemm_versions(system, framework, systems_root)
@@ -171,8 +178,10 @@ def system_for(gpu, systems_root: Path | str | None = None, hint: str = "") -> s
 
         have_tables = systems_with_tables(systems_root)
         have = [g.name for g in list_gpus() if g.aiconfigurator_system in have_tables]
-        raise UnknownNameError(f"{PACKAGE} {package_version()} has no tables for {gpu.name}; "
-                               f"GPUs with tables: {', '.join(have) or 'none'}{hint}")
+        raise UnknownNameError(
+            f"{PACKAGE} {package_version()} has no tables for {gpu.name}; "
+            f"GPUs with tables: {', '.join(have) or 'none'}{hint}"
+        )
     return gpu.aiconfigurator_system
 
 
@@ -182,8 +191,10 @@ def default_version(system: str, framework: str, systems_root: Path | str | None
     root = _root(systems_root)
     own = gemm_versions(system, framework, root)
     if not own:
-        raise UnsupportedError(f"{PACKAGE} {package_version()} has no {framework} GEMM table for {system}; "
-                               f"frameworks it has there: {', '.join(systems_with_tables(root).get(system, []))}")
+        raise UnsupportedError(
+            f"{PACKAGE} {package_version()} has no {framework} GEMM table for {system}; "
+            f"frameworks it has there: {', '.join(systems_with_tables(root).get(system, []))}"
+        )
     slots_file = root / SLOTS_FILE
     if slots_file.is_file():
         import yaml
@@ -198,8 +209,7 @@ def default_version(system: str, framework: str, systems_root: Path | str | None
     return own[-1]
 
 
-def resolve_version(system: str, framework: str, version: str | None,
-                    systems_root: Path | str | None = None) -> str:
+def resolve_version(system: str, framework: str, version: str | None, systems_root: Path | str | None = None) -> str:
     """`version` checked against the versions the package declares for (system, framework); None -> the
     default. The declared list is the SDK's (imported only for an explicit version or a refusal)."""
     if framework not in FRAMEWORKS:
@@ -211,13 +221,16 @@ def resolve_version(system: str, framework: str, version: str | None,
     else:
         versions = _declared(str(root)).get(system, {}).get(FRAMEWORKS[framework], [])
         if versions and version not in versions:
-            raise UnknownNameError(f"{PACKAGE} {package_version()} has no {framework} {version} tables for "
-                                   f"{system}; versions it has: {', '.join(versions)}")
+            raise UnknownNameError(
+                f"{PACKAGE} {package_version()} has no {framework} {version} tables for "
+                f"{system}; versions it has: {', '.join(versions)}"
+            )
         if versions and gemm_table_file(system, framework, version, root):
             return version
     have = ", ".join(fw for fw in FRAMEWORKS if gemm_versions(system, fw, root)) or "none"
-    raise UnknownNameError(f"{PACKAGE} {package_version()} has no {framework} tables for {system}; "
-                           f"frameworks it has there: {have}")
+    raise UnknownNameError(
+        f"{PACKAGE} {package_version()} has no {framework} tables for {system}; frameworks it has there: {have}"
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -234,22 +247,43 @@ def _declared(systems_root: str) -> dict[str, dict[str, list[str]]]:
 
 # ---- the engine ----------------------------------------------------------------------------------------
 
+
 def probe_spec(system: str, framework: str, version: str, systems_root: Path | str) -> dict[str, Any]:
     """The engine spec the SDK's build_database_probe_spec_json writes for get_database's default SILICON view
     (shared-layer fill from older collections on), with no model: the engine evaluates ad-hoc op lists."""
     import aiconfigurator_core as aic
 
     engine = {
-        "schema_version": 1, "model_name": "__database_probe__", "system_name": system,
-        "systems_path": str(systems_root), "backend": FRAMEWORKS[framework], "backend_version": version,
-        "kv_block_size": None, "tp_size": 1, "pp_size": 1, "attention_dp_size": None,
-        "moe_tp_size": None, "moe_ep_size": None, "cp_size": None, "weight_dtype": None,
-        "moe_dtype": None, "activation_dtype": None, "kv_cache_dtype": None,
-        "enable_shared_layer": True, "strict_provenance": False, "database_mode": "SILICON",
-        "transfer_policy": None, "tolerate_dirless_version": False, "extra": {},
+        "schema_version": 1,
+        "model_name": "__database_probe__",
+        "system_name": system,
+        "systems_path": str(systems_root),
+        "backend": FRAMEWORKS[framework],
+        "backend_version": version,
+        "kv_block_size": None,
+        "tp_size": 1,
+        "pp_size": 1,
+        "attention_dp_size": None,
+        "moe_tp_size": None,
+        "moe_ep_size": None,
+        "cp_size": None,
+        "weight_dtype": None,
+        "moe_dtype": None,
+        "activation_dtype": None,
+        "kv_cache_dtype": None,
+        "enable_shared_layer": True,
+        "strict_provenance": False,
+        "database_mode": "SILICON",
+        "transfer_policy": None,
+        "tolerate_dirless_version": False,
+        "extra": {},
     }
-    return {"schema_version": aic.engine_spec_schema_version(), "engine": engine,
-            "context_ops": [], "generation_ops": []}
+    return {
+        "schema_version": aic.engine_spec_schema_version(),
+        "engine": engine,
+        "context_ops": [],
+        "generation_ops": [],
+    }
 
 
 @functools.cache
@@ -268,8 +302,17 @@ def open_engine(system: str, framework: str, version: str, systems_root: str):
 
 def gemm_op(n: int, k: int, dtype: str) -> dict[str, Any]:
     """The engine's OpSpec for one GEMM (as the SDK's GEMM op class serialises it; tests hold the two equal)."""
-    return {"Gemm": {"n": n, "k": k, "quant_mode": dtype, "scale_num_tokens": 1, "low_precision_input": False,
-                     "seq_split": 1, "below_grid_sol": False}}
+    return {
+        "Gemm": {
+            "n": n,
+            "k": k,
+            "quant_mode": dtype,
+            "scale_num_tokens": 1,
+            "low_precision_input": False,
+            "seq_split": 1,
+            "below_grid_sol": False,
+        }
+    }
 
 
 def _read_quantize_table(path: Path | None) -> dict[tuple[int, int], float]:
@@ -291,24 +334,35 @@ class AicTables:
         self._quantize_tables: dict[str, dict[tuple[int, int], float]] = {}
 
     @classmethod
-    def for_gpu(cls, gpu, framework: str | None = None, version: str | None = None,
-                systems_root: Path | str | None = None, hint: str = "") -> AicTables:
+    def for_gpu(
+        cls,
+        gpu,
+        framework: str | None = None,
+        version: str | None = None,
+        systems_root: Path | str | None = None,
+        hint: str = "",
+    ) -> AicTables:
         framework = framework or DEFAULT_FRAMEWORK
         root = _root(systems_root)
         system = system_for(gpu, root, hint)
         return cls(system, framework, resolve_version(system, framework, version, root), root)
 
     def describe(self) -> dict[str, str]:
-        return {"package": f"{PACKAGE}=={package_version()}", "system": self.system,
-                "framework": self.framework, "framework_version": self.version}
+        return {
+            "package": f"{PACKAGE}=={package_version()}",
+            "system": self.system,
+            "framework": self.framework,
+            "framework_version": self.version,
+        }
 
     # ---- raw tables (pyarrow, no pandas) ----
     @functools.cached_property
     def _gemm_source(self) -> tuple[Path, str, str]:
         found = gemm_table_file(self.system, self.framework, self.version, self.systems_root)
         if found is None:
-            raise UnsupportedError(f"{PACKAGE} has no {self.framework} GEMM table for {self.system} "
-                                   f"at or before {self.version}")
+            raise UnsupportedError(
+                f"{PACKAGE} has no {self.framework} GEMM table for {self.system} at or before {self.version}"
+            )
         return found
 
     @functools.cached_property
@@ -319,8 +373,7 @@ class AicTables:
         # ParquetFile.read, not read_table: the latter pulls in pyarrow.dataset and pandas (seconds).
         table = pq.ParquetFile(self._gemm_source[0]).read(columns=["gemm_dtype", "m", "n", "k", "latency"])
         grid: dict[str, dict[tuple[int, int, int], float]] = {}
-        for dtype, m, n, k, ms in zip(*(table.column(c).to_pylist() for c in ("gemm_dtype", "m", "n", "k",
-                                                                                "latency"))):
+        for dtype, m, n, k, ms in zip(*(table.column(c).to_pylist() for c in ("gemm_dtype", "m", "n", "k", "latency"))):
             grid.setdefault(str(dtype), {}).setdefault((int(m), int(n), int(k)), float(ms))
         return grid
 
@@ -333,14 +386,21 @@ class AicTables:
         """The GEMM table's dtypes, from its dtype column alone (cheaper than the whole grid)."""
         import pyarrow.parquet as pq
 
-        return frozenset(pq.ParquetFile(self._gemm_source[0]).read(columns=["gemm_dtype"])
-                         .column("gemm_dtype").unique().to_pylist())
+        return frozenset(
+            pq.ParquetFile(self._gemm_source[0]).read(columns=["gemm_dtype"]).column("gemm_dtype").unique().to_pylist()
+        )
 
     def table_files(self) -> list[dict]:
         path, version, channel = self._gemm_source
         shown = path.relative_to(self.systems_root.parent) if path.is_relative_to(self.systems_root.parent) else path
-        return [{"path": str(shown), "version": version, "channel": channel,
-                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
+        return [
+            {
+                "path": str(shown),
+                "version": version,
+                "channel": channel,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+        ]
 
     def ranges(self, dtype: str) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         """(min, max) of m, n and k over the dtype's grid points."""
@@ -355,7 +415,8 @@ class AicTables:
         computescale: the amax pass of dynamic scaling); {} when the package has none."""
         if filename not in self._quantize_tables:
             self._quantize_tables[filename] = _read_quantize_table(
-                table_path(self.system, "quantize", self.framework, self.version, filename, self.systems_root))
+                table_path(self.system, "quantize", self.framework, self.version, filename, self.systems_root)
+            )
         return self._quantize_tables[filename]
 
     # ---- the engine ----
@@ -368,7 +429,8 @@ class AicTables:
         payload = {kind: {**op[kind], "name": "op", "scale_factor": 1.0}}
         try:
             ((_, ms, _, source),) = self.engine().evaluate_ops_json(
-                json.dumps([payload]), bool(context), int(batch), int(s), 0, 1.0, None)
+                json.dumps([payload]), bool(context), int(batch), int(s), 0, 1.0, None
+            )
         except (ValueError, RuntimeError, LookupError) as exc:  # the engine's PerfDataNotAvailableError & co
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnsupportedError(f"{PACKAGE} cannot price {kind} on {self.system}: {first}") from None

@@ -54,8 +54,11 @@ def _cuda(req: BackendRequest):
     from trtq.profile.cuda import CudaBackend
     from trtq.profile.harness import HarnessSettings
 
-    return CudaBackend(validate_model(HarnessSettings, req.harness, "--repeats/--warmup"), seed=req.seed,
-                       cuda_graphs=bool(req.options.get("cuda_graphs", False)))
+    return CudaBackend(
+        validate_model(HarnessSettings, req.harness, "--repeats/--warmup"),
+        seed=req.seed,
+        cuda_graphs=bool(req.options.get("cuda_graphs", False)),
+    )
 
 
 def _aiconfigurator(req: BackendRequest):
@@ -65,9 +68,12 @@ def _aiconfigurator(req: BackendRequest):
 
     if not req.gpu:
         raise InputError("the aiconfigurator backend needs --gpu (see `trtq gpus`)")
-    return AiconfiguratorBackend(get_gpu(req.gpu), framework=req.options.get("framework"),
-                                 version=req.options.get("framework_version"),
-                                 systems_root=req.options.get("systems_root"))
+    return AiconfiguratorBackend(
+        get_gpu(req.gpu),
+        framework=req.options.get("framework"),
+        version=req.options.get("framework_version"),
+        systems_root=req.options.get("systems_root"),
+    )
 
 
 PROFILER_BACKENDS: dict[str, Callable[[BackendRequest], object]] = {
@@ -82,7 +88,5 @@ def make_backend(name: str, request: BackendRequest):
     try:
         factory = PROFILER_BACKENDS[name]
     except KeyError:
-        raise UnknownNameError(
-            f"unknown profiler backend {name!r}; known: {', '.join(PROFILER_BACKENDS)}"
-        ) from None
+        raise UnknownNameError(f"unknown profiler backend {name!r}; known: {', '.join(PROFILER_BACKENDS)}") from None
     return factory(request)

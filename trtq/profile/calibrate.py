@@ -42,9 +42,11 @@ from trtq.registry.gpus import GpuSpec, get_gpu
 FRACTION_BOUNDS = (0.005, 1.0)
 PRIOR_WEIGHT = 0.01
 ACTIVATION_PRIOR_SCALE = 0.01
-METHOD = ("least squares on log(predicted / measured) latency, weak prior (0.01) toward the datasheet "
-          "fractions; per-format compute and bandwidth fractions, one launch cost; projected "
-          "Levenberg-Marquardt, multi-start")
+METHOD = (
+    "least squares on log(predicted / measured) latency, weak prior (0.01) toward the datasheet "
+    "fractions; per-format compute and bandwidth fractions, one launch cost; projected "
+    "Levenberg-Marquardt, multi-start"
+)
 # Backends whose tables are measurements of a GPU (the roofline is a model; cpu measured a CPU).
 # An aiconfigurator table's modelled rows are not measurements: calibrate_profile leaves them out.
 MEASURED_GPU_BACKENDS = ("cuda", "aiconfigurator")
@@ -60,9 +62,11 @@ def fitted_params(calibration: RooflineCalibration) -> RooflineParams:
         default_compute_fraction=c.datasheet_compute_fraction,
         default_bandwidth_fraction=c.datasheet_bandwidth_fraction,
         launch_cost_ns=c.launch_cost_ns,
-        source=(f"calibrated on {c.source_profile.path} (sha256 {c.source_profile.sha256}, "
-                f"{c.source_backend} backend, {c.source_model}); median |error| "
-                f"{c.before.median_abs_rel_error:.1%} -> {c.after.median_abs_rel_error:.1%}"),
+        source=(
+            f"calibrated on {c.source_profile.path} (sha256 {c.source_profile.sha256}, "
+            f"{c.source_backend} backend, {c.source_model}); median |error| "
+            f"{c.before.median_abs_rel_error:.1%} -> {c.after.median_abs_rel_error:.1%}"
+        ),
     )
 
 
@@ -75,11 +79,11 @@ class _Rows:
 
     formats: list[str]
     fmt_index: np.ndarray
-    compute_ns: np.ndarray            # flops / peak, at compute fraction 1
-    memory_ns: np.ndarray             # bytes / bandwidth, at bandwidth fraction 1
+    compute_ns: np.ndarray  # flops / peak, at compute fraction 1
+    memory_ns: np.ndarray  # bytes / bandwidth, at bandwidth fraction 1
     measured_ns: np.ndarray
-    act_ns: np.ndarray                # one bf16 read of the m x k input at nominal bandwidth
-    prior: np.ndarray | None = None   # log datasheet fractions (compute..., bandwidth...)
+    act_ns: np.ndarray  # one bf16 read of the m x k input at nominal bandwidth
+    prior: np.ndarray | None = None  # log datasheet fractions (compute..., bandwidth...)
 
 
 def _arrays(gpu: GpuSpec, rows: list[ProfileRow]) -> tuple[_Rows, int]:
@@ -88,8 +92,12 @@ def _arrays(gpu: GpuSpec, rows: list[ProfileRow]) -> tuple[_Rows, int]:
     skipped = 0
     for row in rows:
         fmt = get_format(row.format)
-        if row.latency_ns is None or row.latency_ns <= 0 or not gpu.supports(fmt) \
-                or not fmt.available_for(row.in_features):
+        if (
+            row.latency_ns is None
+            or row.latency_ns <= 0
+            or not gpu.supports(fmt)
+            or not fmt.available_for(row.in_features)
+        ):
             skipped += 1
             continue
         case = GemmCase(row.out_features, row.in_features, row.tokens, fmt.name)
@@ -100,8 +108,9 @@ def _arrays(gpu: GpuSpec, rows: list[ProfileRow]) -> tuple[_Rows, int]:
         mem.append(gemm_bytes(case, fmt.group_size_for(row.in_features)) / gpu.hbm_bandwidth_bytes_per_s * 1e9)
         meas.append(row.latency_ns)
         act.append(activation_pass_ns(gpu, case))
-    return _Rows(formats, np.array(idx, dtype=int), np.array(comp), np.array(mem), np.array(meas),
-                 np.array(act)), skipped
+    return _Rows(
+        formats, np.array(idx, dtype=int), np.array(comp), np.array(mem), np.array(meas), np.array(act)
+    ), skipped
 
 
 def _terms(data: _Rows, c: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +125,7 @@ def predict(data: _Rows, c: np.ndarray, b: np.ndarray, launch_ns: float, q: np.n
 
 def _residual_and_jacobian(data: _Rows, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nf = len(data.formats)
-    c, b, launch_us, q = np.exp(theta[:nf]), np.exp(theta[nf:2 * nf]), theta[2 * nf], theta[2 * nf + 1:]
+    c, b, launch_us, q = np.exp(theta[:nf]), np.exp(theta[nf : 2 * nf]), theta[2 * nf], theta[2 * nf + 1 :]
     compute, memory = _terms(data, c, b)
     pred = np.maximum(compute, memory) + launch_us * 1e3 + q[data.fmt_index] * data.act_ns
     residual = np.log(pred) - np.log(data.measured_ns)
@@ -132,16 +141,17 @@ def _residual_and_jacobian(data: _Rows, theta: np.ndarray) -> tuple[np.ndarray, 
         weight = math.sqrt(PRIOR_WEIGHT)
         # The activation pass's prior (toward none) only breaks ties: its data term must win.
         q_weight = math.sqrt(PRIOR_WEIGHT * ACTIVATION_PRIOR_SCALE)
-        residual = np.concatenate([residual, weight * (theta[:2 * nf] - data.prior), q_weight * q])
+        residual = np.concatenate([residual, weight * (theta[: 2 * nf] - data.prior), q_weight * q])
         prior_jac = np.zeros((3 * nf, 3 * nf + 1))
-        prior_jac[:2 * nf, :2 * nf] = weight * np.eye(2 * nf)
-        prior_jac[2 * nf:, 2 * nf + 1:] = q_weight * np.eye(nf)
+        prior_jac[: 2 * nf, : 2 * nf] = weight * np.eye(2 * nf)
+        prior_jac[2 * nf :, 2 * nf + 1 :] = q_weight * np.eye(nf)
         jac = np.vstack([jac, prior_jac])
     return residual, jac
 
 
-def _levenberg_marquardt(data: _Rows, theta: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-                         iterations: int = 400) -> tuple[np.ndarray, float]:
+def _levenberg_marquardt(
+    data: _Rows, theta: np.ndarray, lower: np.ndarray, upper: np.ndarray, iterations: int = 400
+) -> tuple[np.ndarray, float]:
     theta = np.clip(theta, lower, upper)
     residual, jac = _residual_and_jacobian(data, theta)
     cost = float(residual @ residual)
@@ -174,8 +184,12 @@ def _levenberg_marquardt(data: _Rows, theta: np.ndarray, lower: np.ndarray, uppe
 
 def _fit_error(predicted: np.ndarray, measured: np.ndarray) -> FitError:
     rel = predicted / measured - 1.0
-    return FitError(rows=int(len(rel)), median_abs_rel_error=float(np.median(np.abs(rel))),
-                    max_abs_rel_error=float(np.max(np.abs(rel))), median_rel_error=float(np.median(rel)))
+    return FitError(
+        rows=int(len(rel)),
+        median_abs_rel_error=float(np.median(np.abs(rel))),
+        max_abs_rel_error=float(np.max(np.abs(rel))),
+        median_rel_error=float(np.median(rel)),
+    )
 
 
 @dataclass(frozen=True)
@@ -192,8 +206,9 @@ class FitResult:
 ACTIVATION_PASS_MAX = 8.0
 
 
-def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | None = None,
-                 activation_pass: bool = False) -> FitResult:
+def fit_roofline(
+    gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | None = None, activation_pass: bool = False
+) -> FitResult:
     """Fit per-format fractions and one launch cost to measured rows of `gpu`.
 
     `activation_pass`: also fit, per format whose activations are quantized (not bf16), the serial
@@ -206,8 +221,11 @@ def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | N
     lo_f, hi_f = (math.log(v) for v in FRACTION_BOUNDS)
     quantizes = [activation_pass and get_format(f).act_dtype != "bf16" for f in data.formats]
     lower = np.array([lo_f] * (2 * nf) + [0.0] + [0.0] * nf)
-    upper = np.array([hi_f] * (2 * nf) + [float(data.measured_ns.min()) / 1e3]
-                     + [ACTIVATION_PASS_MAX if qz else 0.0 for qz in quantizes])
+    upper = np.array(
+        [hi_f] * (2 * nf)
+        + [float(data.measured_ns.min()) / 1e3]
+        + [ACTIVATION_PASS_MAX if qz else 0.0 for qz in quantizes]
+    )
     default_c = np.array([start.compute(f) for f in data.formats])
     default_b = np.array([start.bandwidth(f) for f in data.formats])
     before = predict(data, default_c, default_b, start.launch_cost_ns)
@@ -219,13 +237,13 @@ def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | N
             starts.append((np.full(nf, c0), np.full(nf, b0), l0))
     best_theta, best_cost = None, math.inf
     for c_start, b_start, l_start in starts:
-        for q0 in ((0.0, 1.0) if any(quantizes) else (0.0,)):
+        for q0 in (0.0, 1.0) if any(quantizes) else (0.0,):
             theta0 = np.concatenate([np.log(c_start), np.log(b_start), [l_start / 1e3], np.full(nf, q0)])
             theta, cost = _levenberg_marquardt(data, theta0, lower, upper)
             if cost < best_cost:
                 best_theta, best_cost = theta, cost
-    c, b, launch_ns = np.exp(best_theta[:nf]), np.exp(best_theta[nf:2 * nf]), float(best_theta[2 * nf] * 1e3)
-    q = np.array(best_theta[2 * nf + 1:])
+    c, b, launch_ns = np.exp(best_theta[:nf]), np.exp(best_theta[nf : 2 * nf]), float(best_theta[2 * nf] * 1e3)
+    q = np.array(best_theta[2 * nf + 1 :])
 
     # A fraction no row binds is free above a lower bound: keep the datasheet value (or the bound).
     compute, memory = _terms(data, c, b)
@@ -249,15 +267,19 @@ def fit_roofline(gpu: GpuSpec, rows: list[ProfileRow], start: RooflineParams | N
     for i, name in enumerate(data.formats):
         mine = data.fmt_index == i
         fits[name] = FormatFit(
-            compute_fraction=float(c[i]), bandwidth_fraction=float(b[i]),
-            compute_identified=identified_c[i], bandwidth_identified=identified_b[i],
-            compute_bound_rows=int((compute_bound & mine).sum()), memory_bound_rows=int((~compute_bound & mine).sum()),
+            compute_fraction=float(c[i]),
+            bandwidth_fraction=float(b[i]),
+            compute_identified=identified_c[i],
+            bandwidth_identified=identified_b[i],
+            compute_bound_rows=int((compute_bound & mine).sum()),
+            memory_bound_rows=int((~compute_bound & mine).sum()),
             before=_fit_error(before[mine], data.measured_ns[mine]),
             after=_fit_error(after[mine], data.measured_ns[mine]),
             activation_pass=float(q[i]),
         )
-    return FitResult(fits, launch_ns, _fit_error(before, data.measured_ns), _fit_error(after, data.measured_ns),
-                     skipped)
+    return FitResult(
+        fits, launch_ns, _fit_error(before, data.measured_ns), _fit_error(after, data.measured_ns), skipped
+    )
 
 
 # ---- artifacts and the CLI's entry points -------------------------------------------------
@@ -268,18 +290,23 @@ def calibrate_profile(profile: Profile, source: InputRef, gpu: GpuSpec | None = 
         try:
             gpu = get_gpu(profile.gpu)
         except UnknownNameError:
-            raise InputError(f"{source.path}: measured on {profile.gpu!r}, which is not in the GPU registry: "
-                             "cannot calibrate its roofline") from None
+            raise InputError(
+                f"{source.path}: measured on {profile.gpu!r}, which is not in the GPU registry: "
+                "cannot calibrate its roofline"
+            ) from None
     start = RooflineParams.for_gpu(gpu)
     rows = [r for r in profile.rows if not (profile.backend == "aiconfigurator" and r.provenance == "modelled")]
     result = fit_roofline(gpu, rows, start)
     return RooflineCalibration.create(
-        metadata=make_metadata(inputs={"measured_profile": source}, notes=[
-            f"fit to {result.after.rows} measured rows of {profile.model} on {gpu.name} "
-            f"({result.skipped_rows} rows without a latency skipped)",
-            f"median |relative error| {result.before.median_abs_rel_error:.1%} with datasheet fractions, "
-            f"{result.after.median_abs_rel_error:.1%} calibrated (in-sample)",
-        ]),
+        metadata=make_metadata(
+            inputs={"measured_profile": source},
+            notes=[
+                f"fit to {result.after.rows} measured rows of {profile.model} on {gpu.name} "
+                f"({result.skipped_rows} rows without a latency skipped)",
+                f"median |relative error| {result.before.median_abs_rel_error:.1%} with datasheet fractions, "
+                f"{result.after.median_abs_rel_error:.1%} calibrated (in-sample)",
+            ],
+        ),
         gpu=gpu.name,
         source_profile=source,
         source_backend=profile.backend,
@@ -300,8 +327,10 @@ def calibrate_from_file(path: str | os.PathLike[str]) -> RooflineCalibration:
     """Fit the roofline to a measured GPU table (`trtq profile --backend cuda` output)."""
     profile = load_artifact(path, Profile)
     if profile.backend not in MEASURED_GPU_BACKENDS:
-        raise InputError(f"{path}: a {profile.backend} table is not a GPU measurement; calibrate from a "
-                         f"table of the {' / '.join(MEASURED_GPU_BACKENDS)} backend")
+        raise InputError(
+            f"{path}: a {profile.backend} table is not a GPU measurement; calibrate from a "
+            f"table of the {' / '.join(MEASURED_GPU_BACKENDS)} backend"
+        )
     return calibrate_profile(profile, input_ref(path))
 
 
@@ -309,11 +338,14 @@ def load_calibration(path: str | os.PathLike[str]) -> RooflineCalibration:
     return load_artifact(path, RooflineCalibration)
 
 
-def calibrated_params(calibration: RooflineCalibration, gpu: GpuSpec,
-                      launch_cost_ns: float | None = None) -> RooflineParams:
+def calibrated_params(
+    calibration: RooflineCalibration, gpu: GpuSpec, launch_cost_ns: float | None = None
+) -> RooflineParams:
     if calibration.gpu != gpu.name:
-        raise InputError(f"the calibration was fitted on {calibration.gpu}, not {gpu.name}: "
-                         f"calibrate from a measured {gpu.name} table")
+        raise InputError(
+            f"the calibration was fitted on {calibration.gpu}, not {gpu.name}: "
+            f"calibrate from a measured {gpu.name} table"
+        )
     params = fitted_params(calibration)
     if launch_cost_ns is not None:
         params = params.model_copy(update={"launch_cost_ns": launch_cost_ns})

@@ -18,10 +18,15 @@ from trtq.settings import add_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="per-layer latency table (unique GEMM shape x format x tokens, ns)")
     p.add_argument("model", help=ProfileRequest.model_fields["model"].description)
-    add_options(p, ProfileRequest, *(name for name in ProfileRequest.model_fields if name != "model"),
-                fit_out={"type": output_file(*ARTIFACT_SUFFIXES)})
-    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES),
-                   help="profile table (JSON or YAML)")
+    add_options(
+        p,
+        ProfileRequest,
+        *(name for name in ProfileRequest.model_fields if name != "model"),
+        fit_out={"type": output_file(*ARTIFACT_SUFFIXES)},
+    )
+    p.add_argument(
+        "-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES), help="profile table (JSON or YAML)"
+    )
     p.set_defaults(handler=run_profile)
 
 
@@ -42,9 +47,20 @@ def run_profile(args: argparse.Namespace) -> int:
         options["framework_version"] = request.framework_version
     graph = build_layer_graph(resolve_model(request.model), include_lm_head=request.include_lm_head)
     console = stderr_console()
-    profile = build_profile(graph, request.backend, request.gpu, tokens, request.formats, request.launch_cost,
-                            request.harness, request.seed, options=options, inputs=inputs, runtime=request.runtime,
-                            tp=request.tp)
+    profile = build_profile(
+        graph,
+        request.backend,
+        request.gpu,
+        tokens,
+        request.formats,
+        request.launch_cost,
+        request.harness,
+        request.seed,
+        options=options,
+        inputs=inputs,
+        runtime=request.runtime,
+        tp=request.tp,
+    )
     save_artifact(profile, args.output)
     ok = sum(r.latency_ns is not None for r in profile.rows)
     console.print(

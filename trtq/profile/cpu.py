@@ -29,9 +29,13 @@ class CpuBackend:
     def device_info(self) -> dict:
         import os
 
-        return {"device": "cpu", "processor": platform.processor() or platform.machine(),
-                "threads": self.torch.get_num_threads(), "cores": os.cpu_count(),
-                "torch": self.torch.__version__}
+        return {
+            "device": "cpu",
+            "processor": platform.processor() or platform.machine(),
+            "threads": self.torch.get_num_threads(),
+            "cores": os.cpu_count(),
+            "torch": self.torch.__version__,
+        }
 
     def settings(self) -> dict:
         return {"harness": self.harness.model_dump(), "seed": self.seed}

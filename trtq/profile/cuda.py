@@ -48,8 +48,7 @@ from trtq.registry.formats import get_format
 from trtq.registry.gpus import GpuSpec, get_gpu, list_gpus
 
 
-def choose_kernel(case: GemmCase, sm: int, trtllm: TrtllmInfo | None,
-                  trtllm_reason: str | None = None) -> KernelChoice:
+def choose_kernel(case: GemmCase, sm: int, trtllm: TrtllmInfo | None, trtllm_reason: str | None = None) -> KernelChoice:
     """The kernel that measures `case` on a GPU of compute capability `sm` (e.g. 90), or why none:
     the GPU and shape gates every format shares, then the format's own choice (`Format.cuda_kernel`)."""
     fmt = get_format(case.format)
@@ -82,11 +81,15 @@ def _nvidia_smi() -> dict:
     exe = shutil.which("nvidia-smi")
     if not exe:
         return {}
-    fields = ["driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem",
-              "power.limit", "pstate"]
+    fields = ["driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.limit", "pstate"]
     try:
-        out = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits",
-                              "--id=0"], capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            [exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits", "--id=0"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     values = [v.strip() for v in out.strip().splitlines()[0].split(",")] if out.strip() else []
@@ -126,7 +129,7 @@ def registry_gpu_for(device_name: str, sm: int | None = None, sm_count: int | No
     """Map torch.cuda.get_device_name() to a registry GPU, refusing a different SKU."""
     candidates = [device_name]
     if device_name.lower().startswith("nvidia "):
-        candidates.append(device_name[len("nvidia "):])
+        candidates.append(device_name[len("nvidia ") :])
     gpu = None
     for name in candidates:
         try:
@@ -194,9 +197,16 @@ class CudaBackend:
     measures = True
     launch_cost_ns = 0.0  # CUDA-event time of the kernel(s); nothing is added
 
-    def __init__(self, settings: HarnessSettings, seed: int = 0, cuda_graphs: bool = False,
-                 fake: bool = False, capability: tuple[int, int] | None = None,
-                 trtllm: TrtllmInfo | None | Literal["detect"] = "detect", registry_gpu: GpuSpec | None = None):
+    def __init__(
+        self,
+        settings: HarnessSettings,
+        seed: int = 0,
+        cuda_graphs: bool = False,
+        fake: bool = False,
+        capability: tuple[int, int] | None = None,
+        trtllm: TrtllmInfo | None | Literal["detect"] = "detect",
+        registry_gpu: GpuSpec | None = None,
+    ):
         import torch
 
         self.torch = torch
@@ -216,9 +226,13 @@ class CudaBackend:
 
             self._fake_mode = FakeTensorMode()
             cap = capability
-            self.info = {"device": "fake-cuda", "name": f"fake sm{cap[0]}{cap[1]} (FakeTensorMode)",
-                         "capability": f"{cap[0]}.{cap[1]}", "sm": cap[0] * 10 + cap[1],
-                         "torch": torch.__version__}
+            self.info = {
+                "device": "fake-cuda",
+                "name": f"fake sm{cap[0]}{cap[1]} (FakeTensorMode)",
+                "capability": f"{cap[0]}.{cap[1]}",
+                "sm": cap[0] * 10 + cap[1],
+                "torch": torch.__version__,
+            }
         self.sm = cap[0] * 10 + cap[1]
         if registry_gpu is None and not fake:
             registry_gpu = registry_gpu_for(self.info["name"], self.info["sm"], self.info["sm_count"])
@@ -248,7 +262,8 @@ class CudaBackend:
         return {
             "harness": self.harness.model_dump(),
             "seed": self.seed,
-            "timer": "torch.cuda.Event elapsed_time around one call" + (" (CUDA-graph replay)" if self.cuda_graphs else ""),
+            "timer": "torch.cuda.Event elapsed_time around one call"
+            + (" (CUDA-graph replay)" if self.cuda_graphs else ""),
             "cuda_graphs": self.cuda_graphs,
             "l2_flush_bytes": int(self._flush.numel()) if self._flush is not None else 0,
             "l2_flush": "buffer of 2x L2 zeroed before every repetition",
@@ -293,8 +308,9 @@ class CudaBackend:
         except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
             # A kernel that refuses this shape on this GPU: recorded with its own words, not guessed.
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            return Prepared(None, choice.method, f"{choice.kernel} failed here: {type(exc).__name__}: {first}",
-                            dict(choice.details))
+            return Prepared(
+                None, choice.method, f"{choice.kernel} failed here: {type(exc).__name__}: {first}", dict(choice.details)
+            )
         details = dict(choice.details)
         if self.cuda_graphs and not self.fake:
             details["cuda_graph"] = True
@@ -380,13 +396,20 @@ class CudaBackend:
         w4a8 = get_format(case.format).act_dtype != "bf16"  # W4A8: FP8 activations; W4A16: BF16
         act_dtype = torch.float8_e4m3fn if w4a8 else torch.bfloat16
         host_gen = torch.Generator().manual_seed(self.seed)  # the weight preprocessing runs on the host
-        raw = torch.randint(-2**31, 2**31, (k, n // 8), dtype=torch.int32, generator=host_gen).view(torch.int8)
+        raw = torch.randint(-(2**31), 2**31, (k, n // 8), dtype=torch.int32, generator=host_gen).view(torch.int8)
         weight = preprocess_weights_for_mixed_gemm(raw, torch.quint4x2, act_dtype).to(self.device).contiguous()
         scales = self._rand((k // group, n), torch.float16 if w4a8 else torch.bfloat16, gen).abs()
         x = self._rand((m, k), torch.bfloat16, gen).to(act_dtype).contiguous()
         op = torch.ops.trtllm.finegrained_mixed_dtype_gemm
-        return lambda: op(input=x, weight=weight, scales=scales, group_size=group, has_zero_point=False,
-                          output_dtype=torch.bfloat16, alpha=1.0 if w4a8 else None)
+        return lambda: op(
+            input=x,
+            weight=weight,
+            scales=scales,
+            group_size=group,
+            has_zero_point=False,
+            output_dtype=torch.bfloat16,
+            alpha=1.0 if w4a8 else None,
+        )
 
     def _build_trtllm_nvfp4(self, case: GemmCase, gen):
         # As in TensorRT-LLM's linear module: fp4_quantize(x, global_scale, 16, False) then nvfp4_gemm.

@@ -32,7 +32,9 @@ class GemmCase:
 
 def case_fields(case: GemmCase) -> dict[str, Any]:
     """The row fields that name a case (an MoE case's expert counts only where set)."""
-    base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens, format=case.format)
+    base: dict[str, Any] = dict(
+        out_features=case.out_features, in_features=case.in_features, tokens=case.tokens, format=case.format
+    )
     if case.experts is not None:
         base.update(experts=case.experts, experts_per_token=case.experts_per_token)
     return base
@@ -87,8 +89,9 @@ def summarise(samples: list[float]) -> Stats:
     return Stats(median, stdev / mean if mean > 0 else 0.0, min(samples), max(samples), len(samples))
 
 
-def sample(backend: MeasuringBackend, run: Callable[[], object], settings: HarnessSettings,
-           repeats_floor: int | None = None) -> list[float]:
+def sample(
+    backend: MeasuringBackend, run: Callable[[], object], settings: HarnessSettings, repeats_floor: int | None = None
+) -> list[float]:
     for _ in range(settings.warmup):
         backend.between_repeats()
         backend.time_ns(run)
@@ -104,11 +107,17 @@ def sample(backend: MeasuringBackend, run: Callable[[], object], settings: Harne
 
 def measure_case(backend: MeasuringBackend, case: GemmCase, settings: HarnessSettings) -> ProfileRow:
     prepared = backend.prepare(case)
-    base: dict[str, Any] = dict(out_features=case.out_features, in_features=case.in_features, tokens=case.tokens,
-                                format=case.format, method=prepared.method)
+    base: dict[str, Any] = dict(
+        out_features=case.out_features,
+        in_features=case.in_features,
+        tokens=case.tokens,
+        format=case.format,
+        method=prepared.method,
+    )
     if prepared.run is None:
-        return ProfileRow(**base, status="unsupported", latency_ns=None, reason=prepared.reason,
-                          details=prepared.details)
+        return ProfileRow(
+            **base, status="unsupported", latency_ns=None, reason=prepared.reason, details=prepared.details
+        )
     stats = summarise(sample(backend, prepared.run, settings))
     details = dict(prepared.details)
     if stats.cv > settings.max_cv:
@@ -130,8 +139,12 @@ def measure_case(backend: MeasuringBackend, case: GemmCase, settings: HarnessSet
     )
 
 
-def measure_table(backend: MeasuringBackend, cases: Iterable[GemmCase], settings: HarnessSettings,
-                  on_row: Callable[[ProfileRow], None] | None = None) -> list[ProfileRow]:
+def measure_table(
+    backend: MeasuringBackend,
+    cases: Iterable[GemmCase],
+    settings: HarnessSettings,
+    on_row: Callable[[ProfileRow], None] | None = None,
+) -> list[ProfileRow]:
     rows = []
     for case in cases:
         row = measure_case(backend, case, settings)

@@ -105,11 +105,16 @@ def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> Profil
     fmt = get_format(case.format)
     base = dict(case_fields(case), method="roofline" if case.experts is None else "roofline_grouped_gemm")
     if not gpu.supports(fmt):
-        return ProfileRow(**base, status="unsupported", latency_ns=None,
-                          reason=f"{gpu.name} (sm{gpu.sm}) does not run {fmt.name} (needs sm{fmt.min_sm}+)")
+        return ProfileRow(
+            **base,
+            status="unsupported",
+            latency_ns=None,
+            reason=f"{gpu.name} (sm{gpu.sm}) does not run {fmt.name} (needs sm{fmt.min_sm}+)",
+        )
     if not fmt.available_for(case.in_features):
-        return ProfileRow(**base, status="unsupported", latency_ns=None,
-                          reason=fmt.unavailable_reason(case.in_features))
+        return ProfileRow(
+            **base, status="unsupported", latency_ns=None, reason=fmt.unavailable_reason(case.in_features)
+        )
     group_size = fmt.group_size_for(case.in_features)
     moe = case.experts is not None
     flops = moe_flops(case) if moe else gemm_flops(case)
@@ -119,19 +124,35 @@ def roofline_row(gpu: GpuSpec, case: GemmCase, params: RooflineParams) -> Profil
     quantize_ns = params.activation(fmt.name) * activation_pass_ns(gpu, case)
     latency = max(compute_ns, memory_ns) + params.launch_cost_ns + quantize_ns
     return ProfileRow(
-        **base, status="ok", latency_ns=latency, provenance="modelled",
-        details={"flops": flops, "bytes": nbytes, "compute_ns": compute_ns, "memory_ns": memory_ns,
-                 "launch_cost_ns": params.launch_cost_ns, "activation_quantize_ns": quantize_ns,
-                 "bound": "compute" if compute_ns >= memory_ns else "memory", "group_size": group_size,
-                 **({"active_experts": moe_active_experts(case),
-                     "tokens_per_expert": case.tokens * case.experts_per_token / case.experts} if moe else {})},
+        **base,
+        status="ok",
+        latency_ns=latency,
+        provenance="modelled",
+        details={
+            "flops": flops,
+            "bytes": nbytes,
+            "compute_ns": compute_ns,
+            "memory_ns": memory_ns,
+            "launch_cost_ns": params.launch_cost_ns,
+            "activation_quantize_ns": quantize_ns,
+            "bound": "compute" if compute_ns >= memory_ns else "memory",
+            "group_size": group_size,
+            **(
+                {
+                    "active_experts": moe_active_experts(case),
+                    "tokens_per_expert": case.tokens * case.experts_per_token / case.experts,
+                }
+                if moe
+                else {}
+            ),
+        },
     )
 
 
 class RooflineBackend:
     name = "roofline"
     measures = False
-    moe_grouped_gemm = True   # costs GemmCase.experts cases as grouped GEMMs (see moe_bytes)
+    moe_grouped_gemm = True  # costs GemmCase.experts cases as grouped GEMMs (see moe_bytes)
 
     def __init__(self, gpu: GpuSpec, params: RooflineParams):
         self.gpu = gpu

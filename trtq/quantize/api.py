@@ -52,23 +52,37 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     started = time.perf_counter()
     model, tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
     batches = token_batches(tokenizer, text, calib_samples, calib_seq_len, seed)
-    console.print(f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
-                  f"{len(resolved_plan.layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}")
+    console.print(
+        f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
+        f"{len(resolved_plan.layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}"
+    )
     started = time.perf_counter()
     quantize_model(model, resolved_plan, batches)
     console.print(f"quantized in {time.perf_counter() - started:.0f} s; exporting")
     out = export_checkpoint(
-        model, tokenizer, resolved_plan, output, plan_path=plan_path, model_name=resolved.name,
-        calibration={"path": str(text_path), "samples": calib_samples, "seq_len": calib_seq_len, "seed": seed,
-                     **placement.as_settings()},
+        model,
+        tokenizer,
+        resolved_plan,
+        output,
+        plan_path=plan_path,
+        model_name=resolved.name,
+        calibration={
+            "path": str(text_path),
+            "samples": calib_samples,
+            "seq_len": calib_seq_len,
+            "seed": seed,
+            **placement.as_settings(),
+        },
     )
     counts: dict[str, int] = {}
     for _, fmt, _ in resolved_plan.layers:
         counts[fmt.name] = counts.get(fmt.name, 0) + 1
     size = sum(f.stat().st_size for f in (out / "hf").glob("*.safetensors"))
     console.print(
-        f"wrote {out}: " + ", ".join(f"{n} {name}" for name, n in counts.items())
-        + f" layers; hf/ {fmt_bytes(size)}" + ("; trtllm/" if (out / "trtllm").is_dir() else "; no trtllm/ (see summary)")
+        f"wrote {out}: "
+        + ", ".join(f"{n} {name}" for name, n in counts.items())
+        + f" layers; hf/ {fmt_bytes(size)}"
+        + ("; trtllm/" if (out / "trtllm").is_dir() else "; no trtllm/ (see summary)")
     )
     return out
 

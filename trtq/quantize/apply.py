@@ -55,8 +55,10 @@ def check_exportable(plan: PlanInput) -> None:
             by_format.setdefault(fmt.name, []).append(layer)
             refusals[fmt.name] = fmt.export_refusal
     for name, layers in by_format.items():
-        raise UnsupportedError(f"the plan puts {len(layers)} layers in {name} ({_name_list(layers)}), which trtq "
-                               f"plans but does not quantize: {refusals[name]}; re-plan without {name}")
+        raise UnsupportedError(
+            f"the plan puts {len(layers)} layers in {name} ({_name_list(layers)}), which trtq "
+            f"plans but does not quantize: {refusals[name]}; re-plan without {name}"
+        )
 
 
 def check_runnable_here(plan: PlanInput, cuda_available: bool | None = None) -> None:
@@ -71,9 +73,11 @@ def check_runnable_here(plan: PlanInput, cuda_available: bool | None = None) -> 
     if cuda_available:
         return
     if plan.kv_format in KV_CACHE_NEEDS_CUDA:
-        raise UnsupportedError(f"the plan's KV cache is {plan.kv_format}, which ModelOpt quantizes only on a "
-                               "CUDA GPU (dynamic block quantization) and this machine has none: run trtq quantize "
-                               "on a GPU machine or re-plan with --kv-formats bf16,fp8")
+        raise UnsupportedError(
+            f"the plan's KV cache is {plan.kv_format}, which ModelOpt quantizes only on a "
+            "CUDA GPU (dynamic block quantization) and this machine has none: run trtq quantize "
+            "on a GPU machine or re-plan with --kv-formats bf16,fp8"
+        )
     by_format: dict[str, list[str]] = {}
     for layer, fmt, _ in plan.layers:
         if not fmt.modelopt_on_cpu:
@@ -82,8 +86,7 @@ def check_runnable_here(plan: PlanInput, cuda_available: bool | None = None) -> 
         parts = [f"{len(layers)} layers in {name} ({_name_list(layers)})" for name, layers in by_format.items()]
         raise UnsupportedError(
             "the plan puts " + "; ".join(parts) + ", which ModelOpt quantizes only on a CUDA GPU "
-            "and this machine has none: run trtq quantize on a GPU machine or re-plan without "
-            + ", ".join(by_format)
+            "and this machine has none: run trtq quantize on a GPU machine or re-plan without " + ", ".join(by_format)
         )
 
 
@@ -97,8 +100,11 @@ def _fused_expert_weight(modules: dict[str, Any], layer: str) -> Any:
 def expert_layers(plan: ResolvedPlan, model: Any) -> frozenset[str]:
     """The plan's layers that are fused expert parameters of `model`, not modules."""
     modules = dict(model.named_modules())
-    return frozenset(layer for layer, _, _ in plan.layers
-                     if layer not in modules and _fused_expert_weight(modules, layer) is not None)
+    return frozenset(
+        layer
+        for layer, _, _ in plan.layers
+        if layer not in modules and _fused_expert_weight(modules, layer) is not None
+    )
 
 
 def check_plan_matches_model(plan: ResolvedPlan, model: Any) -> None:
@@ -116,8 +122,9 @@ def check_plan_matches_model(plan: ResolvedPlan, model: Any) -> None:
             raise InputError(f"plan layer {layer} is a {type(module).__name__}, not a Linear layer")
         in_features = module.in_features if module is not None else int(experts.shape[-1])
         if group_size is not None and in_features % group_size:
-            raise InputError(f"plan layer {layer}: {fmt.name} group size {group_size} does not divide "
-                             f"its input width {in_features}")
+            raise InputError(
+                f"plan layer {layer}: {fmt.name} group size {group_size} does not divide its input width {in_features}"
+            )
 
 
 def _tensor_quantizers(module: Any) -> list[Any]:
@@ -166,7 +173,7 @@ def forward_loop_over(batches: Any, batch_size: int = 4):
         device = next(model.parameters()).device
         with torch.no_grad():
             for start in range(0, batches.shape[0], batch_size):
-                model(batches[start:start + batch_size].to(device))
+                model(batches[start : start + batch_size].to(device))
 
     return loop
 
@@ -211,8 +218,11 @@ def quantize_model(model: Any, plan: PlanInput, calib_batches: Any, batch_size: 
 
 def kv_cache_quantizers(model: Any) -> list[str]:
     """Names of the enabled KV-cache quantizers ModelOpt inserted (empty when the KV cache stays bf16)."""
-    return [name for name, module in model.named_modules()
-            if name.endswith(KV_QUANTIZER_SUFFIXES) and getattr(module, "is_enabled", False)]
+    return [
+        name
+        for name, module in model.named_modules()
+        if name.endswith(KV_QUANTIZER_SUFFIXES) and getattr(module, "is_enabled", False)
+    ]
 
 
 @contextlib.contextmanager
@@ -231,18 +241,24 @@ def _check_applied(model: Any, plan: ResolvedPlan) -> None:
     """What the model now carries agrees with the plan, layer by layer (a wrong pattern would not)."""
     kv = plan.kv_format
     if kv not in (None, "bf16") and not kv_cache_quantizers(model):
-        raise UnsupportedError(f"the plan's KV cache is {kv} but ModelOpt inserted no KV-cache quantizers "
-                               f"({', '.join(KV_QUANTIZER_SUFFIXES)}) into this model's attention")
+        raise UnsupportedError(
+            f"the plan's KV cache is {kv} but ModelOpt inserted no KV-cache quantizers "
+            f"({', '.join(KV_QUANTIZER_SUFFIXES)}) into this model's attention"
+        )
     modules = dict(model.named_modules())
     for layer, fmt, _ in plan.layers:
         states = {q.is_enabled for q in layer_quantizers(modules, layer, WEIGHT_QUANTIZER)}
         if len(states) != 1:
-            raise InputError(f"layer {layer}: ModelOpt inserted no weight quantizer, or per-expert weight "
-                             "quantizers that disagree, where the plan says " + fmt.name)
+            raise InputError(
+                f"layer {layer}: ModelOpt inserted no weight quantizer, or per-expert weight "
+                "quantizers that disagree, where the plan says " + fmt.name
+            )
         weight_on = states.pop()
         if weight_on != fmt.quantized:
-            raise InputError(f"layer {layer}: weight quantizer is {'on' if weight_on else 'off'} "
-                             f"after quantization, the plan says {fmt.name}")
+            raise InputError(
+                f"layer {layer}: weight quantizer is {'on' if weight_on else 'off'} "
+                f"after quantization, the plan says {fmt.name}"
+            )
 
 
 def _stats(tensor: Any) -> dict[str, Any] | None:
@@ -260,14 +276,16 @@ def _quantizer_state(quantizer: Any) -> list[QuantizerState]:
     for q in stages:
         num_bits = q.num_bits
         block_sizes = q.block_sizes
-        states.append(QuantizerState(
-            enabled=bool(q.is_enabled),
-            num_bits=list(num_bits) if isinstance(num_bits, (tuple, list)) else num_bits,
-            axis=list(q.axis) if isinstance(q.axis, (tuple, list)) else q.axis,
-            block_sizes={str(k): v for k, v in block_sizes.items()} if block_sizes else None,
-            amax=_stats(getattr(q, "amax", None)) if q.is_enabled else None,
-            pre_quant_scale=_stats(getattr(q, "pre_quant_scale", None)) if q.is_enabled else None,
-        ))
+        states.append(
+            QuantizerState(
+                enabled=bool(q.is_enabled),
+                num_bits=list(num_bits) if isinstance(num_bits, (tuple, list)) else num_bits,
+                axis=list(q.axis) if isinstance(q.axis, (tuple, list)) else q.axis,
+                block_sizes={str(k): v for k, v in block_sizes.items()} if block_sizes else None,
+                amax=_stats(getattr(q, "amax", None)) if q.is_enabled else None,
+                pre_quant_scale=_stats(getattr(q, "pre_quant_scale", None)) if q.is_enabled else None,
+            )
+        )
     return states
 
 
@@ -287,8 +305,16 @@ def layer_summary(model: Any, plan: ResolvedPlan) -> list[LayerQuantization]:
             weight = [state for quantizer in per_expert for state in _quantizer_state(quantizer)]
             inputs = _quantizer_state(getattr(modules[parent], f"{leaf}_{INPUT_QUANTIZER}"))
             experts = len(per_expert)
-        summary.append(LayerQuantization(layer=layer, format=fmt.name, group_size=group_size,
-                                         weight_quantizer=weight, input_quantizer=inputs, experts=experts))
+        summary.append(
+            LayerQuantization(
+                layer=layer,
+                format=fmt.name,
+                group_size=group_size,
+                weight_quantizer=weight,
+                input_quantizer=inputs,
+                experts=experts,
+            )
+        )
     return summary
 
 
@@ -318,8 +344,12 @@ def _export_trtllm(model: Any, directory: Path) -> str | None:
     try:
         with _quiet_modelopt():
             export_tensorrt_llm_checkpoint(
-                _bf16_copy(model), decoder_type=decoder_type, dtype=torch.bfloat16,
-                export_dir=directory, inference_tensor_parallel=1, inference_pipeline_parallel=1,
+                _bf16_copy(model),
+                decoder_type=decoder_type,
+                dtype=torch.bfloat16,
+                export_dir=directory,
+                inference_tensor_parallel=1,
+                inference_pipeline_parallel=1,
             )
     except Exception as exc:  # ModelOpt raises bare Exceptions for unsupported combinations
         shutil.rmtree(directory, ignore_errors=True)
@@ -398,10 +428,13 @@ def export_checkpoint(
         if calibration.get("path"):
             inputs["calibration"] = calibration["path"]
         if calibration.get("device"):
-            notes.append(f"calibrated on {calibration['device']} ({calibration.get('device_name')}) "
-                         f"in {calibration.get('dtype')}")
-        metadata = make_metadata(inputs=inputs, seed=calibration.get("seed"), notes=notes,
-                                 versions={"nvidia-modelopt": modelopt.__version__})
+            notes.append(
+                f"calibrated on {calibration['device']} ({calibration.get('device_name')}) "
+                f"in {calibration.get('dtype')}"
+            )
+        metadata = make_metadata(
+            inputs=inputs, seed=calibration.get("seed"), notes=notes, versions={"nvidia-modelopt": modelopt.__version__}
+        )
         summary = QuantizeSummary.create(
             metadata=metadata,
             model=model_name or _model_name(model),
@@ -410,8 +443,10 @@ def export_checkpoint(
             calibration_samples=calibration.get("samples"),
             calibration_seq_len=calibration.get("seq_len"),
             calibration_stages=[
-                {"algorithm": algorithm if isinstance(algorithm, str) else algorithm.get("method"),
-                 "layers": len(layers)}
+                {
+                    "algorithm": algorithm if isinstance(algorithm, str) else algorithm.get("method"),
+                    "layers": len(layers),
+                }
                 for algorithm, layers in calibration_stages(plan)
             ],
             kv_cache="not quantized (the plan does not quantize the KV cache)",

@@ -105,9 +105,9 @@ Assignment = Mapping[str, tuple[str, "int | None"]]
 class ResolvedPlan:
     """A plan or assignment checked once: its layers with their formats and group sizes, in plan order."""
 
-    layers: tuple[tuple[str, Format, int | None], ...]   # (layer, format, group size)
-    kv_format: str | None                                # the plan's KV-cache format (None: not planned)
-    source: Plan | Assignment                            # what was resolved, as given (written beside the export)
+    layers: tuple[tuple[str, Format, int | None], ...]  # (layer, format, group size)
+    kv_format: str | None  # the plan's KV-cache format (None: not planned)
+    source: Plan | Assignment  # what was resolved, as given (written beside the export)
 
 
 # The quantize stage's functions take any of these and resolve it once (a ResolvedPlan passes through).
@@ -133,8 +133,9 @@ def resolve_plan(plan: PlanInput) -> ResolvedPlan:
         return plan
     rows: list[tuple[str, str, int | None, int | None, str]]
     if isinstance(plan, Plan):
-        rows = [(m, g.format, g.group_size, g.in_features, f"plan group {g.group}")
-                for g in plan.groups for m in g.members]
+        rows = [
+            (m, g.format, g.group_size, g.in_features, f"plan group {g.group}") for g in plan.groups for m in g.members
+        ]
         empty = [g.group for g in plan.groups if not g.members]
         if empty:
             raise InputError(f"plan group {empty[0]} has no member layers")
@@ -216,7 +217,8 @@ def check_expert_formats(plan: PlanInput, expert_layers: frozenset[str] | set[st
         raise UnsupportedError(
             f"the plan puts {len(layers)} layers in {name} (e.g. {layers[0]}) in a model with fused MoE experts: "
             f"ModelOpt 0.47's checkpoint export of {format_algorithm(get_format(name))} scales expects a list of "
-            "expert modules and fails on transformers 5's fused experts; re-plan without " + ", ".join(breaking))
+            "expert modules and fails on transformers 5's fused experts; re-plan without " + ", ".join(breaking)
+        )
     for name, layers in refused.items():
         from trtq.registry.formats import FORMATS
 
@@ -224,7 +226,8 @@ def check_expert_formats(plan: PlanInput, expert_layers: frozenset[str] | set[st
         raise UnsupportedError(
             f"the plan puts {len(layers)} fused MoE expert layers in {name} (e.g. {layers[0]}), whose calibration "
             f"({methods[name]}) ModelOpt applies to nn.Linear layers only, not to fused experts: re-plan the "
-            f"experts in {', '.join(usable)} or bf16")
+            f"experts in {', '.join(usable)} or bf16"
+        )
 
 
 # KV-cache format -> ModelOpt's KV-cache preset (modelopt.torch.quantization.config: FP8_KV_CFG quantizes K and
@@ -244,8 +247,9 @@ def kv_cache_entries(kv_format: str | None) -> list[dict[str, Any]]:
         return []
     name = KV_CACHE_PRESETS.get(kv_format)
     if name is None:
-        raise InputError(f"no ModelOpt KV-cache preset for KV format {kv_format!r} "
-                         f"(known: {', '.join(KV_CACHE_PRESETS)})")
+        raise InputError(
+            f"no ModelOpt KV-cache preset for KV format {kv_format!r} (known: {', '.join(KV_CACHE_PRESETS)})"
+        )
     preset = getattr(mtq, name, None)
     if not isinstance(preset, dict):
         raise InputError(f"this ModelOpt has no KV-cache preset {name} for KV format {kv_format}")
@@ -266,8 +270,12 @@ def build_quant_cfg(plan: PlanInput, expert_layers: frozenset[str] | set[str] = 
         if key not in cache:
             cache[key] = format_entries(fmt, group_size)
         for quantizer in (WEIGHT_QUANTIZER, INPUT_QUANTIZER):
-            quant_cfg.append({"quantizer_name": layer_pattern(layer, quantizer, layer in expert_layers),
-                              **copy.deepcopy(cache[key][quantizer])})
+            quant_cfg.append(
+                {
+                    "quantizer_name": layer_pattern(layer, quantizer, layer in expert_layers),
+                    **copy.deepcopy(cache[key][quantizer]),
+                }
+            )
     quant_cfg.extend(kv_cache_entries(resolved.kv_format))
     return {"quant_cfg": quant_cfg, "algorithm": None}
 

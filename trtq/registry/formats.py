@@ -18,9 +18,7 @@ def get_format(name: str) -> Format:
     try:
         return FORMATS[name.strip().lower()]
     except KeyError:
-        raise UnknownNameError(
-            f"unknown format {name!r}; known formats: {', '.join(FORMATS)}"
-        ) from None
+        raise UnknownNameError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}") from None
 
 
 def parse_formats(spec: str | None) -> list[Format]:

@@ -81,6 +81,4 @@ def get_gpu(name: str) -> GpuSpec:
     for gpu in list_gpus():
         if wanted == gpu.name.lower() or wanted in (a.lower() for a in gpu.aliases):
             return gpu
-    raise UnknownNameError(
-        f"unknown GPU {name!r}; known GPUs: {', '.join(g.name for g in list_gpus())}"
-    )
+    raise UnknownNameError(f"unknown GPU {name!r}; known GPUs: {', '.join(g.name for g in list_gpus())}")

@@ -20,9 +20,9 @@ from trtq.registry.gpus import GpuSpec, profiles_dir
 
 
 class FormatSupport(StrictModel):
-    archs: list[str]                   # architectures that run it; [] = none
+    archs: list[str]  # architectures that run it; [] = none
     source: str
-    reason: str | None = None          # why an architecture outside `archs` cannot
+    reason: str | None = None  # why an architecture outside `archs` cannot
     note: str | None = None
 
 
@@ -35,9 +35,9 @@ class KvCacheSupport(StrictModel):
 
 
 class ModelFamily(StrictModel):
-    name: str                          # the row of the doc's model matrix
-    architectures: list[str]           # Hugging Face `architectures` it covers
-    formats: list[str]                 # formats the matrix marks supported for it
+    name: str  # the row of the doc's model matrix
+    architectures: list[str]  # Hugging Face `architectures` it covers
+    formats: list[str]  # formats the matrix marks supported for it
     kv_cache: list[str]
     source: str
 
@@ -81,13 +81,16 @@ def _load(path: str) -> _RuntimeFile:
         raise UnknownNameError(f"{path}: default {parsed.default!r} must name one of the runtimes, each once")
     known_arch = set(parsed.architectures)
     for runtime in parsed.runtimes:
-        for where, archs in [(f"format {n}", s.archs) for n, s in runtime.formats.items()] + \
-                [(f"KV cache {n}", s.archs) for n, s in runtime.kv_cache.items()]:
+        for where, archs in [(f"format {n}", s.archs) for n, s in runtime.formats.items()] + [
+            (f"KV cache {n}", s.archs) for n, s in runtime.kv_cache.items()
+        ]:
             unknown = sorted(set(archs) - known_arch)
             if unknown:
                 raise UnknownNameError(f"{path}: {runtime.name} {where}: unknown architecture {unknown[0]!r}")
         if runtime.engine_runtime is not None and runtime.engine_runtime not in names:
-            raise UnknownNameError(f"{path}: {runtime.name}: engine_runtime {runtime.engine_runtime!r} is not a runtime")
+            raise UnknownNameError(
+                f"{path}: {runtime.name}: engine_runtime {runtime.engine_runtime!r} is not a runtime"
+            )
     return parsed
 
 
@@ -106,15 +109,13 @@ def default_runtime_name() -> str:
 def get_runtime(spec: str | None = None) -> Runtime:
     """`trtllm@1.2`, `trtllm-engine@1.2`, ...; None -> the default (the release docker/ pins)."""
     table = runtime_table()
-    if spec is not None and not spec.strip():   # `--runtime ""` is a mistake, not a request for the default
+    if spec is not None and not spec.strip():  # `--runtime ""` is a mistake, not a request for the default
         raise UnknownNameError(f"empty runtime name; known runtimes: {', '.join(r.name for r in table.runtimes)}")
     wanted = (spec or table.default).strip().lower()
     for runtime in table.runtimes:
         if runtime.name.lower() == wanted:
             return runtime
-    raise UnknownNameError(
-        f"unknown runtime {spec!r}; known runtimes: {', '.join(r.name for r in table.runtimes)}"
-    )
+    raise UnknownNameError(f"unknown runtime {spec!r}; known runtimes: {', '.join(r.name for r in table.runtimes)}")
 
 
 def architecture_of(gpu: GpuSpec) -> str | None:
@@ -195,8 +196,7 @@ def kv_cache_refusal(gpu: GpuSpec, kv_format: str, runtime: Runtime, layer_forma
     if arch not in support.archs:
         return support.reason or f"{runtime.name} runs a {kv_format} KV cache on {', '.join(support.archs)}, not {arch}"
     if support.requires_layer_formats and not (set(support.requires_layer_formats) & layer_formats):
-        return (support.reason or "coupling rule") + \
-            f": needs a layer in {' or '.join(support.requires_layer_formats)}"
+        return (support.reason or "coupling rule") + f": needs a layer in {' or '.join(support.requires_layer_formats)}"
     return None
 
 
@@ -217,8 +217,10 @@ def family_advisories(runtime: Runtime, architecture: str | None, formats: list[
     outside = [f for f in formats if f != "bf16" and f not in family.formats]
     if not outside:
         return []
-    return [f"{', '.join(outside)} not in {runtime.name}'s model support matrix for {family.name} "
-            f"({family.source}): runs through the per-layer loader, not validated by NVIDIA for this family"]
+    return [
+        f"{', '.join(outside)} not in {runtime.name}'s model support matrix for {family.name} "
+        f"({family.source}): runs through the per-layer loader, not validated by NVIDIA for this family"
+    ]
 
 
 def check_plan_runtime(plan_runtime: str | None, runtime: Runtime, what: str) -> None:
@@ -247,22 +249,44 @@ def format_rows(gpu: GpuSpec, runtime: Runtime, architecture: str | None = None)
     family = runtime.family_for(architecture)
     for name in names:
         if name not in FORMATS:
-            rows.append({"format": name, "plannable": False,
-                         "why": "in the runtime table, not in this trtq's format registry yet",
-                         "source": runtime.formats[name].source})
+            rows.append(
+                {
+                    "format": name,
+                    "plannable": False,
+                    "why": "in the runtime table, not in this trtq's format registry yet",
+                    "source": runtime.formats[name].source,
+                }
+            )
             continue
         reason = format_refusal(gpu, name, runtime)
         support = runtime.formats.get(name)
-        why = reason or (support.note if support and support.note else f"{runtime.name} runs it on {architecture_of(gpu)}")
+        why = reason or (
+            support.note if support and support.note else f"{runtime.name} runs it on {architecture_of(gpu)}"
+        )
         if reason is None and family is not None and name != "bf16" and name not in family.formats:
             advisories[name] = f"not in the model matrix for {family.name} (advisory)"
             why += f"; {advisories[name]}"
-        rows.append({"format": name, "plannable": reason is None, "why": why,
-                     "source": support.source if support else "profiles/runtimes.yaml"})
+        rows.append(
+            {
+                "format": name,
+                "plannable": reason is None,
+                "why": why,
+                "source": support.source if support else "profiles/runtimes.yaml",
+            }
+        )
     for kv, kv_support in runtime.kv_cache.items():
         reason = kv_cache_refusal(gpu, kv, runtime, set(kv_support.requires_layer_formats) or {"bf16"})
-        rows.append({"format": f"kv:{kv}", "plannable": reason is None,
-                     "why": reason or ("needs a layer in " + " or ".join(kv_support.requires_layer_formats)
-                                       if kv_support.requires_layer_formats else f"{runtime.name} runs it here"),
-                     "source": kv_support.source})
+        rows.append(
+            {
+                "format": f"kv:{kv}",
+                "plannable": reason is None,
+                "why": reason
+                or (
+                    "needs a layer in " + " or ".join(kv_support.requires_layer_formats)
+                    if kv_support.requires_layer_formats
+                    else f"{runtime.name} runs it here"
+                ),
+                "source": kv_support.source,
+            }
+        )
     return rows

@@ -28,10 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(or budget fraction) with a computed verdict per workload point."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="PLAN | compare PLAN_OR_DIR...",
-                   help="a plan file, or `compare` followed by plan files and/or directories of plans")
-    p.add_argument("-o", "--output", type=output_file(".html", ".htm"), default=None,
-                   help="HTML file to write (default reports/<model>-<gpu>.html or reports/<model>-compare.html)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="PLAN | compare PLAN_OR_DIR...",
+        help="a plan file, or `compare` followed by plan files and/or directories of plans",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=output_file(".html", ".htm"),
+        default=None,
+        help="HTML file to write (default reports/<model>-<gpu>.html or reports/<model>-compare.html)",
+    )
     add_options(p, ReportRequest, *(name for name in ReportRequest.model_fields if name not in ("plans", "compare")))
     p.set_defaults(handler=run_report)
 

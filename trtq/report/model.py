@@ -35,8 +35,15 @@ from trtq.errors import ArtifactError, InputError, UnknownNameError
 # Layer kinds in the order a reader expects them across a block, and how a column is titled.
 KIND_ORDER = ("qkv", "q_proj", "k_proj", "v_proj", "o_proj", "gate_up", "gate_proj", "up_proj", "down_proj")
 KIND_LABELS = {
-    "qkv": "q/k/v", "q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o",
-    "gate_up": "gate/up", "gate_proj": "gate", "up_proj": "up", "down_proj": "down",
+    "qkv": "q/k/v",
+    "q_proj": "q",
+    "k_proj": "k",
+    "v_proj": "v",
+    "o_proj": "o",
+    "gate_up": "gate/up",
+    "gate_proj": "gate",
+    "up_proj": "up",
+    "down_proj": "down",
 }
 
 TIME_METRICS = ("time_to_first_token", "inter_token_latency", "request_latency")
@@ -95,7 +102,8 @@ def collect_plans(paths: Sequence[str | os.PathLike[str]]) -> list[LoadedPlan]:
         p = Path(given)
         if p.is_dir():
             inside = sorted(
-                f for f in p.iterdir()
+                f
+                for f in p.iterdir()
                 if f.is_file() and f.suffix.lower() in (".yaml", ".yml", ".json") and _looks_like_plan(f)
             )
             if not inside:
@@ -167,8 +175,10 @@ def _gpu_facts(plan: Plan, path: Path, warnings: list[str]) -> GpuFacts | None:
     except UnknownNameError:
         warnings.append(f"plan {path.name} records no facts on its GPU {plan.gpu} and the GPU registry has none")
         return None
-    warnings.append(f"plan {path.name} predates recorded GPU facts (schema {plan.schema_version}): {plan.gpu}'s "
-                    "memory is read from today's GPU registry")
+    warnings.append(
+        f"plan {path.name} predates recorded GPU facts (schema {plan.schema_version}): {plan.gpu}'s "
+        "memory is read from today's GPU registry"
+    )
     return spec.facts()
 
 
@@ -179,11 +189,19 @@ def bench_rows(frame, series) -> list[BenchRow]:
         sha = _text(rec["plan_sha256"]) or None
         gpu = _gpu_name(_text(rec["gpu"], "unknown GPU"))
         engine = _text(rec["engine"]) or _text(rec["run_id"], "run")
-        rows.append(BenchRow(
-            series=series(gpu, engine, sha), gpu=gpu, engine=engine, plan_sha256=sha,
-            concurrency=int(rec["concurrency"]), metric=str(rec["metric"]), statistic=str(rec["statistic"]),
-            value=float(rec["value"]), unit=str(rec["unit"]),
-        ))
+        rows.append(
+            BenchRow(
+                series=series(gpu, engine, sha),
+                gpu=gpu,
+                engine=engine,
+                plan_sha256=sha,
+                concurrency=int(rec["concurrency"]),
+                metric=str(rec["metric"]),
+                statistic=str(rec["statistic"]),
+                value=float(rec["value"]),
+                unit=str(rec["unit"]),
+            )
+        )
     return rows
 
 
@@ -208,13 +226,19 @@ def _point_totals(plan: Plan) -> list[PointTotals]:
         predicted = plan.totals.latency_ns.get(point)
         if predicted is None:
             continue
-        rows.append(PointTotals(
-            point=point, phase=phase, tokens=tokens, predicted_ns=predicted,
-            bf16_ns=plan.totals.bf16_latency_ns.get(point, b.bf16_ns if b else math.nan),
-            spec=b.spec if b else None, limit_ns=b.limit_ns if b else None,
-            met=(predicted <= b.limit_ns * (1 + 1e-9)) if b else None,
-            provenance_ns=dict(plan.totals.provenance_ns.get(point, {})),
-        ))
+        rows.append(
+            PointTotals(
+                point=point,
+                phase=phase,
+                tokens=tokens,
+                predicted_ns=predicted,
+                bf16_ns=plan.totals.bf16_latency_ns.get(point, b.bf16_ns if b else math.nan),
+                spec=b.spec if b else None,
+                limit_ns=b.limit_ns if b else None,
+                met=(predicted <= b.limit_ns * (1 + 1e-9)) if b else None,
+                provenance_ns=dict(plan.totals.provenance_ns.get(point, {})),
+            )
+        )
     return rows
 
 
@@ -233,10 +257,15 @@ def _layer_sensitivity_from_artifact(plan: Plan, sensitivity) -> list[LayerSensi
     out = []
     for layer, omega in by_layer.items():
         group = owner.get(layer)
-        out.append(LayerSensitivity(
-            layer=layer, block=group.block if group else None, kind=layer.rsplit(".", 1)[-1],
-            chosen=group.format if group else None, omega=omega,
-        ))
+        out.append(
+            LayerSensitivity(
+                layer=layer,
+                block=group.block if group else None,
+                kind=layer.rsplit(".", 1)[-1],
+                chosen=group.format if group else None,
+                omega=omega,
+            )
+        )
     return out
 
 
@@ -271,8 +300,11 @@ def build_plan_report(
         inputs["profile"] = profile
         cvs = sorted(r.cv for r in prof.rows if r.cv is not None)
         profile_summary = ProfileSummary(
-            backend=prof.backend, gpu=prof.gpu, launch_cost_ns=prof.launch_cost_ns,
-            device={str(k): str(v) for k, v in prof.device.items()}, rows=len(prof.rows),
+            backend=prof.backend,
+            gpu=prof.gpu,
+            launch_cost_ns=prof.launch_cost_ns,
+            device={str(k): str(v) for k, v in prof.device.items()},
+            rows=len(prof.rows),
             ok_rows=sum(r.status == "ok" for r in prof.rows),
             noisy_rows=sum(r.status == "noisy" for r in prof.rows),
             unsupported_rows=sum(r.status == "unsupported" for r in prof.rows),
@@ -289,8 +321,13 @@ def build_plan_report(
         layer_source = f"sensitivity artifact, per layer ({sens.method})"
     else:
         layer_sens = [
-            LayerSensitivity(layer=g.group, block=g.block, kind=g.kind, chosen=g.format,
-                             omega={f: c.omega for f, c in g.costs.items()})
+            LayerSensitivity(
+                layer=g.group,
+                block=g.block,
+                kind=g.kind,
+                chosen=g.format,
+                omega={f: c.omega for f, c in g.costs.items()},
+            )
             for g in plan.groups
         ]
         layer_source = "plan, per fused group"
@@ -305,8 +342,13 @@ def build_plan_report(
         if matches is False:
             warnings.append(f"eval {eval_result} measured another plan (plan sha256 {ev.plan_sha256[:12]}…)")
         eval_summary = EvalSummary(
-            text=ev.text, seq_len=ev.seq_len, ppl_bf16=ev.ppl_bf16, ppl_quant=ev.ppl_quant,
-            relative_increase=ev.relative_increase, threshold=ev.threshold, passed=ev.passed,
+            text=ev.text,
+            seq_len=ev.seq_len,
+            ppl_bf16=ev.ppl_bf16,
+            ppl_quant=ev.ppl_quant,
+            relative_increase=ev.relative_increase,
+            threshold=ev.threshold,
+            passed=ev.passed,
             matches_plan=matches,
         )
 
@@ -328,20 +370,31 @@ def build_plan_report(
         pvm = _predicted_vs_measured(points, bench, loaded.sha256)
         svm = _serving_vs_measured(plan.serving, bench, loaded.sha256) if plan.serving else []
         if plan.serving and not svm and any(r.plan_sha256 == loaded.sha256 for r in bench):
-            warnings.append(f"the bench table has no run of this plan at its workload's concurrency "
-                            f"{plan.serving.concurrency}: the serving prediction is not compared")
+            warnings.append(
+                f"the bench table has no run of this plan at its workload's concurrency "
+                f"{plan.serving.concurrency}: the serving prediction is not compared"
+            )
 
     gpu = _gpu_facts(plan, loaded.path, warnings)
     return PlanReport.create(
         metadata=make_metadata(inputs=inputs),
         title=f"{plan.model} on {plan.gpu}",
-        model=plan.model, gpu=plan.gpu, runtime=plan.runtime, gpu_memory_bytes=gpu.memory_bytes if gpu else None,
-        plan_path=str(loaded.path), plan_sha256=loaded.sha256, plan_created_at=plan.metadata.created_at,
-        profile_backend=plan.profile_backend, sensitivity_method=plan.sensitivity_method,
-        solver=plan.solver, memory_budget_bytes=plan.memory_budget_bytes,
-        candidate_formats=list(plan.candidate_formats), points=points,
+        model=plan.model,
+        gpu=plan.gpu,
+        runtime=plan.runtime,
+        gpu_memory_bytes=gpu.memory_bytes if gpu else None,
+        plan_path=str(loaded.path),
+        plan_sha256=loaded.sha256,
+        plan_created_at=plan.metadata.created_at,
+        profile_backend=plan.profile_backend,
+        sensitivity_method=plan.sensitivity_method,
+        solver=plan.solver,
+        memory_budget_bytes=plan.memory_budget_bytes,
+        candidate_formats=list(plan.candidate_formats),
+        points=points,
         decode_point=_decode_point(point_names),
-        weight_bytes=plan.totals.weight_bytes, bf16_weight_bytes=plan.totals.bf16_weight_bytes,
+        weight_bytes=plan.totals.weight_bytes,
+        bf16_weight_bytes=plan.totals.bf16_weight_bytes,
         sensitivity=plan.totals.sensitivity,
         serving=getattr(plan, "serving", None),
         groups=[
@@ -355,21 +408,31 @@ def build_plan_report(
         ],
         pareto=[
             ParetoRow(
-                fraction=p.fraction, status=p.status, chosen=p.chosen,
+                fraction=p.fraction,
+                status=p.status,
+                chosen=p.chosen,
                 sensitivity=p.totals.sensitivity if p.totals else None,
                 weight_bytes=p.totals.weight_bytes if p.totals else None,
                 latency_ns=dict(p.totals.latency_ns) if p.totals else {},
                 format_counts=_format_counts(p.formats),
                 provenance_ns={k: dict(v) for k, v in p.totals.provenance_ns.items()} if p.totals else {},
-                kv_format=p.kv_format, output_tokens_per_s_per_gpu=p.output_tokens_per_s_per_gpu,
-                ttft_ms=p.ttft_ms, tpot_ms=p.tpot_ms,
+                kv_format=p.kv_format,
+                output_tokens_per_s_per_gpu=p.output_tokens_per_s_per_gpu,
+                ttft_ms=p.ttft_ms,
+                tpot_ms=p.tpot_ms,
                 total_omega=p.totals.sensitivity + (p.kv_omega or 0.0) if p.totals else None,
             )
             for p in sorted(plan.pareto, key=lambda p: -p.fraction)
         ],
-        layer_sensitivity=layer_sens, layer_sensitivity_source=layer_source,
-        eval=eval_summary, profile=profile_summary, bench=bench, predicted_vs_measured=pvm, serving_vs_measured=svm,
-        plan_versions=dict(plan.metadata.versions), plan_inputs=dict(plan.metadata.inputs),
+        layer_sensitivity=layer_sens,
+        layer_sensitivity_source=layer_source,
+        eval=eval_summary,
+        profile=profile_summary,
+        bench=bench,
+        predicted_vs_measured=pvm,
+        serving_vs_measured=svm,
+        plan_versions=dict(plan.metadata.versions),
+        plan_inputs=dict(plan.metadata.inputs),
         plan_notes=list(plan.notes) + list(plan.metadata.notes),
         warnings=warnings,
     )
@@ -378,8 +441,12 @@ def build_plan_report(
 def _measured(bench: list[BenchRow], sha: str, concurrency: int, metric: str) -> float | None:
     for statistic in ("p50", "avg"):
         for r in bench:
-            if (r.plan_sha256 == sha and r.concurrency == concurrency and r.metric == metric
-                    and r.statistic == statistic):
+            if (
+                r.plan_sha256 == sha
+                and r.concurrency == concurrency
+                and r.metric == metric
+                and r.statistic == statistic
+            ):
                 return r.value
     return None
 
@@ -389,17 +456,37 @@ def _serving_vs_measured(serving, bench: list[BenchRow], sha: str) -> list[Servi
     c = serving.concurrency
     out = []
     for quantity, predicted, metric, unit, scale in (
-            ("TTFT", serving.ttft_ms, "time_to_first_token", "ms", 1e-6),
-            ("TPOT", serving.tpot_ms, "inter_token_latency", "ms", 1e-6),
-            ("output tokens/s per GPU", serving.output_tokens_per_s_per_gpu, "output_token_throughput", "tokens/s",
-             1.0 / serving.tp)):
+        ("TTFT", serving.ttft_ms, "time_to_first_token", "ms", 1e-6),
+        ("TPOT", serving.tpot_ms, "inter_token_latency", "ms", 1e-6),
+        (
+            "output tokens/s per GPU",
+            serving.output_tokens_per_s_per_gpu,
+            "output_token_throughput",
+            "tokens/s",
+            1.0 / serving.tp,
+        ),
+    ):
         for statistic in ("p50", "avg"):
-            value = next((r.value for r in bench if r.plan_sha256 == sha and r.concurrency == c
-                          and r.metric == metric and r.statistic == statistic), None)
+            value = next(
+                (
+                    r.value
+                    for r in bench
+                    if r.plan_sha256 == sha and r.concurrency == c and r.metric == metric and r.statistic == statistic
+                ),
+                None,
+            )
             if value is not None and predicted > 0:
-                out.append(ServingVsMeasured(quantity=quantity, concurrency=c, predicted=predicted,
-                                             measured=value * scale, unit=unit, statistic=statistic,
-                                             ratio=value * scale / predicted))
+                out.append(
+                    ServingVsMeasured(
+                        quantity=quantity,
+                        concurrency=c,
+                        predicted=predicted,
+                        measured=value * scale,
+                        unit=unit,
+                        statistic=statistic,
+                        ratio=value * scale / predicted,
+                    )
+                )
                 break
     return out
 
@@ -412,8 +499,15 @@ def _predicted_vs_measured(points: list[PointTotals], bench: list[BenchRow], sha
             continue
         itl = _measured(bench, sha, p.tokens, "inter_token_latency")
         if itl is not None and p.predicted_ns > 0:
-            out.append(PredictedVsMeasured(point=p.point, concurrency=p.tokens, predicted_ns=p.predicted_ns,
-                                           measured_itl_ns=itl, ratio=itl / p.predicted_ns))
+            out.append(
+                PredictedVsMeasured(
+                    point=p.point,
+                    concurrency=p.tokens,
+                    predicted_ns=p.predicted_ns,
+                    measured_itl_ns=itl,
+                    ratio=itl / p.predicted_ns,
+                )
+            )
     return out
 
 
@@ -470,18 +564,16 @@ def _times(x: float) -> str:
     return f"{x:.2f}×" if x < 10 else f"{x:.1f}×"
 
 
-def verdict_for(point: str, values: dict[str, float], higher_is_better: bool = False,
-                quantity: str = "") -> Verdict | None:
+def verdict_for(
+    point: str, values: dict[str, float], higher_is_better: bool = False, quantity: str = ""
+) -> Verdict | None:
     """The fastest GPU at one point and how many times faster it is than each other GPU."""
     usable = {g: v for g, v in values.items() if v is not None and v > 0 and math.isfinite(v)}
     if not usable:
         return None
     ranked = sorted(usable, key=lambda g: -usable[g] if higher_is_better else usable[g])
     best = ranked[0]
-    speedups = {
-        g: (usable[best] / usable[g]) if higher_is_better else (usable[g] / usable[best])
-        for g in ranked[1:]
-    }
+    speedups = {g: (usable[best] / usable[g]) if higher_is_better else (usable[g] / usable[best]) for g in ranked[1:]}
     suffix = f" ({quantity})" if quantity else ""
     if len(ranked) == 1:
         return Verdict(point=point, fastest=best, speedups={}, text=f"{point}: only {best} has a number{suffix}")
@@ -518,8 +610,7 @@ def build_comparison_report(
         raise InputError(f"the comparison is for one model; the plans cover {', '.join(models)}")
     warnings: list[str] = []
     sens_hashes = {
-        (lp.plan.input_hash("sensitivity").sha256 if lp.plan.input_hash("sensitivity") else None)
-        for lp in loaded
+        (lp.plan.input_hash("sensitivity").sha256 if lp.plan.input_hash("sensitivity") else None) for lp in loaded
     }
     if len(sens_hashes - {None}) > 1:
         warnings.append("the plans were made from different sensitivity files: their Σ sensitivity may not compare")
@@ -546,8 +637,10 @@ def build_comparison_report(
             why = f"the chosen plan of {strictest}, the strictest of the inputs"
         else:
             why = "--quality-bound"
-        selection = (f"each GPU's fastest plan at {primary} with Σ sensitivity ≤ {quality_bound:.4g} "
-                     f"({why}); the same quality bound for every GPU")
+        selection = (
+            f"each GPU's fastest plan at {primary} with Σ sensitivity ≤ {quality_bound:.4g} "
+            f"({why}); the same quality bound for every GPU"
+        )
         for gpu, cands in by_gpu.items():
             pick = _pick_quality(cands, quality_bound, primary)
             if pick is None:
@@ -566,24 +659,39 @@ def build_comparison_report(
             _, tokens = parse_point(point)
             if ns > 0:
                 tokens_per_s[point] = tokens / (ns * 1e-9)
-        columns.append(GpuColumn(
-            gpu=gpu, sm=spec.sm if spec else None, memory_bytes=spec.memory_bytes if spec else None,
-            plan_path=str(c.loaded.path), plan_sha256=c.loaded.sha256, selected=_selection_text(c),
-            fraction=c.fraction, sensitivity=c.totals.sensitivity,
-            latency_ns=dict(c.totals.latency_ns), bf16_latency_ns=dict(c.totals.bf16_latency_ns),
-            tokens_per_s=tokens_per_s, weight_bytes=c.totals.weight_bytes,
-            fits=(c.totals.weight_bytes <= spec.memory_bytes) if spec else None,
-            memory_share=(c.totals.weight_bytes / spec.memory_bytes) if spec else None,
-            format_counts=_format_counts(c.formats), format_weight_share=_weight_share(c.loaded, c.formats),
-            candidate_formats=list(c.loaded.plan.candidate_formats),
-        ))
+        columns.append(
+            GpuColumn(
+                gpu=gpu,
+                sm=spec.sm if spec else None,
+                memory_bytes=spec.memory_bytes if spec else None,
+                plan_path=str(c.loaded.path),
+                plan_sha256=c.loaded.sha256,
+                selected=_selection_text(c),
+                fraction=c.fraction,
+                sensitivity=c.totals.sensitivity,
+                latency_ns=dict(c.totals.latency_ns),
+                bf16_latency_ns=dict(c.totals.bf16_latency_ns),
+                tokens_per_s=tokens_per_s,
+                weight_bytes=c.totals.weight_bytes,
+                fits=(c.totals.weight_bytes <= spec.memory_bytes) if spec else None,
+                memory_share=(c.totals.weight_bytes / spec.memory_bytes) if spec else None,
+                format_counts=_format_counts(c.formats),
+                format_weight_share=_weight_share(c.loaded, c.formats),
+                candidate_formats=list(c.loaded.plan.candidate_formats),
+            )
+        )
     # Slowest first reads like a story towards the newest GPU; the order is fixed by the numbers.
     columns.sort(key=lambda col: -col.latency_ns.get(primary, 0.0))
 
     verdicts = [
-        v for point in points
-        if (v := verdict_for(point, {col.gpu: col.latency_ns.get(point) for col in columns},
-                             quantity="predicted GEMM time")) is not None
+        v
+        for point in points
+        if (
+            v := verdict_for(
+                point, {col.gpu: col.latency_ns.get(point) for col in columns}, quantity="predicted GEMM time"
+            )
+        )
+        is not None
     ]
 
     bench: list[BenchRow] = []
@@ -602,9 +710,16 @@ def build_comparison_report(
     return ComparisonReport.create(
         metadata=make_metadata(inputs=inputs),
         title=f"{models[0]}: {' vs '.join(col.gpu for col in reversed(columns))}",
-        model=models[0], selection=selection, quality_bound=quality_bound, fraction=fraction,
-        points=points, gpus=columns, verdicts=verdicts, measured_verdicts=measured,
-        bench=bench, warnings=warnings,
+        model=models[0],
+        selection=selection,
+        quality_bound=quality_bound,
+        fraction=fraction,
+        points=points,
+        gpus=columns,
+        verdicts=verdicts,
+        measured_verdicts=measured,
+        bench=bench,
+        warnings=warnings,
     )
 
 
@@ -625,8 +740,9 @@ def _measured_verdicts(bench: list[BenchRow], columns: list[GpuColumn], decode_t
     wanted = {shared[0], shared[-1]} | (decode_tokens & set(shared))
     out = []
     for level in sorted(wanted):
-        v = verdict_for(f"measured at concurrency {level}", per_level[level], higher_is_better=True,
-                        quantity="output tokens/s")
+        v = verdict_for(
+            f"measured at concurrency {level}", per_level[level], higher_is_better=True, quantity="output tokens/s"
+        )
         if v:
             out.append(v)
     return out

@@ -92,11 +92,20 @@ def _render(template: str, out_html: Path, report, figures: dict[str, Any], **co
     check_output_path(out_html.with_suffix(".json"), suffixes=(".json",))
     figures_json, heights = _figures_json(figures)
     json_path = out_html.with_suffix(".json")
-    html_text = _environment().get_template(template).render(
-        r=report, figures=figures, heights=heights, figures_json=figures_json, plotly_js=plotly_js(),
-        trtq_version=__version__, json_name=json_path.name,
-        generated_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        **context,
+    html_text = (
+        _environment()
+        .get_template(template)
+        .render(
+            r=report,
+            figures=figures,
+            heights=heights,
+            figures_json=figures_json,
+            plotly_js=plotly_js(),
+            trtq_version=__version__,
+            json_name=json_path.name,
+            generated_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            **context,
+        )
     )
     # The JSON and the HTML land together or not at all (see atomic_pair for what a crash leaves).
     with atomic_pair(json_path, out_html) as (tmp_json, tmp_html):
@@ -129,8 +138,12 @@ def render_plan_report(report: PlanReport, out_html: str | os.PathLike[str]) -> 
         for key in k:
             k[key] += row[key] or 0.0
     return _render(
-        "plan.html.j2", Path(out_html), report, plan_figures(report),
-        plan_yaml_uri=_plan_yaml_data_uri(plan_path), plan_yaml_name=yaml_name,
+        "plan.html.j2",
+        Path(out_html),
+        report,
+        plan_figures(report),
+        plan_yaml_uri=_plan_yaml_data_uri(plan_path),
+        plan_yaml_name=yaml_name,
         format_colors={f: format_color(f) for f in [*FORMATS, *report.candidate_formats]},
         share_rows=share_rows,
         share_by_kind=[(kind_label(k), by_kind[k]) for k in order_kinds(by_kind)],
@@ -144,7 +157,10 @@ def render_comparison_report(report: ComparisonReport, out_html: str | os.PathLi
 
     formats = list(dict.fromkeys(f for g in report.gpus for f in g.format_weight_share))
     return _render(
-        "compare.html.j2", Path(out_html), report, comparison_figures(report),
+        "compare.html.j2",
+        Path(out_html),
+        report,
+        comparison_figures(report),
         gpu_colors=gpu_colors([g.gpu for g in report.gpus]),
         format_colors={f: format_color(f) for f in formats},
         bench_points=_bench_points(report.bench),
@@ -166,19 +182,27 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-").lower() or "report"
 
 
-def write_report(request: ReportRequest, out_html: str | os.PathLike[str] | None = None,
-                 ) -> tuple[Path, PlanReport | ComparisonReport]:
+def write_report(
+    request: ReportRequest,
+    out_html: str | os.PathLike[str] | None = None,
+) -> tuple[Path, PlanReport | ComparisonReport]:
     """The report the request asks for, rendered to `out_html` (default reports/<model>-<gpu>.html or
     reports/<model>-compare.html) with its JSON beside it; returns the HTML path and the report."""
     from trtq.report.model import build_comparison_report, build_plan_report
 
     if request.compare:
-        compared = build_comparison_report(request.plans, bench_tables=request.bench,
-                                           quality_bound=request.quality_bound, fraction=request.fraction)
+        compared = build_comparison_report(
+            request.plans, bench_tables=request.bench, quality_bound=request.quality_bound, fraction=request.fraction
+        )
         out = out_html or Path("reports") / f"{_slug(compared.model)}-compare.html"
         return render_comparison_report(compared, out), compared
-    report = build_plan_report(request.plans[0], profile=request.profile, sensitivity=request.sensitivity,
-                               eval_result=request.eval_result, bench_table=request.bench[0] if request.bench else None)
+    report = build_plan_report(
+        request.plans[0],
+        profile=request.profile,
+        sensitivity=request.sensitivity,
+        eval_result=request.eval_result,
+        bench_table=request.bench[0] if request.bench else None,
+    )
     out = out_html or Path("reports") / f"{_slug(report.model)}-{_slug(report.gpu)}.html"
     return render_plan_report(report, out), report
 
@@ -194,8 +218,13 @@ def write_plan_report(
     def path(given: str | os.PathLike[str] | None) -> Path | None:
         return None if given is None else Path(given)
 
-    request = ReportRequest(plans=[Path(plan_path)], profile=path(profile), sensitivity=path(sensitivity),
-                            eval_result=path(eval_result), bench=[Path(bench_table)] if bench_table is not None else [])
+    request = ReportRequest(
+        plans=[Path(plan_path)],
+        profile=path(profile),
+        sensitivity=path(sensitivity),
+        eval_result=path(eval_result),
+        bench=[Path(bench_table)] if bench_table is not None else [],
+    )
     return write_report(request, out_html)[0]
 
 
@@ -206,7 +235,11 @@ def write_comparison_report(
     quality_bound: float | None = None,
     fraction: float | None = None,
 ) -> Path:
-    request = ReportRequest(plans=[Path(p) for p in plan_paths], compare=True,
-                            bench=[Path(t) for t in bench_tables or []],
-                            quality_bound=quality_bound, fraction=fraction)
+    request = ReportRequest(
+        plans=[Path(p) for p in plan_paths],
+        compare=True,
+        bench=[Path(t) for t in bench_tables or []],
+        quality_bound=quality_bound,
+        fraction=fraction,
+    )
     return write_report(request, out_html)[0]

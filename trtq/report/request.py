@@ -10,21 +10,24 @@ from trtq.settings import Request, setting
 
 
 class ReportRequest(Request):
-    plans: list[Path] = setting(
-        ..., "a plan file, or with compare: plan files and/or directories of plans")
+    plans: list[Path] = setting(..., "a plan file, or with compare: plan files and/or directories of plans")
     compare: bool = setting(False, "the hardware comparison of one model across GPUs (trtq report compare)")
     profile: Path | None = setting(None, "PLAN only: the latency profile the plan was made from")
     sensitivity: Path | None = setting(None, "PLAN only: the sensitivity artifact (per-layer heatmap)")
     eval_result: Path | None = setting(None, "PLAN only: eval result (perplexity, pass/fail)", flag="--eval")
     bench: list[Path] = setting(
-        [], "tidy bench table (.parquet or .csv) from `trtq bench`; compare takes it more than once",
-        metavar="TABLE")
+        [], "tidy bench table (.parquet or .csv) from `trtq bench`; compare takes it more than once", metavar="TABLE"
+    )
     quality_bound: float | None = setting(
-        None, "compare only: pick each GPU's fastest plan with Σ sensitivity <= OMEGA (default: the smallest Σ "
-              "among the chosen plans)", ge=0, metavar="OMEGA")
+        None,
+        "compare only: pick each GPU's fastest plan with Σ sensitivity <= OMEGA (default: the smallest Σ "
+        "among the chosen plans)",
+        ge=0,
+        metavar="OMEGA",
+    )
     fraction: float | None = setting(
-        None, "compare only: pick each GPU's plan at budget fraction F of all-bf16 instead", gt=0, le=1e6,
-        metavar="F")
+        None, "compare only: pick each GPU's plan at budget fraction F of all-bf16 instead", gt=0, le=1e6, metavar="F"
+    )
 
     @model_validator(mode="after")
     def _mode_options(self) -> ReportRequest:
@@ -32,16 +35,24 @@ class ReportRequest(Request):
         if self.compare:
             if not self.plans:
                 raise ValueError("report compare needs at least one plan file or directory")
-            given = [flag for flag, value in (("--profile", self.profile), ("--sensitivity", self.sensitivity),
-                                              ("--eval", self.eval_result)) if value is not None]
+            given = [
+                flag
+                for flag, value in (
+                    ("--profile", self.profile),
+                    ("--sensitivity", self.sensitivity),
+                    ("--eval", self.eval_result),
+                )
+                if value is not None
+            ]
             if given:
                 raise ValueError(f"{', '.join(given)} apply to a single-plan report, not to report compare")
             if self.quality_bound is not None and self.fraction is not None:
                 raise ValueError("give either --quality-bound or --fraction, not both")
         else:
             if len(self.plans) != 1:
-                raise ValueError(f"report takes one plan (got {len(self.plans)}); to compare plans use "
-                                 "`trtq report compare ...`")
+                raise ValueError(
+                    f"report takes one plan (got {len(self.plans)}); to compare plans use `trtq report compare ...`"
+                )
             if self.quality_bound is not None or self.fraction is not None:
                 raise ValueError("--quality-bound and --fraction apply to report compare only")
             if len(self.bench) > 1:

@@ -26,7 +26,7 @@ from trtq import __version__
 from trtq.artifacts.io import atomic_write_text, sha256_file
 
 MARKER = ".complete.json"
-MARKER_SCHEMA_VERSION = 2     # 2: `files` holds data hashes (1: sha256 of the bytes, timestamps included)
+MARKER_SCHEMA_VERSION = 2  # 2: `files` holds data hashes (1: sha256 of the bytes, timestamps included)
 _STRUCTURED = (".json", ".yaml", ".yml")
 
 
@@ -47,8 +47,18 @@ def _artifact_classes() -> dict[str, type]:
     from trtq.artifacts.run import Front, Selection
     from trtq.artifacts.sensitivity import Sensitivity
 
-    classes = (LayerGraph, Profile, Sensitivity, Front, Plan, Selection, EvalResult, QuantizeSummary,
-               ComparisonReport, PlanReport)
+    classes = (
+        LayerGraph,
+        Profile,
+        Sensitivity,
+        Front,
+        Plan,
+        Selection,
+        EvalResult,
+        QuantizeSummary,
+        ComparisonReport,
+        PlanReport,
+    )
     return {cls.KIND: cls for cls in classes}
 
 
@@ -84,7 +94,7 @@ def data_sha256(path: str | Path) -> str:
 @dataclass
 class Completed:
     key: str
-    files: dict[str, str]          # path relative to the unit's directory -> data hash (data_sha256)
+    files: dict[str, str]  # path relative to the unit's directory -> data hash (data_sha256)
     summary: dict[str, Any]
     seconds: float
 
@@ -116,20 +126,22 @@ class StageCache:
                 return None
             if [st.st_size, st.st_mtime_ns] != stat:
                 return None
-        return Completed(key=data["key"], files=data["files"], summary=data.get("summary", {}),
-                         seconds=data.get("seconds", 0.0))
+        return Completed(
+            key=data["key"], files=data["files"], summary=data.get("summary", {}), seconds=data.get("seconds", 0.0)
+        )
 
     def begin(self, stage: str, unit: str) -> Path:
         """Forget the unit's completion and its old files; return its (empty) directory."""
         directory = self.unit_dir(stage, unit)
-        self._marker(stage, unit).unlink(missing_ok=True)   # first: from here on the unit is incomplete
+        self._marker(stage, unit).unlink(missing_ok=True)  # first: from here on the unit is incomplete
         if directory.exists():
             shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
-    def complete(self, stage: str, unit: str, key: str, files: list[Path], summary: dict[str, Any],
-                 seconds: float) -> Completed:
+    def complete(
+        self, stage: str, unit: str, key: str, files: list[Path], summary: dict[str, Any], seconds: float
+    ) -> Completed:
         """Record the unit as done: called after every artifact it lists is in place."""
         base = self.unit_dir(stage, unit)
         hashes, stats = {}, {}
@@ -145,7 +157,15 @@ class StageCache:
             hashes[rel] = data_sha256(path)
             st = Path(path).stat()
             stats[rel] = [st.st_size, st.st_mtime_ns]
-        record = {"schema_version": MARKER_SCHEMA_VERSION, "stage": stage, "unit": unit, "key": key,
-                  "files": hashes, "stats": stats, "summary": summary, "seconds": round(seconds, 3)}
+        record = {
+            "schema_version": MARKER_SCHEMA_VERSION,
+            "stage": stage,
+            "unit": unit,
+            "key": key,
+            "files": hashes,
+            "stats": stats,
+            "summary": summary,
+            "seconds": round(seconds, 3),
+        }
         atomic_write_text(self._marker(stage, unit), json.dumps(record, indent=1, sort_keys=True) + "\n")
         return Completed(key=key, files=hashes, summary=summary, seconds=seconds)

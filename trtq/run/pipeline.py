@@ -42,7 +42,7 @@ PIPELINE_SCHEMA_VERSION = 1
 
 class GpuEntry(StrictModel):
     name: str
-    price_per_hour: float | None = Field(default=None, ge=0)   # USD per GPU-hour, optional
+    price_per_hour: float | None = Field(default=None, ge=0)  # USD per GPU-hour, optional
 
 
 class ProfileSettings(StrictModel):
@@ -53,7 +53,7 @@ class ProfileSettings(StrictModel):
 
 
 class PlanSettings(StrictModel):
-    budgets: list[str] = Field(min_length=1)     # "decode@16=0.6", "prefill@2048=12ms": the points the front sweeps
+    budgets: list[str] = Field(min_length=1)  # "decode@16=0.6", "prefill@2048=12ms": the points the front sweeps
     memory_gb: float | None = Field(default=None, gt=0)
     pareto: int = Field(default=12, ge=2, le=1000)  # points of each GPU's front: the candidates of the selection
     formats: str | None = None
@@ -65,24 +65,24 @@ class PlanSettings(StrictModel):
 
 class SensitivitySettings(StrictModel):
     method: Literal["weight", "hessian", "fisher", "autoquantize"] = "hessian"
-    formats: str | None = None        # comma-separated; null: every format trtq knows
+    formats: str | None = None  # comma-separated; null: every format trtq knows
     samples: int = Field(default=8, ge=1)
     seq_len: int = Field(default=512, ge=2)
-    probes: int | None = Field(default=None, ge=2)   # Hutchinson probes at most (hessian)
+    probes: int | None = Field(default=None, ge=2)  # Hutchinson probes at most (hessian)
     seed: int = Field(default=0, ge=0)
 
 
 class TextSettings(StrictModel):
-    calibration: str | None = None   # null: the shipped calibration text
-    evaluation: str | None = None    # null: the shipped evaluation text
+    calibration: str | None = None  # null: the shipped calibration text
+    evaluation: str | None = None  # null: the shipped evaluation text
 
 
 class QualityGate(StrictModel):
-    max_ppl_increase: float = Field(default=5.0, ge=0)   # percent over bf16 on the evaluation text
+    max_ppl_increase: float = Field(default=5.0, ge=0)  # percent over bf16 on the evaluation text
     seq_len: int = Field(default=512, ge=2)
     windows: int = Field(default=32, ge=1)
     calib_samples: int = Field(default=16, ge=1)
-    lm_eval: dict[str, float] = {}                       # task -> max relative drop in percent
+    lm_eval: dict[str, float] = {}  # task -> max relative drop in percent
     lm_eval_limit: int | None = Field(default=None, ge=1)
     seed: int = Field(default=0, ge=0)
 
@@ -92,7 +92,7 @@ class StageSwitch(StrictModel):
 
 
 class QuantizeSettings(StageSwitch):
-    gpus: list[str] = []      # [] = every GPU with a selected plan
+    gpus: list[str] = []  # [] = every GPU with a selected plan
 
 
 class BuildSettings(StageSwitch):
@@ -161,8 +161,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
         raise InputError(f"{p}: a pipeline file is a mapping (see examples/smollm2.yaml)")
     version = data.get("schema_version")
     if version != PIPELINE_SCHEMA_VERSION:
-        raise InputError(f"{p}: pipeline schema_version {version!r} is not supported "
-                         f"(this trtq reads version {PIPELINE_SCHEMA_VERSION})")
+        raise InputError(
+            f"{p}: pipeline schema_version {version!r} is not supported "
+            f"(this trtq reads version {PIPELINE_SCHEMA_VERSION})"
+        )
     pipeline = validate_model(Pipeline, data, f"pipeline file {p}")
     check_pipeline(pipeline, p)
     return pipeline
@@ -188,7 +190,7 @@ def check_pipeline(pipeline: Pipeline, where: Path | str = "pipeline") -> None:
     if len(set(names)) != len(names):
         raise InputError(f"{where}: gpus: a GPU is named twice ({', '.join(names)})")
     for entry, name in zip(pipeline.gpus, names):
-        entry.name = name    # the registry's spelling, so artifact names are stable
+        entry.name = name  # the registry's spelling, so artifact names are stable
     for name in pipeline.quantize.gpus:
         try:
             gpu = get_gpu(name).name
@@ -208,7 +210,10 @@ def check_pipeline(pipeline: Pipeline, where: Path | str = "pipeline") -> None:
         raise InputError(f"{where}: profile.tokens has no {', '.join(map(str, missing))}: the budgets need them")
     if pipeline.quality.lm_eval:
         parse_task_spec(",".join(f"{k}={v}" for k, v in pipeline.quality.lm_eval.items()))
-    for what, text in (("texts.calibration", pipeline.texts.calibration), ("texts.evaluation", pipeline.texts.evaluation)):
+    for what, text in (
+        ("texts.calibration", pipeline.texts.calibration),
+        ("texts.evaluation", pipeline.texts.evaluation),
+    ):
         if text is not None and not Path(text).is_file():
             raise InputError(f"{where}: {what}: no such file {text}")
     try:

@@ -29,7 +29,7 @@ PER_GPU = {"profile", "front", "quantize", "eval", "build", "bench"}
 class StageReport:
     stage: str
     unit: str
-    status: str          # ran | cached | skipped
+    status: str  # ran | cached | skipped
     seconds: float
     detail: str = ""
 
@@ -43,9 +43,18 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, pipeline: Pipeline, *, from_stage: str | None = None, only: str | None = None,
-                 force: bool = False, ray_address: str | None = None, progress: Any = None,
-                 log: Callable[[str], None] | None = None, model: Any = None):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        from_stage: str | None = None,
+        only: str | None = None,
+        force: bool = False,
+        ray_address: str | None = None,
+        progress: Any = None,
+        log: Callable[[str], None] | None = None,
+        model: Any = None,
+    ):
         for option, stage in (("--from", from_stage), ("--only", only)):
             if stage is not None and stage not in STAGES:
                 raise InputError(f"{option}: unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -99,32 +108,65 @@ class Runner:
             resolved = resolve_model(p.model)
             return content_key(stage=stage, model=resolved.name, config=resolved.config)
         if stage == "profile":
-            return content_key(stage=stage, gpu=unit, profile=p.profile.model_dump(mode="json"), runtime=p.runtime,
-                               up=self._upstream(("layers", ALL)))
+            return content_key(
+                stage=stage,
+                gpu=unit,
+                profile=p.profile.model_dump(mode="json"),
+                runtime=p.runtime,
+                up=self._upstream(("layers", ALL)),
+            )
         if stage == "sensitivity":
-            return content_key(stage=stage, settings=p.sensitivity.model_dump(mode="json"),
-                               calibration=self.ctx.calibration_sha(), up=self._upstream(("layers", ALL)))
+            return content_key(
+                stage=stage,
+                settings=p.sensitivity.model_dump(mode="json"),
+                calibration=self.ctx.calibration_sha(),
+                up=self._upstream(("layers", ALL)),
+            )
         if stage == "front":
-            return content_key(stage=stage, gpu=unit, plan=p.plan.model_dump(mode="json"), runtime=p.runtime,
-                               up=self._upstream(("layers", ALL), ("profile", unit), ("sensitivity", ALL)))
+            return content_key(
+                stage=stage,
+                gpu=unit,
+                plan=p.plan.model_dump(mode="json"),
+                runtime=p.runtime,
+                up=self._upstream(("layers", ALL), ("profile", unit), ("sensitivity", ALL)),
+            )
         if stage == "select":
-            return content_key(stage=stage, quality=p.quality.model_dump(mode="json"),
-                               texts=[self.ctx.evaluation_sha(), self.ctx.calibration_sha()],
-                               prices={g.name: g.price_per_hour for g in p.gpus},
-                               up=self._upstream(*[("front", g) for g in gpus]))
+            return content_key(
+                stage=stage,
+                quality=p.quality.model_dump(mode="json"),
+                texts=[self.ctx.evaluation_sha(), self.ctx.calibration_sha()],
+                prices={g.name: g.price_per_hour for g in p.gpus},
+                up=self._upstream(*[("front", g) for g in gpus]),
+            )
         if stage == "quantize":
-            return content_key(stage=stage, gpu=unit, quality=p.quality.model_dump(mode="json"),
-                               calibration=self.ctx.calibration_sha(), runtime=p.runtime,
-                               plan=self.files.get(("select", ALL), {}).get(f"plan-{unit}.yaml"))
+            return content_key(
+                stage=stage,
+                gpu=unit,
+                quality=p.quality.model_dump(mode="json"),
+                calibration=self.ctx.calibration_sha(),
+                runtime=p.runtime,
+                plan=self.files.get(("select", ALL), {}).get(f"plan-{unit}.yaml"),
+            )
         if stage == "eval":
-            return content_key(stage=stage, gpu=unit, quality=p.quality.model_dump(mode="json"),
-                               evaluation=self.ctx.evaluation_sha(), up=self._upstream(("quantize", unit)))
+            return content_key(
+                stage=stage,
+                gpu=unit,
+                quality=p.quality.model_dump(mode="json"),
+                evaluation=self.ctx.evaluation_sha(),
+                up=self._upstream(("quantize", unit)),
+            )
         if stage == "build":
-            return content_key(stage=stage, gpu=unit, build=p.build.model_dump(mode="json"), runtime=p.runtime,
-                               up=self._upstream(("quantize", unit)))
+            return content_key(
+                stage=stage,
+                gpu=unit,
+                build=p.build.model_dump(mode="json"),
+                runtime=p.runtime,
+                up=self._upstream(("quantize", unit)),
+            )
         if stage == "bench":
-            return content_key(stage=stage, gpu=unit, bench=p.bench.model_dump(mode="json"),
-                               up=self._upstream(("build", unit)))
+            return content_key(
+                stage=stage, gpu=unit, bench=p.bench.model_dump(mode="json"), up=self._upstream(("build", unit))
+            )
         if stage == "report":
             units = [("select", ALL), ("sensitivity", ALL)] + [(s, g) for g in gpus for s in ("profile", "eval")]
             return content_key(stage=stage, up=self._upstream(*units))
@@ -155,8 +197,9 @@ class Runner:
             self.log(f"{stage} {unit}: cached")
             return True
         if not self._wanted(stage) or (self.from_stage and STAGES.index(stage) < STAGES.index(self.from_stage)):
-            raise InputError(f"stage {stage} ({unit}) has no up-to-date artifact in {self.ctx.root}: "
-                             f"run without --from/--only first")
+            raise InputError(
+                f"stage {stage} ({unit}) has no up-to-date artifact in {self.ctx.root}: run without --from/--only first"
+            )
         return False
 
     def _finish(self, stage: str, unit: str, started: float, outcome) -> None:
@@ -202,8 +245,9 @@ class Runner:
         refs = {}
         for unit in units:
             self._step(f"{stage} {unit} (ray)")
-            refs[unit] = remote.remote(self.pipeline.model_dump(mode="json"), str(self.ctx.root), stage, unit,
-                                       self.keys[(stage, unit)])
+            refs[unit] = remote.remote(
+                self.pipeline.model_dump(mode="json"), str(self.ctx.root), stage, unit, self.keys[(stage, unit)]
+            )
         for unit, ref in refs.items():
             outcome = ray.get(ref)
             if isinstance(outcome, str):
@@ -211,8 +255,10 @@ class Runner:
                 continue
             done = self.cache.lookup(stage, unit, self.keys[(stage, unit)])
             if done is None:
-                raise InputError(f"ray task {stage} {unit} finished without its artifacts in {self.ctx.root}: "
-                                 "is the output root on a file system every node mounts?")
+                raise InputError(
+                    f"ray task {stage} {unit} finished without its artifacts in {self.ctx.root}: "
+                    "is the output root on a file system every node mounts?"
+                )
             self.files[(stage, unit)] = done.files
             self.result.reports.append(StageReport(stage, unit, "ran", done.seconds))
             self.log(f"{stage} {unit}: done on ray in {done.seconds:.1f} s")
@@ -276,8 +322,9 @@ class Runner:
             self._step(f"select: evaluating {len(batch)} plan(s): {', '.join(c.plan_hash[:8] for c in batch)}")
             if self._ray is not None:
                 remote = self._ray.remote(_ray_evaluate).options(num_cpus=1, num_gpus=self._gpus_for("evaluate"))
-                paths = self._ray.get([remote.remote(p.model_dump(mode="json"), str(ctx.root), c.plan_hash,
-                                                     settings_key) for c in batch])
+                paths = self._ray.get(
+                    [remote.remote(p.model_dump(mode="json"), str(ctx.root), c.plan_hash, settings_key) for c in batch]
+                )
             else:
                 paths = []
                 for i, c in enumerate(batch):
@@ -285,8 +332,10 @@ class Runner:
                     paths.append(evaluate_plan(ctx, c.plan_hash, settings_key))
             for c, path in zip(batch, paths):
                 results[c.plan_hash] = load_artifact(path, EvalResult)
-                self.log(f"select: plan {c.plan_hash[:8]} (sum Omega {c.omega:.4g}): "
-                         f"{100 * results[c.plan_hash].relative_increase:+.2f}% perplexity")
+                self.log(
+                    f"select: plan {c.plan_hash[:8]} (sum Omega {c.omega:.4g}): "
+                    f"{100 * results[c.plan_hash].relative_increase:+.2f}% perplexity"
+                )
             return {c.plan_hash: outcome_of(c.plan_hash) for c in batch}
 
         threshold = p.quality.max_ppl_increase / 100.0
@@ -296,22 +345,35 @@ class Runner:
         for entry in p.gpus:
             gpu, front = entry.name, fronts[entry.name]
             if front.status != "planned":
-                gpu_rows.append(GpuSelection(gpu=gpu, status="infeasible", reason=front.reason,
-                                             price_per_hour=entry.price_per_hour))
+                gpu_rows.append(
+                    GpuSelection(gpu=gpu, status="infeasible", reason=front.reason, price_per_hour=entry.price_per_hour)
+                )
                 continue
             index = found.selected[gpu]
             evaluations = []
             for h in found.probed[gpu]:
                 c = next(c for c in front.candidates if c.plan_hash == h)
                 o = found.outcomes[h]
-                evaluations.append(Evaluation(plan_hash=h, omega=c.omega, relative_increase=o.relative_increase,
-                                              passed=o.passed,
-                                              eval=str(eval_result_path(ctx, h, settings_key).relative_to(ctx.root))))
-            row: dict[str, Any] = dict(gpu=gpu, candidates=len(front.candidates), probed=found.probed[gpu], evaluations=evaluations,
-                       price_per_hour=entry.price_per_hour)
+                evaluations.append(
+                    Evaluation(
+                        plan_hash=h,
+                        omega=c.omega,
+                        relative_increase=o.relative_increase,
+                        passed=o.passed,
+                        eval=str(eval_result_path(ctx, h, settings_key).relative_to(ctx.root)),
+                    )
+                )
+            row: dict[str, Any] = dict(
+                gpu=gpu,
+                candidates=len(front.candidates),
+                probed=found.probed[gpu],
+                evaluations=evaluations,
+                price_per_hour=entry.price_per_hour,
+            )
             if index is None:
-                gpu_rows.append(GpuSelection(status="none_passes", reason="no plan on the front passes the gate",
-                                             **row))
+                gpu_rows.append(
+                    GpuSelection(status="none_passes", reason="no plan on the front passes the gate", **row)
+                )
                 continue
             chosen = front.candidates[index]
             source = ctx.front_path(gpu).parent / chosen.plan
@@ -319,15 +381,28 @@ class Runner:
             atomic_write_bytes(target, source.read_bytes())
             files.append(target)
             within = all(b.fraction is None or chosen.fraction <= b.fraction * (1 + 1e-9) for b in budgets)
-            gpu_rows.append(GpuSelection(status="selected", selected=index, plan=str(target.relative_to(ctx.root)),
-                                         fraction=chosen.fraction, within_budgets=within, **row))
+            gpu_rows.append(
+                GpuSelection(
+                    status="selected",
+                    selected=index,
+                    plan=str(target.relative_to(ctx.root)),
+                    fraction=chosen.fraction,
+                    within_budgets=within,
+                    **row,
+                )
+            )
         selection = Selection(
-            artifact=Selection.KIND, schema_version=Selection.SCHEMA_VERSION,
+            artifact=Selection.KIND,
+            schema_version=Selection.SCHEMA_VERSION,
             metadata=make_metadata(inputs={f"front-{g}": ctx.front_path(g) for g in p.gpu_names()}),
-            model=p.model, max_ppl_increase=p.quality.max_ppl_increase, lm_eval=dict(p.quality.lm_eval),
-            gpus=gpu_rows, evaluations_run=found.evaluations_run,
+            model=p.model,
+            max_ppl_increase=p.quality.max_ppl_increase,
+            lm_eval=dict(p.quality.lm_eval),
+            gpus=gpu_rows,
+            evaluations_run=found.evaluations_run,
             evaluations_cached=len({h for hs in found.probed.values() for h in hs} & cached),
-            fit=found.fit.describe() if found.fit is not None else None)
+            fit=found.fit.describe() if found.fit is not None else None,
+        )
         files.append(save_artifact(selection, out / "selection.json"))
         self._finish(stage, unit, started, (files, {"evaluations_run": found.evaluations_run}))
 
@@ -338,7 +413,7 @@ class Runner:
         self.ctx.root.mkdir(parents=True, exist_ok=True)
         for stage in STAGES:
             if self.only and STAGES.index(stage) > STAGES.index(self.only):
-                break   # --only: nothing after it
+                break  # --only: nothing after it
             self.run_stage(stage)
         return self.result
 
@@ -388,8 +463,12 @@ def _connect_ray(address: str):
         raise MissingToolError("--ray needs Ray: pip install 'trtq[ray]'") from None
     if not ray.is_initialized():
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}})
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": _pythonpath()}},
+            )
         except ConnectionError as exc:
             raise InputError(f"--ray {address}: cannot connect to a Ray cluster: {exc}") from None
     return ray

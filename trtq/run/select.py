@@ -35,22 +35,22 @@ def plan_hash(model: str, layer_formats: dict[str, tuple[str, int | None]]) -> s
 @dataclass(frozen=True)
 class Candidate:
     plan_hash: str
-    omega: float          # sum of Omega: lower is better quality
-    fraction: float       # achieved latency fraction: lower is faster
+    omega: float  # sum of Omega: lower is better quality
+    fraction: float  # achieved latency fraction: lower is faster
 
 
 @dataclass(frozen=True)
 class Outcome:
     passed: bool
-    relative_increase: float | None   # None when the quantized perplexity overflowed
+    relative_increase: float | None  # None when the quantized perplexity overflowed
 
 
 @dataclass
 class _Search:
     gpu: str
     candidates: list[Candidate]
-    lo: int = -1                        # highest index known to fail
-    hi: int = -1                        # lowest index known to pass; len(candidates): none known
+    lo: int = -1  # highest index known to fail
+    hi: int = -1  # lowest index known to pass; len(candidates): none known
     probed: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -69,19 +69,22 @@ class _Search:
 
 @dataclass
 class SelectionOutcome:
-    selected: dict[str, int | None]          # gpu -> index of the fastest passing candidate (None: none passes)
-    probed: dict[str, list[str]]             # gpu -> plan hashes looked at, in order
-    evaluations_run: int                     # calls for outcomes not already known
-    outcomes: dict[str, Outcome]             # every outcome known at the end, by plan hash
-    fit: QualityFit | None = None            # the last one used, if any
+    selected: dict[str, int | None]  # gpu -> index of the fastest passing candidate (None: none passes)
+    probed: dict[str, list[str]]  # gpu -> plan hashes looked at, in order
+    evaluations_run: int  # calls for outcomes not already known
+    outcomes: dict[str, Outcome]  # every outcome known at the end, by plan hash
+    fit: QualityFit | None = None  # the last one used, if any
 
 
 def _fit(known: dict[str, Outcome], omegas: dict[str, float]) -> QualityFit | None:
     from trtq.errors import InputError
     from trtq.plan.quality_fit import fit_quality
 
-    points = [(omegas[h], o.relative_increase) for h, o in known.items()
-              if o.relative_increase is not None and h in omegas and omegas[h] > 0 and o.relative_increase > -1]
+    points = [
+        (omegas[h], o.relative_increase)
+        for h, o in known.items()
+        if o.relative_increase is not None and h in omegas and omegas[h] > 0 and o.relative_increase > -1
+    ]
     if len(points) < 2:
         return None
     try:
@@ -103,10 +106,12 @@ def _probe(search: _Search, fit, threshold: float | None) -> int:
     return min(max(guess, lo + max(1, quarter)), hi - max(1, quarter))
 
 
-def select_fastest_passing(fronts: dict[str, list[Candidate]],
-                           evaluate: Callable[[list[Candidate]], dict[str, Outcome]],
-                           known: dict[str, Outcome] | None = None,
-                           threshold: float | None = None) -> SelectionOutcome:
+def select_fastest_passing(
+    fronts: dict[str, list[Candidate]],
+    evaluate: Callable[[list[Candidate]], dict[str, Outcome]],
+    known: dict[str, Outcome] | None = None,
+    threshold: float | None = None,
+) -> SelectionOutcome:
     """Bisection on every front at once; `evaluate` gets each round's unknown candidates (distinct plans).
 
     `known`: outcomes already measured (a cache), used for free. `threshold`: the gate's relative
@@ -140,8 +145,13 @@ def select_fastest_passing(fronts: dict[str, list[Candidate]],
         evaluations_run += len(wanted)
         outcomes.update({h: results[h] for h in wanted})
     selected = {s.gpu: (s.hi if s.hi < len(s.candidates) else None) for s in searches}
-    return SelectionOutcome(selected=selected, probed={s.gpu: s.probed for s in searches},
-                            evaluations_run=evaluations_run, outcomes=outcomes, fit=fit)
+    return SelectionOutcome(
+        selected=selected,
+        probed={s.gpu: s.probed for s in searches},
+        evaluations_run=evaluations_run,
+        outcomes=outcomes,
+        fit=fit,
+    )
 
 
 def bisection_bound(n: int) -> int:

@@ -133,9 +133,14 @@ def run_profile(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dic
     from trtq.profile.api import build_profile
 
     settings = ctx.pipeline.profile
-    profile = build_profile(_graph(ctx), settings.backend, "auto" if settings.backend == "cuda" else gpu,
-                            list(settings.tokens), launch_cost_ns=settings.launch_cost_ns,
-                            runtime=ctx.pipeline.runtime)
+    profile = build_profile(
+        _graph(ctx),
+        settings.backend,
+        "auto" if settings.backend == "cuda" else gpu,
+        list(settings.tokens),
+        launch_cost_ns=settings.launch_cost_ns,
+        runtime=ctx.pipeline.runtime,
+    )
     path = save_artifact(profile, out / "profile.json")
     return [path], {"rows": len(profile.rows)}
 
@@ -149,16 +154,39 @@ def run_sensitivity(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path]
     if s.method == "weight":
         table = api.weight_sensitivity(ctx.pipeline.model, formats=s.formats, model=model)
     elif s.method == "hessian":
-        table = api.hessian_sensitivity(ctx.pipeline.model, samples=s.samples, seq_len=s.seq_len, seed=s.seed,
-                                        model=model, tokenizer=tokenizer, calib=calib, max_iterations=s.probes,
-                                        formats=s.formats)
+        table = api.hessian_sensitivity(
+            ctx.pipeline.model,
+            samples=s.samples,
+            seq_len=s.seq_len,
+            seed=s.seed,
+            model=model,
+            tokenizer=tokenizer,
+            calib=calib,
+            max_iterations=s.probes,
+            formats=s.formats,
+        )
     elif s.method == "fisher":
-        table = api.fisher_sensitivity(ctx.pipeline.model, samples=s.samples, seq_len=s.seq_len, seed=s.seed,
-                                       model=model, tokenizer=tokenizer, calib=calib, formats=s.formats)
+        table = api.fisher_sensitivity(
+            ctx.pipeline.model,
+            samples=s.samples,
+            seq_len=s.seq_len,
+            seed=s.seed,
+            model=model,
+            tokenizer=tokenizer,
+            calib=calib,
+            formats=s.formats,
+        )
     else:
-        table = api.autoquantize_sensitivity(ctx.pipeline.model, samples=s.samples, seq_len=s.seq_len,
-                                             seed=s.seed, model=model, tokenizer=tokenizer, calib=calib,
-                                             formats=s.formats)
+        table = api.autoquantize_sensitivity(
+            ctx.pipeline.model,
+            samples=s.samples,
+            seq_len=s.seq_len,
+            seed=s.seed,
+            model=model,
+            tokenizer=tokenizer,
+            calib=calib,
+            formats=s.formats,
+        )
     path = save_artifact(table, out / "sensitivity.json")
     return [path], {"method": table.method, "rows": len(table.rows)}
 
@@ -190,17 +218,40 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
     inputs = {"profile": ctx.profile_path(gpu), "sensitivity": ctx.sensitivity_path()}
 
     def front_artifact(**fields) -> Front:
-        return Front(artifact=Front.KIND, schema_version=Front.SCHEMA_VERSION, metadata=make_metadata(inputs=inputs),
-                     model=graph.model, gpu=gpu, budgets=list(p.plan.budgets), **fields)
+        return Front(
+            artifact=Front.KIND,
+            schema_version=Front.SCHEMA_VERSION,
+            metadata=make_metadata(inputs=inputs),
+            model=graph.model,
+            gpu=gpu,
+            budgets=list(p.plan.budgets),
+            **fields,
+        )
 
     base: dict[str, Any] = dict(memory_gb=p.plan.memory_gb, formats=p.plan.formats, runtime=p.runtime)
     try:
         # The front sweeps the budgets (one fraction of all-bf16 on each); with a workload, the budget plan
         # and every candidate are solved with its SLOs too.
-        front = solve_plan(graph, profile, sensitivity, spec,
-                           PlanRequest(budgets=list(p.plan.budgets), pareto=p.plan.pareto, **base), inputs=inputs)
-        plan = solve_plan(graph, profile, sensitivity, spec, PlanRequest(budgets=list(p.plan.budgets), **base,
-                                                                         **extra), inputs=inputs) if extra else front
+        front = solve_plan(
+            graph,
+            profile,
+            sensitivity,
+            spec,
+            PlanRequest(budgets=list(p.plan.budgets), pareto=p.plan.pareto, **base),
+            inputs=inputs,
+        )
+        plan = (
+            solve_plan(
+                graph,
+                profile,
+                sensitivity,
+                spec,
+                PlanRequest(budgets=list(p.plan.budgets), **base, **extra),
+                inputs=inputs,
+            )
+            if extra
+            else front
+        )
     except InfeasibleError as exc:
         path = save_artifact(front_artifact(status="infeasible", reason=str(exc)), out / "front.json")
         return [path], {"status": "infeasible"}
@@ -216,9 +267,14 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
         try:
             # At the gap the front was swept to: the candidate is that point's plan, written out whole (at the
             # planner's finer default gap a near-tie knapsack, bf16/fp8 on a small model, can take minutes).
-            candidate = solve_plan(graph, profile, sensitivity, spec,
-                                   PlanRequest(budgets=budgets, mip_rel_gap=front.solver.pareto_mip_rel_gap, **base,
-                                               **extra), inputs=inputs)
+            candidate = solve_plan(
+                graph,
+                profile,
+                sensitivity,
+                spec,
+                PlanRequest(budgets=budgets, mip_rel_gap=front.solver.pareto_mip_rel_gap, **base, **extra),
+                inputs=inputs,
+            )
         except InfeasibleError:
             continue  # at its fraction within the solver's tolerance, or (with a workload) over an SLO
         h = plan_hash(candidate.model, candidate.layer_formats())
@@ -229,11 +285,21 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
         files.append(path)
         t = candidate.totals
         fraction = max(t.latency_ns[b] / t.bf16_latency_ns[b] for b in points)
-        candidates.append(FrontCandidate(plan=str(path.relative_to(out)), plan_hash=h, fraction=fraction,
-                                         omega=t.sensitivity, weight_bytes=t.weight_bytes))
+        candidates.append(
+            FrontCandidate(
+                plan=str(path.relative_to(out)),
+                plan_hash=h,
+                fraction=fraction,
+                omega=t.sensitivity,
+                weight_bytes=t.weight_bytes,
+            )
+        )
     candidates.sort(key=lambda c: (c.fraction, c.omega))
-    files.append(save_artifact(front_artifact(status="planned", budget_plan="budget-plan.yaml",
-                                              candidates=candidates), out / "front.json"))
+    files.append(
+        save_artifact(
+            front_artifact(status="planned", budget_plan="budget-plan.yaml", candidates=candidates), out / "front.json"
+        )
+    )
     say(f"{gpu}: {len(candidates)} distinct plans on the front")
     return files, {"status": "planned", "candidates": len(candidates)}
 
@@ -246,9 +312,17 @@ def eval_settings_key(ctx: Context) -> str:
     from trtq.run.cache import content_key
 
     q = ctx.pipeline.quality
-    return content_key(model=ctx.pipeline.model, seq_len=q.seq_len, windows=q.windows, calib_samples=q.calib_samples,
-                       seed=q.seed, lm_eval=sorted(q.lm_eval), lm_eval_limit=q.lm_eval_limit,
-                       evaluation=ctx.evaluation_sha(), calibration=ctx.calibration_sha())[:12]
+    return content_key(
+        model=ctx.pipeline.model,
+        seq_len=q.seq_len,
+        windows=q.windows,
+        calib_samples=q.calib_samples,
+        seed=q.seed,
+        lm_eval=sorted(q.lm_eval),
+        lm_eval_limit=q.lm_eval_limit,
+        evaluation=ctx.evaluation_sha(),
+        calibration=ctx.calibration_sha(),
+    )[:12]
 
 
 def eval_result_path(ctx: Context, plan_hash: str, settings_key: str) -> Path:
@@ -270,12 +344,24 @@ def evaluate_plan(ctx: Context, plan_hash: str, settings_key: str) -> Path:
     q, texts = ctx.pipeline.quality, ctx.pipeline.texts
     model, tokenizer = ctx.model()
     lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
-    result = evaluate(EvalRequest(model=ctx.pipeline.model, plan=str(evaluation_plan_path(ctx, plan_hash)),
-                                  text=texts.evaluation, seq_len=q.seq_len, windows=q.windows,
-                                  max_ppl_increase=q.max_ppl_increase, lm_eval=lm_eval,
-                                  lm_eval_limit=q.lm_eval_limit, calib=texts.calibration,
-                                  calib_samples=q.calib_samples, calib_seq_len=q.seq_len, seed=q.seed),
-                      model=model, tokenizer=tokenizer)
+    result = evaluate(
+        EvalRequest(
+            model=ctx.pipeline.model,
+            plan=str(evaluation_plan_path(ctx, plan_hash)),
+            text=texts.evaluation,
+            seq_len=q.seq_len,
+            windows=q.windows,
+            max_ppl_increase=q.max_ppl_increase,
+            lm_eval=lm_eval,
+            lm_eval_limit=q.lm_eval_limit,
+            calib=texts.calibration,
+            calib_samples=q.calib_samples,
+            calib_seq_len=q.seq_len,
+            seed=q.seed,
+        ),
+        model=model,
+        tokenizer=tokenizer,
+    )
     return save_artifact(result, target)
 
 
@@ -323,9 +409,15 @@ def run_quantize(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], di
         raise Skip("quantize.enabled is false")
     plan = _require_selected(ctx, gpu)
     q = ctx.pipeline.quality
-    request = QuantizeRequest(model=ctx.pipeline.model, plan=str(plan), runtime=ctx.pipeline.runtime,
-                              calib=ctx.pipeline.texts.calibration, calib_samples=q.calib_samples,
-                              calib_seq_len=q.seq_len, seed=q.seed)
+    request = QuantizeRequest(
+        model=ctx.pipeline.model,
+        plan=str(plan),
+        runtime=ctx.pipeline.runtime,
+        calib=ctx.pipeline.texts.calibration,
+        calib_samples=q.calib_samples,
+        calib_seq_len=q.seq_len,
+        seed=q.seed,
+    )
     checkpoint = quantize_from_plan(request, out / "checkpoint")
     return [Path(checkpoint)], {}
 
@@ -341,10 +433,20 @@ def run_eval(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
     q = ctx.pipeline.quality
     lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
     model, tokenizer = ctx.model()
-    result = evaluate(EvalRequest(model=ctx.pipeline.model, checkpoint=str(checkpoint),
-                                  text=ctx.pipeline.texts.evaluation, seq_len=q.seq_len, windows=q.windows,
-                                  max_ppl_increase=q.max_ppl_increase, lm_eval=lm_eval, lm_eval_limit=q.lm_eval_limit),
-                      model=model, tokenizer=tokenizer)
+    result = evaluate(
+        EvalRequest(
+            model=ctx.pipeline.model,
+            checkpoint=str(checkpoint),
+            text=ctx.pipeline.texts.evaluation,
+            seq_len=q.seq_len,
+            windows=q.windows,
+            max_ppl_increase=q.max_ppl_increase,
+            lm_eval=lm_eval,
+            lm_eval_limit=q.lm_eval_limit,
+        ),
+        model=model,
+        tokenizer=tokenizer,
+    )
     path = save_artifact(result, out / "eval.json")
     say(f"{gpu} checkpoint: {verdict(result)}")
     return [path], {"passed": result.passed, "relative_increase": result.relative_increase}
@@ -352,8 +454,10 @@ def run_eval(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
 
 def _require_container(what: str) -> None:
     if importlib.util.find_spec("tensorrt_llm") is None:
-        raise Skip(f"{what} needs TensorRT-LLM, which is not installed here: run the pipeline in the NGC "
-                   "container (docker/README.md)")
+        raise Skip(
+            f"{what} needs TensorRT-LLM, which is not installed here: run the pipeline in the NGC "
+            "container (docker/README.md)"
+        )
 
 
 def run_build(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
@@ -368,10 +472,23 @@ def run_build(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
         raise Skip(f"{gpu} has no quantized checkpoint")
     b = ctx.pipeline.build
     # `trtq build`'s own handler, given its options by name (it writes build_record.json atomically).
-    run_build_command(argparse.Namespace(
-        checkpoint=str(ctx.checkpoint_dir(gpu)), gpu=gpu, runtime=ctx.pipeline.runtime, backend=b.backend,
-        tp=b.tp, pp=None, max_batch_size=b.max_batch_size, max_input_len=None, max_seq_len=b.max_seq_len,
-        max_num_tokens=None, free_gpu_memory_fraction=None, dry_run=False, output=str(out / "engine")))
+    run_build_command(
+        argparse.Namespace(
+            checkpoint=str(ctx.checkpoint_dir(gpu)),
+            gpu=gpu,
+            runtime=ctx.pipeline.runtime,
+            backend=b.backend,
+            tp=b.tp,
+            pp=None,
+            max_batch_size=b.max_batch_size,
+            max_input_len=None,
+            max_seq_len=b.max_seq_len,
+            max_num_tokens=None,
+            free_gpu_memory_fraction=None,
+            dry_run=False,
+            output=str(out / "engine"),
+        )
+    )
     return [out / "engine"], {}
 
 
@@ -385,9 +502,20 @@ def run_bench(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
     if not (engine / "build_record.json").is_file():
         raise Skip(f"{gpu} has no build")
     b = ctx.pipeline.bench
-    run_sweep(SweepRequest(model=ctx.pipeline.model, concurrencies=list(b.concurrency), isl=b.isl, osl=b.osl,
-                           output=out / "bench", engine=engine, requests=b.requests, tool=b.tool, gpu=gpu,
-                           plan=ctx.selected_plan_path(gpu)))
+    run_sweep(
+        SweepRequest(
+            model=ctx.pipeline.model,
+            concurrencies=list(b.concurrency),
+            isl=b.isl,
+            osl=b.osl,
+            output=out / "bench",
+            engine=engine,
+            requests=b.requests,
+            tool=b.tool,
+            gpu=gpu,
+            plan=ctx.selected_plan_path(gpu),
+        )
+    )
     return [out / "bench"], {}
 
 
@@ -411,9 +539,15 @@ def run_report(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path], dic
     files.append(out / "compare.json")
     for g in gpus:
         evaluated = ctx.eval_path(g)
-        files.append(write_plan_report(ctx.selected_plan_path(g), out / f"plan-{g}.html",
-                                       profile=ctx.profile_path(g), sensitivity=ctx.sensitivity_path(),
-                                       eval_result=evaluated if evaluated.is_file() else None))
+        files.append(
+            write_plan_report(
+                ctx.selected_plan_path(g),
+                out / f"plan-{g}.html",
+                profile=ctx.profile_path(g),
+                sensitivity=ctx.sensitivity_path(),
+                eval_result=evaluated if evaluated.is_file() else None,
+            )
+        )
         json_twin = out / f"plan-{g}.json"
         if json_twin.is_file():
             files.append(json_twin)

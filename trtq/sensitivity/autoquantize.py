@@ -48,9 +48,14 @@ def format_config(fmt: Format, group_size: int | None) -> dict[str, Any]:
 
 def layer_options(graph: LayerGraph, formats: list[Format]) -> dict[str, tuple[Option, ...]]:
     """Each layer's quantized candidates (format, group size); bf16 is AutoQuantize's implicit no-quant."""
-    return {layer.name: tuple((f.name, f.group_size_for(layer.in_features)) for f in formats
-                              if f.quantized and f.available_for(layer.in_features))
-            for layer in graph.layers}
+    return {
+        layer.name: tuple(
+            (f.name, f.group_size_for(layer.in_features))
+            for f in formats
+            if f.quantized and f.available_for(layer.in_features)
+        )
+        for layer in graph.layers
+    }
 
 
 @dataclass
@@ -60,7 +65,7 @@ class SearchSpace:
     quantization_formats: list[dict]
     module_search_spaces: list[dict]
     disabled_layers: list[str]
-    configs: dict[Option, dict]                 # every candidate's ModelOpt config
+    configs: dict[Option, dict]  # every candidate's ModelOpt config
 
 
 def check_formats(graph: LayerGraph, formats: list[Format]) -> dict[str, tuple[Option, ...]]:
@@ -69,12 +74,16 @@ def check_formats(graph: LayerGraph, formats: list[Format]) -> dict[str, tuple[O
 
     if any(not f.modelopt_on_cpu for f in formats) and not torch.cuda.is_available():
         names = ", ".join(f.name for f in formats if not f.modelopt_on_cpu)
-        raise InputError(f"AutoQuantize calibrates {names} with ModelOpt, which needs a CUDA GPU for it; "
-                         "pass --formats without it on this machine")
+        raise InputError(
+            f"AutoQuantize calibrates {names} with ModelOpt, which needs a CUDA GPU for it; "
+            "pass --formats without it on this machine"
+        )
     options = layer_options(graph, formats)
     if not any(options.values()):
-        raise InputError(f"no layer of {graph.model} can take any of the formats "
-                         f"{', '.join(f.name for f in formats)}: nothing for AutoQuantize to score")
+        raise InputError(
+            f"no layer of {graph.model} can take any of the formats "
+            f"{', '.join(f.name for f in formats)}: nothing for AutoQuantize to score"
+        )
     return options
 
 
@@ -96,21 +105,25 @@ def search_space(model, graph: LayerGraph, formats: list[Format]) -> SearchSpace
         if opts:
             by_options.setdefault(opts, []).append(layer)
     common = Counter({opts: len(layers) for opts, layers in by_options.items()}).most_common(1)[0][0]
-    spaces = [{"module_name_patterns": layers, "quantization_formats": [configs[o] for o in opts]}
-              for opts, layers in by_options.items() if opts != common]
+    spaces = [
+        {"module_name_patterns": layers, "quantization_formats": [configs[o] for o in opts]}
+        for opts, layers in by_options.items()
+        if opts != common
+    ]
     searched = {layer for opts, layers in by_options.items() for layer in layers}
-    disabled = sorted(name for name, module in model.named_modules()
-                      if isinstance(module, torch.nn.Linear) and name not in searched)
+    disabled = sorted(
+        name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and name not in searched
+    )
     return SearchSpace([configs[o] for o in common], spaces, disabled, configs)
 
 
 @dataclass
 class AutoQuantizeRun:
-    state: dict                                  # the searcher's state_dict (candidate_stats, best, ...)
-    options: dict[str, Option]                   # recipe signature -> (format, group size)
+    state: dict  # the searcher's state_dict (candidate_stats, best, ...)
+    options: dict[str, Option]  # recipe signature -> (format, group size)
     raw_scores: dict[tuple[str, Option], float] = field(default_factory=dict)
-    seconds: float = 0.0                         # the whole auto_quantize call
-    scoring_seconds: float | None = None         # its estimate_sensitivity_scores (None: restored)
+    seconds: float = 0.0  # the whole auto_quantize call
+    scoring_seconds: float | None = None  # its estimate_sensitivity_scores (None: restored)
 
 
 @contextlib.contextmanager
@@ -144,9 +157,18 @@ def recipe_option(recipe, options: dict[str, Option]) -> Option:
         raise InputError(f"AutoQuantize recipe {recipe} is none of the formats asked for") from None
 
 
-def run_autoquantize(model, graph: LayerGraph, formats: list[Format], batches, score: str = "gradient",
-                     batch_size: int = 4, checkpoint: str | None = None, effective_bits: float = 16.0,
-                     verbose: bool = False, loss_scale: float = 1.0) -> AutoQuantizeRun:
+def run_autoquantize(
+    model,
+    graph: LayerGraph,
+    formats: list[Format],
+    batches,
+    score: str = "gradient",
+    batch_size: int = 4,
+    checkpoint: str | None = None,
+    effective_bits: float = 16.0,
+    verbose: bool = False,
+    loss_scale: float = 1.0,
+) -> AutoQuantizeRun:
     """mtq.auto_quantize on a copy of `model` with trtq's formats; every batch calibrates and scores.
 
     `batches` ([n, seq_len] token ids) are cut into steps of `batch_size` windows. `checkpoint`:
@@ -164,12 +186,15 @@ def run_autoquantize(model, graph: LayerGraph, formats: list[Format], batches, s
     if batch_size < 1:
         raise InputError(f"AutoQuantize batch size must be at least 1, got {batch_size}")
     space = search_space(model, graph, formats)
-    options = {QuantRecipe(cfg, name=f"{opt[0]}_g{opt[1]}").checkpoint_signature: opt
-               for opt, cfg in space.configs.items()}
-    loader = [batches[i:i + batch_size] for i in range(0, batches.shape[0], batch_size)]
+    options = {
+        QuantRecipe(cfg, name=f"{opt[0]}_g{opt[1]}").checkpoint_signature: opt for opt, cfg in space.configs.items()
+    }
+    loader = [batches[i : i + batch_size] for i in range(0, batches.shape[0], batch_size)]
     if score == "gradient":
-        step = {"forward_step": lambda m, ids: m(input_ids=ids, labels=ids),
-                "loss_func": lambda output, ids: output.loss * loss_scale}
+        step = {
+            "forward_step": lambda m, ids: m(input_ids=ids, labels=ids),
+            "loss_func": lambda output, ids: output.loss * loss_scale,
+        }
         searcher_cls = algorithms.AutoQuantizeGradientSearcher
     else:
         step = {"forward_step": lambda m, ids: m(input_ids=ids).logits}
@@ -181,19 +206,27 @@ def run_autoquantize(model, graph: LayerGraph, formats: list[Format], batches, s
         warnings.simplefilter("ignore")  # "custom quantization formats ... may not be optimal": they are ours
         with contextlib.redirect_stdout(None) if not verbose else contextlib.nullcontext():
             work, state = mtq.auto_quantize(
-                work, constraints={"effective_bits": effective_bits},
+                work,
+                constraints={"effective_bits": effective_bits},
                 quantization_formats=space.quantization_formats,
                 module_search_spaces=space.module_search_spaces or None,
-                data_loader=loader, disabled_layers=space.disabled_layers or None,
-                num_calib_steps=len(loader), num_score_steps=len(loader), method=score,
-                checkpoint=checkpoint, verbose=verbose, **step)
+                data_loader=loader,
+                disabled_layers=space.disabled_layers or None,
+                num_calib_steps=len(loader),
+                num_score_steps=len(loader),
+                method=score,
+                checkpoint=checkpoint,
+                verbose=verbose,
+                **step,
+            )
     seconds = time.perf_counter() - started
     raw = {}
     if "scoring" in spent:
         raw = _member_scores(work, graph, options)
     del work
-    return AutoQuantizeRun(state=state, options=options, raw_scores=raw, seconds=seconds,
-                           scoring_seconds=spent.get("scoring"))
+    return AutoQuantizeRun(
+        state=state, options=options, raw_scores=raw, seconds=seconds, scoring_seconds=spent.get("scoring")
+    )
 
 
 def _member_scores(model, graph: LayerGraph, options: dict[str, Option]) -> dict[tuple[str, Option], float]:
@@ -216,8 +249,9 @@ def _member_scores(model, graph: LayerGraph, options: dict[str, Option]) -> dict
     return raw
 
 
-def autoquantize_table_rows(graph: LayerGraph, formats: list[Format], run: AutoQuantizeRun,
-                            weight_errors: dict[tuple[str, str], float]):
+def autoquantize_table_rows(
+    graph: LayerGraph, formats: list[Format], run: AutoQuantizeRun, weight_errors: dict[tuple[str, str], float]
+):
     """(rows, groups): trtq sensitivity rows from the searcher's candidate_stats, and those stats per group.
 
     A layer AutoQuantize did not search (no quantized candidate) gets a bf16 row of Omega 0.
@@ -236,8 +270,15 @@ def autoquantize_table_rows(graph: LayerGraph, formats: list[Format], run: AutoQ
         entry = {"name": group_name, "members": list(stats["module_names"]), "options": []}
         for recipe, score, cost in zip(stats["formats"], stats["scores"], stats["costs"]):
             option = recipe_option(recipe, run.options)
-            entry["options"].append({"format": option[0], "group_size": option[1], "score": float(score),
-                                     "cost": float(cost), "effective_bits": float(recipe.compression * 16)})
+            entry["options"].append(
+                {
+                    "format": option[0],
+                    "group_size": option[1],
+                    "score": float(score),
+                    "cost": float(cost),
+                    "effective_bits": float(recipe.compression * 16),
+                }
+            )
             for m in members:
                 omega[m, option] = float(score) * sizes[m] / total
         groups.append(entry)
@@ -252,7 +293,14 @@ def autoquantize_table_rows(graph: LayerGraph, formats: list[Format], run: AutoQ
                 if fmt.quantized:
                     raise InputError(f"AutoQuantize returned no score for {layer.name} in {fmt.name}")
                 value = 0.0
-            rows.append(SensitivityRow(layer=layer.name, format=fmt.name, group_size=option[1],
-                                       weight_error=weight_errors[layer.name, fmt.name], omega=value,
-                                       raw_score=run.raw_scores.get((layer.name, option))))
+            rows.append(
+                SensitivityRow(
+                    layer=layer.name,
+                    format=fmt.name,
+                    group_size=option[1],
+                    weight_error=weight_errors[layer.name, fmt.name],
+                    omega=value,
+                    raw_score=run.raw_scores.get((layer.name, option)),
+                )
+            )
     return rows, groups

@@ -10,13 +10,20 @@ from trtq.settings import add_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sensitivity", help="per-layer, per-format quality cost (weight, Hessian, Fisher or AutoQuantize)")
+    p = sub.add_parser(
+        "sensitivity", help="per-layer, per-format quality cost (weight, Hessian, Fisher or AutoQuantize)"
+    )
     p.add_argument("model", help=SensitivityRequest.model_fields["model"].description)
-    placement = ("device", "dtype")   # DeviceSettings' fields, listed after the method's own
-    add_options(p, SensitivityRequest,
-                *(name for name in SensitivityRequest.model_fields if name not in ("model", *placement)), *placement)
-    p.add_argument("-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES),
-                   help="sensitivity table (JSON or YAML)")
+    placement = ("device", "dtype")  # DeviceSettings' fields, listed after the method's own
+    add_options(
+        p,
+        SensitivityRequest,
+        *(name for name in SensitivityRequest.model_fields if name not in ("model", *placement)),
+        *placement,
+    )
+    p.add_argument(
+        "-o", "--output", required=True, type=output_file(*ARTIFACT_SUFFIXES), help="sensitivity table (JSON or YAML)"
+    )
     p.set_defaults(handler=run_sensitivity)
 
 
@@ -28,7 +35,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     console = stderr_console()
 
     def progress(count: int, second: int, third: int | bool) -> None:
-        if isinstance(third, bool):   # block-sequential: (blocks done, blocks, resumed)
+        if isinstance(third, bool):  # block-sequential: (blocks done, blocks, resumed)
             console.print(f"output: block {count}/{second} done" + (" (resumed)" if third else ""))
             return
         # Hessian: (probes, traces still active, traces)
@@ -38,7 +45,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     checkpoint_dir = checkpoint_dir_for(args.output)
     table = compute_sensitivity(request, progress=progress, checkpoint_dir=checkpoint_dir)
     save_artifact(table, args.output)
-    if request.sequential:   # its partial results, once the table is written
+    if request.sequential:  # its partial results, once the table is written
         from trtq.sensitivity.sequential import remove_checkpoint
 
         remove_checkpoint(checkpoint_dir)

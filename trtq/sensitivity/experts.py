@@ -35,7 +35,7 @@ class ExpertInput:
     """One fused layer's input in one forward: [E, tokens, in], and how many tokens each expert saw."""
 
     tensor: torch.Tensor
-    rows: torch.Tensor     # [E], tokens routed to each expert
+    rows: torch.Tensor  # [E], tokens routed to each expert
 
 
 OnOutput = Callable[[str, int, torch.Tensor, torch.Tensor], None]
@@ -67,8 +67,9 @@ def _own(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(parent: str, inputs: dict[str, ExpertInput] | None, on_output: OnOutput | None):
-    def forward(module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
-                top_k_weights: torch.Tensor) -> torch.Tensor:
+    def forward(
+        module, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
+    ) -> torch.Tensor:
         experts = module.gate_up_proj.shape[0]
         routed = routing(top_k_index, experts)
         tokens_total = hidden_states.shape[0]
@@ -108,8 +109,13 @@ def _forward(parent: str, inputs: dict[str, ExpertInput] | None, on_output: OnOu
 
 
 @contextlib.contextmanager
-def traced_experts(model: torch.nn.Module, graph: LayerGraph, *, inputs: dict[str, ExpertInput] | None = None,
-                   on_output: OnOutput | None = None) -> Iterator[None]:
+def traced_experts(
+    model: torch.nn.Module,
+    graph: LayerGraph,
+    *,
+    inputs: dict[str, ExpertInput] | None = None,
+    on_output: OnOutput | None = None,
+) -> Iterator[None]:
     """While open, the experts modules of `graph` run expert by expert (see the module doc).
 
     `inputs`: filled on every forward with each fused layer's own input tensor (keyed by layer name);
@@ -124,4 +130,4 @@ def traced_experts(model: torch.nn.Module, graph: LayerGraph, *, inputs: dict[st
         yield
     finally:
         for module in patched:
-            del module.forward   # the class's forward again
+            del module.forward  # the class's forward again

@@ -46,8 +46,9 @@ class FisherScores:
         self.model = model
         self.modules = dict(model.named_modules())
         self.graph = graph
-        self.formats = {layer.name: [f for f in formats if f.available_for(layer.in_features)]
-                        for layer in graph.layers}
+        self.formats = {
+            layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers
+        }
         self.scores: dict[tuple[str, str], float] = defaultdict(float)
         self.smooth = calibrated_smoothing(model, graph, smooth_batches)
         self.weights: dict[tuple[str, str], torch.Tensor] = {}
@@ -65,8 +66,9 @@ class FisherScores:
                     for fmt in self.formats[layer.name]:
                         quantized = kernel_weight(w, fmt, smooth)
                         self.weight_errors[layer.name, fmt.name] += squared_norm(
-                            effective_weight(quantized, fmt, smooth) - w)
-                        if expert is None:   # experts' quantized copies are made per use, not kept
+                            effective_weight(quantized, fmt, smooth) - w
+                        )
+                        if expert is None:  # experts' quantized copies are made per use, not kept
                             self.weights[layer.name, fmt.name] = quantized.t().contiguous()
         self._inputs: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
@@ -92,12 +94,14 @@ class FisherScores:
     def _keep_input(self, name: str):
         def hook(module, inputs, output):
             self._inputs[name] = inputs[0].detach().reshape(-1, module.in_features)
+
         return hook
 
     def _score(self, name: str):
         def hook(module, grad_input, grad_output):
             x = self._inputs.pop(name)
             self._add(name, None, x, module.weight, grad_output[0])
+
         return hook
 
     def _hook_expert(self, name: str, expert: int, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -123,8 +127,9 @@ class FisherScores:
                 self.scores[name, fmt.name] += 0.5 * float((grad * delta.pow(2)).sum(dtype=torch.float64))
 
 
-def fisher_scores(model: torch.nn.Module, graph: LayerGraph, formats: list[Format],
-                  batches: torch.Tensor) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+def fisher_scores(
+    model: torch.nn.Module, graph: LayerGraph, formats: list[Format], batches: torch.Tensor
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
     """(Omega, weight error) per (layer, format) over `batches` ([n, seq_len] token ids).
 
     Omega is summed over batches; the weight error is ||Q_w(W') / s - W||^2 of the

@@ -126,6 +126,7 @@ class LayerTrace:
             scale = max(abs(current), abs(previous))
             self.relative_change = abs(current - previous) / scale if scale > 0 else 0.0
 
+
 @dataclass
 class HutchinsonRun:
     traces: dict[str, LayerTrace]
@@ -180,8 +181,9 @@ def hutchinson_traces(
         result = loss_fn(batches[iteration % len(batches)])
         loss, intermediates = result if isinstance(result, tuple) else (result, {})
         rows = {name: value.rows for name, value in intermediates.items() if isinstance(value, ExpertInput)}
-        intermediates = {name: value.tensor if isinstance(value, ExpertInput) else value
-                         for name, value in intermediates.items()}
+        intermediates = {
+            name: value.tensor if isinstance(value, ExpertInput) else value for name, value in intermediates.items()
+        }
         for name, tensor in intermediates.items():
             traces.setdefault(name, LayerTrace(numel=tensor.numel(), experts=experts.get(name)))
         tensors = {**params, **intermediates}
@@ -264,6 +266,7 @@ def own_inputs(model: torch.nn.Module, layers: Sequence[str]) -> Iterator[dict[s
             own = x.view_as(x) if x.requires_grad else x.detach().requires_grad_(True)
             captured[name] = own
             return (own, *args[1:])
+
         return pre_hook
 
     handles = [modules[name].register_forward_pre_hook(keep(name)) for name in layers]
@@ -312,10 +315,16 @@ def model_traces(
         raise InputError(f"{graph.model}: the loaded model lacks layers of its config, e.g. {missing[0]}")
     lm_loss = language_model_loss(model)
     expert_inputs: dict[str, ExpertInput] = {}
-    per_expert = {**{weight_names[layer]: n for layer, n in experts.items()},
-                  **{f"{layer}{_INPUT_SUFFIX}": n for layer, n in experts.items()}}
-    with differentiable_wrt(model, list(weight_names.values())) as params, own_inputs(model, dense) as captured, \
-            traced_experts(model, graph, inputs=expert_inputs):
+    per_expert = {
+        **{weight_names[layer]: n for layer, n in experts.items()},
+        **{f"{layer}{_INPUT_SUFFIX}": n for layer, n in experts.items()},
+    }
+    with (
+        differentiable_wrt(model, list(weight_names.values())) as params,
+        own_inputs(model, dense) as captured,
+        traced_experts(model, graph, inputs=expert_inputs),
+    ):
+
         def loss_and_inputs(ids: torch.Tensor):
             captured.clear()
             expert_inputs.clear()
@@ -326,24 +335,38 @@ def model_traces(
     return ModelTraces(
         weights={layer: run.traces[weight_names[layer]] for layer in layers},
         inputs={layer: run.traces[f"{layer}{_INPUT_SUFFIX}"] for layer in layers},
-        iterations=run.iterations, seconds=run.seconds,
+        iterations=run.iterations,
+        seconds=run.seconds,
     )
 
 
 def trace_estimates(traces: ModelTraces) -> list[TraceEstimate]:
     operands: tuple[tuple[Literal["weight", "input"], dict[str, LayerTrace]], ...] = (
-        ("weight", traces.weights), ("input", traces.inputs))
+        ("weight", traces.weights),
+        ("input", traces.inputs),
+    )
     return [
-        TraceEstimate(layer=layer, operand=operand, trace=stats.trace, numel=stats.numel,
-                      iterations=stats.iterations, relative_change=stats.relative_change,
-                      converged=stats.converged)
+        TraceEstimate(
+            layer=layer,
+            operand=operand,
+            trace=stats.trace,
+            numel=stats.numel,
+            iterations=stats.iterations,
+            relative_change=stats.relative_change,
+            converged=stats.converged,
+        )
         for operand, per_layer in operands
         for layer, stats in per_layer.items()
     ]
 
 
-def input_errors(model: torch.nn.Module, graph: LayerGraph, formats: Mapping[str, list[Format]],
-                 batches: torch.Tensor, smoothing: Mapping) -> dict[tuple[str, str], torch.Tensor]:
+def input_errors(
+    model: torch.nn.Module,
+    graph: LayerGraph,
+    formats: Mapping[str, list[Format]],
+    batches: torch.Tensor,
+    smoothing: Mapping,
+) -> dict[tuple[str, str], torch.Tensor]:
     """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 averaged over the calibration batches.
 
     A fused expert layer's channels are (expert, input channel) pairs, flattened expert-major, each
@@ -388,8 +411,9 @@ def _weight_error(weight: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> to
     return channel_squared_norms(effective_weight(kernel_weight(weight, fmt, smooth), fmt, smooth) - weight)
 
 
-def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format], traces: ModelTraces,
-                 batches: torch.Tensor) -> list[SensitivityRow]:
+def hessian_rows(
+    model: torch.nn.Module, graph: LayerGraph, formats: list[Format], traces: ModelTraces, batches: torch.Tensor
+) -> list[SensitivityRow]:
     """One row per (layer, format that fits it), summed over input channels j:
 
         omega = sum_j max(t_W[j], floor_W) x ||dW[:, j]||^2 + max(t_X[j], floor_X) x mean ||dX[:, j]||^2
@@ -419,16 +443,28 @@ def hessian_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format
             input_curvature = input_stats.channel_mean_traces.clamp(min=input_floor)
             weights = _expert_weights(modules, layer) if layer.experts else [(None, modules[layer.name].weight)]
             for fmt in fitting[layer.name]:
-                weight_error = torch.cat([_weight_error(weight.detach().float(), fmt,
-                                                        smoothing_for(smoothing, layer.name, expert, weight))
-                                          for expert, weight in weights])
+                weight_error = torch.cat(
+                    [
+                        _weight_error(
+                            weight.detach().float(), fmt, smoothing_for(smoothing, layer.name, expert, weight)
+                        )
+                        for expert, weight in weights
+                    ]
+                )
                 input_error = activation_errors.get((layer.name, fmt.name))
-                if input_error is None:   # experts no calibration token reached
+                if input_error is None:  # experts no calibration token reached
                     input_error = torch.zeros_like(weight_error)
                 omega = float(weight_curvature @ weight_error + input_curvature @ input_error)
-                rows.append(SensitivityRow(
-                    layer=layer.name, format=fmt.name, group_size=fmt.group_size_for(layer.in_features),
-                    weight_error=float(weight_error.sum()), omega=omega, hessian_trace=weight_stats.mean_trace,
-                    input_error=float(input_error.sum()), input_hessian_trace=input_stats.mean_trace,
-                ))
+                rows.append(
+                    SensitivityRow(
+                        layer=layer.name,
+                        format=fmt.name,
+                        group_size=fmt.group_size_for(layer.in_features),
+                        weight_error=float(weight_error.sum()),
+                        omega=omega,
+                        hessian_trace=weight_stats.mean_trace,
+                        input_error=float(input_error.sum()),
+                        input_hessian_trace=input_stats.mean_trace,
+                    )
+                )
     return rows

@@ -27,8 +27,9 @@ def parse_kv_formats(spec: str | None) -> list[str]:
     names = [n.strip().lower() for n in (spec or "").split(",") if n.strip()]
     for name in names:
         if name not in KV_CACHE_PRESETS and name != "bf16":
-            raise InputError(f"unknown KV-cache format {name!r} in --kv-formats; known: bf16, "
-                             + ", ".join(KV_CACHE_PRESETS))
+            raise InputError(
+                f"unknown KV-cache format {name!r} in --kv-formats; known: bf16, " + ", ".join(KV_CACHE_PRESETS)
+            )
     return list(dict.fromkeys(names))
 
 
@@ -38,12 +39,13 @@ def _log_probs(model: Any, batches: Any, batch_size: int) -> list[Any]:
     out = []
     with torch.no_grad():
         for start in range(0, batches.shape[0], batch_size):
-            out.append(torch.log_softmax(model(batches[start:start + batch_size]).logits.float(), dim=-1))
+            out.append(torch.log_softmax(model(batches[start : start + batch_size]).logits.float(), dim=-1))
     return out
 
 
-def kv_cache_omega(model: Any, batches: Any, kv_formats: list[str], batch_size: int = 4,
-                   cuda_available: bool | None = None) -> dict[str, float]:
+def kv_cache_omega(
+    model: Any, batches: Any, kv_formats: list[str], batch_size: int = 4, cuda_available: bool | None = None
+) -> dict[str, float]:
     """KV format -> mean per-token KL(p_bf16 || p_kv) on `batches` ([samples, seq_len] token ids)."""
     import modelopt.torch.quantization as mtq
     import torch
@@ -55,9 +57,11 @@ def kv_cache_omega(model: Any, batches: Any, kv_formats: list[str], batch_size: 
         cuda_available = torch.cuda.is_available()
     needs_gpu = [kv for kv in kv_formats if kv in KV_CACHE_NEEDS_CUDA]
     if needs_gpu and not cuda_available:
-        raise UnsupportedError(f"KV-cache sensitivity of {', '.join(needs_gpu)} needs a CUDA GPU (ModelOpt's dynamic "
-                               "block quantization) and this machine has none: measure it on a GPU machine or "
-                               "leave it out of --kv-formats")
+        raise UnsupportedError(
+            f"KV-cache sensitivity of {', '.join(needs_gpu)} needs a CUDA GPU (ModelOpt's dynamic "
+            "block quantization) and this machine has none: measure it on a GPU machine or "
+            "leave it out of --kv-formats"
+        )
     model.eval()
     reference = _log_probs(model, batches, batch_size)
     loop = forward_loop_over(batches, batch_size)
@@ -68,11 +72,16 @@ def kv_cache_omega(model: Any, batches: Any, kv_formats: list[str], batch_size: 
             continue
         quantized = copy.deepcopy(model)
         with _quiet_modelopt():
-            mtq.quantize(quantized, {"quant_cfg": [{"quantizer_name": "*", "enable": False}, *kv_cache_entries(kv)],
-                                     "algorithm": "max"}, forward_loop=loop)
+            mtq.quantize(
+                quantized,
+                {"quant_cfg": [{"quantizer_name": "*", "enable": False}, *kv_cache_entries(kv)], "algorithm": "max"},
+                forward_loop=loop,
+            )
         if not kv_cache_quantizers(quantized):
-            raise UnsupportedError(f"ModelOpt inserted no KV-cache quantizers into this model's attention: "
-                                   f"{kv} KV-cache sensitivity cannot be measured")
+            raise UnsupportedError(
+                f"ModelOpt inserted no KV-cache quantizers into this model's attention: "
+                f"{kv} KV-cache sensitivity cannot be measured"
+            )
         total, tokens = 0.0, 0
         for ref, q in zip(reference, _log_probs(quantized, batches, batch_size)):
             kl = (ref.exp() * (ref - q)).sum(dim=-1)
@@ -83,8 +92,16 @@ def kv_cache_omega(model: Any, batches: Any, kv_formats: list[str], batch_size: 
     return out
 
 
-def kv_cache_sensitivity(model_spec: str, kv_formats: list[str], samples: int, seq_len: int, seed: int,
-                         calib: str | None = None, model=None, tokenizer=None) -> dict[str, float]:
+def kv_cache_sensitivity(
+    model_spec: str,
+    kv_formats: list[str],
+    samples: int,
+    seq_len: int,
+    seed: int,
+    calib: str | None = None,
+    model=None,
+    tokenizer=None,
+) -> dict[str, float]:
     """Load the model and the calibration windows (as the layer methods draw them) and measure."""
     from trtq.sensitivity.api import _calibrated
 

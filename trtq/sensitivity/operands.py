@@ -34,8 +34,9 @@ OperandKey = tuple[str, "int | None"]
 Visit = Callable[[str, "int | None", torch.Tensor, torch.Tensor], None]
 
 
-def visit_layer_inputs(model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor],
-                       visit: Visit) -> None:
+def visit_layer_inputs(
+    model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor], visit: Visit
+) -> None:
     """One no-grad pass over `batches`; `visit(layer, expert, x, w)` sees each (expert's) layer input as
     [tokens, in] float32 (an expert: the tokens routed to it) and the weight it multiplies."""
     from trtq.sensitivity.output import install_hooks  # output builds on this module
@@ -50,8 +51,9 @@ def visit_layer_inputs(model: torch.nn.Module, graph: LayerGraph, batches: Itera
             handle.remove()
 
 
-def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph,
-                         batches: Iterable[torch.Tensor]) -> dict[OperandKey, torch.Tensor]:
+def calibrated_smoothing(
+    model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor]
+) -> dict[OperandKey, torch.Tensor]:
     """SmoothQuant scales per (layer, expert) from the calibration set's per-channel input maxima, as ModelOpt
     calibrates (an expert from the tokens routed to it; `smoothing_for` gives ones to an expert none reached)."""
     amax: dict[OperandKey, torch.Tensor] = {}
@@ -65,8 +67,9 @@ def calibrated_smoothing(model: torch.nn.Module, graph: LayerGraph,
     return {key: smoothquant_scales(a) for key, a in amax.items()}
 
 
-def smoothing_for(smoothing: dict[OperandKey, torch.Tensor], name: str, expert: int | None,
-                  weight: torch.Tensor) -> torch.Tensor:
+def smoothing_for(
+    smoothing: dict[OperandKey, torch.Tensor], name: str, expert: int | None, weight: torch.Tensor
+) -> torch.Tensor:
     """The calibrated scales of (layer, expert), or ones for an expert no calibration token reached."""
     smooth = smoothing.get((name, expert))
     return smooth if smooth is not None else torch.ones(weight.shape[-1], dtype=torch.float32, device=weight.device)
@@ -93,7 +96,9 @@ def effective_weight(quantized_kernel_weight: torch.Tensor, fmt: Format, smooth:
     return quantized_kernel_weight / smooth if migrates(fmt) else quantized_kernel_weight
 
 
-def kernel_inputs_by_format(x: torch.Tensor, formats: Iterable[Format], smooth: torch.Tensor) -> dict[str, torch.Tensor]:
+def kernel_inputs_by_format(
+    x: torch.Tensor, formats: Iterable[Format], smooth: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Q_a(X') for each format; formats that quantize their inputs alike share one tensor."""
     by_activation: dict[tuple[str, int | None], torch.Tensor] = {}
     for fmt in formats:

@@ -38,8 +38,9 @@ from trtq.sensitivity.operands import (
 Visit = Callable[[str, "int | None", torch.Tensor, torch.Tensor], None]
 
 
-def install_hooks(modules: Mapping[str, torch.nn.Module], graph: LayerGraph, visit: Visit,
-                  layers: Iterable[str] | None = None) -> list:
+def install_hooks(
+    modules: Mapping[str, torch.nn.Module], graph: LayerGraph, visit: Visit, layers: Iterable[str] | None = None
+) -> list:
     """Forward hooks that call `visit` with every (expert's) layer input; `modules` by full name."""
     wanted = set(layers) if layers is not None else {layer.name for layer in graph.layers}
     handles = []
@@ -60,6 +61,7 @@ def install_hooks(modules: Mapping[str, torch.nn.Module], graph: LayerGraph, vis
 def _dense_hook(name: str, visit: Visit):
     def hook(module, inputs, output):
         visit(name, None, inputs[0].detach().reshape(-1, module.in_features).float(), module.weight.detach())
+
     return hook
 
 
@@ -79,6 +81,7 @@ def _experts_hook(parent: str, visit: Visit):
                 visit(f"{parent}.gate_up_proj", expert, x, gate_up)
                 gate, up = (x @ gate_up.float().t()).chunk(2, dim=-1)
                 visit(f"{parent}.down_proj", expert, module.act_fn(gate) * up, module.down_proj[expert].detach())
+
     return hook
 
 
@@ -87,8 +90,9 @@ class OutputScores:
 
     def __init__(self, graph: LayerGraph, formats: list[Format]):
         self.layers = {layer.name: layer for layer in graph.layers}
-        self.formats = {layer.name: [f for f in formats if f.available_for(layer.in_features)]
-                        for layer in graph.layers}
+        self.formats = {
+            layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers
+        }
         self.amax: dict[tuple[str, int | None], torch.Tensor] = {}
         self.scores: dict[tuple[str, str], float] = defaultdict(float)
         self._kernel_weights: dict[tuple[str, int | None, str], torch.Tensor] = {}
@@ -113,7 +117,7 @@ class OutputScores:
             for fmt in formats:
                 quantized = kernel_weight(w, fmt, smooth)
                 self.weight_errors[name, fmt.name] += squared_norm(effective_weight(quantized, fmt, smooth) - w)
-                if expert is None:   # an expert's quantized copies would be the experts' weights again
+                if expert is None:  # an expert's quantized copies would be the experts' weights again
                     self._kernel_weights[name, None, fmt.name] = quantized.t().contiguous()
         exact = x @ w.t()
         quantized_inputs = kernel_inputs_by_format(x, formats, smooth)
@@ -139,17 +143,27 @@ class OutputScores:
                 ones = torch.ones(w.shape[-1], dtype=w.dtype, device=w.device)
                 for fmt in self.formats[name]:
                     self.weight_errors[name, fmt.name] += squared_norm(
-                        effective_weight(kernel_weight(w, fmt, ones), fmt, ones) - w)
+                        effective_weight(kernel_weight(w, fmt, ones), fmt, ones) - w
+                    )
                 self._weighed.add((name, expert))
 
     def rows(self, layers: Iterable[str]) -> list[SensitivityRow]:
-        return [SensitivityRow(layer=name, format=fmt.name, group_size=fmt.group_size_for(self.layers[name].in_features),
-                               weight_error=self.weight_errors[name, fmt.name], omega=self.scores[name, fmt.name])
-                for name in layers for fmt in self.formats[name]]
+        return [
+            SensitivityRow(
+                layer=name,
+                format=fmt.name,
+                group_size=fmt.group_size_for(self.layers[name].in_features),
+                weight_error=self.weight_errors[name, fmt.name],
+                omega=self.scores[name, fmt.name],
+            )
+            for name in layers
+            for fmt in self.formats[name]
+        ]
 
 
-def output_rows(model: torch.nn.Module, graph: LayerGraph, formats: list[Format],
-                batches: torch.Tensor) -> list[SensitivityRow]:
+def output_rows(
+    model: torch.nn.Module, graph: LayerGraph, formats: list[Format], batches: torch.Tensor
+) -> list[SensitivityRow]:
     """The whole model loaded: two no-grad passes over `batches` ([n, seq_len] token ids)."""
     modules = dict(model.named_modules())
     scorer = OutputScores(graph, formats)

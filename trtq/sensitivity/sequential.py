@@ -38,12 +38,15 @@ from trtq.sensitivity.output import OutputScores, install_hooks
 
 STATE_FILE = "state.json"
 
+
 def _hidden_file(block: int) -> str:
-    return f"hidden-{block:05d}.safetensors"   # the inputs of `block`
+    return f"hidden-{block:05d}.safetensors"  # the inputs of `block`
 
 
 def _rows_file(block: int) -> str:
-    return f"rows-{block:05d}.json"            # every row of the blocks before `block`
+    return f"rows-{block:05d}.json"  # every row of the blocks before `block`
+
+
 CHECKPOINT_VERSION = 1
 
 
@@ -55,7 +58,7 @@ class _FirstBlockReached(Exception):
 class SequentialRun:
     rows: list[SensitivityRow]
     blocks: int
-    resumed_from: int      # the first block this process computed (0: a fresh run)
+    resumed_from: int  # the first block this process computed (0: a fresh run)
 
 
 class TensorIndex:
@@ -99,8 +102,11 @@ class TensorIndex:
                 e = 0
                 while f"{root}.{e}.{down}.weight" in self.files:
                     if leaf == "gate_up_proj":
-                        parts.append(torch.cat([self.tensor(f"{root}.{e}.{gate}.weight"),
-                                                self.tensor(f"{root}.{e}.{up}.weight")]))
+                        parts.append(
+                            torch.cat(
+                                [self.tensor(f"{root}.{e}.{gate}.weight"), self.tensor(f"{root}.{e}.{up}.weight")]
+                            )
+                        )
                     else:
                         parts.append(self.tensor(f"{root}.{e}.{down}.weight"))
                     e += 1
@@ -114,8 +120,9 @@ class TensorIndex:
         from accelerate.utils import set_module_tensor_to_device
 
         for name, _ in list(module.named_parameters()):
-            set_module_tensor_to_device(module, name, device, value=self._on_disk(f"{prefix}{name}", layout),
-                                        dtype=dtype)
+            set_module_tensor_to_device(
+                module, name, device, value=self._on_disk(f"{prefix}{name}", layout), dtype=dtype
+            )
 
 
 def _fingerprint(settings: dict[str, Any]) -> str:
@@ -145,8 +152,15 @@ def _to(value: Any, device: str) -> Any:
 
 
 def sequential_output_rows(
-    resolved, graph: LayerGraph, formats: list[Format], batches: torch.Tensor, *,
-    checkpoint_dir: Path, settings: dict[str, Any], device: str = "cpu", dtype: str = "float32",
+    resolved,
+    graph: LayerGraph,
+    formats: list[Format],
+    batches: torch.Tensor,
+    *,
+    checkpoint_dir: Path,
+    settings: dict[str, Any],
+    device: str = "cpu",
+    dtype: str = "float32",
     progress: Callable[[int, int, bool], None] | None = None,
 ) -> SequentialRun:
     """Layer-output Omega for every layer of `graph`, one decoder block at a time (see the module doc)."""
@@ -158,8 +172,10 @@ def sequential_output_rows(
 
     adapter = adapter_for(resolved.config)
     if adapter is None:
-        raise UnsupportedError(f"{resolved.name}: block-sequential sensitivity needs a family adapter "
-                               f"(model_type {resolved.config.get('model_type')!r} has none)")
+        raise UnsupportedError(
+            f"{resolved.name}: block-sequential sensitivity needs a family adapter "
+            f"(model_type {resolved.config.get('model_type')!r} has none)"
+        )
     if any(layer.block is None for layer in graph.layers):
         raise InputError("block-sequential sensitivity scores the decoder blocks only: drop --include-lm-head")
     torch_dtype = getattr(torch, dtype)
@@ -170,15 +186,23 @@ def sequential_output_rows(
     model.eval()
     blocks = model.get_submodule(adapter.block_path)
     checkpoint_dir = Path(checkpoint_dir)
-    fingerprint = _fingerprint({**settings, "version": CHECKPOINT_VERSION, "model": resolved.name,
-                                "batches": hashlib.sha256(batches.cpu().numpy().tobytes()).hexdigest()})
+    fingerprint = _fingerprint(
+        {
+            **settings,
+            "version": CHECKPOINT_VERSION,
+            "model": resolved.name,
+            "batches": hashlib.sha256(batches.cpu().numpy().tobytes()).hexdigest(),
+        }
+    )
     state_path = checkpoint_dir / STATE_FILE
     start, rows = 0, []
     if state_path.is_file():
         state = json.loads(state_path.read_text())
         if state.get("fingerprint") != fingerprint:
-            raise InputError(f"{checkpoint_dir} holds a partial run with other settings or inputs: "
-                             "remove it, or give the settings it was started with")
+            raise InputError(
+                f"{checkpoint_dir} holds a partial run with other settings or inputs: "
+                "remove it, or give the settings it was started with"
+            )
         start = int(state["next_block"])
         rows = [SensitivityRow.model_validate(r) for r in json.loads((checkpoint_dir / _rows_file(start)).read_text())]
 
@@ -206,7 +230,7 @@ def sequential_output_rows(
     embeddings.to("meta")
     block_kwargs = [_to(kwargs, device) for _, kwargs in captured]
     hidden = [h for h, _ in captured] if start == 0 else _load_hidden(checkpoint_dir, start, len(captured), device)
-    captured.clear()   # the hidden states live on in `hidden` alone
+    captured.clear()  # the hidden states live on in `hidden` alone
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
     for b in range(start, len(blocks)):

@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 def linear_weights(model, graph: LayerGraph) -> dict[str, torch.Tensor]:
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
-    missing = [layer.name for layer in graph.layers
-               if (layer.name not in params if layer.experts else layer.name not in modules)]
+    missing = [
+        layer.name
+        for layer in graph.layers
+        if (layer.name not in params if layer.experts else layer.name not in modules)
+    ]
     if missing:
         from trtq.errors import InputError
 
@@ -43,6 +46,7 @@ def weight_rows(model, graph: LayerGraph, formats: list[Format]) -> list[Sensiti
                 err = float(sum(weight_error(expert, fmt, group_size) for expert in w))
             else:
                 err = weight_error(w, fmt, group_size)
-            rows.append(SensitivityRow(layer=layer.name, format=fmt.name, group_size=group_size,
-                                       weight_error=err, omega=err))
+            rows.append(
+                SensitivityRow(layer=layer.name, format=fmt.name, group_size=group_size, weight_error=err, omega=err)
+            )
     return rows
