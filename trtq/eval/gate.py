@@ -95,7 +95,7 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
 
     from trtq.data import CALIBRATION_PATH, EVALUATION_PATH, encode_text, read_text_file, text_sha256, token_batches
     from trtq.eval.lm_eval import degradation, evaluate_tasks, parse_task_spec
-    from trtq.eval.perplexity import evenly_spaced_windows, perplexity
+    from trtq.eval.perplexity import evenly_spaced_windows, perplexity, reference_perplexity
     from trtq.model.zoo import load_pretrained, resolve_model
 
     say = progress or (lambda message: None)
@@ -144,7 +144,7 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
         say(f"rebuilt {checkpoint.root} from its exported tensors in {time.perf_counter() - started:.0f} s")
     windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
     started = time.perf_counter()
-    reference = perplexity(model, windows)
+    reference = reference_perplexity(model, windows)
     say(
         f"reference perplexity {reference.ppl:.3f} over {reference.windows} x {request.seq_len} tokens "
         f"({time.perf_counter() - started:.0f} s)"

@@ -31,6 +31,19 @@ def evenly_spaced_windows(ids: list[int], seq_len: int, max_windows: int | None)
     return windows
 
 
+def reference_perplexity(model: Any, windows: torch.Tensor) -> Perplexity:
+    """`perplexity(model, windows)` of an unquantized model, computed once per model object and windows:
+    a run's gate measures many plans against the same reference (`trtq run` evaluates a front). The
+    answer is kept on the model; a model changed in place afterwards must not be passed again."""
+    import hashlib
+
+    key = hashlib.sha256(windows.cpu().numpy().tobytes() + str(tuple(windows.shape)).encode()).hexdigest()
+    cache = model.__dict__.setdefault("_trtq_reference_perplexity", {})
+    if key not in cache:
+        cache[key] = perplexity(model, windows)
+    return cache[key]
+
+
 def perplexity(model: Any, windows: torch.Tensor, batch_size: int = 4) -> Perplexity:
     """exp(mean next-token NLL) over `windows` ([n, seq_len] ids), each window scored on its own."""
     if windows.dim() != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
