@@ -287,7 +287,7 @@ CASES: list[tuple[str, list[str], str]] = [
      "finite"),
     ("report compare --quality-bound -1", ["report", "compare", "{in}/plan.yaml", "--quality-bound", "-1",
                                            *REPORT_OUT], "at least 0"),
-    ("demo --pareto -3", ["demo", "--pareto", "-3", "-o", "{out}/demo", "--report", "{out}/d.html"], "at least 0"),
+    ("demo --pareto -3", ["demo", "--pareto", "-3", "-o", "{out}/demo", "--report", "{out}/d.html"], "at least 2"),
     ("demo --budget decode@16 (malformed)", ["demo", "--budget", "decode@16", "-o", "{out}/demo",
                                               "--report", "{out}/d.html"], "bad budget 'decode@16'"),
     ("plan --slo without --workload", PLAN + ["--profile", "{in}/profile.json", "--sensitivity", "{in}/sens.json",
