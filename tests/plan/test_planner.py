@@ -99,6 +99,17 @@ def test_budget_met_by_every_assignment_is_said(inputs):
     assert all(g.format == "bf16" for g in plan.groups)   # nothing to gain, nothing lost
 
 
+@pytest.mark.parametrize("gpu", ["H100-SXM", "A100-SXM-80GB", "B200"])
+def test_budgets_of_exactly_all_bf16_are_met(inputs, gpu):
+    # All-bf16 is at exactly 1 of itself, summed in any order: within the budgets, never one rounding over (the
+    # solver's tolerance then tightened the rows, and HiGHS failed on 2 budgets of 1 on SmolLM2).
+    plan = plan_for(inputs, gpu, budgets=["decode@1=1", "decode@16=1", "prefill@2048=1"])
+    assert plan.solver.status == "optimal" and not plan.solver.tightened
+    assert all(g.format == "bf16" for g in plan.groups)
+    assert all(plan.totals.latency_ns[b] == plan.totals.bf16_latency_ns[b] == b_.limit_ns
+               for b_ in plan.budgets for b in [b_.point])
+
+
 def test_profile_without_the_budget_tokens_is_refused(inputs):
     with pytest.raises(InputError, match="profile has no rows for tokens 128"):
         plan_for(inputs, budgets=["decode@128=0.5"])

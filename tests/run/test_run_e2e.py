@@ -158,6 +158,22 @@ def test_sigkill_mid_stage_resumes_and_a_changed_budget_redoes_only_the_plans(fi
     assert {r.stage for r in changed.reports if r.status == "cached"} >= {"layers", "profile", "sensitivity"}
     assert set(chosen(out)) == set(GPUS)
     assert selection_of(out).gpus[0].within_budgets is not None
+    fronts = {g: [c.plan_hash for c in load_artifact(out / "front" / g / "front.json", Front).candidates] for g in GPUS}
+
+    # A budget no GPU meets (FP8 cannot reach a tenth of bf16): each GPU's front is still its own, fastest feasible
+    # plan to all-bf16, the gate still selects from it, and the selection says the budget was missed, and why.
+    missed = run(tiny_pipeline(tmp_path / "pipeline.yaml", out, budgets=["decode@16=0.1", BUDGETS[1]]),
+                 model=smollm2_model)
+    assert {s for s, _ in missed.ran()} >= {"front", "select"}
+    for g in selection_of(out).gpus:
+        front = load_artifact(out / "front" / g.gpu / "front.json", Front)
+        assert front.status == "planned" and front.budget_plan is None
+        assert not (out / "front" / g.gpu / "budget-plan.yaml").exists()
+        # The same sweep, less the budget plan the earlier front also held: fastest and all-bf16 ends included.
+        hashes = [c.plan_hash for c in front.candidates]
+        assert set(hashes) <= set(fronts[g.gpu]) and hashes[0] == fronts[g.gpu][0] and hashes[-1] == fronts[g.gpu][-1]
+        assert g.status == "selected" and g.within_budgets is False
+        assert g.reason.startswith("budgets not met: ") and "decode@16" in g.reason, g.reason
 
 
 def test_ray_run_equals_local_run(first, tmp_path):

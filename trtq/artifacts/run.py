@@ -25,7 +25,9 @@ class Front(Artifact):
     gpu: str
     budgets: list[str]
     status: Literal["planned", "infeasible"]
-    reason: str | None = None  # why a GPU has no front (its runtime cannot meet the budgets)
+    # infeasible: why the GPU has no plan at all; planned: why the budgets were not met (the front is then
+    # this GPU's own, fastest feasible plan to all-bf16, and there is no budget plan)
+    reason: str | None = None
     budget_plan: str | None = None  # the min-Omega plan at the budgets themselves
     candidates: list[FrontCandidate] = []  # fastest first
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -17,7 +18,16 @@ from trtq.console import fmt_bytes
 from trtq.errors import InfeasibleError, InputError, SolverStoppedError
 from trtq.plan.budgets import BudgetSpec, fraction_text, parse_budgets, parse_memory_gb, round_up, time_text
 from trtq.plan.costs import CostModel, build_cost_model
-from trtq.plan.ilp import Constraint, IlpProblem, IlpSolution, ParametricIlp, min_common_scale, minimum_of, solve
+from trtq.plan.ilp import (
+    Constraint,
+    IlpProblem,
+    IlpSolution,
+    ParametricIlp,
+    exact_sum,
+    min_common_scale,
+    minimum_of,
+    solve,
+)
 from trtq.plan.request import DEFAULT_NODE_LIMIT, PlanRequest
 from trtq.registry import GpuSpec, get_gpu
 from trtq.registry.runtimes import Runtime, family_advisories, get_runtime, plannable_formats, unexported_formats
@@ -40,7 +50,8 @@ def problem_for(
     constraints, resolved = [], []
     for b in budgets:
         lat = costs.latency[b.point]
-        bf16_ns = float(lat[:, bf16].sum())
+        # Exact, as the solver's check of a plan is: all-bf16 is within a budget of 1 (not one rounding over).
+        bf16_ns = exact_sum(lat, np.full(len(lat), bf16))
         limit = scale * bf16_ns if scale is not None else b.limit_ns(bf16_ns)
         constraints.append(Constraint(b.spec, np.where(costs.allowed, lat, np.inf), limit))
         resolved.append(
@@ -291,7 +302,7 @@ def solve_plan(
             "weights are the whole model's"
         )
     for c, b in zip(problem.constraints, resolved):
-        worst = float(np.nanmax(np.where(costs.allowed, costs.latency[b.point], np.nan), axis=1).sum())
+        worst = math.fsum(np.nanmax(np.where(costs.allowed, costs.latency[b.point], np.nan), axis=1).tolist())
         if worst <= c.limit:
             notes.append(
                 f"budget {b.spec} is met by every assignment (slowest possible: {worst / b.bf16_ns:.3g} of all-bf16)"

@@ -19,6 +19,7 @@ from trtq.artifacts.plan import Totals
 from trtq.artifacts.profile import Profile, ProvenanceLabel
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.errors import InputError
+from trtq.plan.ilp import exact_sum
 from trtq.registry.formats import Format
 
 DECODE_MAX_TOKENS = 256  # unnamed points up to this M are labelled decode@M, above it prefill@M
@@ -64,9 +65,11 @@ class CostModel:
     def totals(self, choice: np.ndarray) -> Totals:
         rows = np.arange(len(choice))
         bf16 = np.full(len(choice), self.bf16_index())
+        # Latencies summed exactly (ilp.exact_sum), as the budgets' all-bf16 and the solver's check are: a plan
+        # at exactly a budget's fraction reads as within it, not one rounding over.
         return Totals(
-            latency_ns={p: float(m[rows, choice].sum()) for p, m in self.latency.items()},
-            bf16_latency_ns={p: float(m[rows, bf16].sum()) for p, m in self.latency.items()},
+            latency_ns={p: exact_sum(m, choice) for p, m in self.latency.items()},
+            bf16_latency_ns={p: exact_sum(m, bf16) for p, m in self.latency.items()},
             weight_bytes=int(self.weight_bytes[rows, choice].sum()) + self.fixed_bytes,
             bf16_weight_bytes=int(self.weight_bytes[rows, bf16].sum()) + self.fixed_bytes,
             sensitivity=float(self.omega[rows, choice].sum()),

@@ -137,6 +137,9 @@ def print_summary(runner) -> None:
         )
     console = stdout_console()
     console.print(table)
+    for g in selection.gpus:
+        if g.status == "selected" and g.reason:  # the budgets were not met: the front was the GPU's own
+            console.print(f"{g.gpu}: {g.reason}", markup=False)
     console.print(
         f"evaluations: {selection.evaluations_run} run, {selection.evaluations_cached} from the cache"
         + (f"; fit {selection.fit}" if selection.fit else ""),

@@ -388,6 +388,7 @@ class Runner:
                     plan=str(target.relative_to(ctx.root)),
                     fraction=chosen.fraction,
                     within_budgets=within,
+                    reason=front.reason,
                     **row,
                 )
             )

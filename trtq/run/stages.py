@@ -201,6 +201,7 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
     all-bf16, so each candidate is a full plan artifact (what quantize and build take).
     """
     from trtq.artifacts import load_artifact, make_metadata, save_artifact
+    from trtq.artifacts.plan import Plan
     from trtq.artifacts.profile import Profile
     from trtq.artifacts.run import Front, FrontCandidate
     from trtq.artifacts.sensitivity import Sensitivity
@@ -229,34 +230,31 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
         )
 
     base: dict[str, Any] = dict(memory_gb=p.plan.memory_gb, formats=p.plan.formats, runtime=p.runtime)
-    try:
-        # The front sweeps the budgets (one fraction of all-bf16 on each); with a workload, the budget plan
-        # and every candidate are solved with its SLOs too.
-        front = solve_plan(
-            graph,
-            profile,
-            sensitivity,
-            spec,
-            PlanRequest(budgets=list(p.plan.budgets), pareto=p.plan.pareto, **base),
-            inputs=inputs,
-        )
-        plan = (
-            solve_plan(
-                graph,
-                profile,
-                sensitivity,
-                spec,
-                PlanRequest(budgets=list(p.plan.budgets), **base, **extra),
-                inputs=inputs,
-            )
-            if extra
-            else front
-        )
-    except InfeasibleError as exc:
-        path = save_artifact(front_artifact(status="infeasible", reason=str(exc)), out / "front.json")
-        return [path], {"status": "infeasible"}
-    files = [save_artifact(plan, out / "budget-plan.yaml")]
     points = [b.point for b in parse_budgets(p.plan.budgets)]
+
+    def solve(budgets: list[str], **fields) -> Plan:
+        return solve_plan(
+            graph, profile, sensitivity, spec, PlanRequest(budgets=budgets, **base, **fields), inputs=inputs
+        )
+
+    budget_plan: Plan | None = None
+    budgets_missed: str | None = None
+    try:
+        # The front sweeps the budgets' points (one fraction of all-bf16 on each); with a workload, the
+        # budget plan and every candidate are solved with its SLOs too.
+        front = solve(list(p.plan.budgets), pareto=p.plan.pareto)
+        budget_plan = solve(list(p.plan.budgets), **extra) if extra else front
+    except InfeasibleError as exc:
+        # The budgets are where the user hoped to be; what this GPU can do is its front, fastest feasible
+        # plan to all-bf16 (measured tables often say a format does not pay on a GPU). The gate selects from
+        # that front, and the selection says the budgets were not met, and why.
+        budgets_missed = str(exc)
+        try:
+            front = solve([f"{point}=1" for point in points], pareto=p.plan.pareto)
+        except InfeasibleError as exc:  # no plan at all: a memory budget, or no format the runtime runs
+            path = save_artifact(front_artifact(status="infeasible", reason=str(exc)), out / "front.json")
+            return [path], {"status": "infeasible"}
+    files = [save_artifact(budget_plan, out / "budget-plan.yaml")] if budget_plan is not None else []
     candidates: list[FrontCandidate] = []
     seen: set[str] = set()
     (out / "candidates").mkdir(exist_ok=True)
@@ -267,14 +265,7 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
         try:
             # At the gap the front was swept to: the candidate is that point's plan, written out whole (at the
             # planner's finer default gap a near-tie knapsack, bf16/fp8 on a small model, can take minutes).
-            candidate = solve_plan(
-                graph,
-                profile,
-                sensitivity,
-                spec,
-                PlanRequest(budgets=budgets, mip_rel_gap=front.solver.pareto_mip_rel_gap, **base, **extra),
-                inputs=inputs,
-            )
+            candidate = solve(budgets, mip_rel_gap=front.solver.pareto_mip_rel_gap, **extra)
         except InfeasibleError:
             continue  # at its fraction within the solver's tolerance, or (with a workload) over an SLO
         h = plan_hash(candidate.model, candidate.layer_formats())
@@ -295,11 +286,20 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
             )
         )
     candidates.sort(key=lambda c: (c.fraction, c.omega))
+    if not candidates:  # with a workload: no plan of the front meets its SLOs
+        reason = budgets_missed or "no plan on the front meets the workload's SLOs"
+        path = save_artifact(front_artifact(status="infeasible", reason=reason), out / "front.json")
+        return [*files, path], {"status": "infeasible"}
+    missed = f"budgets not met: {budgets_missed}" if budgets_missed else None
+    budget_file = "budget-plan.yaml" if budget_plan is not None else None
     files.append(
         save_artifact(
-            front_artifact(status="planned", budget_plan="budget-plan.yaml", candidates=candidates), out / "front.json"
+            front_artifact(status="planned", reason=missed, budget_plan=budget_file, candidates=candidates),
+            out / "front.json",
         )
     )
+    if missed:
+        say(f"{gpu}: {missed}")
     say(f"{gpu}: {len(candidates)} distinct plans on the front")
     return files, {"status": "planned", "candidates": len(candidates)}
 
