@@ -13,6 +13,7 @@ import pytest
 from trtq.artifacts import load_artifact
 from trtq.artifacts.eval import EvalResult
 from trtq.artifacts.plan import Plan
+from trtq.artifacts.profile import Profile
 from trtq.artifacts.run import Front, Selection
 from trtq.artifacts.sensitivity import Sensitivity
 from trtq.cli import main
@@ -30,6 +31,14 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys, loads_smollm2):
     assert sensitivity.method == "hessian" and len({r.layer for r in sensitivity.rows}) == 210
     selection = load_artifact(out / "select" / "all" / "selection.json", Selection)
     assert [g.gpu for g in selection.gpus] == ["H100-SXM", "B200"]
+    for gpu in ("H100-SXM", "B200"):  # NVIDIA's measured tables, the formats they lack modelled and marked
+        profile = load_artifact(out / "profile" / gpu / "profile.json", Profile)
+        assert profile.backend == "aiconfigurator"
+        assert {r.provenance for r in profile.rows if r.format == "bf16"} <= {"measured", "interpolated"}
+    # A budget no plan meets is said, per GPU, with the planner's reason.
+    for g in selection.gpus:
+        if g.reason:
+            assert g.within_budgets is False and f"{g.gpu}: budgets not met: " in " ".join(captured.out.split())
     for g in selection.gpus:
         assert g.status == "selected", g
         plan = load_artifact(out / g.plan, Plan)

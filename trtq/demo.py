@@ -1,11 +1,11 @@
 """`trtq demo`: `trtq run examples/smollm2.yaml`, with a few overrides for a quicker, rougher look.
 
-The pipeline file is the demo: the embedded SmolLM2-135M, roofline profiles for H100, A100 and B200 (kernel
-time: SmolLM2's GEMMs are far below a GPU's launch cost), Hessian sensitivity, one Pareto front per GPU, and on
-each front the fastest plan whose measured perplexity passes the 5% gate; the H100 plan quantized and its exported
-checkpoint evaluated; the hardware comparison report. Under the default runtime (TensorRT-LLM 1.2, PyTorch
-backend) an A100 runs bf16 and W4A16 AWQ only, which cannot meet the demo's prefill budget: it is reported as
-infeasible, not planned. Re-running finds every stage cached.
+The pipeline file is the demo: the embedded SmolLM2-135M, profiles for H100, A100 and B200 from NVIDIA's measured
+TensorRT-LLM kernel tables (aiconfigurator-core; the calibrated roofline, marked modelled, for the formats a GPU's
+tables lack), Hessian sensitivity, one Pareto front per GPU, and on each front the fastest plan whose measured
+perplexity passes the 5% gate; the H100 plan quantized and its exported checkpoint evaluated; the hardware
+comparison report. A GPU that cannot meet the budgets still gets its own front and selection, and the summary
+says why the budget was missed. Re-running finds every stage cached.
 """
 
 from __future__ import annotations

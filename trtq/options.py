@@ -1,4 +1,4 @@
-"""Numeric command-line options, checked for finiteness and range when the command line is parsed.
+"""Command-line options, checked for finiteness and range when the command line is parsed.
 
 Each option's `type=` is one of these, so `--launch-cost nan`, `--calib-samples 0` or
 `--isl 1e12` is refused in one line (argparse's error, exit 2) before any work starts.
@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from typing import cast
+from typing import TypeVar, cast
+
+T = TypeVar("T")
 
 # Sanity limits shared by the commands.
 MAX_TOKENS = 1 << 20  # a GEMM's M, a sequence length: 1M tokens
@@ -81,3 +83,24 @@ def int_list(text: str, option: str, minimum: int = 1, maximum: int = MAX_TOKENS
     if too_big:
         raise InputError(f"{option}: {too_big[0]} is over the limit of {maximum}")
     return sorted(set(values))
+
+
+def gpu_keyed(values: list[str] | None, option: str, expected: str, convert: Callable[[str], T]) -> dict[str, T]:
+    """["H100=x", "b200=y"] (`--price`, `--profile`) -> {registry GPU name: convert(x)}; a bad entry, an unknown
+    GPU or a GPU given twice is one InputError naming the option. `convert` raises ValueError with the reason."""
+    from trtq.errors import InputError
+    from trtq.registry import get_gpu
+
+    out: dict[str, T] = {}
+    for value in values or []:
+        name, sep, raw = value.partition("=")
+        if not sep or not name.strip() or not raw.strip():
+            raise InputError(f"bad {option} {value!r}: expected {expected}")
+        gpu = get_gpu(name.strip()).name
+        if gpu in out:
+            raise InputError(f"bad {option} {value!r}: {gpu} is given twice")
+        try:
+            out[gpu] = convert(raw.strip())
+        except ValueError as exc:
+            raise InputError(f"bad {option} {value!r}: {exc}") from None
+    return out

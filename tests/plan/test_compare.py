@@ -87,9 +87,11 @@ def test_gpu_that_cannot_meet_the_slo_says_why(inputs):
 def test_prices_parse_and_refuse():
     assert parse_prices(["h100=2.5", "B200=6"]) == {"H100-SXM": 2.5, "B200": 6.0}
     for bad, words in (("H100", "expected GPU=USD"), ("H100=x", "not a number"), ("H100=-1", "positive"),
-                       ("H100=nan", "positive finite")):
+                       ("H100=nan", "positive finite"), ("H100=", "expected GPU=USD"), ("H900=2", "unknown GPU")):
         with pytest.raises(InputError, match=words):
             parse_prices([bad])
+    with pytest.raises(InputError, match="H100-SXM is given twice"):
+        parse_prices(["H100=2", "h100-sxm=3"])
 
 
 def test_cli_json_and_escaped_html(inputs, tmp_path):

@@ -39,26 +39,15 @@ class Int4Awq(Format):
         )
 
     def cuda_kernel(self, case, sm, trtllm, trtllm_reason):
-        from trtq.formats.kernels import (
-            TINYGEMM_GROUP_SIZES,
-            TORCH_INT4PACK,
-            TRTLLM_MIXED,
-            KernelChoice,
-            inner_k_tiles,
-            unsupported,
-        )
+        from trtq.formats.kernels import TINYGEMM_GROUP_SIZES, TORCH_INT4PACK, KernelChoice, inner_k_tiles, unsupported
 
         n, k = case.out_features, case.in_features
         group = self.group_size_for(k)
         if n % 8:
-            return unsupported(f"int4 weights pack 8 per int32 along the output: out features {n} not divisible by 8")
+            return self.packing_refusal(n)
         mixed_ok = trtllm is not None and "finegrained_mixed_dtype_gemm" in trtllm.ops
         if mixed_ok and (trtllm.mixed_gemm_max_sm is None or sm <= trtllm.mixed_gemm_max_sm):
-            return KernelChoice(
-                TRTLLM_MIXED,
-                f"trtllm finegrained_mixed_dtype_gemm W4A16 group {group}",
-                details={"group_size": group, "tensorrt_llm": trtllm.version},
-            )
+            return self.trtllm_mixed_gemm("W4A16", group, trtllm)
         if k % 32 or n % 8:
             return unsupported(f"torch's int4 kernel needs in % 32 == 0 and out % 8 == 0, got {n}x{k}")
         if group not in TINYGEMM_GROUP_SIZES:
@@ -69,6 +58,25 @@ class Int4Awq(Format):
         else:
             details["fallback"] = f"TensorRT-LLM {trtllm.version} has no W4A16 mixed GEMM for sm{sm}"
         return KernelChoice(TORCH_INT4PACK, f"aten._weight_int4pack_mm group {group} (torch tinygemm)", details=details)
+
+    # The CUDA kernels both AWQ formats share (w4a8_awq extends this class).
+    @staticmethod
+    def packing_refusal(out_features: int):
+        from trtq.formats.kernels import unsupported
+
+        return unsupported(
+            f"int4 weights pack 8 per int32 along the output: out features {out_features} not divisible by 8"
+        )
+
+    @staticmethod
+    def trtllm_mixed_gemm(kind: str, group: int, trtllm):
+        from trtq.formats.kernels import TRTLLM_MIXED, KernelChoice
+
+        return KernelChoice(
+            TRTLLM_MIXED,
+            f"trtllm finegrained_mixed_dtype_gemm {kind} group {group}",
+            details={"group_size": group, "tensorrt_llm": trtllm.version},
+        )
 
     # ModelOpt: `weight` uint8 [out/2, in]: two INT4 codes per byte along the OUTPUT dimension (row 2j in the
     # low nibble, row 2j+1 in the high one), `weight_scale` [out, in/group] = block amax / 7, codes

@@ -27,23 +27,19 @@ class W4a8Awq(Int4Awq):
     cpu_kernel = Format.cpu_kernel
 
     def cuda_kernel(self, case, sm, trtllm, trtllm_reason):
-        from trtq.formats.kernels import TRTLLM_MIXED, KernelChoice, needs_trtllm, unsupported
+        from trtq.formats.kernels import needs_trtllm, unsupported
 
         n, k = case.out_features, case.in_features
         group = self.group_size_for(k)
         if n % 8:
-            return unsupported(f"int4 weights pack 8 per int32 along the output: out features {n} not divisible by 8")
+            return self.packing_refusal(n)
         if trtllm is None:
             return needs_trtllm(self.name, trtllm_reason)
         mixed_ok = "finegrained_mixed_dtype_gemm" in trtllm.ops
         limit = trtllm.w4a8_max_sm if trtllm.w4a8_max_sm is not None else trtllm.mixed_gemm_max_sm
         if not mixed_ok or (limit is not None and sm > limit):
             return unsupported(f"TensorRT-LLM {trtllm.version} has no W4A8 GEMM for sm{sm}")
-        return KernelChoice(
-            TRTLLM_MIXED,
-            f"trtllm finegrained_mixed_dtype_gemm W4A8 group {group}",
-            details={"group_size": group, "tensorrt_llm": trtllm.version},
-        )
+        return self.trtllm_mixed_gemm("W4A8", group, trtllm)
 
     # ModelOpt: as W4A16_AWQ, plus `weight_scale_2` = amax / 448 of the FP8 stage it applies to the
     # INT4-dequantized weight, and `input_scale` = FP8 activation amax / 448.

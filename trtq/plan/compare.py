@@ -29,23 +29,21 @@ from trtq.plan.compare_commands import DEFAULT_FRONT_POINTS  # declared with the
 from trtq.plan.ilp import Constraint, IlpProblem, solve
 
 
+def _price(raw: str) -> float:
+    try:
+        price = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not math.isfinite(price) or price <= 0:
+        raise ValueError("the price must be a positive finite number")
+    return price
+
+
 def parse_prices(values: list[str] | None) -> dict[str, float]:
     """["H100=2.5", "B200=6"] -> {canonical GPU name: USD per GPU-hour}."""
-    from trtq.registry import get_gpu
+    from trtq.options import gpu_keyed
 
-    prices: dict[str, float] = {}
-    for value in values or []:
-        name, sep, raw = value.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"bad --price {value!r}: expected GPU=USD_PER_GPU_HOUR, e.g. H100=2.5")
-        try:
-            price = float(raw)
-        except ValueError:
-            raise InputError(f"bad --price {value!r}: {raw!r} is not a number") from None
-        if not math.isfinite(price) or price <= 0:
-            raise InputError(f"bad --price {value!r}: the price must be a positive finite number")
-        prices[get_gpu(name.strip()).name] = price
-    return prices
+    return gpu_keyed(values, "--price", "GPU=USD_PER_GPU_HOUR, e.g. H100=2.5", _price)
 
 
 @dataclass

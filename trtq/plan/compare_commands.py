@@ -72,25 +72,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_compare)
 
 
-def _profiles(values: list[str]) -> dict[str, str]:
-    from trtq.errors import InputError
-    from trtq.registry import get_gpu
-
-    out = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name.strip() or not path.strip():
-            raise InputError(f"bad --profile {value!r}: expected GPU=FILE, e.g. H100=h100.json")
-        out[get_gpu(name.strip()).name] = path.strip()
-    return out
-
-
 def run_compare(args: argparse.Namespace) -> int:
     import json
 
+    from trtq.options import gpu_keyed
     from trtq.plan.compare import compare, parse_prices, raise_if_none_served
 
-    profiles, prices = _profiles(args.profile), parse_prices(args.price)
+    profiles = gpu_keyed(args.profile, "--profile", "GPU=FILE, e.g. H100=h100.json", str)
+    prices = parse_prices(args.price)
     request = PlanRequest.from_args(args, budgets=[])  # workload, SLOs, tp ... checked before any file is read
     result = compare(
         model=args.model,

@@ -147,46 +147,23 @@ def run_profile(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dic
 
 def run_sensitivity(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path], dict]:
     from trtq.artifacts import save_artifact
-    from trtq.sensitivity import api
+    from trtq.sensitivity.api import compute_sensitivity
+    from trtq.sensitivity.request import METHOD_SETTINGS, SensitivityRequest
 
-    s, calib = ctx.pipeline.sensitivity, ctx.pipeline.texts.calibration
+    s = ctx.pipeline.sensitivity
+    # The settings the method reads (the request refuses the rest, as `trtq sensitivity` does).
+    read = dict(samples=s.samples, seq_len=s.seq_len, calib=ctx.pipeline.texts.calibration, max_iterations=s.probes)
+    request = SensitivityRequest.model_validate(
+        dict(
+            model=ctx.pipeline.model,
+            method=s.method,
+            formats=s.formats,
+            seed=s.seed,
+            **{k: v for k, v in read.items() if v is not None and s.method in METHOD_SETTINGS[k]},
+        )
+    )
     model, tokenizer = ctx.model()
-    if s.method == "weight":
-        table = api.weight_sensitivity(ctx.pipeline.model, formats=s.formats, model=model)
-    elif s.method == "hessian":
-        table = api.hessian_sensitivity(
-            ctx.pipeline.model,
-            samples=s.samples,
-            seq_len=s.seq_len,
-            seed=s.seed,
-            model=model,
-            tokenizer=tokenizer,
-            calib=calib,
-            max_iterations=s.probes,
-            formats=s.formats,
-        )
-    elif s.method == "fisher":
-        table = api.fisher_sensitivity(
-            ctx.pipeline.model,
-            samples=s.samples,
-            seq_len=s.seq_len,
-            seed=s.seed,
-            model=model,
-            tokenizer=tokenizer,
-            calib=calib,
-            formats=s.formats,
-        )
-    else:
-        table = api.autoquantize_sensitivity(
-            ctx.pipeline.model,
-            samples=s.samples,
-            seq_len=s.seq_len,
-            seed=s.seed,
-            model=model,
-            tokenizer=tokenizer,
-            calib=calib,
-            formats=s.formats,
-        )
+    table = compute_sensitivity(request, model=model, tokenizer=tokenizer)
     path = save_artifact(table, out / "sensitivity.json")
     return [path], {"method": table.method, "rows": len(table.rows)}
 
