@@ -11,7 +11,8 @@ the weight error its migration causes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -30,8 +31,57 @@ def smoothquant_scales(channel_amax: torch.Tensor) -> torch.Tensor:
 
 # A layer's operands are keyed (layer, expert): expert None for a dense layer, e for expert e of a fused one.
 OperandKey = tuple[str, "int | None"]
+
+
 # visit(layer, expert or None, x [tokens, in] float32, exact weight [out, in])
 Visit = Callable[[str, "int | None", torch.Tensor, torch.Tensor], None]
+
+
+def install_hooks(
+    modules: Mapping[str, torch.nn.Module], graph: LayerGraph, visit: Visit, layers: Iterable[str] | None = None
+) -> list:
+    """Forward hooks that call `visit` with every (expert's) layer input; `modules` by full name."""
+    wanted = set(layers) if layers is not None else {layer.name for layer in graph.layers}
+    handles = []
+    experts: dict[str, list[str]] = defaultdict(list)
+    for layer in graph.layers:
+        if layer.name not in wanted:
+            continue
+        if layer.experts:
+            parent, _, _ = layer.name.rpartition(".")
+            experts[parent].append(layer.name)
+            continue
+        handles.append(modules[layer.name].register_forward_hook(_dense_hook(layer.name, visit)))
+    for parent in experts:
+        handles.append(modules[parent].register_forward_hook(_experts_hook(parent, visit)))
+    return handles
+
+
+def _dense_hook(name: str, visit: Visit):
+    def hook(module, inputs, output):
+        visit(name, None, inputs[0].detach().reshape(-1, module.in_features).float(), module.weight.detach())
+
+    return hook
+
+
+def _experts_hook(parent: str, visit: Visit):
+    """transformers 5's fused experts: forward(hidden_states [tokens, H], top_k_index [tokens, k], top_k_weights)."""
+
+    def hook(module, inputs, output):
+        hidden, top_k_index = inputs[0].detach(), inputs[1]
+        hidden = hidden.reshape(-1, hidden.shape[-1]).float()
+        with torch.no_grad():
+            for expert in range(module.gate_up_proj.shape[0]):
+                tokens = (top_k_index == expert).any(dim=-1).nonzero().flatten()
+                if tokens.numel() == 0:
+                    continue
+                x = hidden[tokens]
+                gate_up = module.gate_up_proj[expert].detach()
+                visit(f"{parent}.gate_up_proj", expert, x, gate_up)
+                gate, up = (x @ gate_up.float().t()).chunk(2, dim=-1)
+                visit(f"{parent}.down_proj", expert, module.act_fn(gate) * up, module.down_proj[expert].detach())
+
+    return hook
 
 
 def visit_layer_inputs(
@@ -39,8 +89,6 @@ def visit_layer_inputs(
 ) -> None:
     """One no-grad pass over `batches`; `visit(layer, expert, x, w)` sees each (expert's) layer input as
     [tokens, in] float32 (an expert: the tokens routed to it) and the weight it multiplies."""
-    from trtq.sensitivity.output import install_hooks  # output builds on this module
-
     handles = install_hooks(dict(model.named_modules()), graph, visit)
     try:
         with torch.no_grad():

@@ -19,7 +19,7 @@ exact gate_up projection.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -32,57 +32,8 @@ from trtq.sensitivity.operands import (
     kernel_weight,
     smoothquant_scales,
     squared_norm,
+    visit_layer_inputs,
 )
-
-# visit(layer, expert or None, x [tokens, in] float32, exact weight [out, in])
-Visit = Callable[[str, "int | None", torch.Tensor, torch.Tensor], None]
-
-
-def install_hooks(
-    modules: Mapping[str, torch.nn.Module], graph: LayerGraph, visit: Visit, layers: Iterable[str] | None = None
-) -> list:
-    """Forward hooks that call `visit` with every (expert's) layer input; `modules` by full name."""
-    wanted = set(layers) if layers is not None else {layer.name for layer in graph.layers}
-    handles = []
-    experts: dict[str, list[str]] = defaultdict(list)
-    for layer in graph.layers:
-        if layer.name not in wanted:
-            continue
-        if layer.experts:
-            parent, _, _ = layer.name.rpartition(".")
-            experts[parent].append(layer.name)
-            continue
-        handles.append(modules[layer.name].register_forward_hook(_dense_hook(layer.name, visit)))
-    for parent in experts:
-        handles.append(modules[parent].register_forward_hook(_experts_hook(parent, visit)))
-    return handles
-
-
-def _dense_hook(name: str, visit: Visit):
-    def hook(module, inputs, output):
-        visit(name, None, inputs[0].detach().reshape(-1, module.in_features).float(), module.weight.detach())
-
-    return hook
-
-
-def _experts_hook(parent: str, visit: Visit):
-    """transformers 5's fused experts: forward(hidden_states [tokens, H], top_k_index [tokens, k], top_k_weights)."""
-
-    def hook(module, inputs, output):
-        hidden, top_k_index = inputs[0].detach(), inputs[1]
-        hidden = hidden.reshape(-1, hidden.shape[-1]).float()
-        with torch.no_grad():
-            for expert in range(module.gate_up_proj.shape[0]):
-                tokens = (top_k_index == expert).any(dim=-1).nonzero().flatten()
-                if tokens.numel() == 0:
-                    continue
-                x = hidden[tokens]
-                gate_up = module.gate_up_proj[expert].detach()
-                visit(f"{parent}.gate_up_proj", expert, x, gate_up)
-                gate, up = (x @ gate_up.float().t()).chunk(2, dim=-1)
-                visit(f"{parent}.down_proj", expert, module.act_fn(gate) * up, module.down_proj[expert].detach())
-
-    return hook
 
 
 class OutputScores:
@@ -165,17 +116,10 @@ def output_rows(
     model: torch.nn.Module, graph: LayerGraph, formats: list[Format], batches: torch.Tensor
 ) -> list[SensitivityRow]:
     """The whole model loaded: two no-grad passes over `batches` ([n, seq_len] token ids)."""
-    modules = dict(model.named_modules())
     scorer = OutputScores(graph, formats)
     for visit in (scorer.observe, scorer.score):
-        handles = install_hooks(modules, graph, visit)
-        try:
-            with torch.no_grad():
-                for ids in batches:
-                    model(input_ids=ids.reshape(1, -1), use_cache=False)
-        finally:
-            for handle in handles:
-                handle.remove()
+        visit_layer_inputs(model, graph, batches, visit)
+    modules = dict(model.named_modules())
     names = [layer.name for layer in graph.layers]
     scorer.add_unrouted_weight_errors(modules, names)
     return scorer.rows(names)

@@ -34,7 +34,8 @@ from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.sensitivity import SensitivityRow
 from trtq.errors import InputError, UnsupportedError
 from trtq.registry.formats import Format
-from trtq.sensitivity.output import OutputScores, install_hooks
+from trtq.sensitivity.operands import install_hooks
+from trtq.sensitivity.output import OutputScores
 
 STATE_FILE = "state.json"
 
