@@ -40,6 +40,11 @@ def _minimal(**changes) -> dict:
     (_minimal(plan={"budgets": ["decode@16=fast"]}), "plan"),
     (_minimal(profile={"tokens": [1]}), "profile.tokens has no 16"),
     (_minimal(plan={"budgets": ["decode@16=0.5"], "slo": ["ttft=200ms"]}), "slo"),
+    # The plan section is `trtq plan`'s own request: its checks, by option.
+    (_minimal(plan={"budgets": ["decode@16=0.5"], "kv_formats": "fp8"}), "plan: --kv-formats needs --workload"),
+    (_minimal(plan={"budgets": ["decode@16=0.5"], "mip_rel_gap": 2}), "plan: --mip-gap must be a number from 0"),
+    (_minimal(plan={"budgets": ["decode@16=0.5"], "runtime": "trtllm@1.2"}), "runtime is set at the pipeline's top"),
+    (_minimal(plan={"budgets": ["decode@16=0.5"], "pareto": 1}), "--pareto needs between 2"),
 ])
 def test_bad_pipeline_is_one_line_and_exit_2(tmp_path, data, needle):
     path = tmp_path / "pipeline.yaml"
@@ -55,3 +60,15 @@ def test_missing_pipeline_file(tmp_path):
     done = subprocess.run([sys.executable, "-m", "trtq", "run", str(tmp_path / "nope.yaml")], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and "pipeline file not found" in done.stderr
+
+
+def test_plan_section_is_the_plan_request():
+    from trtq.run.pipeline import PlanSettings
+
+    settings = PlanSettings(budgets=["decode@16=0.5"], workload="isl=128,osl=16", slo=["ttft=200ms"], tp=2,
+                            node_limit=50)
+    assert settings.slos == ["ttft=200ms"] and settings.pareto == 12   # `slo` is read as `slos`; a front by default
+    request = settings.request("trtllm@1.2", pareto=None, mip_rel_gap=0.01)
+    assert (request.runtime, request.pareto, request.mip_rel_gap, request.tp, request.node_limit) == (
+        "trtllm@1.2", None, 0.01, 2, 50)
+    assert request.workload == "isl=128,osl=16" and request.slos == ["ttft=200ms"]

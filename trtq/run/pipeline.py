@@ -13,7 +13,7 @@ Layout (schema_version 1):
     runtime: null                       # TensorRT-LLM runtime NAME@VERSION (default: the release docker/ pins)
     profile: {backend: roofline, tokens: [1, 16, 128, 2048], launch_cost_ns: null}
     plan: {budgets: [decode@16=0.45, prefill@2048=0.9], memory_gb: null, pareto: 12,
-           workload: null, slo: []}     # workload/slo pass through to the plan stage where it takes them
+           workload: null, slo: []}     # and every other option of `trtq plan` (trtq/plan/request.py)
     sensitivity: {method: hessian, samples: 4, seq_len: 256, probes: 6}
     texts: {calibration: null, evaluation: null}   # UTF-8 files; null: the shipped texts
     quality: {max_ppl_increase: 5.0, seq_len: 256, windows: 16, calib_samples: 8, lm_eval: {}}
@@ -31,10 +31,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 
 from trtq.artifacts.io import StrictModel, read_structured, validate_model
-from trtq.errors import InputError
+from trtq.errors import ArtifactError, InputError
+from trtq.plan.request import MAX_PARETO_POINTS, PlanRequest
 from trtq.run import STAGES  # noqa: F401  (the order of the stages, one definition)
 
 PIPELINE_SCHEMA_VERSION = 1
@@ -52,15 +53,26 @@ class ProfileSettings(StrictModel):
     launch_cost_ns: float | None = Field(default=None, ge=0)
 
 
-class PlanSettings(StrictModel):
-    budgets: list[str] = Field(min_length=1)  # "decode@16=0.6", "prefill@2048=12ms": the points the front sweeps
-    memory_gb: float | None = Field(default=None, gt=0)
-    pareto: int = Field(default=12, ge=2, le=1000)  # points of each GPU's front: the candidates of the selection
-    formats: str | None = None
-    # Serving workload and SLOs (`trtq plan --workload/--slo`): passed to the plan stage by keyword, and refused
-    # in one line by a trtq whose plan stage does not take them.
-    workload: str | None = None
-    slo: list[str] = []
+class PlanSettings(PlanRequest):
+    """The `plan:` section: `trtq plan`'s own request (trtq.plan.request, every option and check of it), less
+    `runtime` (the pipeline's top level), with the budgets required (the points each GPU's front sweeps) and a
+    front by default (its points are the candidates of the gated selection). `slo` is read as `slos`."""
+
+    budgets: list[str] = Field(min_length=1)
+    pareto: int = Field(default=12, ge=2, le=MAX_PARETO_POINTS)
+    slos: list[str] = Field(default=[], validation_alias=AliasChoices("slos", "slo"))
+    runtime: None = None
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _runtime_at_top(cls, runtime: object) -> object:
+        if runtime is not None:
+            raise ValueError("runtime is set at the pipeline's top level (every stage plans for it), not under plan")
+        return runtime
+
+    def request(self, runtime: str | None, **fields) -> PlanRequest:
+        """The plan stage's request: these settings under the pipeline's runtime, `fields` replacing some."""
+        return PlanRequest(**{**self.model_dump(), "runtime": runtime, **fields})
 
 
 class SensitivitySettings(StrictModel):
@@ -139,20 +151,6 @@ def _jsonable(value):
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
-def plan_extra_fields(plan: PlanSettings) -> dict:
-    """workload / SLOs for the plan stage, as PlanRequest's fields; the combination is checked here, by
-    PlanRequest's own rules (an SLO needs a workload), so a bad pipeline fails before any stage runs."""
-    from trtq.plan.request import PlanRequest
-
-    extra: dict = {}
-    if plan.workload is not None:
-        extra["workload"] = plan.workload
-    if plan.slo:
-        extra["slos"] = plan.slo
-    PlanRequest(budgets=plan.budgets, **extra)
-    return extra
-
-
 def load_pipeline(path: str | Path) -> Pipeline:
     """Parse, validate and check a pipeline file against the registries; every failure is one line."""
     p = Path(path)
@@ -165,7 +163,12 @@ def load_pipeline(path: str | Path) -> Pipeline:
             f"{p}: pipeline schema_version {version!r} is not supported "
             f"(this trtq reads version {PIPELINE_SCHEMA_VERSION})"
         )
-    pipeline = validate_model(Pipeline, data, f"pipeline file {p}")
+    try:
+        pipeline = validate_model(Pipeline, data, f"pipeline file {p}")
+    except InputError as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise InputError(f"pipeline file {p}: plan: {exc}") from None  # PlanRequest's own checks, by option
     check_pipeline(pipeline, p)
     return pipeline
 
@@ -200,8 +203,6 @@ def check_pipeline(pipeline: Pipeline, where: Path | str = "pipeline") -> None:
             raise InputError(f"{where}: quantize.gpus: {gpu} is not one of the pipeline's gpus")
     try:
         get_runtime(pipeline.runtime)
-        parse_budgets(pipeline.plan.budgets)
-        plan_extra_fields(pipeline.plan)
     except InputError as exc:
         raise one_line("plan", exc) from None
     budget_tokens = {b.tokens for b in parse_budgets(pipeline.plan.budgets)}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trtq.errors import InfeasibleError, InputError
-from trtq.run.pipeline import Pipeline, plan_extra_fields
+from trtq.run.pipeline import Pipeline
 
 ALL = "all"
 
@@ -182,7 +182,7 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
     from trtq.artifacts.profile import Profile
     from trtq.artifacts.run import Front, FrontCandidate
     from trtq.artifacts.sensitivity import Sensitivity
-    from trtq.plan.api import PlanRequest, solve_plan
+    from trtq.plan.api import solve_plan
     from trtq.plan.budgets import parse_budgets
     from trtq.registry import get_gpu
     from trtq.run.select import plan_hash
@@ -192,7 +192,6 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
     profile = load_artifact(ctx.profile_path(gpu), Profile)
     sensitivity = load_artifact(ctx.sensitivity_path(), Sensitivity)
     spec = get_gpu(gpu)
-    extra = plan_extra_fields(p.plan)
     inputs = {"profile": ctx.profile_path(gpu), "sensitivity": ctx.sensitivity_path()}
 
     def front_artifact(**fields) -> Front:
@@ -206,28 +205,29 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
             **fields,
         )
 
-    base: dict[str, Any] = dict(memory_gb=p.plan.memory_gb, formats=p.plan.formats, runtime=p.runtime)
     points = [b.point for b in parse_budgets(p.plan.budgets)]
+    # The front is the budgets' (latency and memory alone); with a workload, the budget plan and every candidate
+    # are solved with its SLOs and KV-cache choice too.
+    serving = p.plan.workload is not None
+    budgets_only: dict[str, Any] = dict(workload=None, slos=[], kv_formats=None)
 
     def solve(budgets: list[str], **fields) -> Plan:
-        return solve_plan(
-            graph, profile, sensitivity, spec, PlanRequest(budgets=budgets, **base, **fields), inputs=inputs
-        )
+        request = p.plan.request(p.runtime, budgets=budgets, **fields)
+        return solve_plan(graph, profile, sensitivity, spec, request, inputs=inputs)
 
     budget_plan: Plan | None = None
     budgets_missed: str | None = None
     try:
-        # The front sweeps the budgets' points (one fraction of all-bf16 on each); with a workload, the
-        # budget plan and every candidate are solved with its SLOs too.
-        front = solve(list(p.plan.budgets), pareto=p.plan.pareto)
-        budget_plan = solve(list(p.plan.budgets), **extra) if extra else front
+        # The front sweeps the budgets' points (one fraction of all-bf16 on each).
+        front = solve(list(p.plan.budgets), **budgets_only)
+        budget_plan = solve(list(p.plan.budgets), pareto=None) if serving else front
     except InfeasibleError as exc:
         # The budgets are where the user hoped to be; what this GPU can do is its front, fastest feasible
         # plan to all-bf16 (measured tables often say a format does not pay on a GPU). The gate selects from
         # that front, and the selection says the budgets were not met, and why.
         budgets_missed = str(exc)
         try:
-            front = solve([f"{point}=1" for point in points], pareto=p.plan.pareto)
+            front = solve([f"{point}=1" for point in points], **budgets_only)
         except InfeasibleError as exc:  # no plan at all: a memory budget, or no format the runtime runs
             path = save_artifact(front_artifact(status="infeasible", reason=str(exc)), out / "front.json")
             return [path], {"status": "infeasible"}
@@ -242,7 +242,7 @@ def run_front(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]
         try:
             # At the gap the front was swept to: the candidate is that point's plan, written out whole (at the
             # planner's finer default gap a near-tie knapsack, bf16/fp8 on a small model, can take minutes).
-            candidate = solve(budgets, mip_rel_gap=front.solver.pareto_mip_rel_gap, **extra)
+            candidate = solve(budgets, pareto=None, mip_rel_gap=front.solver.pareto_mip_rel_gap)
         except InfeasibleError:
             continue  # at its fraction within the solver's tolerance, or (with a workload) over an SLO
         h = plan_hash(candidate.model, candidate.layer_formats())
