@@ -110,3 +110,15 @@ def test_op_json_is_the_sdks_own():
     spy.elementwise(8192, 8192, 1)
     spy.embedding(128256, 4096, 1)
     assert seen == sdk
+
+
+@pytest.mark.parametrize("heads, head_dim", [(32, 128), (16, 64), (64, 128)])
+def test_kv_heads_off_the_tables_grid_are_interpolated(heads, head_dim):
+    # The tables hold KV heads 1, 2, 4, 8 ...: SmolLM2's 3 lies between two grid points, linear in KV heads.
+    kernels = AicKernels("H100-SXM")
+    for attention, batch in ((kernels.generation_attention, 64), (kernels.context_attention, 2)):
+        two, three, four, eight = (attention(batch, 2048, heads, kv, head_dim, "bf16") for kv in (2, 3, 4, 8))
+        assert three.ms == pytest.approx((two.ms + four.ms) / 2, rel=1e-12)
+        assert three.provenance in ("interpolated", "modelled")
+        # The rule held against the tables: 4 KV heads from their neighbours 2 and 8, left out, within 12%.
+        assert two.ms + (eight.ms - two.ms) * (4 - 2) / (8 - 2) == pytest.approx(four.ms, rel=0.12)

@@ -62,6 +62,13 @@ def test_uniform_prediction_json(capsys):
     assert best["output_tokens_per_s"] > r["output_tokens_per_s"] and best["concurrency"] > 32
 
 
+def test_a_model_between_the_tables_kv_heads(capsys):
+    # SmolLM2 has 3 KV heads, between the attention tables' 2 and 4: predicted, not refused.
+    r = predict_json(capsys, "predict", "smollm2-135m", "--uniform", "bf16", "--gpu", "h100",
+                     "--workload", "isl=1024,osl=128,concurrency=8")
+    assert 0 < r["tpot_ms"] < r["ttft_ms"] and r["time_breakdown"]["generation_attention"] > 0
+
+
 def test_tp2_halves_per_gpu_weights_and_adds_allreduce(capsys):
     args = ("predict", "llama-3.1-8b", "--uniform", "bf16", "--gpu", "h200", "--workload", "isl=1024,osl=128,concurrency=8")
     one, two = predict_json(capsys, *args), predict_json(capsys, *args, "--tp", "2")

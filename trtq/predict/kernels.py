@@ -216,7 +216,7 @@ class AicKernels:
                 "lane_order": ["default"],
             }
         }
-        return self._tagged(*self.evaluate(op, batch=batch, s=seq))
+        return self._attention(op, batch=batch, seq=seq, context=True)
 
     def generation_attention(
         self, batch: int, seq: int, heads: int, kv_heads: int, head_dim: int, kv_format: str
@@ -231,7 +231,33 @@ class AicKernels:
                 "lane_order": ["default"],
             }
         }
-        return self._tagged(*self.evaluate(op, batch=batch, s=seq, context=False))
+        return self._attention(op, batch=batch, seq=seq, context=False)
+
+    def _attention(self, op: dict[str, Any], *, batch: int, seq: int, context: bool) -> Answer:
+        """An attention op from the tables. They hold KV-head counts on a grid of powers of two (1, 2, 4, 8,
+        ...), and the engine does not interpolate across it: a model between two (SmolLM2's 3 KV heads) is
+        priced linearly in KV heads between its neighbours (KV bytes read and the GQA work grow with them)."""
+        try:
+            return self._tagged(*self.evaluate(op, batch=batch, s=seq, context=context))
+        except UnsupportedError:
+            ((name, fields),) = op.items()
+            n_kv = int(fields["n_kv"])
+            lower, upper = 1 << (n_kv.bit_length() - 1), 1 << n_kv.bit_length()
+            if lower == n_kv or n_kv < 1:
+                raise
+            try:
+                ends = [
+                    self._tagged(*self.evaluate({name: {**fields, "n_kv": kv}}, batch=batch, s=seq, context=context))
+                    for kv in (lower, upper)
+                ]
+            except UnsupportedError:
+                raise UnsupportedError(
+                    f"{AICONFIGURATOR_PACKAGE} cannot price {name} with {n_kv} KV heads on {self.system}, nor "
+                    f"its neighbours {lower} and {upper} on the tables' grid"
+                ) from None
+        ms = ends[0].ms + (ends[1].ms - ends[0].ms) * (n_kv - lower) / (upper - lower)
+        modelled = "modelled" in (ends[0].provenance, ends[1].provenance)
+        return Answer(ms, "modelled" if modelled else "interpolated")
 
     def allreduce(self, hidden: int, tp: int, tokens: int) -> Answer:
         op = {"CustomAllReduce": {"hidden_size": hidden, "tp_size": tp, "quant": "half", "seq_split": 1}}
