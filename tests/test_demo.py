@@ -54,6 +54,10 @@ def test_demo_runs_the_whole_pipeline(tmp_path, capsys, loads_smollm2):
     assert str(report) in captured.out and "evaluations:" in captured.out
     data = json.loads(report.with_suffix(".json").read_text())
     assert data["artifact"] == "comparison_report" and [g["gpu"] for g in data["gpus"]] == ["H100-SXM", "B200"]
+    # Each selected plan served at the bench's heaviest point (isl 1024, osl 128, concurrency 32), predicted.
+    assert data["workload"] == "isl=1024,osl=128,concurrency=32"
+    for g in data["gpus"]:
+        assert g["serving"]["error"] is None and 0 < g["serving"]["tpot_ms"] < g["serving"]["ttft_ms"], g
     # Nothing changed: the second run redoes nothing.
     assert main(["demo", "-o", str(out), "--report", str(report), *QUICK]) == 0
     assert "0 unit(s) ran" in capsys.readouterr().err

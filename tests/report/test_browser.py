@@ -61,11 +61,16 @@ def _open_and_check(chromium: str, html: Path, screenshot: Path) -> dict:
 
 def test_comparison_report_renders_in_chromium(chromium, plan_dir, bench_table):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    html = write_comparison_report([plan_dir], ARTIFACTS / "report-compare.html", bench_tables=[bench_table])
+    html = write_comparison_report([plan_dir], ARTIFACTS / "report-compare.html", bench_tables=[bench_table],
+                                   workload="isl=1024,osl=128,concurrency=8")
     state = _open_and_check(chromium, html, ARTIFACTS / "report-compare.png")
     ids = {c["id"] for c in state["charts"]}
-    assert {"chart-latency", "chart-tokens", "chart-memory", "chart-formats", "chart-bench-throughput"} <= ids
+    assert {"chart-latency", "chart-memory", "chart-formats", "chart-bench-throughput"} <= ids
+    assert "chart-tokens" not in ids and "GEMM-bound" not in state["text"]   # serving at a workload replaces it
     assert "B200 is fastest" in state["text"]
+    # These synthetic plans name no profile, and the tables lack some of their formats: each row says why.
+    assert "Predicted serving at isl=1024,osl=128,concurrency=8" in state["text"]
+    assert state["text"].count("no prediction: ") == 3
 
 
 def test_plan_report_renders_in_chromium(chromium, plan_paths, bench_table, eval_path, sensitivity_path):

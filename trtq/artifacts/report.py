@@ -161,6 +161,19 @@ class PlanReport(Artifact):
     serving: Serving | None = None
 
 
+class ServingPrediction(StrictModel):
+    """A GPU's plan served at the comparison's workload: the step model's answer (trtq predict)."""
+
+    ttft_ms: float
+    tpot_ms: float
+    output_tokens_per_s_per_gpu: float
+    concurrency: int  # in flight (the workload's, or fewer where the KV cache holds fewer)
+    max_concurrency: int  # sequences of isl + osl tokens whose KV cache fits
+    kv_format: str
+    modelled_share: float  # of the predicted time: from a model, not a table
+    error: str | None = None  # why there is no prediction (then the numbers are 0)
+
+
 class GpuColumn(StrictModel):
     """The plan one GPU is represented by in the comparison."""
 
@@ -174,7 +187,7 @@ class GpuColumn(StrictModel):
     sensitivity: float
     latency_ns: dict[str, float]  # point -> predicted summed GEMM time
     bf16_latency_ns: dict[str, float]
-    tokens_per_s: dict[str, float]  # point -> tokens / predicted GEMM time (an upper bound)
+    serving: ServingPrediction | None = None  # at ComparisonReport.workload
     weight_bytes: int
     fits: bool | None = None
     memory_share: float | None = None  # weight bytes / GPU memory
@@ -192,11 +205,13 @@ class Verdict(StrictModel):
 
 class ComparisonReport(Artifact):
     KIND: ClassVar[str] = "comparison_report"
-    SCHEMA_VERSION: ClassVar[int] = 1
+    # 2: serving at a workload (GpuColumn.serving) replaces the GEMM-bound tokens/s
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     title: str
     model: str
     selection: str  # the rule that picked each GPU's plan, in words
+    workload: str | None = None  # isl=N,osl=N,concurrency=N each plan's serving is predicted at
     quality_bound: float | None = None
     fraction: float | None = None
     points: list[str]

@@ -713,12 +713,6 @@ def comparison_figures(report: ComparisonReport) -> dict[str, object]:
         lambda v: f"{v:.1f} µs",
         bf16=lambda g, p: _us(g.bf16_latency_ns.get(p)),
     )
-    figures["tokens"] = _per_point_bars(
-        report,
-        lambda g, p: g.tokens_per_s.get(p),
-        "tokens/s, GEMM-bound (higher is better)",
-        lambda v: f"{v / 1e6:.2f}M" if v >= 1e6 else (f"{v / 1e3:,.0f}k" if v >= 1e4 else f"{v:,.0f}"),
-    )
     gpus = [g.gpu for g in report.gpus]
     mem = go.Figure()
     mem.add_trace(

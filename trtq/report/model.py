@@ -27,10 +27,11 @@ from trtq.artifacts.report import (
     PointTotals,
     PredictedVsMeasured,
     ProfileSummary,
+    ServingPrediction,
     ServingVsMeasured,
     Verdict,
 )
-from trtq.errors import ArtifactError, InputError, UnknownNameError
+from trtq.errors import ArtifactError, InputError, TrtqError, UnknownNameError
 
 # Layer kinds in the order a reader expects them across a block, and how a column is titled.
 KIND_ORDER = ("qkv", "q_proj", "k_proj", "v_proj", "o_proj", "gate_up", "gate_proj", "up_proj", "down_proj")
@@ -599,6 +600,7 @@ def build_comparison_report(
     bench_tables: Sequence[str | os.PathLike[str]] | None = None,
     quality_bound: float | None = None,
     fraction: float | None = None,
+    workload: str | None = None,
 ) -> ComparisonReport:
     if quality_bound is not None and fraction is not None:
         raise InputError("give either --quality-bound or --fraction, not both")
@@ -654,11 +656,6 @@ def build_comparison_report(
     columns = []
     for gpu, c in selected.items():
         spec = _gpu_facts(c.loaded.plan, c.loaded.path, warnings)
-        tokens_per_s = {}
-        for point, ns in c.totals.latency_ns.items():
-            _, tokens = parse_point(point)
-            if ns > 0:
-                tokens_per_s[point] = tokens / (ns * 1e-9)
         columns.append(
             GpuColumn(
                 gpu=gpu,
@@ -671,7 +668,7 @@ def build_comparison_report(
                 sensitivity=c.totals.sensitivity,
                 latency_ns=dict(c.totals.latency_ns),
                 bf16_latency_ns=dict(c.totals.bf16_latency_ns),
-                tokens_per_s=tokens_per_s,
+                serving=_serving(c, workload) if workload else None,
                 weight_bytes=c.totals.weight_bytes,
                 fits=(c.totals.weight_bytes <= spec.memory_bytes) if spec else None,
                 memory_share=(c.totals.weight_bytes / spec.memory_bytes) if spec else None,
@@ -693,6 +690,9 @@ def build_comparison_report(
         )
         is not None
     ]
+    served = {c.gpu: c.serving.output_tokens_per_s_per_gpu for c in columns if c.serving and not c.serving.error}
+    if workload and (v := verdict_for(workload, served, higher_is_better=True, quantity="predicted serving")):
+        verdicts.append(v.model_copy(update={"text": v.text.replace("fastest", "most tokens/s per GPU")}))
 
     bench: list[BenchRow] = []
     measured: list[Verdict] = []
@@ -712,6 +712,7 @@ def build_comparison_report(
         title=f"{models[0]}: {' vs '.join(col.gpu for col in reversed(columns))}",
         model=models[0],
         selection=selection,
+        workload=workload,
         quality_bound=quality_bound,
         fraction=fraction,
         points=points,
@@ -720,6 +721,53 @@ def build_comparison_report(
         measured_verdicts=measured,
         bench=bench,
         warnings=warnings,
+    )
+
+
+def _serving(candidate: _Candidate, workload: str) -> ServingPrediction:
+    """The candidate's plan at `workload`, by the step model (trtq predict), on the GEMM latencies of the profile
+    it was planned from where that file is still there; a prediction that cannot be made says why."""
+    import tempfile
+
+    from trtq.artifacts.io import save_artifact
+    from trtq.predict.api import PredictRequest, predict
+
+    plan = candidate.loaded.plan
+    ref = plan.metadata.inputs.get("profile")
+    profile = ref.path if ref is not None and Path(ref.path).is_file() else None
+    with tempfile.TemporaryDirectory() as tmp:
+        target = str(candidate.loaded.path)
+        if candidate.formats != [g.format for g in plan.groups]:
+            # A Pareto point of the plan file: the plan with the point's formats, for the step model to read.
+            from trtq.registry import get_format
+
+            groups = [
+                g.model_copy(update={"format": f, "group_size": get_format(f).group_size_for(g.in_features)})
+                for g, f in zip(plan.groups, candidate.formats)
+            ]
+            point = plan.model_copy(update={"groups": groups, "totals": candidate.totals})
+            target = str(save_artifact(point, Path(tmp) / "point.yaml"))
+        try:
+            r = predict(PredictRequest(target=target, workload=workload, profile=profile, kv_format=plan.kv_format))
+        except TrtqError as exc:
+            return ServingPrediction(
+                ttft_ms=0,
+                tpot_ms=0,
+                output_tokens_per_s_per_gpu=0,
+                concurrency=0,
+                max_concurrency=0,
+                kv_format="",
+                modelled_share=0,
+                error=str(exc),
+            )
+    return ServingPrediction(
+        ttft_ms=r["ttft_ms"],
+        tpot_ms=r["tpot_ms"],
+        output_tokens_per_s_per_gpu=r["output_tokens_per_s_per_gpu"],
+        concurrency=r["in_flight"],
+        max_concurrency=r["max_concurrency"],
+        kv_format=r["kv_format"],
+        modelled_share=r["modelled_share"],
     )
 
 

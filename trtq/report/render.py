@@ -192,7 +192,11 @@ def write_report(
 
     if request.compare:
         compared = build_comparison_report(
-            request.plans, bench_tables=request.bench, quality_bound=request.quality_bound, fraction=request.fraction
+            request.plans,
+            bench_tables=request.bench,
+            quality_bound=request.quality_bound,
+            fraction=request.fraction,
+            workload=request.workload,
         )
         out = out_html or Path("reports") / f"{_slug(compared.model)}-compare.html"
         return render_comparison_report(compared, out), compared
@@ -234,6 +238,7 @@ def write_comparison_report(
     bench_tables: Sequence[str | os.PathLike[str]] | None = None,
     quality_bound: float | None = None,
     fraction: float | None = None,
+    workload: str | None = None,
 ) -> Path:
     request = ReportRequest(
         plans=[Path(p) for p in plan_paths],
@@ -241,5 +246,6 @@ def write_comparison_report(
         bench=[Path(t) for t in bench_tables or []],
         quality_bound=quality_bound,
         fraction=fraction,
+        workload=workload,
     )
     return write_report(request, out_html)[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from trtq.settings import Request, setting
 
@@ -28,6 +28,22 @@ class ReportRequest(Request):
     fraction: float | None = setting(
         None, "compare only: pick each GPU's plan at budget fraction F of all-bf16 instead", gt=0, le=1e6, metavar="F"
     )
+
+    workload: str | None = setting(
+        None,
+        "compare only: predict each GPU's plan served at this workload (trtq predict: TTFT, TPOT, output tokens/s "
+        "per GPU, the largest concurrency whose KV cache fits)",
+        metavar="isl=N,osl=N[,concurrency=N] | FILE",
+    )
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, workload: str | None) -> str | None:
+        if workload:
+            from trtq.predict.step import parse_workload
+
+            parse_workload(workload)
+        return workload
 
     @model_validator(mode="after")
     def _mode_options(self) -> ReportRequest:
@@ -53,8 +69,8 @@ class ReportRequest(Request):
                 raise ValueError(
                     f"report takes one plan (got {len(self.plans)}); to compare plans use `trtq report compare ...`"
                 )
-            if self.quality_bound is not None or self.fraction is not None:
-                raise ValueError("--quality-bound and --fraction apply to report compare only")
+            if self.quality_bound is not None or self.fraction is not None or self.workload is not None:
+                raise ValueError("--quality-bound, --fraction and --workload apply to report compare only")
             if len(self.bench) > 1:
                 raise ValueError("a single-plan report takes one --bench table")
         return self

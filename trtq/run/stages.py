@@ -512,7 +512,10 @@ def run_report(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path], dic
     # The selection already holds each GPU to the measured gate: compare the selected plans themselves (the
     # report's default would hold every GPU to the strictest plan's sum of Omega instead).
     bound = max(load_artifact(path, Plan).totals.sensitivity for path in plans)
-    files = [write_comparison_report(plans, out / "compare.html", quality_bound=bound)]
+    # Served at the pipeline's workload, or at the bench's heaviest point when it names none.
+    b = ctx.pipeline.bench
+    workload = ctx.pipeline.plan.workload or f"isl={b.isl},osl={b.osl},concurrency={max(b.concurrency)}"
+    files = [write_comparison_report(plans, out / "compare.html", quality_bound=bound, workload=workload)]
     files.append(out / "compare.json")
     for g in gpus:
         evaluated = ctx.eval_path(g)
