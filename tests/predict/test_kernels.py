@@ -122,3 +122,28 @@ def test_kv_heads_off_the_tables_grid_are_interpolated(heads, head_dim):
         assert three.provenance in ("interpolated", "modelled")
         # The rule held against the tables: 4 KV heads from their neighbours 2 and 8, left out, within 12%.
         assert two.ms + (eight.ms - two.ms) * (4 - 2) / (8 - 2) == pytest.approx(four.ms, rel=0.12)
+
+
+def test_a_head_size_the_tables_lack_is_priced_from_the_reference_gpus_ratio(monkeypatch):
+    # A100's attention tables hold head size 128 only: SmolLM2's 64 is priced, and says it is modelled.
+    a100 = AicKernels("A100-SXM-80GB")
+    for answer in (a100.context_attention(2, 1024, 9, 3, 64, "bf16"), a100.generation_attention(32, 1024, 9, 3, 64,
+                                                                                                 "bf16")):
+        assert answer.ms > 0 and answer.provenance == "modelled"
+    # The rule held against B200's tables, which hold both 64 and 128: hide 64, price it from 128 and H100's
+    # ratio, compare with B200's own 64 (within 25%, where halving the 128 time misses by up to 45%).
+    truth = AicKernels("B200")
+    hidden = AicKernels("B200")
+    real = hidden._attention_kv
+
+    def without_64(op, **kw):
+        if next(iter(op.values()))["head_size"] == 64:
+            raise UnsupportedError("hidden")
+        return real(op, **kw)
+
+    monkeypatch.setattr(hidden, "_attention_kv", without_64)
+    for name, batch in (("context_attention", 2), ("generation_attention", 64)):
+        for heads, kv in ((32, 8), (16, 4), (64, 8)):
+            guess = getattr(hidden, name)(batch, 2048, heads, kv, 64, "bf16")
+            assert guess.provenance == "modelled"
+            assert guess.ms == pytest.approx(getattr(truth, name)(batch, 2048, heads, kv, 64, "bf16").ms, rel=0.25)
