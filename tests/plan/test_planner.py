@@ -110,6 +110,13 @@ def test_budgets_of_exactly_all_bf16_are_met(inputs, gpu):
                for b_ in plan.budgets for b in [b_.point])
 
 
+def test_a_budget_nothing_beats_bf16_at_says_so(inputs):
+    with pytest.raises(InfeasibleError, match=r"no plan is faster than all-bf16 at decode@16 \(.*\) with the other "
+                                              r"budgets met \(--budget decode@16=1\)"):
+        plan_for(inputs, budgets=["decode@16=0.9"], formats="bf16")
+    assert plan_for(inputs, budgets=["decode@16=1"], formats="bf16").solver.status == "optimal"  # as it says
+
+
 def test_profile_without_the_budget_tokens_is_refused(inputs):
     with pytest.raises(InputError, match="profile has no rows for tokens 128"):
         plan_for(inputs, budgets=["decode@128=0.5"])

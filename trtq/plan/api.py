@@ -120,6 +120,14 @@ def explain_infeasible(
                 f"memory budget {fmt_bytes(c.limit + costs.fixed_bytes)} cannot be met: the smallest "
                 f"feasible weight memory is {gb:.4g} GB (--memory-gb {gb:.4g})"
             )
+        elif smallest >= budgets[i].bf16_ns * (1 - 1e-9):
+            # Nothing beats all-bf16 here (on measured tables a format often does not pay): a budget of exactly
+            # 1 is met (the sums are exact), where the rounded-up fraction would read 1.001.
+            b = budgets[i]
+            reasons.append(
+                f"budget {b.spec} cannot be met on {gpu.name}: no plan is faster than all-bf16 at {b.point} "
+                f"({time_text(b.bf16_ns)}) with the other budgets met (--budget {b.point}=1)"
+            )
         else:
             b = budgets[i]
             fraction, duration = fraction_text(smallest / b.bf16_ns), time_text(smallest)
