@@ -182,6 +182,8 @@ def test_comparison_predicts_serving_at_a_workload(plan_paths, tmp_path):
     assert h.concurrency == 8 <= h.max_concurrency and 0 <= h.modelled_share <= 1
     # B200's plan names no profile and holds INT8-SQ, which NVIDIA's B200 tables lack: said, not guessed.
     assert served["B200"].error and "int8_sq" in served["B200"].error
+    verdict = report.verdicts[-1]   # only H100 has a prediction: it serves the most, alone
+    assert verdict.point == report.workload and verdict.fastest == "H100-SXM" and "serves the most" in verdict.text
     with pytest.raises(InputError, match="--workload"):
         from trtq.report.request import ReportRequest
 

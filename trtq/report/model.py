@@ -691,8 +691,10 @@ def build_comparison_report(
         is not None
     ]
     served = {c.gpu: c.serving.output_tokens_per_s_per_gpu for c in columns if c.serving and not c.serving.error}
-    if workload and (v := verdict_for(workload, served, higher_is_better=True, quantity="predicted serving")):
-        verdicts.append(v.model_copy(update={"text": v.text.replace("fastest", "most tokens/s per GPU")}))
+    if workload and (v := verdict_for(workload, served, higher_is_better=True)):
+        others = " and ".join(f"{_times(ratio)} {gpu}'s" for gpu, ratio in v.speedups.items())
+        text = f"{workload}: {v.fastest} serves the most output tokens/s per GPU ({served[v.fastest]:,.0f})"
+        verdicts.append(v.model_copy(update={"text": text + (f", {others}" if others else "") + " (predicted)"}))
 
     bench: list[BenchRow] = []
     measured: list[Verdict] = []
