@@ -155,3 +155,13 @@ def add_options(
                 )
         kwargs.update(argparse_overrides.get(name, {}))
         parser.add_argument(flag_of(name, field), **kwargs)
+
+
+def checked_workload(workload: str | None) -> str | None:
+    """A `workload` field's check, shared by every request that takes one (plan, predict, report): the spec or
+    file parses (trtq.predict.step.parse_workload), before any other work."""
+    if workload:
+        from trtq.predict.step import parse_workload
+
+        parse_workload(workload)
+    return workload

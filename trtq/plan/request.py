@@ -12,7 +12,7 @@ from pydantic import field_validator, model_validator
 
 from trtq.errors import InputError
 from trtq.plan.budgets import parse_budgets, parse_memory_gb
-from trtq.settings import Request, setting
+from trtq.settings import Request, checked_workload, setting
 
 # A Pareto front of more points than this is no longer a front to choose from.
 MAX_PARETO_POINTS = 1000
@@ -99,14 +99,7 @@ class PlanRequest(Request):
         parse_slos(slos)
         return slos
 
-    @field_validator("workload")
-    @classmethod
-    def _workload(cls, workload: str | None) -> str | None:
-        if workload:
-            from trtq.predict.step import parse_workload
-
-            parse_workload(workload)
-        return workload
+    _workload = field_validator("workload")(checked_workload)
 
     @field_validator("tp", mode="before")
     @classmethod

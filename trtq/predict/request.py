@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import field_validator
 
 from trtq.options import MAX_CONCURRENCY, MAX_PARALLEL
-from trtq.settings import Request, setting
+from trtq.settings import Request, checked_workload, setting
 
 if TYPE_CHECKING:
     from trtq.predict.step import Workload
@@ -34,13 +34,7 @@ class PredictRequest(Request):
         None, "GEMM latencies from this trtq profile instead of aiconfigurator's tables", metavar="FILE"
     )
 
-    @field_validator("workload")
-    @classmethod
-    def _workload(cls, workload: str) -> str:
-        from trtq.predict.step import parse_workload
-
-        parse_workload(workload)
-        return workload
+    _workload = field_validator("workload")(checked_workload)
 
     @field_validator("kv_format")
     @classmethod

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import field_validator, model_validator
 
-from trtq.settings import Request, setting
+from trtq.settings import Request, checked_workload, setting
 
 
 class ReportRequest(Request):
@@ -36,14 +36,7 @@ class ReportRequest(Request):
         metavar="isl=N,osl=N[,concurrency=N] | FILE",
     )
 
-    @field_validator("workload")
-    @classmethod
-    def _workload(cls, workload: str | None) -> str | None:
-        if workload:
-            from trtq.predict.step import parse_workload
-
-            parse_workload(workload)
-        return workload
+    _workload = field_validator("workload")(checked_workload)
 
     @model_validator(mode="after")
     def _mode_options(self) -> ReportRequest:
