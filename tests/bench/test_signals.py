@@ -65,9 +65,12 @@ def _start_bench(tmp_path: Path, stand_ins, mode: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "tests.servers.trtq_with_loadgen", "bench", "--engine", str(engine),
                "--model", "smollm2-135m", "--tool", "aiperf", "--concurrency", "1,2", "--requests", "1",
                "--warmup", "0", "--startup-timeout", "120", "-o", str(tmp_path / "out")]
-    # Its own session, like a shell job: a signal sent to trtq reaches trtq alone.
+    # Its own session, like a shell job: a signal sent to trtq reaches trtq alone. SIGINT at its default, as in a
+    # foreground job: a test run in the background (`make test &`) inherits SIGINT ignored, and a program started
+    # with SIGINT ignored rightly keeps ignoring it (Python then installs no KeyboardInterrupt handler).
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 180.0) -> None:
