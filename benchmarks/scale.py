@@ -44,8 +44,9 @@ def child(args: argparse.Namespace) -> None:
         table = output_sensitivity(args.model, args.samples, args.seq_len, 0, tokenizer=tokenizer, formats=FORMATS,
                                    sequential=sequential, checkpoint_dir=checkpoint_dir_for(str(out)))
         assert table.rows
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_bytes": peak_kib * 1024, "seconds": time.perf_counter() - started}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"peak_rss_bytes": usage.ru_maxrss * 1024, "seconds": time.perf_counter() - started,
+                      "cpu_seconds": usage.ru_utime + usage.ru_stime}))
 
 
 def measure(mode: str, model: str, args: argparse.Namespace, tokenizer: str | None = None) -> dict:

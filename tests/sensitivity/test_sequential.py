@@ -134,7 +134,7 @@ def test_sequential_is_refused_for_the_whole_model_methods(tmp_path, capsys):
 
     code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--sequential", "-o", str(tmp_path / "s.json")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--sequential applies to --method output, not hessian" in err[0]
+    assert code == 2 and len(err) == 1 and "--sequential applies to --method output or weight, not hessian" in err[0]
     assert not (tmp_path / "s.json").exists()
 
 
@@ -151,3 +151,32 @@ def test_bfloat16_on_cpu_stays_close_to_float32(tiny_mixtral, tmp_path):
         assert sum(v[0] for k, v in half.items() if k[1] == fmt) == pytest.approx(total, rel=0.1), fmt
     for key, (omega, _) in reference.items():
         assert half[key][0] == pytest.approx(omega, rel=0.5), key
+
+
+def test_streamed_weight_sensitivity_equals_the_loaded_model(tiny_saved):
+    """--method weight --sequential reads each weight from the safetensors (fused experts assembled)
+    and builds no model: the same table as the loaded model's, row for row."""
+    from trtq.sensitivity.api import weight_sensitivity
+    from trtq.sensitivity.sequential import streamed_weight_rows
+    from trtq.sensitivity.weight import weight_rows
+
+    model, resolved, graph, _ = tiny_saved
+    formats = [FORMATS[f] for f in FORMAT_NAMES]
+    with torch.no_grad():
+        loaded = omegas(weight_rows(model, graph, formats))
+    streamed = omegas(streamed_weight_rows(resolved, graph, formats))
+    assert streamed.keys() == loaded.keys() and len(streamed) > len(graph.layers)
+    for key, value in loaded.items():
+        assert streamed[key] == pytest.approx(value, rel=1e-6), key
+    table = weight_sensitivity(str(resolved.weights), ",".join(FORMAT_NAMES), sequential=True)
+    assert table.settings["sequential"] is True and omegas(table.rows) == streamed
+
+
+def test_streamed_weight_sensitivity_refuses_a_loaded_model_and_lm_head(tiny_saved):
+    from trtq.sensitivity.api import weight_sensitivity
+
+    model, resolved, graph, _ = tiny_saved
+    with pytest.raises(InputError, match="reads the weights itself"):
+        weight_sensitivity(str(resolved.weights), "fp8", model=model, sequential=True)
+    with pytest.raises(InputError, match="drop --include-lm-head"):
+        weight_sensitivity(str(resolved.weights), "fp8", include_lm_head=True, sequential=True)

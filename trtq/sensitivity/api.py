@@ -26,22 +26,32 @@ def weight_sensitivity(
     *,
     device: str = "cpu",
     dtype: str = "float32",
+    sequential: bool = False,
 ) -> Sensitivity:
-    """Weight-perturbation sensitivity of every quantizable layer for every format that fits it."""
+    """Weight-perturbation sensitivity of every quantizable layer for every format that fits it.
+
+    `sequential`: each weight read from the safetensors in turn, no model built (memory: one tensor)."""
     import torch
 
     from trtq.model.layers import build_layer_graph
     from trtq.model.zoo import load_pretrained, resolve_model
     from trtq.sensitivity.weight import weight_rows
 
+    if sequential and model is not None:
+        raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
     placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
     fmts = parse_formats(formats)
-    if model is None:
-        model, _ = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
-    with torch.no_grad():
-        rows = weight_rows(model, graph, fmts)
+    if sequential:
+        from trtq.sensitivity.sequential import streamed_weight_rows
+
+        rows = streamed_weight_rows(resolved, graph, fmts, device=placement.device, dtype=placement.dtype)
+    else:
+        if model is None:
+            model, _ = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
+        with torch.no_grad():
+            rows = weight_rows(model, graph, fmts)
     inputs = {"weights": str(resolved.weights)} if resolved.weights and resolved.weights.is_file() else {}
     return Sensitivity.create(
         metadata=make_metadata(
@@ -54,7 +64,7 @@ def weight_sensitivity(
         model=resolved.name,
         method="weight",
         formats=[f.name for f in fmts],
-        settings={"include_lm_head": include_lm_head, **placement.as_settings()},
+        settings={"include_lm_head": include_lm_head, "sequential": sequential, **placement.as_settings()},
         rows=rows,
     )
 
@@ -506,7 +516,9 @@ def compute_sensitivity(
     r = request
     placement = dict(device=r.device, dtype=r.dtype)
     if r.method == "weight":
-        table = weight_sensitivity(r.model, r.formats, r.include_lm_head, model=model, **placement)
+        table = weight_sensitivity(
+            r.model, r.formats, r.include_lm_head, model=model, sequential=r.sequential, **placement
+        )
     else:
         common = dict(
             samples=r.samples,

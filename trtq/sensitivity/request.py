@@ -27,8 +27,9 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "calib": ("hessian", "fisher", "autoquantize", "output"),
     "samples": ("hessian", "fisher", "autoquantize", "output"),
     "seq_len": ("hessian", "fisher", "autoquantize", "output"),
-    # The layer-wise objective is block-local; the others need the loss gradient through every later block.
-    "sequential": ("output",),
+    # Weights alone, or the layer-wise objective, are block-local; the others need the loss gradient
+    # through every later block.
+    "sequential": ("output", "weight"),
 }
 
 # What the KV-cache measurement (--kv-formats, trtq/sensitivity/kv_cache.py) reads, with any method.
@@ -49,7 +50,8 @@ class SensitivityRequest(DeviceSettings):
     sequential: bool = setting(
         False,
         "output: one decoder block in memory at a time, read from the safetensors; a killed run resumes "
-        "from the last finished block (partial results in .OUTPUT.partial/ beside -o)",
+        "from the last finished block (partial results in .OUTPUT.partial/ beside -o); "
+        "weight: one weight tensor at a time, read from the safetensors",
     )
     score: Literal["gradient", "kl_div"] = setting(
         "gradient", "autoquantize: ModelOpt's score, gradient (loss-weighted output error) or kl_div"

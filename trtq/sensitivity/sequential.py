@@ -33,6 +33,7 @@ from trtq.artifacts.io import atomic_path, atomic_write_text
 from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.sensitivity import SensitivityRow
 from trtq.errors import InputError, UnsupportedError
+from trtq.model.memory import release_freed_memory
 from trtq.registry.formats import Format
 from trtq.sensitivity.operands import install_hooks
 from trtq.sensitivity.output import OutputScores
@@ -84,7 +85,7 @@ class TensorIndex:
         with safe_open(str(self.files[name]), framework="pt", device="cpu") as handle:
             return handle.get_tensor(name)
 
-    def _on_disk(self, name: str, layout) -> torch.Tensor:
+    def parameter(self, name: str, layout=None) -> torch.Tensor:
         """A parameter by its transformers 5 name, or assembled from the per-expert tensors checkpoints hold."""
         if name in self.files:
             return self.tensor(name)
@@ -122,7 +123,7 @@ class TensorIndex:
 
         for name, _ in list(module.named_parameters()):
             set_module_tensor_to_device(
-                module, name, device, value=self._on_disk(f"{prefix}{name}", layout), dtype=dtype
+                module, name, device, value=self.parameter(f"{prefix}{name}", layout), dtype=dtype
             )
 
 
@@ -264,9 +265,42 @@ def sequential_output_rows(
         atomic_write_text(state_path, json.dumps({"fingerprint": fingerprint, "next_block": b + 1}))
         for stale in (_hidden_file(b), _rows_file(b)):
             (checkpoint_dir / stale).unlink(missing_ok=True)
+        release_freed_memory()  # the block's pages back to the system: peak RSS flat in depth
         if progress is not None:
             progress(b + 1, len(blocks), b == start and start > 0)
     return SequentialRun(rows=rows, blocks=len(blocks), resumed_from=start)
+
+
+def streamed_weight_rows(
+    resolved, graph: LayerGraph, formats: list[Format], *, device: str = "cpu", dtype: str = "float32"
+) -> list[SensitivityRow]:
+    """Weight Omega of every layer of `graph`, each weight read from the safetensors when its turn
+    comes and dropped after: no model is built, peak memory is one tensor and its quantized copies."""
+    from trtq.model.families import adapter_for
+    from trtq.model.zoo import weights_directory
+    from trtq.sensitivity.weight import layer_weight_rows
+
+    adapter = adapter_for(resolved.config)
+    if adapter is None:
+        raise UnsupportedError(
+            f"{resolved.name}: block-sequential sensitivity needs a family adapter "
+            f"(model_type {resolved.config.get('model_type')!r} has none)"
+        )
+    if any(layer.block is None for layer in graph.layers):
+        raise InputError("block-sequential sensitivity scores the decoder blocks only: drop --include-lm-head")
+    index = TensorIndex(weights_directory(resolved))
+    experts = {layer.name for layer in graph.layers if layer.experts}
+    torch_dtype = getattr(torch, dtype)
+
+    def weight_of(name: str) -> torch.Tensor:
+        # A fused expert layer is its parameter; any other layer is a Linear module's weight.
+        tensor = index.parameter(name if name in experts else f"{name}.weight", adapter.moe)
+        return tensor.to(device=device, dtype=torch_dtype)
+
+    with torch.no_grad():
+        rows = layer_weight_rows(graph, formats, weight_of)
+    release_freed_memory()
+    return rows
 
 
 def remove_checkpoint(directory: Path) -> None:

@@ -7,6 +7,7 @@ layer's Omega is the sum over its experts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from trtq.artifacts.layers import LayerGraph
@@ -34,10 +35,17 @@ def linear_weights(model, graph: LayerGraph) -> dict[str, torch.Tensor]:
 
 
 def weight_rows(model, graph: LayerGraph, formats: list[Format]) -> list[SensitivityRow]:
-    weights = linear_weights(model, graph)
+    return layer_weight_rows(graph, formats, linear_weights(model, graph).__getitem__)
+
+
+def layer_weight_rows(
+    graph: LayerGraph, formats: list[Format], weight_of: Callable[[str], torch.Tensor]
+) -> list[SensitivityRow]:
+    """The rows of every layer, its weight fetched by `weight_of(layer name)` when its turn comes (so a
+    caller may read one tensor at a time from disk)."""
     rows = []
     for layer in graph.layers:
-        w = weights[layer.name]
+        w = weight_of(layer.name)
         for fmt in formats:
             if not fmt.available_for(layer.in_features):
                 continue
