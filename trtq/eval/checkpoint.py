@@ -294,6 +294,124 @@ class CheckpointLinear(torch.nn.Module):
         return f"{self.in_features} -> {self.out_features}, {self.quant.algo}{group}{pqs}"
 
 
+class CheckpointExperts(torch.nn.Module):
+    """A layer's routed experts as exported: ModelOpt writes them per expert (gate, up and down Linear
+    weights, each with its scales), so each expert's GEMMs are rebuilt on their own (CheckpointLinear
+    where quantized: dequantized weight, input quantized with that expert's exported scale) and the
+    tokens routed as transformers 5's fused experts module routes them (the same forward signature,
+    the same order of accumulation)."""
+
+    def __init__(
+        self, act_fn, gate: list[torch.nn.Module], up: list[torch.nn.Module], down: list[torch.nn.Module]
+    ) -> None:
+        super().__init__()
+        self.act_fn = act_fn
+        self.gate = torch.nn.ModuleList(gate)
+        self.up = torch.nn.ModuleList(up)
+        self.down = torch.nn.ModuleList(down)
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor):
+        final = torch.zeros_like(hidden_states)
+        for e in range(len(self.gate)):
+            top_k_pos, token_idx = torch.where((top_k_index == e).T)
+            if token_idx.numel() == 0:
+                continue
+            x = hidden_states[token_idx]
+            h = self.down[e](self.act_fn(self.gate[e](x)) * self.up[e](x))
+            final.index_add_(0, token_idx, (h * top_k_weights[token_idx, top_k_pos, None]).to(final.dtype))
+        return final
+
+
+@dataclass(frozen=True)
+class _ExpertLayers:
+    """Where a model's fused experts sit and what the checkpoint calls each expert's Linear layers."""
+
+    modules: dict[str, torch.nn.Module]  # model name of a fused experts module -> it
+    layers: dict[str, list[tuple[str, int, int]]]  # that name -> [(checkpoint layer name, out, in)] per GEMM
+    aliases: dict[str, str]  # model tensor name -> the checkpoint's (MoE blocks named otherwise on disk)
+
+
+def _expert_layers(model: torch.nn.Module, config: dict[str, Any], store: _TensorStore) -> _ExpertLayers:
+    from trtq.model.families import adapter_for
+
+    adapter = adapter_for(config)
+    layout = adapter.moe if adapter is not None else None
+    if layout is None:
+        return _ExpertLayers({}, {}, {})
+    gate, up, down = layout.checkpoint_expert_names
+    mlp = layout.experts_path.rsplit(".", 1)[0]
+    modules, layers = {}, {}
+    for name, module in model.named_modules():
+        if not name.endswith(f".{layout.experts_path}") or not hasattr(module, "gate_up_proj"):
+            continue
+        experts, double_intermediate, hidden = module.gate_up_proj.shape
+        intermediate = double_intermediate // 2
+        base = f"{name[: -len(layout.experts_path)]}{layout.checkpoint_mlp}.experts"
+        modules[name] = module
+        layers[name] = [
+            (f"{base}.{e}.{leaf}", out_features, in_features)
+            for e in range(experts)
+            for leaf, out_features, in_features in (
+                (gate, intermediate, hidden),
+                (up, intermediate, hidden),
+                (down, hidden, intermediate),
+            )
+        ]
+    aliases = {}
+    if layout.checkpoint_mlp != mlp:
+        for key in model.state_dict():
+            legacy = key.replace(f".{mlp}.", f".{layout.checkpoint_mlp}.", 1)
+            if key not in store and legacy in store:
+                aliases[key] = legacy
+    return _ExpertLayers(modules, layers, aliases)
+
+
+def _rebuild_experts(
+    rebuilt: torch.nn.Module,
+    found: _ExpertLayers,
+    checkpoint: Checkpoint,
+    store: _TensorStore,
+    source: Path,
+    dtype: torch.dtype,
+    counts: dict[str, int],
+) -> set[str]:
+    """Each fused experts module replaced by a CheckpointExperts; the tensor names it consumed."""
+    consumed: set[str] = set()
+    for name, module in found.modules.items():
+        gemms: list[torch.nn.Module] = []
+        for layer, out_features, in_features in found.layers[name]:
+            quant = checkpoint.layer_quant(layer)
+            if quant is None:
+                key = f"{layer}.weight"
+                if key not in store:
+                    raise ArtifactError(f"checkpoint {source} lacks tensor {key}")
+                weight = store.get(key)
+                if tuple(weight.shape) != (out_features, in_features) or not weight.is_floating_point():
+                    raise ArtifactError(
+                        f"checkpoint tensor {key} is {_dtype_name(weight)} {list(weight.shape)}; the model's "
+                        f"expert needs a float [{out_features}, {in_features}]"
+                    )
+                linear = torch.nn.Linear(in_features, out_features, bias=False, dtype=dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(weight.to(dtype))
+                linear.requires_grad_(False)
+                gemms.append(linear)
+                consumed.add(key)
+                counts["bf16"] = counts.get("bf16", 0) + 1
+            else:
+                shape = torch.nn.Linear(in_features, out_features, bias=False, device="meta")
+                rebuilt_gemm, used = _quantized_linear(layer, quant, shape, store, source, dtype)
+                gemms.append(rebuilt_gemm)
+                consumed |= used
+                counts[quant.format] = counts.get(quant.format, 0) + 1
+        experts = CheckpointExperts(module.act_fn, gemms[0::3], gemms[1::3], gemms[2::3])
+        parent, _, child = name.rpartition(".")
+        setattr(rebuilt.get_submodule(parent), child, experts)
+        # its own tensor names, so the walk over the model's tensors counts them as loaded
+        consumed |= {f"{name}.{key}" for key in experts.state_dict()}
+    return consumed
+
+
 @dataclass
 class LoadedCheckpoint:
     model: Any
@@ -398,8 +516,10 @@ def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype
     rebuilt.eval()
     modules = dict(rebuilt.named_modules())
     linears = {name: m for name, m in modules.items() if isinstance(m, torch.nn.Linear)}
+    experts = _expert_layers(rebuilt, checkpoint.config, store)
+    expert_layers = {layer for layers in experts.layers.values() for layer, _, _ in layers}
     if checkpoint.quant_algo == "MIXED_PRECISION":
-        strangers = [name for name in checkpoint.layers if name not in linears]
+        strangers = [name for name in checkpoint.layers if name not in linears and name not in expert_layers]
         if strangers:
             raise ArtifactError(
                 f"checkpoint {source} quantizes {strangers[0]}, which is not a Linear layer "
@@ -423,11 +543,16 @@ def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype
         counts[quant.format] = counts.get(quant.format, 0) + 1
         if quant.fmt.folds_pre_quant_scale and linear.pre_quant_scale is None:
             folded.append(name)
-    _load_unquantized(rebuilt, store, consumed, source)
+    consumed |= _rebuild_experts(rebuilt, experts, checkpoint, store, source, dtype, counts)
+    _load_unquantized(rebuilt, store, consumed, source, experts.aliases)
     quantized = sum(n for fmt, n in counts.items() if fmt != "bf16")
+    per_expert = (
+        f", routed experts counted per expert GEMM ({len(experts.modules)} MoE layers)" if experts.modules else ""
+    )
     notes = [
         f"quantized model: the exported checkpoint {checkpoint.root} ({quantized} "
-        "quantized Linear layers rebuilt from their packed weights and scales, every other tensor as exported); "
+        f"quantized Linear layers rebuilt from their packed weights and scales{per_expert}, every other tensor "
+        "as exported); "
         f"computed in {str(dtype).removeprefix('torch.')}, activations fake-quantized with the exported input_scale",
     ]
     if folded:
@@ -438,25 +563,28 @@ def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype
     return LoadedCheckpoint(rebuilt, counts, folded, notes)
 
 
-def _load_unquantized(model: torch.nn.Module, store: _TensorStore, consumed: set[str], source: Path) -> None:
-    """Every other model tensor from the checkpoint: same name, same shape, a float dtype."""
+def _load_unquantized(
+    model: torch.nn.Module, store: _TensorStore, consumed: set[str], source: Path, aliases: dict[str, str]
+) -> None:
+    """Every other model tensor from the checkpoint: same name (or its alias on disk), same shape, a float dtype."""
     state = model.state_dict(keep_vars=True)
     loaded_storage = set()
     with torch.no_grad():
         for key, target in state.items():
-            if key in consumed or key not in store:
+            stored = aliases.get(key, key)
+            if key in consumed or stored not in store:
                 continue
-            tensor = store.get(key)
+            tensor = store.get(stored)
             if tuple(tensor.shape) != tuple(target.shape):
                 raise ArtifactError(
-                    f"checkpoint tensor {key} has shape {list(tensor.shape)}, the model's is {list(target.shape)}"
+                    f"checkpoint tensor {stored} has shape {list(tensor.shape)}, the model's is {list(target.shape)}"
                 )
             if not tensor.is_floating_point() or tensor.element_size() < 2:
                 raise ArtifactError(
-                    f"checkpoint tensor {key} is {_dtype_name(tensor)}, but the config does not quantize its layer"
+                    f"checkpoint tensor {stored} is {_dtype_name(tensor)}, but the config does not quantize its layer"
                 )
             target.copy_(tensor.to(target.dtype))
-            consumed.add(key)
+            consumed |= {key, stored}
             loaded_storage.add(target.data_ptr())
         for key, target in state.items():
             if key in consumed:
