@@ -8,7 +8,8 @@ case as a separate process (interpreter start, imports, artifacts read, solve, p
 written), and the serving case: SLOs (TTFT, TPOT) at a workload with the KV-cache format
 decided (bf16 or fp8: one ILP per KV format, transition costs in the rows), alone and with
 a 32-point throughput front. Prints a table; the last line is
-`single_solve_s=<median> pareto32_s=<total> plan_cmd_s=<median> ... slo_plan_s=<median> slo_pareto32_s=<total>`.
+`single_solve_s=<median> pareto32_s=<total> plan_cmd_s=<median> ... floor_s=<median> slo_plan_s=<median>
+slo_pareto32_s=<total>`.
 
     .venv/bin/python benchmarks/ilp_speed.py [--repeats 5]
 """
@@ -144,14 +145,21 @@ def main() -> None:
         import trtq
 
         compileall.compile_dir(Path(trtq.__file__).parent, quiet=1)
+        # The floor no trtq change removes: an interpreter importing the libraries `trtq plan` needs. This
+        # machine's speed varies about 2x through the day (a shared host); the floor, timed alongside,
+        # says how fast it was during this run.
+        floor = [sys.executable, "-c", "import numpy, pydantic, yaml, highspy, rich.console, rich.table"]
+        floor_times = []
         for _ in range(args.repeats):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
-            command_times.append(time.perf_counter() - start)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            # CPU time (user + sys) of the child: what the command costs when the machine is shared
-            command_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            for argv, times in ((command, command_times), (floor, floor_times)):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True)
+                times.append(time.perf_counter() - start)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if argv is command:
+                    # CPU time (user + sys) of the child: what the command costs when the machine is shared
+                    command_cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
 
     table = Table(title=f"ILP speed: Llama-3.1-70B on B200 ({RUNTIME}), {len(graph.groups)} groups x {len(formats)} formats "
                         f"= {int(costs.allowed.sum())} binaries, budgets {', '.join(BUDGETS)}, memory {MEMORY_GB:g} GB")
@@ -169,6 +177,8 @@ def main() -> None:
                   "<= 1 s")
     table.add_row("  the same, CPU time (user + sys) of the process", f"{statistics.median(command_cpu):.3f}",
                   f"{min(command_cpu):.3f}", f"{max(command_cpu):.3f}", "-")
+    table.add_row("  floor: a process importing numpy, pydantic, yaml, highspy and rich (no trtq)",
+                  f"{statistics.median(floor_times):.3f}", f"{min(floor_times):.3f}", f"{max(floor_times):.3f}", "-")
     table.add_row(f"{args.pareto}-point Pareto front, gap {request.pareto_mip_rel_gap:g} per point "
                   "(incl. fastest-feasible search)", f"{pareto_s:.3f}", "-", "-", "<= 5 s")
     s = slo_plan.serving
@@ -185,6 +195,7 @@ def main() -> None:
                   f"points from fraction {front[0].fraction:.3f} to {front[-1].fraction:.3f}")
     print(f"single_solve_s={statistics.median(solver_times):.3f} pareto32_s={pareto_s:.3f} "
           f"plan_cmd_s={statistics.median(command_times):.3f} plan_cmd_cpu_s={statistics.median(command_cpu):.3f} "
+          f"floor_s={statistics.median(floor_times):.3f} "
           f"slo_plan_s={statistics.median(slo_times):.3f} slo_pareto32_s={slo_pareto_s:.3f}")
 
 
