@@ -16,6 +16,7 @@ varies from run to run (glibc's arenas, thread timing): each cell runs --repeats
 gives the largest and smallest peak and the median seconds.
 
     python benchmarks/scale.py [--depths 8,16,32] [--repeats 2] [--samples 2] [--seq-len 128]
+                               [--device cuda --dtype bfloat16]  (the GPU's peak memory too)
 
 Then a projection (arithmetic on the configs, labelled as such) of what block-sequential sensitivity
 holds in memory for Llama-3.1-8B and -70B, and of its CPU time from the measured cost per block.
@@ -56,8 +57,9 @@ def child(args: argparse.Namespace) -> None:
 
         method, how = args.child.split("-")
         sequential = how == "sequential"
+        placement = {"device": args.device, "dtype": args.dtype}
         if method == "weight":
-            table = weight_sensitivity(args.model, FORMATS, sequential=sequential)
+            table = weight_sensitivity(args.model, FORMATS, sequential=sequential, **placement)
         else:
             tokenizer = None
             if args.tokenizer:
@@ -67,11 +69,12 @@ def child(args: argparse.Namespace) -> None:
             out = Path(tempfile.mkdtemp()) / "s.json"
             table = output_sensitivity(args.model, args.samples, args.seq_len, 0, tokenizer=tokenizer,
                                        formats=FORMATS, sequential=sequential,
-                                       checkpoint_dir=checkpoint_dir_for(str(out)))
+                                       checkpoint_dir=checkpoint_dir_for(str(out)), **placement)
         assert table.rows
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    cuda_peak = torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
     print(json.dumps({"peak_rss_bytes": peak_rss_bytes(), "seconds": time.perf_counter() - started,
-                      "cpu_seconds": usage.ru_utime + usage.ru_stime}))
+                      "cpu_seconds": usage.ru_utime + usage.ru_stime, "cuda_peak_bytes": cuda_peak}))
 
 
 def peak_rss_bytes() -> int:
@@ -85,14 +88,16 @@ def peak_rss_bytes() -> int:
 
 def measure(mode: str, model: str, args: argparse.Namespace, tokenizer: str | None = None) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--model", model, "--samples", str(args.samples),
-               "--seq-len", str(args.seq_len)] + (["--tokenizer", tokenizer] if tokenizer else [])
+               "--seq-len", str(args.seq_len), "--device", args.device, "--dtype", args.dtype]
+    command += ["--tokenizer", tokenizer] if tokenizer else []
     runs = []
     for _ in range(args.repeats):
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
     peaks = [r["peak_rss_bytes"] for r in runs]
+    cuda = [r["cuda_peak_bytes"] for r in runs if r.get("cuda_peak_bytes") is not None]
     return {"peak_max": max(peaks), "peak_min": min(peaks), "seconds": statistics.median(r["seconds"] for r in runs),
-            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs)}
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs), "cuda_peak": max(cuda) if cuda else None}
 
 
 def synthetic_model(path: Path, blocks: int, moe: bool, tokenizer: str) -> None:
@@ -161,6 +166,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--depths", default="8,16,32", help="comma-separated block counts of random Llama-shaped models")
     parser.add_argument("--moe-blocks", type=int, default=4, help="blocks of the Mixtral-shaped model (0: none)")
+    parser.add_argument("--device", default="cpu", help="where sensitivity runs (cuda: its peak GPU memory too)")
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--make", help=argparse.SUPPRESS)  # (internal) build a synthetic model at this path
     parser.add_argument("--make-blocks", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--moe", action="store_true", help=argparse.SUPPRESS)
@@ -175,8 +182,10 @@ def main() -> None:
 
     floor = measure("floor", "-", args)
     print(f"floor (python + torch + transformers + modelopt.torch.quantization imported): {gib(floor['peak_max'])}")
-    print("| model | mode | peak RSS (largest) | smallest | seconds (median) | s per block | CPU s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    cuda = args.device.startswith("cuda")
+    print("| model | mode | peak RSS (largest) | smallest | seconds (median) | s per block | CPU s |"
+          + (" peak GPU memory |" if cuda else ""))
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if cuda else ""))
     tokenizer = str(weights_directory(resolve_model("smollm2-135m")))
     results = {}
     depths = sorted(int(d) for d in args.depths.split(",") if d)
@@ -191,8 +200,9 @@ def main() -> None:
                 m = measure(mode, str(path), args, tokenizer)
                 results[blocks, moe, mode] = m
                 label = f"{'mixtral 1024 (8 experts)' if moe else 'llama 1024'} x {blocks} blocks"
+                cuda = f" | {gib(m['cuda_peak'])}" if m["cuda_peak"] is not None else ""
                 print(f"| {label} | {mode} | {gib(m['peak_max'])} | {gib(m['peak_min'])} | {m['seconds']:.1f} | "
-                      f"{m['seconds'] / blocks:.2f} | {m['cpu_seconds']:.1f} |", flush=True)
+                      f"{m['seconds'] / blocks:.2f} | {m['cpu_seconds']:.1f}{cuda} |", flush=True)
     lo, hi = depths[0], depths[-1]
     summary = []
     for mode in ("output-sequential", "weight-sequential", "output-whole"):

@@ -49,6 +49,6 @@ step eval-plan-cuda "$PY" -m trtq eval smollm2-135m --plan "$OUT/plan.yaml" --de
   -o "$OUT/eval-plan-cuda.json"
 step eval-checkpoint-cuda "$PY" -m trtq eval smollm2-135m --checkpoint "$OUT/engine" --device cuda \
   --dtype bfloat16 -o "$OUT/eval-checkpoint-cuda.json"
-step bench-scale "$PY" benchmarks/scale.py --samples 8 --seq-len 512
+step bench-scale "$PY" benchmarks/scale.py --device cuda --dtype bfloat16 --depths 8,32 --repeats 1 --moe-blocks 4 --samples 8 --seq-len 512
 echo "failed steps: $failed" | tee -a "$OUT/summary.txt"
 exit "$failed"
