@@ -286,25 +286,14 @@ def test_plan_command_imports_no_torch(tmp_path, llama70b):
     assert len(plan.groups) == 320 and plan.model == "llama-3.1-70b"
 
 
-def test_llama70b_plan_comes_from_the_neighbourhood_within_its_gap(llama70b, monkeypatch):
+def test_llama70b_plan_comes_from_the_neighbourhood_within_its_gap(llama70b, neighbourhood_answers):
     """The LP-rounded plan misses the 0.1% gap on 70B (two budgets and memory); branch and bound on
     the LP optimum's neighbourhood answers instead of the whole model, and its plan is within the
     gap of the exact optimum, as it claims."""
-    from trtq.plan import ilp
-
-    answered = []
-    search = ilp._Model.run_neighbourhoods
-
-    def spy(self, *args):
-        out = search(self, *args)
-        answered.append(out is not None)
-        return out
-
-    monkeypatch.setattr(ilp._Model, "run_neighbourhoods", spy)
     graph, profile, sens = llama70b
     request = PlanRequest(budgets=["decode@16=0.5", "prefill@2048=0.8"], memory_gb=70)
     plan = solve_plan(graph, profile, sens, get_gpu("b200"), request)
-    assert answered == [True]  # one ILP, answered by the neighbourhood (no whole-model solve)
+    assert neighbourhood_answers == [True]  # one ILP, answered by the neighbourhood (no whole-model solve)
     exact = solve_plan(graph, profile, sens, get_gpu("b200"), request.model_copy(update={"mip_rel_gap": 0}))
     assert exact.solver.stopped_by == "optimal"
     optimum = exact.totals.sensitivity

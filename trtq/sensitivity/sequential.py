@@ -153,6 +153,21 @@ def _to(value: Any, device: str) -> Any:
     return value
 
 
+def _sequential_adapter(resolved, graph: LayerGraph):
+    """The family adapter a block-sequential pass reads the blocks by; refused without one, or with lm_head."""
+    from trtq.model.families import adapter_for
+
+    adapter = adapter_for(resolved.config)
+    if adapter is None:
+        raise UnsupportedError(
+            f"{resolved.name}: block-sequential sensitivity needs a family adapter "
+            f"(model_type {resolved.config.get('model_type')!r} has none)"
+        )
+    if any(layer.block is None for layer in graph.layers):
+        raise InputError("block-sequential sensitivity scores the decoder blocks only: drop --include-lm-head")
+    return adapter
+
+
 def sequential_output_rows(
     resolved,
     graph: LayerGraph,
@@ -169,17 +184,9 @@ def sequential_output_rows(
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    from trtq.model.families import adapter_for
     from trtq.model.zoo import hf_config, weights_directory
 
-    adapter = adapter_for(resolved.config)
-    if adapter is None:
-        raise UnsupportedError(
-            f"{resolved.name}: block-sequential sensitivity needs a family adapter "
-            f"(model_type {resolved.config.get('model_type')!r} has none)"
-        )
-    if any(layer.block is None for layer in graph.layers):
-        raise InputError("block-sequential sensitivity scores the decoder blocks only: drop --include-lm-head")
+    adapter = _sequential_adapter(resolved, graph)
     torch_dtype = getattr(torch, dtype)
     index = TensorIndex(weights_directory(resolved))
     config = hf_config(resolved)
@@ -276,18 +283,10 @@ def streamed_weight_rows(
 ) -> list[SensitivityRow]:
     """Weight Omega of every layer of `graph`, each weight read from the safetensors when its turn
     comes and dropped after: no model is built, peak memory is one tensor and its quantized copies."""
-    from trtq.model.families import adapter_for
     from trtq.model.zoo import weights_directory
     from trtq.sensitivity.weight import layer_weight_rows
 
-    adapter = adapter_for(resolved.config)
-    if adapter is None:
-        raise UnsupportedError(
-            f"{resolved.name}: block-sequential sensitivity needs a family adapter "
-            f"(model_type {resolved.config.get('model_type')!r} has none)"
-        )
-    if any(layer.block is None for layer in graph.layers):
-        raise InputError("block-sequential sensitivity scores the decoder blocks only: drop --include-lm-head")
+    adapter = _sequential_adapter(resolved, graph)
     index = TensorIndex(weights_directory(resolved))
     experts = {layer.name for layer in graph.layers if layer.experts}
     torch_dtype = getattr(torch, dtype)
