@@ -148,3 +148,35 @@ def test_layers_options_come_from_its_request_and_the_library_gives_the_cli_grap
     assert graph.layers[-1].name == "lm_head"
     with pytest.raises(InputError, match="unknown setting 'include_lm_heads'"):
         LayersRequest(model="smollm2-135m", include_lm_heads=True)
+
+
+def test_the_command_table_is_what_the_modules_register():
+    """cli.COMMANDS names each subcommand's module: a module registering a command the table lacks (or
+    the table naming one its module does not register) would make that command unreachable or wrong."""
+    import argparse
+    import importlib
+
+    from trtq.cli import COMMAND_MODULES, COMMANDS
+
+    registered = {}
+    for module_name in COMMAND_MODULES:
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module_name).register(subparsers)
+        registered.update(dict.fromkeys(subparsers.choices, module_name))
+    assert registered == COMMANDS
+
+
+def test_a_command_builds_only_its_own_parser():
+    """`trtq plan ...` imports no other command's module (nor their request models); help lists every command."""
+    probe = ("import json, sys; from trtq.cli import build_parser; "
+             "build_parser('plan').parse_args(['plan', 'm', '--gpu', 'h100', '--profile', 'p.json', "
+             "'--sensitivity', 's.json', '-o', 'o.yaml']); "
+             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('trtq.'))))")
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                       check=True).stdout)
+    assert "trtq.plan.commands" in loaded and "trtq.plan.request" in loaded
+    others = ("quantize", "eval", "build", "bench", "report", "run", "predict", "profile", "sensitivity")
+    assert not [m for m in loaded if m.split(".")[1] in others and m.endswith((".commands", ".request"))], loaded
+    from trtq.cli import COMMANDS, build_parser
+
+    assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
