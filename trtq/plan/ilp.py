@@ -338,9 +338,10 @@ class _Model:
         than `width` fixed off (the LP's own support always kept).
 
         Why that is sound: against the LP optimum, a plan costs at least the LP bound plus the reduced
-        cost of each option it uses off the LP's support (every other term of the difference is
-        non-negative at an LP optimum). So a plan within `width` of the bound uses no option whose
-        reduced cost is larger, and the restriction holds every plan cheaper than bound + width.
+        cost of each option it uses off the LP's support, plus, where it leaves an option held at 1
+        with a negative reduced cost (its group's best), that cost's magnitude (every other term of the
+        difference is non-negative at an LP optimum). So a plan within `width` of the bound uses no
+        option beyond that, and the restriction holds every plan cheaper than bound + width.
         """
         assert relaxed.x is not None and relaxed.reduced_cost is not None
         reduced = relaxed.reduced_cost

@@ -297,9 +297,7 @@ def streamed_weight_rows(
         return tensor.to(device=device, dtype=torch_dtype)
 
     with torch.no_grad():
-        rows = layer_weight_rows(graph, formats, weight_of)
-    release_freed_memory()
-    return rows
+        return layer_weight_rows(graph, formats, weight_of)
 
 
 def remove_checkpoint(directory: Path) -> None:
