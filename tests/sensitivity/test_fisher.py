@@ -12,7 +12,8 @@ from trtq.sensitivity.quantizers import quantize_dequantize
 def test_scores_match_a_direct_computation(tiny):
     model, graph, batches = tiny
     formats = [FORMATS[f] for f in ("bf16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4")]
-    scores, weight_errors = fisher_scores(model, graph, formats, batches)
+    scorer = fisher_scores(model, graph, formats, batches)
+    scores, weight_errors = scorer.scores, scorer.weight_errors
     name = "model.layers.1.mlp.down_proj"
     module = dict(model.named_modules())[name]
 

@@ -45,7 +45,7 @@ def test_traced_experts_compute_what_the_module_computes(tiny_moe):
     ids = batches[:1]
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with traced_experts(model, graph):
+        with traced_experts(dict(model.named_modules()), graph):
             traced = model(input_ids=ids).logits
         restored = model(input_ids=ids).logits
     assert torch.allclose(traced, plain, atol=1e-5) and torch.equal(restored, plain)
@@ -101,7 +101,8 @@ def test_fisher_down_projection_sums_each_experts_routed_output_error(tiny_moe):
     from the real module (its own forward) and a backward hook on its output."""
     model, graph, batches = tiny_moe
     fp8 = FORMATS["fp8"]
-    scores, weight_errors = fisher_scores(model, graph, [fp8], batches)
+    scorer = fisher_scores(model, graph, [fp8], batches)
+    scores, weight_errors = scorer.scores, scorer.weight_errors
     name = expert_layers(graph)[-1].name           # ...layers.1.mlp.experts.down_proj
     parent = dict(model.named_modules())[name.rsplit(".", 1)[0]]
     captured = {}

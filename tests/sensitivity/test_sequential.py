@@ -1,4 +1,4 @@
-"""Block-sequential layer-output sensitivity: equal to the whole-model computation, resumable, MoE experts scored."""
+"""Block-sequential sensitivity (layer output, Fisher): equal to the whole-model computation, resumable, MoE experts scored."""
 
 import json
 
@@ -11,7 +11,8 @@ from trtq.model.zoo import resolve_model
 from trtq.registry import FORMATS
 from trtq.sensitivity.operands import kernel_inputs, kernel_weight
 from trtq.sensitivity.output import output_rows
-from trtq.sensitivity.sequential import STATE_FILE, sequential_output_rows
+from trtq.sensitivity.fisher import fisher_scores
+from trtq.sensitivity.sequential import STATE_FILE, sequential_fisher_rows, sequential_output_rows
 
 FORMAT_NAMES = ("bf16", "fp8", "int8_sq", "int4_awq")
 TINY_LLAMA = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=128,
@@ -134,7 +135,7 @@ def test_sequential_is_refused_for_the_whole_model_methods(tmp_path, capsys):
 
     code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--sequential", "-o", str(tmp_path / "s.json")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--sequential applies to --method output or weight, not hessian" in err[0]
+    assert code == 2 and len(err) == 1 and "--sequential applies to --method output, weight or fisher, not hessian" in err[0]
     assert not (tmp_path / "s.json").exists()
 
 
@@ -180,3 +181,72 @@ def test_streamed_weight_sensitivity_refuses_a_loaded_model_and_lm_head(tiny_sav
         weight_sensitivity(str(resolved.weights), "fp8", model=model, sequential=True)
     with pytest.raises(InputError, match="drop --include-lm-head"):
         weight_sensitivity(str(resolved.weights), "fp8", include_lm_head=True, sequential=True)
+
+
+def run_sequential_fisher(resolved, graph, batches, directory, **kwargs):
+    formats = [FORMATS[f] for f in FORMAT_NAMES]
+    return sequential_fisher_rows(resolved, graph, formats, batches, checkpoint_dir=directory,
+                                  settings={"formats": list(FORMAT_NAMES)}, **kwargs)
+
+
+def test_sequential_fisher_is_the_whole_model_fisher(tiny_saved, tmp_path):
+    """Backpropagated block by block, the scores are the whole model's, not a block-local approximation."""
+    model, resolved, graph, batches = tiny_saved
+    whole = omegas(fisher_scores(model, graph, [FORMATS[f] for f in FORMAT_NAMES], batches).rows())
+    run = run_sequential_fisher(resolved, graph, batches, tmp_path / "ckpt")
+    blockwise = omegas(run.rows)
+    assert blockwise.keys() == whole.keys() and run.resumed_from == 0
+    for key, (omega, weight_error) in whole.items():
+        assert omega > 0, key
+        assert blockwise[key][0] == pytest.approx(omega, rel=1e-3), key
+        assert blockwise[key][1] == pytest.approx(weight_error, rel=1e-6), key
+    # the layer-wise objective is a different ranking: the gradient weights the layers' output errors
+    local = omegas(run_sequential(resolved, graph, batches, tmp_path / "output").rows)
+    ratios = {key: blockwise[key][0] / local[key][0] for key in local if local[key][0] > 0}
+    assert max(ratios.values()) > 2 * min(ratios.values())
+
+
+def test_tied_embeddings_head_is_the_models_own(tmp_path):
+    """A model whose lm_head is its input embeddings: the head pass ties them as the model does."""
+    model, resolved, graph = saved_model(tmp_path / "model", dict(TINY_LLAMA, tie_word_embeddings=True))
+    assert not any("lm_head" in name for name in resolved_files(tmp_path / "model"))
+    batches = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(2))
+    whole = omegas(fisher_scores(model, graph, [FORMATS["fp8"]], batches).rows())
+    blockwise = omegas(sequential_fisher_rows(resolved, graph, [FORMATS["fp8"]], batches,
+                                              checkpoint_dir=tmp_path / "ckpt", settings={}).rows)
+    for key, (omega, _) in whole.items():
+        assert blockwise[key][0] == pytest.approx(omega, rel=1e-3), key
+
+
+def resolved_files(directory):
+    from trtq.sensitivity.sequential import TensorIndex
+
+    return TensorIndex(directory).files
+
+
+@pytest.mark.parametrize("phase", ["forward", "backward"])
+def test_sequential_fisher_resumes_to_the_same_table(tiny_saved, tmp_path, phase):
+    _, resolved, graph, batches = tiny_saved
+    full = omegas(run_sequential_fisher(resolved, graph, batches, tmp_path / "full").rows)
+    steps = 2 * len({layer.block for layer in graph.layers})
+    stop_at = 1 if phase == "forward" else steps - 1   # after the first block's forward / before the last backward
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total, resumed):
+        assert total == steps
+        if done == stop_at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_sequential_fisher(resolved, graph, batches, tmp_path / "partial", progress=stop)
+    assert json.loads((tmp_path / "partial" / STATE_FILE).read_text())["steps"] == stop_at
+    seen = []
+    resumed = run_sequential_fisher(resolved, graph, batches, tmp_path / "partial",
+                                    progress=lambda *a: seen.append(a))
+    assert resumed.resumed_from == stop_at and seen[0] == (stop_at + 1, steps, True)
+    assert omegas(resumed.rows) == full
+    # what is left once done: the committed state, the last gradient and rows (removed with the directory)
+    assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == [
+        "gradient-00000.safetensors", "rows-00000.json", STATE_FILE]

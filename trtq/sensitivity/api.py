@@ -95,13 +95,19 @@ def _calibrated(
     device: str = "cpu",
     dtype: str = "float32",
     before_load=None,
+    sequential: bool = False,
 ) -> _Calibrated:
-    """`samples` windows of `seq_len` tokens drawn (seeded) from the shipped calibration text or `calib`."""
+    """`samples` windows of `seq_len` tokens drawn (seeded) from the shipped calibration text or `calib`.
+
+    `sequential`: no model is loaded (a block-sequential pass reads its weights block by block): only the
+    tokenizer, and the windows stay on the CPU."""
     from trtq.data import calibration_text, read_text_file, token_batches
     from trtq.data.texts import CALIBRATION_PATH
     from trtq.model.layers import build_layer_graph
-    from trtq.model.zoo import load_pretrained, resolve_model
+    from trtq.model.zoo import load_pretrained, resolve_model, weights_directory
 
+    if sequential and model is not None:
+        raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
     placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
@@ -109,15 +115,60 @@ def _calibrated(
     text = read_text_file(calib) if calib else calibration_text()
     if before_load is not None:  # the method's own refusals, before the model costs its load
         before_load(graph, fmts)
-    if model is None or tokenizer is None:
+    if sequential and tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(weights_directory(resolved)))
+    elif not sequential and (model is None or tokenizer is None):
         loaded_model, loaded_tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
         model = model if model is not None else loaded_model
         tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
     inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
     if resolved.weights and resolved.weights.is_file():
         inputs["weights"] = str(resolved.weights)
-    batches = token_batches(tokenizer, text, samples, seq_len, seed).to(next(model.parameters()).device)
+    batches = token_batches(tokenizer, text, samples, seq_len, seed)
+    if model is not None:
+        batches = batches.to(next(model.parameters()).device)
     return _Calibrated(resolved, graph, fmts, model, batches, inputs, placement)
+
+
+def _block_sequential(
+    c: _Calibrated,
+    rows_of,
+    *,
+    samples: int,
+    seq_len: int,
+    seed: int,
+    checkpoint_dir: str | Path | None,
+    progress,
+) -> tuple[list, str]:
+    """A block-sequential pass (`rows_of`: trtq.sensitivity.sequential's sequential_output_rows or
+    sequential_fisher_rows) over `c`'s windows, resumable from `checkpoint_dir`; (rows, a note)."""
+    if checkpoint_dir is None:
+        raise InputError("block-sequential sensitivity needs a checkpoint directory")
+    settings = {
+        "samples": samples,
+        "seq_len": seq_len,
+        "seed": seed,
+        "formats": [f.name for f in c.formats],
+        "device": c.placement.device,
+        "dtype": c.placement.dtype,
+    }
+    run = rows_of(
+        c.resolved,
+        c.graph,
+        c.formats,
+        c.batches,
+        checkpoint_dir=Path(checkpoint_dir),
+        settings=settings,
+        device=c.placement.device,
+        dtype=c.placement.dtype,
+        progress=progress,
+    )
+    note = f"block-sequential: one of {run.blocks} decoder blocks in memory at a time" + (
+        f", resumed at step {run.resumed_from}" if run.resumed_from else ""
+    )
+    return run.rows, note
 
 
 def hessian_sensitivity(
@@ -230,14 +281,17 @@ def fisher_sensitivity(
     calib: str | None = None,
     device: str = "cpu",
     dtype: str = "float32",
+    sequential: bool = False,
+    checkpoint_dir: str | None = None,
+    progress=None,
 ) -> Sensitivity:
-    """Omega = 1/2 sum (dL/dY)^2 (Q_a(X') Q_w(W')^T - X W^T)^2: weights *and* activations, per layer."""
+    """Omega = 1/2 sum (dL/dY)^2 (Q_a(X') Q_w(W')^T - X W^T)^2: weights *and* activations, per layer.
+
+    `sequential`: the same scores with one decoder block in memory at a time (backpropagation
+    checkpointed at the block boundaries, trtq.sensitivity.sequential), resumable from `checkpoint_dir`."""
     import time
 
     import torch
-
-    from trtq.artifacts.sensitivity import SensitivityRow
-    from trtq.sensitivity.fisher import fisher_scores
 
     c = _calibrated(
         model_spec,
@@ -251,45 +305,47 @@ def fisher_sensitivity(
         calib,
         device=device,
         dtype=dtype,
+        sequential=sequential,
     )
-    resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     torch.manual_seed(seed)
     start = time.perf_counter()
-    scores, weight_errors = fisher_scores(model, graph, fmts, c.batches)
-    seconds = time.perf_counter() - start
-    rows = [
-        SensitivityRow(
-            layer=layer.name,
-            format=fmt.name,
-            group_size=fmt.group_size_for(layer.in_features),
-            weight_error=weight_errors[layer.name, fmt.name],
-            omega=scores[layer.name, fmt.name],
-        )
-        for layer in graph.layers
-        for fmt in fmts
-        if fmt.available_for(layer.in_features)
+    notes = [
+        "omega = 1/2 sum over calibration tokens of (dL/dY)^2 x dY^2, dY = Q_a(X') Q_w(W')^T - X W^T "
+        "with trtq's reference quantizers (SmoothQuant alpha 1 for int8_sq); weight_error = ||Q_w(W') / s - W||^2 "
+        "(s = 1 except for SmoothQuant)",
+        "fused MoE experts: per expert on the tokens routed to it (dL/dY of that expert's GEMM output), "
+        "summed over the layer's experts",
     ]
-    return Sensitivity.create(
-        metadata=make_metadata(
-            inputs=inputs,
+    if sequential:
+        from trtq.sensitivity.sequential import sequential_fisher_rows
+
+        rows, note = _block_sequential(
+            c,
+            sequential_fisher_rows,
+            samples=samples,
+            seq_len=seq_len,
             seed=seed,
-            notes=[
-                "omega = 1/2 sum over calibration tokens of (dL/dY)^2 x dY^2, dY = Q_a(X') Q_w(W')^T - X W^T "
-                "with trtq's reference quantizers (SmoothQuant alpha 1 for int8_sq); weight_error = ||Q_w(W') / s - W||^2 "
-                "(s = 1 except for SmoothQuant)",
-                "fused MoE experts: per expert on the tokens routed to it (dL/dY of that expert's GEMM output), "
-                "summed over the layer's experts",
-            ],
-        ),
-        model=resolved.name,
+            checkpoint_dir=checkpoint_dir,
+            progress=progress,
+        )
+        notes.append(note + " (the whole model's gradients, activations checkpointed per block)")
+    else:
+        from trtq.sensitivity.fisher import fisher_scores
+
+        rows = fisher_scores(c.model, c.graph, c.formats, c.batches).rows()
+    seconds = time.perf_counter() - start
+    return Sensitivity.create(
+        metadata=make_metadata(inputs=c.inputs, seed=seed, notes=notes),
+        model=c.resolved.name,
         method="fisher",
-        formats=[f.name for f in fmts],
+        formats=[f.name for f in c.formats],
         settings={
             **c.placement.as_settings(),
             "include_lm_head": include_lm_head,
             "samples": samples,
             "seq_len": seq_len,
             "seed": seed,
+            "sequential": sequential,
             "seconds": round(seconds, 3),
         },
         rows=rows,
@@ -331,71 +387,37 @@ def output_sensitivity(
         "SmoothQuant alpha 1 for int8_sq); MoE experts per expert on their routed tokens, summed; "
         "weight_error = ||Q_w(W') / s - W||^2"
     ]
+    c = _calibrated(
+        model_spec,
+        samples,
+        seq_len,
+        seed,
+        model,
+        tokenizer,
+        formats,
+        include_lm_head,
+        calib,
+        device=device,
+        dtype=dtype,
+        sequential=sequential,
+    )
+    resolved, graph, fmts, placement, inputs = c.resolved, c.graph, c.formats, c.placement, c.inputs
     if sequential:
-        from transformers import AutoTokenizer
-
-        from trtq.data import calibration_text, read_text_file, token_batches
-        from trtq.data.texts import CALIBRATION_PATH
-        from trtq.model.layers import build_layer_graph
-        from trtq.model.zoo import resolve_model, weights_directory
         from trtq.sensitivity.sequential import sequential_output_rows
 
-        if model is not None:
-            raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
-        if checkpoint_dir is None:
-            raise InputError("block-sequential sensitivity needs a checkpoint directory")
-        placement = resolve_placement(device, dtype)
-        resolved = resolve_model(model_spec)
-        graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
-        fmts = parse_formats(formats)
-        text = read_text_file(calib) if calib else calibration_text()
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(str(weights_directory(resolved)))
-        batches = token_batches(tokenizer, text, samples, seq_len, seed)
-        inputs = {"calib": str(calib if calib else CALIBRATION_PATH)}
-        settings = {
-            "samples": samples,
-            "seq_len": seq_len,
-            "seed": seed,
-            "formats": [f.name for f in fmts],
-            "device": placement.device,
-            "dtype": placement.dtype,
-        }
-        run = sequential_output_rows(
-            resolved,
-            graph,
-            fmts,
-            batches,
-            checkpoint_dir=Path(checkpoint_dir),
-            settings=settings,
-            device=placement.device,
-            dtype=placement.dtype,
+        rows, note = _block_sequential(
+            c,
+            sequential_output_rows,
+            samples=samples,
+            seq_len=seq_len,
+            seed=seed,
+            checkpoint_dir=checkpoint_dir,
             progress=progress,
         )
-        rows = run.rows
-        notes.append(
-            f"block-sequential: one of {run.blocks} decoder blocks in memory at a time"
-            + (f", resumed at block {run.resumed_from}" if run.resumed_from else "")
-        )
+        notes.append(note)
     else:
-        c = _calibrated(
-            model_spec,
-            samples,
-            seq_len,
-            seed,
-            model,
-            tokenizer,
-            formats,
-            include_lm_head,
-            calib,
-            device=device,
-            dtype=dtype,
-        )
-        resolved, graph, fmts, placement, inputs = c.resolved, c.graph, c.formats, c.placement, c.inputs
         with torch.no_grad():
             rows = output_rows(c.model, graph, fmts, c.batches)
-    if resolved.weights and resolved.weights.is_file():
-        inputs["weights"] = str(resolved.weights)
     table = Sensitivity.create(
         metadata=make_metadata(inputs=inputs, seed=seed, notes=notes),
         model=resolved.name,
@@ -534,7 +556,9 @@ def compute_sensitivity(
         if r.method == "autoquantize":
             table = autoquantize_sensitivity(r.model, **common, score=r.score, batch_size=r.score_batch)
         elif r.method == "fisher":
-            table = fisher_sensitivity(r.model, **common)
+            table = fisher_sensitivity(
+                r.model, **common, sequential=r.sequential, checkpoint_dir=checkpoint_dir, progress=progress
+            )
         elif r.method == "output":
             table = output_sensitivity(
                 r.model, **common, sequential=r.sequential, checkpoint_dir=checkpoint_dir, progress=progress

@@ -35,8 +35,8 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     console = stderr_console()
 
     def progress(count: int, second: int, third: int | bool) -> None:
-        if isinstance(third, bool):  # block-sequential: (blocks done, blocks, resumed)
-            console.print(f"output: block {count}/{second} done" + (" (resumed)" if third else ""))
+        if isinstance(third, bool):  # block-sequential: (steps done, steps, resumed); output: a step a block
+            console.print(f"{request.method}: step {count}/{second} done" + (" (resumed)" if third else ""))
             return
         # Hessian: (probes, traces still active, traces)
         console.print(f"hessian: probe {count}, {third - second}/{third} traces converged")

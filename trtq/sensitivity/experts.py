@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -110,7 +110,7 @@ def _forward(parent: str, inputs: dict[str, ExpertInput] | None, on_output: OnOu
 
 @contextlib.contextmanager
 def traced_experts(
-    model: torch.nn.Module,
+    modules: Mapping[str, torch.nn.Module],
     graph: LayerGraph,
     *,
     inputs: dict[str, ExpertInput] | None = None,
@@ -118,9 +118,9 @@ def traced_experts(
 ) -> Iterator[None]:
     """While open, the experts modules of `graph` run expert by expert (see the module doc).
 
+    `modules`: by full name (`dict(model.named_modules())`, or one block's with `graph` holding its layers);
     `inputs`: filled on every forward with each fused layer's own input tensor (keyed by layer name);
     `on_output(layer, expert, x, y)`: called with each expert GEMM's input and output."""
-    modules = dict(model.named_modules())
     patched = []
     try:
         for parent in expert_parents(graph):

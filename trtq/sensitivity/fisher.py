@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from trtq.artifacts.layers import LayerGraph
+from trtq.artifacts.sensitivity import SensitivityRow
 from trtq.registry.formats import Format
 from trtq.sensitivity.experts import traced_experts
 from trtq.sensitivity.operands import (
+    OperandKey,
     calibrated_smoothing,
     effective_weight,
     kernel_inputs_by_format,
     kernel_weight,
+    scored_rows,
     smoothing_for,
     squared_norm,
 )
@@ -38,19 +42,27 @@ from trtq.sensitivity.operands import (
 class FisherScores:
     """Hooks that keep each layer's input on the forward pass and score every format on the backward.
 
-    A fused expert layer is scored expert by expert (trtq.sensitivity.experts): each expert's GEMM
-    output on its routed tokens gets a gradient hook, with that expert's own SmoothQuant scales;
-    the layer's Omega is the sum over its experts."""
+    `modules`: the modules of `graph`'s layers by full name (the whole model's, or one block's with
+    `graph` holding that block's layers: trtq.sensitivity.sequential); `smoothing`: the calibrated
+    SmoothQuant scales (operands.calibrated_smoothing). A fused expert layer is scored expert by expert
+    (trtq.sensitivity.experts): each expert's GEMM output on its routed tokens gets a gradient hook,
+    with that expert's own SmoothQuant scales; the layer's Omega is the sum over its experts."""
 
-    def __init__(self, model: torch.nn.Module, graph: LayerGraph, formats: list[Format], smooth_batches):
-        self.model = model
-        self.modules = dict(model.named_modules())
+    def __init__(
+        self,
+        modules: Mapping[str, torch.nn.Module],
+        graph: LayerGraph,
+        formats: list[Format],
+        smoothing: dict[OperandKey, torch.Tensor],
+    ):
+        self.modules = modules
         self.graph = graph
+        self.layers = {layer.name: layer for layer in graph.layers}
         self.formats = {
             layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers
         }
         self.scores: dict[tuple[str, str], float] = defaultdict(float)
-        self.smooth = calibrated_smoothing(model, graph, smooth_batches)
+        self.smooth = smoothing
         self.weights: dict[tuple[str, str], torch.Tensor] = {}
         self.weight_errors: dict[tuple[str, str], float] = defaultdict(float)
         with torch.no_grad():
@@ -74,6 +86,9 @@ class FisherScores:
         self._handles: list[Any] = []
         self._experts = contextlib.ExitStack()
 
+    def rows(self) -> list[SensitivityRow]:
+        return scored_rows(self.layers, self.formats, self.scores, self.weight_errors, self.layers)
+
     def __enter__(self) -> FisherScores:
         for layer in self.graph.layers:
             if layer.experts:
@@ -81,7 +96,7 @@ class FisherScores:
             module = self.modules[layer.name]
             self._handles.append(module.register_forward_hook(self._keep_input(layer.name)))
             self._handles.append(module.register_full_backward_hook(self._score(layer.name)))
-        self._experts.enter_context(traced_experts(self.model, self.graph, on_output=self._hook_expert))
+        self._experts.enter_context(traced_experts(self.modules, self.graph, on_output=self._hook_expert))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -129,14 +144,13 @@ class FisherScores:
 
 def fisher_scores(
     model: torch.nn.Module, graph: LayerGraph, formats: list[Format], batches: torch.Tensor
-) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
-    """(Omega, weight error) per (layer, format) over `batches` ([n, seq_len] token ids).
-
-    Omega is summed over batches; the weight error is ||Q_w(W') / s - W||^2 of the
-    same quantized weight the scores used."""
+) -> FisherScores:
+    """The scores over `batches` ([n, seq_len] token ids), the whole model loaded: `.scores` (Omega per
+    (layer, format), summed over batches), `.weight_errors` (||Q_w(W') / s - W||^2 of the same quantized
+    weight the scores used) and `.rows()`."""
     parameters = list(model.parameters())
     saved = [p.requires_grad for p in parameters]
-    scorer = FisherScores(model, graph, formats, batches)
+    scorer = FisherScores(dict(model.named_modules()), graph, formats, calibrated_smoothing(model, graph, batches))
     try:
         for p in parameters:
             p.requires_grad_(False)
@@ -149,4 +163,4 @@ def fisher_scores(
     finally:
         for p, flag in zip(parameters, saved):
             p.requires_grad_(flag)
-    return dict(scorer.scores), dict(scorer.weight_errors)
+    return scorer

@@ -322,7 +322,7 @@ def model_traces(
     with (
         differentiable_wrt(model, list(weight_names.values())) as params,
         own_inputs(model, dense) as captured,
-        traced_experts(model, graph, inputs=expert_inputs),
+        traced_experts(dict(model.named_modules()), graph, inputs=expert_inputs),
     ):
 
         def loss_and_inputs(ids: torch.Tensor):

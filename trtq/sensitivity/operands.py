@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
-from trtq.artifacts.layers import LayerGraph
+from trtq.artifacts.layers import LayerGraph, LayerInfo
+from trtq.artifacts.sensitivity import SensitivityRow
 from trtq.formats.base import Format
 from trtq.sensitivity.quantizers import quantize_dequantize
 
@@ -99,20 +100,30 @@ def visit_layer_inputs(
             handle.remove()
 
 
+class ChannelMaxima:
+    """Per (layer, expert): the largest |input| of each input channel seen so far; `observe` is a Visit."""
+
+    def __init__(self) -> None:
+        self.amax: dict[OperandKey, torch.Tensor] = {}
+
+    def observe(self, name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
+        channel_amax = x.abs().amax(dim=0)
+        key = name, expert
+        self.amax[key] = torch.maximum(self.amax[key], channel_amax) if key in self.amax else channel_amax
+
+    def scales(self) -> dict[OperandKey, torch.Tensor]:
+        """SmoothQuant's scales from the maxima (an expert no token reached has none: `smoothing_for`)."""
+        return {key: smoothquant_scales(a) for key, a in self.amax.items()}
+
+
 def calibrated_smoothing(
     model: torch.nn.Module, graph: LayerGraph, batches: Iterable[torch.Tensor]
 ) -> dict[OperandKey, torch.Tensor]:
     """SmoothQuant scales per (layer, expert) from the calibration set's per-channel input maxima, as ModelOpt
     calibrates (an expert from the tokens routed to it; `smoothing_for` gives ones to an expert none reached)."""
-    amax: dict[OperandKey, torch.Tensor] = {}
-
-    def record(name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
-        channel_amax = x.abs().amax(dim=0)
-        key = name, expert
-        amax[key] = torch.maximum(amax[key], channel_amax) if key in amax else channel_amax
-
-    visit_layer_inputs(model, graph, batches, record)
-    return {key: smoothquant_scales(a) for key, a in amax.items()}
+    maxima = ChannelMaxima()
+    visit_layer_inputs(model, graph, batches, maxima.observe)
+    return maxima.scales()
 
 
 def smoothing_for(
@@ -163,3 +174,24 @@ def effective_inputs(quantized_kernel_inputs: torch.Tensor, fmt: Format, smooth:
 
 def squared_norm(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(t, dtype=torch.float64) ** 2)
+
+
+def scored_rows(
+    layers: Mapping[str, LayerInfo],
+    formats: Mapping[str, list[Format]],
+    scores: Mapping[tuple[str, str], float],
+    weight_errors: Mapping[tuple[str, str], float],
+    names: Iterable[str],
+) -> list[SensitivityRow]:
+    """The table rows of the layers `names`, one per format each can take, in that order."""
+    return [
+        SensitivityRow(
+            layer=name,
+            format=fmt.name,
+            group_size=fmt.group_size_for(layers[name].in_features),
+            weight_error=weight_errors[name, fmt.name],
+            omega=scores[name, fmt.name],
+        )
+        for name in names
+        for fmt in formats[name]
+    ]

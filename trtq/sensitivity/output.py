@@ -7,8 +7,8 @@ layer's output reconstruction error that GPTQ and llm-compressor's sequential pi
 minimise block by block. It is the Fisher method (trtq.sensitivity.fisher) with the loss
 gradient at the layer's output replaced by ones: what is lost is how much the rest of the
 network amplifies the layer's error (the Fisher / whole-model Hessian see that); what is won
-is that it needs only the layer's own inputs, so it can be computed one decoder block at a
-time (trtq.sensitivity.sequential) with nothing of the model in memory but that block.
+is that it needs only the layer's own inputs: one forward pass per block, no loss and no
+backward (trtq.sensitivity.sequential runs it, and the Fisher, one decoder block at a time).
 
 MoE experts (fused [experts, out, in] parameters) are scored per expert on the tokens the
 router sends it, each expert being its own GEMM with its own SmoothQuant scales; the layer's
@@ -27,9 +27,11 @@ from trtq.artifacts.layers import LayerGraph
 from trtq.artifacts.sensitivity import SensitivityRow
 from trtq.registry.formats import Format
 from trtq.sensitivity.operands import (
+    ChannelMaxima,
     effective_weight,
     kernel_inputs_by_format,
     kernel_weight,
+    scored_rows,
     smoothquant_scales,
     squared_norm,
     visit_layer_inputs,
@@ -44,19 +46,15 @@ class OutputScores:
         self.formats = {
             layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers
         }
-        self.amax: dict[tuple[str, int | None], torch.Tensor] = {}
+        self.maxima = ChannelMaxima()
+        self.observe = self.maxima.observe
         self.scores: dict[tuple[str, str], float] = defaultdict(float)
         self._kernel_weights: dict[tuple[str, int | None, str], torch.Tensor] = {}
         self.weight_errors: dict[tuple[str, str], float] = defaultdict(float)
         self._weighed: set[tuple[str, int | None]] = set()
 
-    def observe(self, name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
-        channel_amax = x.abs().amax(dim=0)
-        key = name, expert
-        self.amax[key] = torch.maximum(self.amax[key], channel_amax) if key in self.amax else channel_amax
-
     def _smooth(self, name: str, expert: int | None, x: torch.Tensor) -> torch.Tensor:
-        amax = self.amax.get((name, expert))
+        amax = self.maxima.amax.get((name, expert))
         return smoothquant_scales(amax if amax is not None else torch.ones_like(x[0]))
 
     def score(self, name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
@@ -99,17 +97,7 @@ class OutputScores:
                 self._weighed.add((name, expert))
 
     def rows(self, layers: Iterable[str]) -> list[SensitivityRow]:
-        return [
-            SensitivityRow(
-                layer=name,
-                format=fmt.name,
-                group_size=fmt.group_size_for(self.layers[name].in_features),
-                weight_error=self.weight_errors[name, fmt.name],
-                omega=self.scores[name, fmt.name],
-            )
-            for name in layers
-            for fmt in self.formats[name]
-        ]
+        return scored_rows(self.layers, self.formats, self.scores, self.weight_errors, layers)
 
 
 def output_rows(

@@ -27,9 +27,10 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "calib": ("hessian", "fisher", "autoquantize", "output"),
     "samples": ("hessian", "fisher", "autoquantize", "output"),
     "seq_len": ("hessian", "fisher", "autoquantize", "output"),
-    # Weights alone, or the layer-wise objective, are block-local; the others need the loss gradient
-    # through every later block.
-    "sequential": ("output", "weight"),
+    # Weights alone and the layer-wise objective are block-local; Fisher backpropagates block by block
+    # (activations checkpointed at the block boundaries). Hessian needs a second-order pass through every
+    # block per probe, AutoQuantize ModelOpt's own whole-model search.
+    "sequential": ("output", "weight", "fisher"),
 }
 
 # What the KV-cache measurement (--kv-formats, trtq/sensitivity/kv_cache.py) reads, with any method.
@@ -49,9 +50,9 @@ class SensitivityRequest(DeviceSettings):
     )
     sequential: bool = setting(
         False,
-        "output: one decoder block in memory at a time, read from the safetensors; a killed run resumes "
-        "from the last finished block (partial results in .OUTPUT.partial/ beside -o); "
-        "weight: one weight tensor at a time, read from the safetensors",
+        "output, fisher: one decoder block in memory at a time, read from the safetensors (fisher: the same "
+        "scores, backpropagated block by block); a killed run resumes from the last finished step (partial "
+        "results in .OUTPUT.partial/ beside -o); weight: one weight tensor at a time, read from the safetensors",
     )
     score: Literal["gradient", "kl_div"] = setting(
         "gradient", "autoquantize: ModelOpt's score, gradient (loss-weighted output error) or kl_div"
@@ -103,5 +104,6 @@ class SensitivityRequest(DeviceSettings):
                 continue  # the KV-cache measurement reads them, whatever the method
             if self.method not in methods and getattr(self, name) != type(self).model_fields[name].default:
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} applies to --method {' or '.join(methods)}, not {self.method}")
+                allowed = " or ".join(methods) if len(methods) < 3 else f"{', '.join(methods[:-1])} or {methods[-1]}"
+                raise ValueError(f"{flag} applies to --method {allowed}, not {self.method}")
         return self
