@@ -41,6 +41,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -62,7 +63,10 @@ FORMATS = "bf16,fp8,int8_sq,int4_awq,w4a8_awq"
 POINTS = {"decode@16": 16, "prefill@2048": 2048}
 BUDGET_SPECS = ["decode@16=1.0", "prefill@2048=1.0"]  # limits are replaced by fraction x all-bf16
 PLANNED = ("trtq-hessian", "trtq-fisher", "trtq-autoquantize")
-METHODS = (*PLANNED, "trtq-weight", "autoquantize", "uniform")
+# Planned on request (--with-weight, --with-output): weight-only, and the block-local layer-output objective
+# (GPTQ's, computed block-sequentially) beside the whole-model Hessian and Fisher.
+OPTIONAL = ("trtq-weight", "trtq-output")
+METHODS = (*PLANNED, *OPTIONAL, "autoquantize", "uniform")
 HELD_OUT_TEXTS = (REPO / "benchmarks" / "texts" / "kjv_genesis.txt", REPO / "benchmarks" / "texts" / "sqlite_docs.txt")
 BOOTSTRAP = 2000
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
@@ -186,6 +190,11 @@ class Bench:
                 table = api.hessian_sensitivity(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
                                                 model=model, tokenizer=tokenizer, formats=FORMATS,
                                                 max_iterations=self.args.hessian_probes)
+            elif method == "output":  # block-local, so computed as it scales: one block in memory at a time
+                with tempfile.TemporaryDirectory() as checkpoint:
+                    table = api.output_sensitivity(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
+                                                   tokenizer=tokenizer, formats=FORMATS, sequential=True,
+                                                   checkpoint_dir=checkpoint)
             else:
                 table = api.fisher_sensitivity(MODEL, self.args.calib_samples, self.args.seq_len, self.args.seed,
                                                model=model, tokenizer=tokenizer, formats=FORMATS)
@@ -385,6 +394,8 @@ def main(argv=None) -> int:
                         help="trtq profile backend that produces the latency table (default: roofline; "
                              "aiconfigurator: NVIDIA's measured H100 TensorRT-LLM tables, formats they lack modelled)")
     parser.add_argument("--with-weight", action="store_true", help="also plan and score with weight sensitivity")
+    parser.add_argument("--with-output", action="store_true",
+                        help="also plan and score with the block-local layer-output sensitivity (block-sequential)")
     parser.add_argument("--seed", type=int, default=0, help="calibration windows and bootstrap resamples")
     parser.add_argument("--bisect-steps", type=int, default=8, help="AutoQuantize effective_bits bisection steps")
     parser.add_argument("--aq-grid-step", type=float, default=0.5,
@@ -437,6 +448,9 @@ def main(argv=None) -> int:
     if args.with_weight:
         tables["trtq-weight"] = bench.weight_sensitivity()
         seconds["trtq-weight"] = float("nan")  # not timed: no data, seconds
+    if args.with_output:
+        tables["trtq-output"], output_timing = bench.timed_sensitivity("output")
+        seconds["trtq-output"] = output_timing["seconds"]
     costs = {m: build_cost_model(bench.graph, profile, t, formats, POINTS) for m, t in tables.items()}
     reference = costs["trtq-hessian"]  # latency and bytes do not depend on the sensitivity
     bf16_ns = {p: float(reference.latency[p][:, reference.bf16_index()].sum()) for p in POINTS}
@@ -510,7 +524,7 @@ def main(argv=None) -> int:
         jobs.append((f"uniform {fmt}", bench.assignment(reference, reference.choice_of(uniform[fmt]["layer_formats"])),
                      uniform[fmt]))
     for row in rows:
-        for method in [m for m in ["autoquantize", *PLANNED, "trtq-weight"] if m in row["plans"]]:
+        for method in [m for m in ["autoquantize", *PLANNED, *OPTIONAL] if m in row["plans"]]:
             assignment = row["plans"][method]
             result = row.setdefault("results", {}).setdefault(method, {})
             result["totals"] = totals_of({m: f for m, (f, _) in assignment.items()})
@@ -622,7 +636,7 @@ def render(rows, fractions, t_min, bf16_ns, uniform, seconds, aq_timing, hessian
         results = row["results"]
         for method in methods:
             if method not in results:
-                if method == "trtq-weight":
+                if method in OPTIONAL:
                     continue
                 why = "not evaluated" if method in row.get("not_evaluated", []) else "no plan meets the budget"
                 lines.append(f"| {row['fraction']:.3f} | {method} | - | - | - | - | "

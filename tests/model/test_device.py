@@ -38,9 +38,11 @@ def test_the_requests_inherit_one_declaration():
         SensitivityRequest(model="m", device="gpu")
     with pytest.raises(InputError, match="--dtype"):
         QuantizeRequest(model="m", plan="p", dtype="int8")
-    with pytest.raises(InputError, match="--sequential applies to --method output, weight or fisher, not hessian"):
-        SensitivityRequest(model="m", method="hessian", sequential=True)
+    with pytest.raises(InputError, match="--sequential applies to --method output, weight, fisher or hessian, "
+                                         "not autoquantize"):
+        SensitivityRequest(model="m", method="autoquantize", sequential=True)
     assert SensitivityRequest(model="m", method="fisher", sequential=True).sequential
+    assert SensitivityRequest(model="m", sequential=True).sequential   # the default method, hessian
     assert SensitivityRequest(model="m", method="weight", sequential=True).sequential
     assert SensitivityRequest(model="m").method == "hessian"  # the benchmark's winner (RESULTS.md, plan_quality)
     assert SensitivityRequest(model="m", method="output", sequential=True).sequential

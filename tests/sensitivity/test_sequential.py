@@ -1,4 +1,5 @@
-"""Block-sequential sensitivity (layer output, Fisher): equal to the whole-model computation, resumable, MoE experts scored."""
+"""Block-sequential sensitivity (layer output, Fisher, Hessian): equal to the whole-model computation, resumable,
+MoE experts scored."""
 
 import json
 
@@ -130,12 +131,14 @@ def test_a_run_stopped_between_blocks_resumes_to_the_same_table(tiny_saved, tmp_
 
 
 
-def test_sequential_is_refused_for_the_whole_model_methods(tmp_path, capsys):
+def test_sequential_is_refused_for_autoquantize(tmp_path, capsys):
     from trtq.cli import main
 
-    code = main(["sensitivity", "smollm2-135m", "--method", "hessian", "--sequential", "-o", str(tmp_path / "s.json")])
+    code = main(["sensitivity", "smollm2-135m", "--method", "autoquantize", "--sequential",
+                 "-o", str(tmp_path / "s.json")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--sequential applies to --method output, weight or fisher, not hessian" in err[0]
+    assert code == 2 and len(err) == 1
+    assert "--sequential applies to --method output, weight, fisher or hessian, not autoquantize" in err[0]
     assert not (tmp_path / "s.json").exists()
 
 
@@ -250,3 +253,31 @@ def test_sequential_fisher_resumes_to_the_same_table(tiny_saved, tmp_path, phase
     # what is left once done: the committed state, the last gradient and rows (removed with the directory)
     assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == [
         "gradient-00000.safetensors", "rows-00000.json", STATE_FILE]
+
+
+def test_sequential_hessian_is_the_whole_model_hessian(tiny_saved):
+    """The R-operator block by block gives the Hessian-vector products of double back-propagation through the
+    loaded model: with the same probes, the same traces, per channel, and the same rows."""
+    from trtq.sensitivity.hessian import hessian_rows, model_traces
+    from trtq.sensitivity.sequential_hessian import sequential_hessian
+
+    model, resolved, graph, batches = tiny_saved
+    formats = [FORMATS[f] for f in ("fp8", "int8_sq", "int4_awq")]
+    options = dict(tolerance=0.05, max_iterations=4, seed=3)
+    traces, rows = sequential_hessian(resolved, graph, formats, batches, **options)
+    whole = model_traces(model, graph, batches, **options)
+    assert traces.iterations == whole.iterations == 4
+    for kind in ("weights", "inputs"):
+        mine, theirs = getattr(traces, kind), getattr(whole, kind)
+        assert mine.keys() == theirs.keys() == {layer.name for layer in graph.layers}
+        for name, stats in theirs.items():
+            assert mine[name].samples == pytest.approx(stats.samples, rel=1e-4, abs=1e-9), (kind, name)
+            scale = float(stats.channel_sums.abs().max())      # channels' sums cancel to near zero: float rounding
+            assert torch.allclose(mine[name].channel_sums, stats.channel_sums, rtol=1e-4, atol=1e-5 * scale), name
+    expected = {(r.layer, r.format): r for r in hessian_rows(model, graph, formats, whole, batches)}
+    assert len(rows) == len(expected)
+    for row in rows:
+        reference = expected[row.layer, row.format]
+        assert row.omega == pytest.approx(reference.omega, rel=1e-4), (row.layer, row.format)
+        assert row.weight_error == pytest.approx(reference.weight_error, rel=1e-5)   # SmoothQuant: input maxima
+        assert row.input_error == pytest.approx(reference.input_error, rel=1e-4)

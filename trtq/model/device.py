@@ -146,7 +146,7 @@ def require_memory(
         if need > have:
             place = "this machine's RAM" if where == "cpu" else where
             hint = ("--dtype bfloat16" if dtype == "float32" else "a machine with more memory") + (
-                ", or --sequential (sensitivity --method output, fisher or weight: one block or one weight at a time)"
+                ", or sensitivity --sequential (output, fisher, hessian: one block at a time; weight: one tensor)"
                 if where == "cpu"
                 else ", or a larger GPU"
             )

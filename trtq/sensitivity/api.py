@@ -187,11 +187,13 @@ def hessian_sensitivity(
     progress=None,
     device: str = "cpu",
     dtype: str = "float32",
+    sequential: bool = False,
 ) -> Sensitivity:
     """HAWQ-V2/V3 sensitivity: mean Hessian traces of each layer's weight and input x their quantization errors.
 
     `samples` windows of `seq_len` tokens are drawn (seeded) from the shipped
-    calibration text, or from the UTF-8 file `calib`.
+    calibration text, or from the UTF-8 file `calib`. `sequential`: the same traces and rows with one
+    decoder block in memory at a time (trtq.sensitivity.sequential_hessian); not resumable.
     """
     import torch
 
@@ -221,12 +223,19 @@ def hessian_sensitivity(
         calib,
         device=device,
         dtype=dtype,
+        sequential=sequential,
     )
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
-    traces = model_traces(
-        model, graph, c.batches, tolerance=tolerance, max_iterations=max_iterations, seed=seed, progress=progress
-    )
-    rows = hessian_rows(model, graph, fmts, traces, c.batches)
+    options = dict(tolerance=tolerance, max_iterations=max_iterations, seed=seed, progress=progress)
+    if sequential:
+        from trtq.sensitivity.sequential_hessian import sequential_hessian
+
+        traces, rows = sequential_hessian(
+            resolved, graph, fmts, c.batches, device=c.placement.device, dtype=c.placement.dtype, **options
+        )
+    else:
+        traces = model_traces(model, graph, c.batches, **options)
+        rows = hessian_rows(model, graph, fmts, traces, c.batches)
     tensors = [*traces.weights.values(), *traces.inputs.values()]
     converged = sum(stats.converged for stats in tensors)
     return Sensitivity.create(
@@ -242,7 +251,13 @@ def hessian_sensitivity(
                 "reference quantizers (round-to-nearest; s = SmoothQuant scales, alpha 1, for int8_sq, else 1; "
                 "AWQ scaling not applied); dX averaged over the calibration batches",
                 "tr(H) by Hutchinson: Rademacher probes shared by every weight and layer input, Hessian-vector "
-                "products by double back-propagation of the next-token cross-entropy; iteration k uses batch k mod samples",
+                "products by double back-propagation of the next-token cross-entropy; iteration k uses batch k mod samples"
+                + (
+                    "; block-sequential: the same products by Pearlmutter's R-operator, one decoder block in memory "
+                    "at a time (jvp of each block's vector-Jacobian product)"
+                    if sequential
+                    else ""
+                ),
                 "fused MoE experts: channels are (expert, input channel) pairs, each expert's error with its own "
                 "SmoothQuant scales and its input curvature per token routed to it; one row per fused layer (summed)",
                 f"{converged}/{len(tensors)} traces converged; {traces.iterations} probes in {traces.seconds:.0f} s "
@@ -260,6 +275,7 @@ def hessian_sensitivity(
             "seed": seed,
             "tolerance": tolerance,
             "max_iterations": max_iterations,
+            "sequential": sequential,
             "iterations": traces.iterations,
             "seconds": round(traces.seconds, 3),
         },
@@ -565,7 +581,12 @@ def compute_sensitivity(
             )
         else:
             table = hessian_sensitivity(
-                r.model, **common, tolerance=r.tolerance, max_iterations=r.max_iterations, progress=progress
+                r.model,
+                **common,
+                tolerance=r.tolerance,
+                max_iterations=r.max_iterations,
+                progress=progress,
+                sequential=r.sequential,
             )
     if r.kv_formats:
         from trtq.sensitivity.kv_cache import METHOD, kv_cache_sensitivity, parse_kv_formats

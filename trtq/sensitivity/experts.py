@@ -66,7 +66,19 @@ def _own(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.view_as(tensor) if tensor.requires_grad else tensor.detach().requires_grad_(True)
 
 
-def _forward(parent: str, inputs: dict[str, ExpertInput] | None, on_output: OnOutput | None):
+def _forward(
+    parent: str,
+    inputs: dict[str, ExpertInput] | None,
+    on_output: OnOutput | None,
+    perturb: Mapping[str, torch.Tensor] | None,
+):
+    def own(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        # perturbed: the input plus the caller's [E, tokens, in] tensor (a function transform's input);
+        # else a node of its own for autograd
+        if perturb is None:
+            return _own(tensor)
+        return tensor + perturb[name] if name in perturb else tensor
+
     def forward(
         module, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor
     ) -> torch.Tensor:
@@ -76,25 +88,28 @@ def _forward(parent: str, inputs: dict[str, ExpertInput] | None, on_output: OnOu
         rows = torch.zeros(experts, dtype=torch.float64)
         for expert, tokens, _ in routed:
             rows[expert] = tokens.numel()
+        tracked = inputs is not None or perturb is not None
         x_all = hidden_states
-        if inputs is not None:
-            x_all = _own(hidden_states.unsqueeze(0).expand(experts, *hidden_states.shape))
-            inputs[f"{parent}.gate_up_proj"] = ExpertInput(x_all, rows)
+        if tracked:
+            x_all = own(f"{parent}.gate_up_proj", hidden_states.unsqueeze(0).expand(experts, *hidden_states.shape))
+            if inputs is not None:
+                inputs[f"{parent}.gate_up_proj"] = ExpertInput(x_all, rows)
         intermediate = []
         for expert, tokens, _ in routed:
-            x = x_all[expert, tokens] if inputs is not None else hidden_states[tokens]
+            x = x_all[expert, tokens] if tracked else hidden_states[tokens]
             gate_up = torch.nn.functional.linear(x, module.gate_up_proj[expert])
             if on_output is not None:
                 on_output(f"{parent}.gate_up_proj", expert, x, gate_up)
             gate, up = gate_up.chunk(2, dim=-1)
             intermediate.append(module.act_fn(gate) * up)
         h_all = None
-        if inputs is not None and routed:
+        if tracked and routed:
             index = (torch.cat([torch.full_like(t, e) for e, t, _ in routed]), torch.cat([t for _, t, _ in routed]))
             width = module.down_proj.shape[-1]
             zeros = hidden_states.new_zeros(experts, tokens_total, width)
-            h_all = _own(zeros.index_put(index, torch.cat(intermediate)))
-            inputs[f"{parent}.down_proj"] = ExpertInput(h_all, rows)
+            h_all = own(f"{parent}.down_proj", zeros.index_put(index, torch.cat(intermediate)))
+            if inputs is not None:
+                inputs[f"{parent}.down_proj"] = ExpertInput(h_all, rows)
         final = torch.zeros_like(hidden_states)
         for (expert, tokens, positions), h in zip(routed, intermediate):
             h = h_all[expert, tokens] if h_all is not None else h
@@ -115,17 +130,20 @@ def traced_experts(
     *,
     inputs: dict[str, ExpertInput] | None = None,
     on_output: OnOutput | None = None,
+    perturb: Mapping[str, torch.Tensor] | None = None,
 ) -> Iterator[None]:
     """While open, the experts modules of `graph` run expert by expert (see the module doc).
 
     `modules`: by full name (`dict(model.named_modules())`, or one block's with `graph` holding its layers);
     `inputs`: filled on every forward with each fused layer's own input tensor (keyed by layer name);
-    `on_output(layer, expert, x, y)`: called with each expert GEMM's input and output."""
+    `on_output(layer, expert, x, y)`: called with each expert GEMM's input and output;
+    `perturb`: layer name -> [E, tokens, in] tensor added to that fused layer's input (read at each forward:
+    the caller may replace its entries between forwards)."""
     patched = []
     try:
         for parent in expert_parents(graph):
             module = modules[parent]
-            module.forward = types.MethodType(_forward(parent, inputs, on_output), module)
+            module.forward = types.MethodType(_forward(parent, inputs, on_output, perturb), module)
             patched.append(module)
         yield
     finally:

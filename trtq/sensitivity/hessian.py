@@ -34,6 +34,7 @@ ends when every tensor has stopped or after `max_iterations`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,11 +135,15 @@ class HutchinsonRun:
     seconds: float
 
 
-def rademacher_like(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    # randint is about twice as fast as bernoulli_ on CPU; a probe covers every weight.
-    # Drawn on the CPU generator whatever the tensor's device: the same probes on CPU and CUDA.
-    probe = torch.randint(0, 2, tensor.shape, generator=generator, dtype=tensor.dtype).mul_(2.0).sub_(1.0)
-    return probe.to(tensor.device)
+def probe_for(name: str, iteration: int, seed: int, like: torch.Tensor) -> torch.Tensor:
+    """The Rademacher probe of tensor `name` at `iteration`, drawn from (seed, iteration, name) alone: the
+    same whatever else is probed, in whichever order, and on CPU or CUDA (drawn on the CPU generator); the
+    block-sequential method (trtq.sensitivity.sequential_hessian) draws exactly the probes of this one."""
+    digest = hashlib.sha256(f"{seed}/{iteration}/{name}".encode()).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    # randint is about twice as fast as bernoulli_ on CPU
+    probe = torch.randint(0, 2, like.shape, generator=generator, dtype=like.dtype).mul_(2.0).sub_(1.0)
+    return probe.to(like.device)
 
 
 LossFn = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]"]
@@ -172,7 +177,6 @@ def hutchinson_traces(
     if max_iterations < 2:
         raise ValueError("max_iterations must be at least 2 (a relative change needs two estimates)")
     minimum = min(max(len(batches) if min_iterations is None else min_iterations, 2), max_iterations)
-    generator = torch.Generator().manual_seed(seed)
     experts = dict(experts or {})
     traces = {name: LayerTrace(numel=p.numel(), experts=experts.get(name)) for name, p in params.items()}
     start = time.perf_counter()
@@ -193,7 +197,7 @@ def hutchinson_traces(
         inputs = [tensors[name] for name in active]
         # allow_unused: an expert layer no token of this batch reached has a zero gradient, not an error
         grads = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True, materialize_grads=True)
-        probes = [rademacher_like(t, generator) for t in inputs]
+        probes = [probe_for(name, iteration, seed, t) for name, t in zip(active, inputs)]
         grad_dot_probe = torch.stack([(g * v).sum() for g, v in zip(grads, probes)]).sum()
         hessian_probes = torch.autograd.grad(grad_dot_probe, inputs, allow_unused=True, materialize_grads=True)
         del loss, grads, grad_dot_probe, result, intermediates, tensors, inputs
@@ -288,7 +292,12 @@ class ModelTraces:
     seconds: float
 
 
-_INPUT_SUFFIX = ":input"
+INPUT_SUFFIX = ":input"  # a layer's input's trace is named after the layer and this
+
+
+def weight_trace_name(layer) -> str:
+    """The name a layer's weight trace (and its probes) go by: the parameter's name in the model."""
+    return layer.name if layer.experts else f"{layer.name}.weight"
 
 
 def model_traces(
@@ -306,7 +315,7 @@ def model_traces(
     layers = [layer.name for layer in graph.layers]
     dense = [layer.name for layer in graph.layers if not layer.experts]
     experts = {layer.name: layer.experts for layer in graph.layers if layer.experts}
-    weight_names = {layer: layer if layer in experts else f"{layer}.weight" for layer in layers}
+    weight_names = {layer.name: weight_trace_name(layer) for layer in graph.layers}
     parameters = dict(model.named_parameters())
     missing = [name for name in weight_names.values() if name not in parameters]
     if missing:
@@ -317,7 +326,7 @@ def model_traces(
     expert_inputs: dict[str, ExpertInput] = {}
     per_expert = {
         **{weight_names[layer]: n for layer, n in experts.items()},
-        **{f"{layer}{_INPUT_SUFFIX}": n for layer, n in experts.items()},
+        **{f"{layer}{INPUT_SUFFIX}": n for layer, n in experts.items()},
     }
     with (
         differentiable_wrt(model, list(weight_names.values())) as params,
@@ -329,12 +338,12 @@ def model_traces(
             captured.clear()
             expert_inputs.clear()
             loss = lm_loss(ids)
-            return loss, {f"{layer}{_INPUT_SUFFIX}": x for layer, x in (*captured.items(), *expert_inputs.items())}
+            return loss, {f"{layer}{INPUT_SUFFIX}": x for layer, x in (*captured.items(), *expert_inputs.items())}
 
         run = hutchinson_traces(loss_and_inputs, params, list(batches), experts=per_expert, **options)
     return ModelTraces(
         weights={layer: run.traces[weight_names[layer]] for layer in layers},
-        inputs={layer: run.traces[f"{layer}{_INPUT_SUFFIX}"] for layer in layers},
+        inputs={layer: run.traces[f"{layer}{INPUT_SUFFIX}"] for layer in layers},
         iterations=run.iterations,
         seconds=run.seconds,
     )
@@ -360,6 +369,30 @@ def trace_estimates(traces: ModelTraces) -> list[TraceEstimate]:
     ]
 
 
+class InputErrors:
+    """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 summed over the inputs `record` sees
+    (`record` is a Visit). A fused expert layer's channels are (expert, input channel) pairs, flattened
+    expert-major, each summed over the tokens routed to that expert (zero for an expert none reached)."""
+
+    def __init__(self, graph: LayerGraph, formats: Mapping[str, list[Format]], smoothing: Mapping):
+        self.layers = {layer.name: layer for layer in graph.layers}
+        self.formats = formats
+        self.smoothing = smoothing
+        self.totals: dict[tuple[str, str], torch.Tensor] = {}
+
+    def record(self, name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
+        smooth = self.smoothing[name, expert]
+        quantized = kernel_inputs_by_format(x, self.formats[name], smooth)
+        for fmt in self.formats[name]:
+            error = channel_squared_norms(effective_inputs(quantized[fmt.name], fmt, smooth) - x)
+            if expert is not None:
+                placed = error.new_zeros(self.layers[name].experts, error.numel())
+                placed[expert] = error
+                error = placed.flatten()
+            key = name, fmt.name
+            self.totals[key] = self.totals[key] + error if key in self.totals else error
+
+
 def input_errors(
     model: torch.nn.Module,
     graph: LayerGraph,
@@ -367,27 +400,11 @@ def input_errors(
     batches: torch.Tensor,
     smoothing: Mapping,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 averaged over the calibration batches.
-
-    A fused expert layer's channels are (expert, input channel) pairs, flattened expert-major, each
-    summed over the tokens routed to that expert (zero for an expert none reached)."""
-    layers = {layer.name: layer for layer in graph.layers}
-    totals: dict[tuple[str, str], torch.Tensor] = {}
-
-    def record(name: str, expert: int | None, x: torch.Tensor, weight: torch.Tensor) -> None:
-        smooth = smoothing[name, expert]
-        quantized = kernel_inputs_by_format(x, formats[name], smooth)
-        for fmt in formats[name]:
-            error = channel_squared_norms(effective_inputs(quantized[fmt.name], fmt, smooth) - x) / len(batches)
-            if expert is not None:
-                placed = error.new_zeros(layers[name].experts, error.numel())
-                placed[expert] = error
-                error = placed.flatten()
-            key = name, fmt.name
-            totals[key] = totals[key] + error if key in totals else error
-
-    visit_layer_inputs(model, graph, batches, record)
-    return totals
+    """(layer, format) -> per input channel, ||Q_a(X') * s - X||^2 averaged over the calibration batches
+    (InputErrors over one pass of the whole model)."""
+    errors = InputErrors(graph, formats, smoothing)
+    visit_layer_inputs(model, graph, batches, errors.record)
+    return {key: total / len(batches) for key, total in errors.totals.items()}
 
 
 def channel_squared_norms(t: torch.Tensor) -> torch.Tensor:
@@ -411,8 +428,62 @@ def _weight_error(weight: torch.Tensor, fmt: Format, smooth: torch.Tensor) -> to
     return channel_squared_norms(effective_weight(kernel_weight(weight, fmt, smooth), fmt, smooth) - weight)
 
 
+@dataclass
+class OperandErrors:
+    """Per (layer, format): the weight's and the input's squared quantization error per input channel."""
+
+    weight: torch.Tensor
+    input: torch.Tensor
+
+
+def operand_errors(
+    modules: Mapping[str, torch.nn.Module],
+    graph: LayerGraph,
+    fitting: Mapping[str, list[Format]],
+    smoothing: Mapping,
+    activation_errors: Mapping[tuple[str, str], torch.Tensor],
+) -> dict[tuple[str, str], OperandErrors]:
+    """Each layer of `graph` (its module in `modules`, by full name) with each format that fits it."""
+    errors = {}
+    with torch.no_grad():
+        for layer in graph.layers:
+            weights = _expert_weights(modules, layer) if layer.experts else [(None, modules[layer.name].weight)]
+            for fmt in fitting[layer.name]:
+                weight_error = torch.cat(
+                    [
+                        _weight_error(
+                            weight.detach().float(), fmt, smoothing_for(smoothing, layer.name, expert, weight)
+                        )
+                        for expert, weight in weights
+                    ]
+                )
+                input_error = activation_errors.get((layer.name, fmt.name))
+                if input_error is None:  # experts no calibration token reached
+                    input_error = torch.zeros_like(weight_error)
+                errors[layer.name, fmt.name] = OperandErrors(weight_error, input_error)
+    return errors
+
+
 def hessian_rows(
     model: torch.nn.Module, graph: LayerGraph, formats: list[Format], traces: ModelTraces, batches: torch.Tensor
+) -> list[SensitivityRow]:
+    """The rows (`rows_from_traces`) of the whole model loaded: errors from one calibration pass over `batches`."""
+    fitting = fitting_formats(graph, formats)
+    smoothing = calibrated_smoothing(model, graph, batches)
+    activation_errors = input_errors(model, graph, fitting, batches, smoothing)
+    errors = operand_errors(dict(model.named_modules()), graph, fitting, smoothing, activation_errors)
+    return rows_from_traces(graph, fitting, traces, errors)
+
+
+def fitting_formats(graph: LayerGraph, formats: list[Format]) -> dict[str, list[Format]]:
+    return {layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers}
+
+
+def rows_from_traces(
+    graph: LayerGraph,
+    fitting: Mapping[str, list[Format]],
+    traces: ModelTraces,
+    errors: Mapping[tuple[str, str], OperandErrors],
 ) -> list[SensitivityRow]:
     """One row per (layer, format that fits it), summed over input channels j:
 
@@ -430,41 +501,26 @@ def hessian_rows(
     scales: its Omega is its experts' Omegas summed, one row for the layer (the plan gives the
     block's experts one format).
     """
-    fitting = {layer.name: [f for f in formats if f.available_for(layer.in_features)] for layer in graph.layers}
-    smoothing = calibrated_smoothing(model, graph, batches)
-    activation_errors = input_errors(model, graph, fitting, batches, smoothing)
     weight_floor, input_floor = _floor(traces.weights), _floor(traces.inputs)
-    modules = dict(model.named_modules())
     rows = []
-    with torch.no_grad():
-        for layer in graph.layers:
-            weight_stats, input_stats = traces.weights[layer.name], traces.inputs[layer.name]
-            weight_curvature = weight_stats.channel_mean_traces.clamp(min=weight_floor)
-            input_curvature = input_stats.channel_mean_traces.clamp(min=input_floor)
-            weights = _expert_weights(modules, layer) if layer.experts else [(None, modules[layer.name].weight)]
-            for fmt in fitting[layer.name]:
-                weight_error = torch.cat(
-                    [
-                        _weight_error(
-                            weight.detach().float(), fmt, smoothing_for(smoothing, layer.name, expert, weight)
-                        )
-                        for expert, weight in weights
-                    ]
+    for layer in graph.layers:
+        weight_stats, input_stats = traces.weights[layer.name], traces.inputs[layer.name]
+        weight_curvature = weight_stats.channel_mean_traces.clamp(min=weight_floor)
+        input_curvature = input_stats.channel_mean_traces.clamp(min=input_floor)
+        for fmt in fitting[layer.name]:
+            error = errors[layer.name, fmt.name]
+            weight_error, input_error = error.weight.to(weight_curvature.device), error.input.to(input_curvature.device)
+            omega = float(weight_curvature @ weight_error + input_curvature @ input_error)
+            rows.append(
+                SensitivityRow(
+                    layer=layer.name,
+                    format=fmt.name,
+                    group_size=fmt.group_size_for(layer.in_features),
+                    weight_error=float(weight_error.sum()),
+                    omega=omega,
+                    hessian_trace=weight_stats.mean_trace,
+                    input_error=float(input_error.sum()),
+                    input_hessian_trace=input_stats.mean_trace,
                 )
-                input_error = activation_errors.get((layer.name, fmt.name))
-                if input_error is None:  # experts no calibration token reached
-                    input_error = torch.zeros_like(weight_error)
-                omega = float(weight_curvature @ weight_error + input_curvature @ input_error)
-                rows.append(
-                    SensitivityRow(
-                        layer=layer.name,
-                        format=fmt.name,
-                        group_size=fmt.group_size_for(layer.in_features),
-                        weight_error=float(weight_error.sum()),
-                        omega=omega,
-                        hessian_trace=weight_stats.mean_trace,
-                        input_error=float(input_error.sum()),
-                        input_hessian_trace=input_stats.mean_trace,
-                    )
-                )
+            )
     return rows

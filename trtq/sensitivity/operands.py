@@ -127,7 +127,7 @@ def calibrated_smoothing(
 
 
 def smoothing_for(
-    smoothing: dict[OperandKey, torch.Tensor], name: str, expert: int | None, weight: torch.Tensor
+    smoothing: Mapping[OperandKey, torch.Tensor], name: str, expert: int | None, weight: torch.Tensor
 ) -> torch.Tensor:
     """The calibrated scales of (layer, expert), or ones for an expert no calibration token reached."""
     smooth = smoothing.get((name, expert))

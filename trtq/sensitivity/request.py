@@ -28,9 +28,9 @@ METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "samples": ("hessian", "fisher", "autoquantize", "output"),
     "seq_len": ("hessian", "fisher", "autoquantize", "output"),
     # Weights alone and the layer-wise objective are block-local; Fisher backpropagates block by block
-    # (activations checkpointed at the block boundaries). Hessian needs a second-order pass through every
-    # block per probe, AutoQuantize ModelOpt's own whole-model search.
-    "sequential": ("output", "weight", "fisher"),
+    # (activations checkpointed at the block boundaries), Hessian carries forward-mode tangents through both
+    # sweeps; AutoQuantize is ModelOpt's own whole-model search.
+    "sequential": ("output", "weight", "fisher", "hessian"),
 }
 
 # What the KV-cache measurement (--kv-formats, trtq/sensitivity/kv_cache.py) reads, with any method.
@@ -50,9 +50,10 @@ class SensitivityRequest(DeviceSettings):
     )
     sequential: bool = setting(
         False,
-        "output, fisher: one decoder block in memory at a time, read from the safetensors (fisher: the same "
-        "scores, backpropagated block by block); a killed run resumes from the last finished step (partial "
-        "results in .OUTPUT.partial/ beside -o); weight: one weight tensor at a time, read from the safetensors",
+        "output, fisher, hessian: one decoder block in memory at a time, read from the safetensors (fisher, "
+        "hessian: the whole-model scores, differentiated block by block); output and fisher resume a killed run "
+        "from the last finished step (partial results in .OUTPUT.partial/ beside -o); weight: one weight tensor "
+        "at a time, read from the safetensors",
     )
     score: Literal["gradient", "kl_div"] = setting(
         "gradient", "autoquantize: ModelOpt's score, gradient (loss-weighted output error) or kl_div"

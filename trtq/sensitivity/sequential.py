@@ -215,7 +215,7 @@ class BlockStream:
                         pass
         finally:
             handle.remove()
-            embeddings.to("meta")
+            _release_parameters(embeddings)
         return [h for h, _ in captured], [_to(kwargs, self.device) for _, kwargs in captured]
 
     @contextlib.contextmanager
@@ -229,34 +229,51 @@ class BlockStream:
         try:
             yield block, modules, layers
         finally:
-            block.to("meta")
+            _release_parameters(block)
             release_freed_memory()  # the block's pages back to the system: peak RSS flat in depth
 
-    def head_gradients(self, hidden: list[torch.Tensor], batches: torch.Tensor) -> list[torch.Tensor]:
-        """dL/dh for the last block's outputs `hidden`, L the model's own loss on each window (labels = its ids).
-
-        The model runs with its blocks swapped out, so its own final norm, lm_head and loss apply
-        (tied embeddings tied as the model ties them)."""
+    @contextlib.contextmanager
+    def head(self) -> Iterator[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+        """While open, the model's head in memory: `loss(h, ids)` is the model's own loss (labels = ids) on the
+        last block's outputs h. The model runs with its blocks swapped out, so its own final norm, lm_head
+        and loss apply (tied embeddings tied as the model ties them)."""
         parent_path, _, attribute = self.adapter.block_path.rpartition(".")
         parent = self.model.get_submodule(parent_path)
         setattr(parent, attribute, torch.nn.ModuleList())
         tied = set(getattr(self.model, "all_tied_weights_keys", {}) or {})
+
+        def loss(h: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            return self.model(inputs_embeds=h, labels=ids.reshape(1, -1).to(self.device), use_cache=False).loss
+
         try:
             for name, _ in list(self.model.named_parameters()):
                 if name not in tied:
                     self.index.load_parameter(self.model, name, self.device, self.dtype)
             self.model.tie_weights()
-            gradients = []
+            yield loss
+        finally:
+            _release_parameters(self.model)
+            setattr(parent, attribute, self.blocks)
+            release_freed_memory()
+
+    def head_gradients(self, hidden: list[torch.Tensor], batches: torch.Tensor) -> list[torch.Tensor]:
+        """dL/dh for the last block's outputs `hidden`, L the model's own loss on each window."""
+        gradients = []
+        with self.head() as loss:
             for h, ids in zip(hidden, batches):
                 h = h.detach().requires_grad_(True)
-                labels = ids.reshape(1, -1).to(self.device)
-                self.model(inputs_embeds=h, labels=labels, use_cache=False).loss.backward()
+                loss(h, ids).backward()
                 gradients.append(h.grad.detach())
-            return gradients
-        finally:
-            setattr(parent, attribute, self.blocks)
-            self.model.to("meta")
-            release_freed_memory()
+        return gradients
+
+
+def _release_parameters(module: torch.nn.Module) -> None:
+    """`module`'s parameters back to the meta device; its buffers (rotary frequencies) stay where they are,
+    for the next pass that reads the module."""
+    from accelerate.utils import set_module_tensor_to_device
+
+    for name, _ in list(module.named_parameters()):
+        set_module_tensor_to_device(module, name, "meta")
 
 
 class _Checkpoint:
