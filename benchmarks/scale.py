@@ -8,6 +8,8 @@ torch, transformers and ModelOpt's quantization and does nothing else. Modes:
     output-sequential  trtq sensitivity --method output --sequential  (one decoder block at a time)
     weight-whole       trtq sensitivity --method weight               (the whole model loaded)
     weight-sequential  trtq sensitivity --method weight --sequential  (one weight tensor at a time)
+    fisher-whole, fisher-sequential, hessian-whole, hessian-sequential  the same for Fisher and Hessian
+                       (the sequential ones give the whole-model table; Hessian with --hessian-probes probes)
 
 Models: seeded random Llama-shaped models built from a config (hidden 1024, intermediate 2816, vocab
 49152, tied embeddings; saved as safetensors in a temporary directory) at each of --depths, and one
@@ -15,7 +17,7 @@ Mixtral-shaped MoE (hidden 1024, 8 experts of intermediate 1408, top-2; --moe-bl
 varies from run to run (glibc's arenas, thread timing): each cell runs --repeats times and the table
 gives the largest and smallest peak and the median seconds.
 
-    python benchmarks/scale.py [--depths 8,16,32] [--repeats 2] [--samples 2] [--seq-len 128]
+    python benchmarks/scale.py [--depths 8,16,32] [--repeats 2] [--samples 2] [--seq-len 128] [--modes M,...]
                                [--device cuda --dtype bfloat16]  (the GPU's peak memory too)
 
 Then a projection (arithmetic on the configs, labelled as such) of what block-sequential sensitivity
@@ -38,7 +40,8 @@ import time
 from pathlib import Path
 
 FORMATS = "fp8,int8_sq,int4_awq"
-MODES = ("output-whole", "output-sequential", "weight-whole", "weight-sequential")
+MODES = ("output-whole", "output-sequential", "weight-whole", "weight-sequential", "fisher-whole", "fisher-sequential",
+         "hessian-whole", "hessian-sequential")
 LLAMA_1024 = dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=16, num_key_value_heads=16,
                   vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=2048)
 MIXTRAL_1024 = dict(hidden_size=1024, intermediate_size=1408, num_attention_heads=16, num_key_value_heads=8,
@@ -53,7 +56,13 @@ def child(args: argparse.Namespace) -> None:
     import transformers  # noqa: F401
 
     if args.child != "floor":
-        from trtq.sensitivity.api import checkpoint_dir_for, output_sensitivity, weight_sensitivity
+        from trtq.sensitivity.api import (
+            checkpoint_dir_for,
+            fisher_sensitivity,
+            hessian_sensitivity,
+            output_sensitivity,
+            weight_sensitivity,
+        )
 
         method, how = args.child.split("-")
         sequential = how == "sequential"
@@ -66,10 +75,15 @@ def child(args: argparse.Namespace) -> None:
                 from transformers import AutoTokenizer
 
                 tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-            out = Path(tempfile.mkdtemp()) / "s.json"
-            table = output_sensitivity(args.model, args.samples, args.seq_len, 0, tokenizer=tokenizer,
-                                       formats=FORMATS, sequential=sequential,
-                                       checkpoint_dir=checkpoint_dir_for(str(out)), **placement)
+            common = dict(tokenizer=tokenizer, formats=FORMATS, sequential=sequential, **placement)
+            if method == "hessian":
+                table = hessian_sensitivity(args.model, args.samples, args.seq_len, 0,
+                                            max_iterations=args.hessian_probes, **common)
+            else:
+                compute = {"output": output_sensitivity, "fisher": fisher_sensitivity}[method]
+                out = Path(tempfile.mkdtemp()) / "s.json"
+                table = compute(args.model, args.samples, args.seq_len, 0,
+                                checkpoint_dir=checkpoint_dir_for(str(out)), **common)
         assert table.rows
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cuda_peak = torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
@@ -88,7 +102,8 @@ def peak_rss_bytes() -> int:
 
 def measure(mode: str, model: str, args: argparse.Namespace, tokenizer: str | None = None) -> dict:
     command = [sys.executable, __file__, "--child", mode, "--model", model, "--samples", str(args.samples),
-               "--seq-len", str(args.seq_len), "--device", args.device, "--dtype", args.dtype]
+               "--seq-len", str(args.seq_len), "--device", args.device, "--dtype", args.dtype,
+               "--hessian-probes", str(args.hessian_probes)]
     command += ["--tokenizer", tokenizer] if tokenizer else []
     runs = []
     for _ in range(args.repeats):
@@ -168,6 +183,8 @@ def main() -> None:
     parser.add_argument("--moe-blocks", type=int, default=4, help="blocks of the Mixtral-shaped model (0: none)")
     parser.add_argument("--device", default="cpu", help="where sensitivity runs (cuda: its peak GPU memory too)")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: all)")
+    parser.add_argument("--hessian-probes", type=int, default=2, help="Hutchinson probes of the hessian modes")
     parser.add_argument("--make", help=argparse.SUPPRESS)  # (internal) build a synthetic model at this path
     parser.add_argument("--make-blocks", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--moe", action="store_true", help=argparse.SUPPRESS)
@@ -187,6 +204,10 @@ def main() -> None:
           + (" peak GPU memory |" if cuda else ""))
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if cuda else ""))
     tokenizer = str(weights_directory(resolve_model("smollm2-135m")))
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes {unknown}: choose from {', '.join(MODES)}")
     results = {}
     depths = sorted(int(d) for d in args.depths.split(",") if d)
     models = [(blocks, False) for blocks in depths] + ([(args.moe_blocks, True)] if args.moe_blocks else [])
@@ -196,7 +217,7 @@ def main() -> None:
             path = Path(tmp) / f"{'mixtral' if moe else 'llama'}-1024x{blocks}"
             subprocess.run([sys.executable, __file__, "--make", str(path), "--make-blocks", str(blocks),
                             "--tokenizer", tokenizer] + (["--moe"] if moe else []), check=True, capture_output=True)
-            for mode in MODES:
+            for mode in modes:
                 m = measure(mode, str(path), args, tokenizer)
                 results[blocks, moe, mode] = m
                 label = f"{'mixtral 1024 (8 experts)' if moe else 'llama 1024'} x {blocks} blocks"
@@ -205,16 +226,17 @@ def main() -> None:
                       f"{m['seconds'] / blocks:.2f} | {m['cpu_seconds']:.1f}{cuda} |", flush=True)
     lo, hi = depths[0], depths[-1]
     summary = []
-    for mode in ("output-sequential", "weight-sequential", "output-whole"):
-        name = mode.split("-")[0] + ("_whole" if mode.endswith("whole") else "")
+    for mode in modes:
+        method, how = mode.split("-")
         deep, shallow = results[hi, False, mode], results[lo, False, mode]
-        suffix = "" if mode == "output-sequential" else f"_{name}"
+        suffix = "" if mode == "output-sequential" else f"_{method}" + ("_whole" if how == "whole" else "")
         summary.append(f"rss_ratio_{hi}_{lo}{suffix}={deep['peak_max'] / shallow['peak_max']:.3f}")
         summary.append(f"time_ratio_{hi}_{lo}{suffix}={deep['seconds'] / shallow['seconds']:.3f}")
-    deep, shallow = results[hi, False, "output-sequential"], results[lo, False, "output-sequential"]
-    per_block_cpu = (deep["cpu_seconds"] - shallow["cpu_seconds"]) / (hi - lo)
-    print(f"\noutput-sequential: {per_block_cpu:.2f} CPU s per added block (from {lo} to {hi} blocks)")
-    projection(per_block_cpu, dict(LLAMA_1024, num_hidden_layers=hi), args)
+    if "output-sequential" in modes:
+        deep, shallow = results[hi, False, "output-sequential"], results[lo, False, "output-sequential"]
+        per_block_cpu = (deep["cpu_seconds"] - shallow["cpu_seconds"]) / (hi - lo)
+        print(f"\noutput-sequential: {per_block_cpu:.2f} CPU s per added block (from {lo} to {hi} blocks)")
+        projection(per_block_cpu, dict(LLAMA_1024, num_hidden_layers=hi), args)
     print(" ".join(summary))
 
 

@@ -264,7 +264,8 @@ def test_sequential_hessian_is_the_whole_model_hessian(tiny_saved):
     model, resolved, graph, batches = tiny_saved
     formats = [FORMATS[f] for f in ("fp8", "int8_sq", "int4_awq")]
     options = dict(tolerance=0.05, max_iterations=4, seed=3)
-    traces, rows = sequential_hessian(resolved, graph, formats, batches, **options)
+    traces, rows, resumed = sequential_hessian(resolved, graph, formats, batches, **options)
+    assert resumed == 0
     whole = model_traces(model, graph, batches, **options)
     assert traces.iterations == whole.iterations == 4
     for kind in ("weights", "inputs"):
@@ -281,3 +282,32 @@ def test_sequential_hessian_is_the_whole_model_hessian(tiny_saved):
         assert row.omega == pytest.approx(reference.omega, rel=1e-4), (row.layer, row.format)
         assert row.weight_error == pytest.approx(reference.weight_error, rel=1e-5)   # SmoothQuant: input maxima
         assert row.input_error == pytest.approx(reference.input_error, rel=1e-4)
+
+
+def test_sequential_hessian_resumes_after_the_last_finished_probe(tiny_saved, tmp_path):
+    from trtq.sensitivity.sequential_hessian import sequential_hessian
+
+    _, resolved, graph, batches = tiny_saved
+    formats = [FORMATS[f] for f in ("fp8", "int4_awq")]
+    options = dict(tolerance=0.05, max_iterations=5, seed=1, settings={"formats": ["fp8", "int4_awq"]})
+    _, full, _ = sequential_hessian(resolved, graph, formats, batches, checkpoint_dir=tmp_path / "full", **options)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_second(iteration, remaining, total):
+        if iteration == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sequential_hessian(resolved, graph, formats, batches, checkpoint_dir=tmp_path / "partial",
+                           progress=stop_after_second, **options)
+    assert json.loads((tmp_path / "partial" / STATE_FILE).read_text())["probes"] == 2
+    probes = []
+    traces, rows, resumed = sequential_hessian(resolved, graph, formats, batches, checkpoint_dir=tmp_path / "partial",
+                                               progress=lambda i, r, t: probes.append(i), **options)
+    assert resumed == 2 and probes[0] == 3 and traces.iterations == 5
+    assert [(r.layer, r.format, r.omega) for r in rows] == [(r.layer, r.format, r.omega) for r in full]
+    with pytest.raises(InputError, match="other settings"):
+        sequential_hessian(resolved, graph, formats, batches, checkpoint_dir=tmp_path / "partial",
+                           **{**options, "max_iterations": 6})

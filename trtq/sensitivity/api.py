@@ -188,12 +188,13 @@ def hessian_sensitivity(
     device: str = "cpu",
     dtype: str = "float32",
     sequential: bool = False,
+    checkpoint_dir: str | None = None,
 ) -> Sensitivity:
     """HAWQ-V2/V3 sensitivity: mean Hessian traces of each layer's weight and input x their quantization errors.
 
     `samples` windows of `seq_len` tokens are drawn (seeded) from the shipped
     calibration text, or from the UTF-8 file `calib`. `sequential`: the same traces and rows with one
-    decoder block in memory at a time (trtq.sensitivity.sequential_hessian); not resumable.
+    decoder block in memory at a time (trtq.sensitivity.sequential_hessian), resumable from `checkpoint_dir`.
     """
     import torch
 
@@ -227,11 +228,25 @@ def hessian_sensitivity(
     )
     resolved, graph, fmts, model, inputs = c.resolved, c.graph, c.formats, c.model, c.inputs
     options = dict(tolerance=tolerance, max_iterations=max_iterations, seed=seed, progress=progress)
+    resumed = 0
     if sequential:
         from trtq.sensitivity.sequential_hessian import sequential_hessian
 
-        traces, rows = sequential_hessian(
-            resolved, graph, fmts, c.batches, device=c.placement.device, dtype=c.placement.dtype, **options
+        traces, rows, resumed = sequential_hessian(
+            resolved,
+            graph,
+            fmts,
+            c.batches,
+            device=c.placement.device,
+            dtype=c.placement.dtype,
+            checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+            settings={
+                "samples": samples,
+                "seq_len": seq_len,
+                "formats": [f.name for f in fmts],
+                **c.placement.as_settings(),
+            },
+            **options,
         )
     else:
         traces = model_traces(model, graph, c.batches, **options)
@@ -255,6 +270,7 @@ def hessian_sensitivity(
                 + (
                     "; block-sequential: the same products by Pearlmutter's R-operator, one decoder block in memory "
                     "at a time (jvp of each block's vector-Jacobian product)"
+                    + (f", resumed after probe {resumed}" if resumed else "")
                     if sequential
                     else ""
                 ),
@@ -587,6 +603,7 @@ def compute_sensitivity(
                 max_iterations=r.max_iterations,
                 progress=progress,
                 sequential=r.sequential,
+                checkpoint_dir=checkpoint_dir,
             )
     if r.kv_formats:
         from trtq.sensitivity.kv_cache import METHOD, kv_cache_sensitivity, parse_kv_formats

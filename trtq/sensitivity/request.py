@@ -51,8 +51,8 @@ class SensitivityRequest(DeviceSettings):
     sequential: bool = setting(
         False,
         "output, fisher, hessian: one decoder block in memory at a time, read from the safetensors (fisher, "
-        "hessian: the whole-model scores, differentiated block by block); output and fisher resume a killed run "
-        "from the last finished step (partial results in .OUTPUT.partial/ beside -o); weight: one weight tensor "
+        "hessian: the whole-model scores, differentiated block by block); a killed run resumes from the last "
+        "finished block or probe (partial results in .OUTPUT.partial/ beside -o); weight: one weight tensor "
         "at a time, read from the safetensors",
     )
     score: Literal["gradient", "kl_div"] = setting(

@@ -320,11 +320,17 @@ class _Checkpoint:
         tensors = self.load_tensors(name, device)
         return [tensors[f"window.{i}"] for i in range(len(tensors))]
 
+    def save_json(self, name: str, value: Any) -> None:
+        atomic_write_text(self.directory / name, json.dumps(value))
+
+    def load_json(self, name: str) -> Any:
+        return json.loads((self.directory / name).read_text())
+
     def save_rows(self, name: str, rows: list[SensitivityRow]) -> None:
-        atomic_write_text(self.directory / name, json.dumps([r.model_dump() for r in rows]))
+        self.save_json(name, [r.model_dump() for r in rows])
 
     def load_rows(self, name: str) -> list[SensitivityRow]:
-        return [SensitivityRow.model_validate(r) for r in json.loads((self.directory / name).read_text())]
+        return [SensitivityRow.model_validate(r) for r in self.load_json(name)]
 
     def commit(self, **state: Any) -> None:
         self.state = {"fingerprint": self.fingerprint, **state}

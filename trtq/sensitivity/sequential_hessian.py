@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,7 +47,7 @@ from trtq.sensitivity.hessian import (
     weight_trace_name,
 )
 from trtq.sensitivity.operands import ChannelMaxima, install_hooks
-from trtq.sensitivity.sequential import BlockStream, _block_output
+from trtq.sensitivity.sequential import BlockStream, _block_output, _Checkpoint
 
 
 class _BlockFunction:
@@ -123,11 +124,21 @@ def sequential_hessian(
     device: str = "cpu",
     dtype: str = "float32",
     progress: Callable[[int, int, int], None] | None = None,
-) -> tuple[ModelTraces, list[SensitivityRow]]:
-    """The whole-model Hessian method's traces and rows, one decoder block in memory at a time (module doc)."""
+    checkpoint_dir: Path | None = None,
+    settings: dict[str, Any] | None = None,
+) -> tuple[ModelTraces, list[SensitivityRow], int]:
+    """The whole-model Hessian method's traces and rows, one decoder block in memory at a time (module doc),
+    and the probe it resumed after (0: a fresh run).
+
+    `checkpoint_dir`: the traces so far are written there after every probe (the commit point: the state file
+    last); a killed run resumes after the last finished probe with the same traces as an uninterrupted one."""
     from torch.func import grad, jvp
 
     stream = BlockStream(resolved, graph, device, dtype)
+    checkpoint = None
+    if checkpoint_dir is not None:
+        fingerprint = {**(settings or {}), "tolerance": tolerance, "max_iterations": max_iterations, "seed": seed}
+        checkpoint = _Checkpoint(checkpoint_dir, fingerprint, resolved.name, batches)
     if hasattr(stream.model, "set_attn_implementation"):
         stream.model.set_attn_implementation("eager")  # fused attention kernels have no second derivative
     windows, block_kwargs = stream.first_block_inputs(batches)
@@ -151,7 +162,11 @@ def sequential_hessian(
     traces: dict[str, LayerTrace] = {}
     started = time.perf_counter()
     minimum = min(max(len(batches), 2), max_iterations)
-    iteration = 0
+    iteration = resumed_from = int(checkpoint.state.get("probes", 0)) if checkpoint else 0
+    if iteration:
+        traces = _load_traces(checkpoint, iteration)
+        if all(stats.converged for stats in traces.values()):
+            iteration = max_iterations  # the run had ended: nothing left to probe
     while iteration < max_iterations:
         window = iteration % len(batches)
         x = windows[window]
@@ -194,6 +209,10 @@ def sequential_hessian(
         for stats in traces.values():
             stats.converged = stats.iterations >= minimum and stats.relative_change < tolerance
         remaining = sum(not stats.converged for stats in traces.values())
+        if checkpoint is not None:
+            _save_traces(checkpoint, iteration, traces)
+            checkpoint.commit(probes=iteration)
+            checkpoint.remove(*_traces_files(iteration - 1))
         if progress is not None:
             progress(iteration, remaining, len(traces))
         if not remaining:
@@ -202,10 +221,42 @@ def sequential_hessian(
     model_traces = ModelTraces(
         weights={layer.name: traces[weight_trace_name(layer)] for layer in graph.layers},
         inputs={layer.name: traces[f"{layer.name}{INPUT_SUFFIX}"] for layer in graph.layers},
-        iterations=iteration,
+        iterations=max(stats.iterations for stats in traces.values()),
         seconds=time.perf_counter() - started,
     )
-    return model_traces, rows_from_traces(graph, fitting, model_traces, errors)
+    return model_traces, rows_from_traces(graph, fitting, model_traces, errors), resumed_from
+
+
+def _traces_files(probes: int) -> tuple[str, str]:
+    return f"traces-{probes:05d}.json", f"traces-{probes:05d}.safetensors"
+
+
+def _save_traces(checkpoint: _Checkpoint, probes: int, traces: dict[str, LayerTrace]) -> None:
+    scalars, tensors = _traces_files(probes)
+    checkpoint.save_tensors(
+        tensors,
+        {
+            f"{name}/{part}": getattr(stats, part)
+            for name, stats in traces.items()
+            for part in ("channel_sums", "channel_rows")
+            if getattr(stats, part) is not None
+        },
+    )
+    fields = ("numel", "samples", "relative_change", "converged", "experts")
+    checkpoint.save_json(scalars, {name: {f: getattr(stats, f) for f in fields} for name, stats in traces.items()})
+
+
+def _load_traces(checkpoint: _Checkpoint, probes: int) -> dict[str, LayerTrace]:
+    scalars, tensors = _traces_files(probes)
+    stored = checkpoint.load_tensors(tensors, "cpu")
+    return {
+        name: LayerTrace(
+            **fields,
+            channel_sums=stored.get(f"{name}/channel_sums"),
+            channel_rows=stored.get(f"{name}/channel_rows"),
+        )
+        for name, fields in checkpoint.load_json(scalars).items()
+    }
 
 
 def _probed(function: _BlockFunction, block, layers: LayerGraph, x: torch.Tensor, traces, iteration: int, seed: int):
