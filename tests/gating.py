@@ -2,6 +2,7 @@
 
     @requires_gpu            a CUDA device (marker `gpu`)
     @requires_sm(90)         a CUDA device of compute capability >= 9.0 (marker `gpu`)
+    @requires_gpus(2)        at least two CUDA devices (marker `gpu`)
     @requires_ngc            TensorRT-LLM importable and trtllm-build on PATH (marker `ngc`)
 """
 
@@ -39,6 +40,19 @@ def requires_sm(minimum: int):
         have = None if cap is None else cap[0] * 10 + cap[1]
         reason = _gpu_reason() if have is None else f"needs sm{minimum}+, this GPU is sm{have}"
         return pytest.mark.gpu(pytest.mark.skipif(have is None or have < minimum, reason=reason)(test))
+
+    return decorate
+
+
+def requires_gpus(count: int):
+    def decorate(test):
+        have = 0
+        if _cuda_capability() is not None:
+            import torch
+
+            have = torch.cuda.device_count()
+        reason = _gpu_reason() if have == 0 else f"needs {count} CUDA devices, this machine has {have}"
+        return pytest.mark.gpu(pytest.mark.skipif(have < count, reason=reason)(test))
 
     return decorate
 

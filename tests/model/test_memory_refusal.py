@@ -76,3 +76,25 @@ def test_the_requested_device_is_checked_too():
     with pytest.raises(UnsupportedError, match=r"need 29\.9 GiB in float32 .* RAM has 16\.0 GiB"):
         require_memory("llama-3.1-8b", params, "float32", "cuda:0", available={"cpu": 16 * GIB, "cuda:0": 80 * GIB})
     require_memory("no-count", None, "float32", "cpu", available={"cpu": 0})   # nothing counted, nothing refused
+
+
+def test_a_bare_cuda_spreads_a_model_the_first_gpu_cannot_hold():
+    from trtq.model.device import SPREAD_WEIGHT_SHARE, gpu_memory_map, resolve_placement
+
+    # Llama-3.1-70B in bf16 (141 GB) on 8 x H100 with ~79 GiB free each: spread, each GPU up to its share.
+    need = 70_553_706_496 * 2
+    free = [79 * GIB] * 8
+    spread = gpu_memory_map(need, free)
+    assert spread == {i: int(79 * GIB * SPREAD_WEIGHT_SHARE) for i in range(8)}
+    assert gpu_memory_map(16 * GIB, free) is None                  # the 8B fits the first GPU: one device
+    with pytest.raises(UnsupportedError, match=r"need 131\.4 GiB and the 2 visible GPU\(s\) have 126\.4 GiB"):
+        gpu_memory_map(need, free[:2])
+    # the whole-model check counts every visible GPU for a bare `cuda`, one GPU for `cuda:N`
+    require_memory("llama-3.1-70b", 70_553_706_496, "bfloat16", "cuda", available={"cpu": 256 * GIB, "cuda": 632 * GIB})
+    with pytest.raises(UnsupportedError, match="more or larger GPUs"):
+        require_memory("llama-3.1-70b", 70_553_706_496, "bfloat16", "cuda:0",
+                       available={"cpu": 256 * GIB, "cuda:0": 79 * GIB})
+    # `cuda` names every visible GPU when there are several, `cuda:N` one
+    assert resolve_placement("cuda", "bfloat16", cuda_available=True, cuda_count=2).device == "cuda"
+    assert resolve_placement("cuda", "bfloat16", cuda_available=True, cuda_count=1).device == "cuda:0"
+    assert resolve_placement("cuda:1", "bfloat16", cuda_available=True, cuda_count=2).device == "cuda:1"

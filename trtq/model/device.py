@@ -102,8 +102,17 @@ def resolve_placement(
         raise UnsupportedError(f"--device {device}: this machine has {count} CUDA device(s) (0..{count - 1})")
     if dtype == "bfloat16" and cuda_available is None and not torch.cuda.is_bf16_supported():
         raise UnsupportedError(f"--device {device} has no bfloat16 (before Ampere): use --dtype float16 or float32")
-    name = torch.cuda.get_device_name(index) if cuda_available is None else f"cuda:{index}"
-    return Placement(f"cuda:{index}", dtype, name)
+
+    def name(i: int) -> str:
+        return torch.cuda.get_device_name(i) if cuda_available is None else f"cuda:{i}"
+
+    if match.group(1) is None and count > 1:
+        # Bare `cuda` with several GPUs visible: a model that does not fit the first is spread over them all
+        # (load_pretrained, accelerate's device_map); `cuda:N` keeps it on that one GPU.
+        names = [name(i) for i in range(count)]
+        described = f"{count} x {names[0]}" if len(set(names)) == 1 else " + ".join(names)
+        return Placement("cuda", dtype, described)
+    return Placement(f"cuda:{index}", dtype, name(index))
 
 
 def placement_of(model) -> Placement:
@@ -118,15 +127,44 @@ _ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def available_memory(device: str) -> int:
-    """Bytes free for a model now: the host's available RAM for "cpu", the GPU's free memory for "cuda:N"."""
+    """Bytes free for a model now: the host's available RAM for "cpu", the GPU's free memory for "cuda:N",
+    every visible GPU's together for a bare "cuda" (a model spread over them)."""
     if device == "cpu":
         import psutil
 
         return int(psutil.virtual_memory().available)
+    return sum(gpu_free_memory() if device == "cuda" else [gpu_free_memory(device)])
+
+
+def gpu_free_memory(device: str | None = None):
+    """Free bytes of `device` ("cuda:N"), or a list with each visible GPU's when None."""
     import torch
 
-    free, _ = torch.cuda.mem_get_info(torch.device(device))
-    return int(free)
+    if device is not None:
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    return [int(torch.cuda.mem_get_info(i)[0]) for i in range(torch.cuda.device_count())]
+
+
+# Of each GPU's free memory, what a spread model's weights may take: the rest is for activations,
+# gradients and the CUDA context (accelerate's max_memory).
+SPREAD_WEIGHT_SHARE = 0.8
+
+
+def gpu_memory_map(need: int, free: list[int], share: float = SPREAD_WEIGHT_SHARE) -> dict[int, int] | None:
+    """Where `need` bytes of weights go on the visible GPUs (`free`: each one's free bytes): None when the
+    first GPU holds them within `share` of its free memory (the model stays on one device), else
+    accelerate's `max_memory` per GPU for device_map="auto" (each up to `share` of its free memory).
+    Refused in one line when all of them together cannot hold the weights."""
+    budget = [int(f * share) for f in free]
+    if not budget or need <= budget[0]:
+        return None
+    if need > sum(budget):
+        raise UnsupportedError(
+            f"its weights need {need / _GIB:.1f} GiB and the {len(free)} visible GPU(s) have "
+            f"{sum(budget) / _GIB:.1f} GiB for weights ({share:.0%} of {sum(free) / _GIB:.1f} GiB free): "
+            "use more GPUs, --dtype bfloat16, or sensitivity --sequential (one block at a time)"
+        )
+    return dict(enumerate(budget))
 
 
 def require_memory(
@@ -148,7 +186,7 @@ def require_memory(
             hint = ("--dtype bfloat16" if dtype == "float32" else "a machine with more memory") + (
                 ", or sensitivity --sequential (output, fisher, hessian: one block at a time; weight: one tensor)"
                 if where == "cpu"
-                else ", or a larger GPU"
+                else ", or more or larger GPUs (a bare --device cuda spreads a model over every visible GPU)"
             )
             raise UnsupportedError(
                 f"{model}: its weights need {need / _GIB:.1f} GiB in {dtype} ({parameters:,} parameters) and "

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtq.errors import InputError, MissingToolError, storage_errno, write_error
+from trtq.errors import InputError, MissingToolError, UnsupportedError, storage_errno, write_error
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -379,11 +379,28 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str
             f"model {resolved.name} has no weights here (config only): this step needs a model "
             "with weights, e.g. smollm2-135m or a local directory with safetensors"
         )
-    require_memory(resolved.name, weight_parameters(resolved), dtype, device)
+    parameters = weight_parameters(resolved)
+    require_memory(resolved.name, parameters, dtype, device)
     torch_dtype = getattr(torch, dtype)
     directory = weights_directory(resolved)
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, use_safetensors=True)
-    if device != "cpu":
+    spread = None
+    if device == "cuda":  # every visible GPU: one when the model fits the first, else spread over them all
+        from trtq.model.device import _ELEMENT_BYTES, gpu_free_memory, gpu_memory_map
+
+        need = (parameters or 0) * _ELEMENT_BYTES.get(dtype, 4)
+        try:
+            spread = gpu_memory_map(need, gpu_free_memory())
+        except UnsupportedError as exc:
+            raise UnsupportedError(f"{resolved.name}: {exc}") from None
+        device = "cuda:0" if spread is None else device
+    if spread is not None:
+        # accelerate places whole decoder blocks (the model's _no_split_modules) on the GPUs in order.
+        model = AutoModelForCausalLM.from_pretrained(
+            str(directory), dtype=torch_dtype, use_safetensors=True, device_map="auto", max_memory=spread
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, use_safetensors=True)
+    if device != "cpu" and spread is None:
         try:
             model = model.to(device)
         except torch.OutOfMemoryError:
