@@ -366,18 +366,8 @@ def sequential_output_rows(
         with stream.block(b) as (block, modules, layers):
             names = [layer.name for layer in layers.layers]
             scorer = OutputScores(graph, formats)
-            outputs: list[torch.Tensor] = []
-            with torch.no_grad():
-                for scoring, visit in ((False, scorer.observe), (True, scorer.score)):
-                    handles = install_hooks(modules, layers, visit)
-                    try:
-                        for h, kwargs in zip(hidden, block_kwargs):
-                            out = _block_output(block(h, **kwargs))
-                            if scoring:
-                                outputs.append(out.detach())
-                    finally:
-                        for handle in handles:
-                            handle.remove()
+            visit_block(block, modules, layers, hidden, block_kwargs, scorer.observe)
+            outputs = visit_block(block, modules, layers, hidden, block_kwargs, scorer.score)
             scorer.add_unrouted_weight_errors(modules, names)
             rows.extend(scorer.rows(names))
             hidden = outputs
@@ -394,6 +384,18 @@ def sequential_output_rows(
 
 def _block_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
+
+
+def visit_block(block, modules, layers: LayerGraph, hidden, block_kwargs, visit) -> list[torch.Tensor]:
+    """One no-grad pass of the windows through the block, `visit` seeing each of its layers' inputs (a
+    trtq.sensitivity.operands Visit); the block's outputs, one per window."""
+    handles = install_hooks(modules, layers, visit)
+    try:
+        with torch.no_grad():
+            return [_block_output(block(h, **kw)).detach() for h, kw in zip(hidden, block_kwargs)]
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _gradient_file(block: int) -> str:
@@ -454,13 +456,7 @@ def sequential_fisher_rows(
         hidden = checkpoint.load_windows(_hidden_file(b), device)
         with stream.block(b) as (block, modules, layers):
             maxima = ChannelMaxima()
-            handles = install_hooks(modules, layers, maxima.observe)
-            try:
-                with torch.no_grad():
-                    outputs = [_block_output(block(h, **kw)).detach() for h, kw in zip(hidden, block_kwargs)]
-            finally:
-                for handle in handles:
-                    handle.remove()
+            outputs = visit_block(block, modules, layers, hidden, block_kwargs, maxima.observe)
         checkpoint.save_windows(_hidden_file(b + 1), outputs)
         checkpoint.save_tensors(_smoothing_file(b), {_operand_name(k): s for k, s in maxima.scales().items()})
         checkpoint.commit(steps=b + 1)

@@ -46,8 +46,8 @@ from trtq.sensitivity.hessian import (
     rows_from_traces,
     weight_trace_name,
 )
-from trtq.sensitivity.operands import ChannelMaxima, install_hooks
-from trtq.sensitivity.sequential import BlockStream, _block_output, _Checkpoint
+from trtq.sensitivity.operands import ChannelMaxima
+from trtq.sensitivity.sequential import BlockStream, _block_output, _Checkpoint, visit_block
 
 
 class _BlockFunction:
@@ -150,10 +150,10 @@ def sequential_hessian(
     for b in range(len(stream)):
         with stream.block(b) as (block, modules, layers):
             maxima = ChannelMaxima()
-            outputs = _visit_block(block, modules, layers, hidden, block_kwargs, maxima.observe)
+            outputs = visit_block(block, modules, layers, hidden, block_kwargs, maxima.observe)
             smoothing = maxima.scales()
             measured = InputErrors(layers, fitting, smoothing)
-            _visit_block(block, modules, layers, hidden, block_kwargs, measured.record)
+            visit_block(block, modules, layers, hidden, block_kwargs, measured.record)
             activation = {key: total / len(batches) for key, total in measured.totals.items()}
             errors.update(operand_errors(modules, layers, fitting, smoothing, activation))
         hidden = outputs
@@ -282,14 +282,3 @@ def _probed(function: _BlockFunction, block, layers: LayerGraph, x: torch.Tensor
             delta_probes[layer.name] = probe_for(name, iteration, seed, delta)
             input_names.append((layer.name, name))
     return (weights, deltas), (weight_probes, delta_probes), (weight_names, input_names)
-
-
-def _visit_block(block, modules, layers: LayerGraph, hidden, block_kwargs, visit) -> list[torch.Tensor]:
-    """One no-grad pass of the windows through the block, `visit` seeing each layer's inputs; the outputs."""
-    handles = install_hooks(modules, layers, visit)
-    try:
-        with torch.no_grad():
-            return [_block_output(block(h, **kw)).detach() for h, kw in zip(hidden, block_kwargs)]
-    finally:
-        for handle in handles:
-            handle.remove()
