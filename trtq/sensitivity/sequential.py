@@ -276,7 +276,7 @@ def _release_parameters(module: torch.nn.Module) -> None:
         set_module_tensor_to_device(module, name, "meta")
 
 
-class _Checkpoint:
+class Checkpoint:
     """A block-sequential run's partial results: tensors and rows per step, and the state file last,
     as the commit point. A directory computed from other settings or inputs is refused."""
 
@@ -355,7 +355,7 @@ def sequential_output_rows(
 ) -> SequentialRun:
     """Layer-output Omega for every layer of `graph`, one decoder block at a time (see the module doc)."""
     stream = BlockStream(resolved, graph, device, dtype)
-    checkpoint = _Checkpoint(checkpoint_dir, settings, resolved.name, batches)
+    checkpoint = Checkpoint(checkpoint_dir, settings, resolved.name, batches)
     start = int(checkpoint.state.get("next_block", 0))
     rows = checkpoint.load_rows(_rows_file(start)) if start else []
     hidden, block_kwargs = stream.first_block_inputs(batches)
@@ -382,7 +382,7 @@ def sequential_output_rows(
     return SequentialRun(rows=rows, blocks=len(stream), resumed_from=start)
 
 
-def _block_output(out: Any) -> torch.Tensor:
+def block_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -392,7 +392,7 @@ def visit_block(block, modules, layers: LayerGraph, hidden, block_kwargs, visit)
     handles = install_hooks(modules, layers, visit)
     try:
         with torch.no_grad():
-            return [_block_output(block(h, **kw)).detach() for h, kw in zip(hidden, block_kwargs)]
+            return [block_output(block(h, **kw)).detach() for h, kw in zip(hidden, block_kwargs)]
     finally:
         for handle in handles:
             handle.remove()
@@ -442,7 +442,7 @@ def sequential_fisher_rows(
     from trtq.sensitivity.operands import ChannelMaxima
 
     stream = BlockStream(resolved, graph, device, dtype)
-    checkpoint = _Checkpoint(checkpoint_dir, settings, resolved.name, batches)
+    checkpoint = Checkpoint(checkpoint_dir, settings, resolved.name, batches)
     blocks = len(stream)
     steps = 2 * blocks
     done = int(checkpoint.state.get("steps", 0))
@@ -481,7 +481,7 @@ def sequential_fisher_rows(
             with scorer:
                 for h, kw, g in zip(hidden, block_kwargs, gradients):
                     h = h.detach().requires_grad_(True)
-                    _block_output(block(h, **kw)).backward(g)
+                    block_output(block(h, **kw)).backward(g)
                     inputs_gradients.append(h.grad.detach())
             rows = scorer.rows() + rows
         gradients = inputs_gradients

@@ -47,7 +47,7 @@ from trtq.sensitivity.hessian import (
     weight_trace_name,
 )
 from trtq.sensitivity.operands import ChannelMaxima
-from trtq.sensitivity.sequential import BlockStream, _block_output, _Checkpoint, visit_block
+from trtq.sensitivity.sequential import BlockStream, Checkpoint, block_output, visit_block
 
 
 class _BlockFunction:
@@ -100,7 +100,7 @@ class _BlockFunction:
         self.current.clear()
         self.current.update(deltas)
         try:
-            return _block_output(functional_call(self.block, weights, (x,), self.kwargs))
+            return block_output(functional_call(self.block, weights, (x,), self.kwargs))
         finally:
             self.current.clear()
 
@@ -138,7 +138,7 @@ def sequential_hessian(
     checkpoint = None
     if checkpoint_dir is not None:
         fingerprint = {**(settings or {}), "tolerance": tolerance, "max_iterations": max_iterations, "seed": seed}
-        checkpoint = _Checkpoint(checkpoint_dir, fingerprint, resolved.name, batches)
+        checkpoint = Checkpoint(checkpoint_dir, fingerprint, resolved.name, batches)
     if hasattr(stream.model, "set_attn_implementation"):
         stream.model.set_attn_implementation("eager")  # fused attention kernels have no second derivative
     windows, block_kwargs = stream.first_block_inputs(batches)
@@ -231,7 +231,7 @@ def _traces_files(probes: int) -> tuple[str, str]:
     return f"traces-{probes:05d}.json", f"traces-{probes:05d}.safetensors"
 
 
-def _save_traces(checkpoint: _Checkpoint, probes: int, traces: dict[str, LayerTrace]) -> None:
+def _save_traces(checkpoint: Checkpoint, probes: int, traces: dict[str, LayerTrace]) -> None:
     scalars, tensors = _traces_files(probes)
     checkpoint.save_tensors(
         tensors,
@@ -246,7 +246,7 @@ def _save_traces(checkpoint: _Checkpoint, probes: int, traces: dict[str, LayerTr
     checkpoint.save_json(scalars, {name: {f: getattr(stats, f) for f in fields} for name, stats in traces.items()})
 
 
-def _load_traces(checkpoint: _Checkpoint, probes: int) -> dict[str, LayerTrace]:
+def _load_traces(checkpoint: Checkpoint, probes: int) -> dict[str, LayerTrace]:
     scalars, tensors = _traces_files(probes)
     stored = checkpoint.load_tensors(tensors, "cpu")
     return {
