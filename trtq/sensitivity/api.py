@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from trtq.model.zoo import ResolvedModel
 
 
+def _no_loaded_model_if_sequential(sequential: bool, model) -> None:
+    if sequential and model is not None:
+        raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
+
+
 def weight_sensitivity(
     model_spec: str,
     formats: str | None = None,
@@ -37,8 +42,7 @@ def weight_sensitivity(
     from trtq.model.zoo import load_pretrained, resolve_model
     from trtq.sensitivity.weight import weight_rows
 
-    if sequential and model is not None:
-        raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
+    _no_loaded_model_if_sequential(sequential, model)
     placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
@@ -106,8 +110,7 @@ def _calibrated(
     from trtq.model.layers import build_layer_graph
     from trtq.model.zoo import load_pretrained, resolve_model, weights_directory
 
-    if sequential and model is not None:
-        raise InputError("block-sequential sensitivity reads the weights itself: give no loaded model")
+    _no_loaded_model_if_sequential(sequential, model)
     placement = resolve_placement(device, dtype) if model is None else placement_of(model)
     resolved = resolve_model(model_spec)
     graph = build_layer_graph(resolved, include_lm_head=include_lm_head)
