@@ -38,6 +38,11 @@ step sens-fisher-cuda "$PY" -m trtq sensitivity smollm2-135m --method fisher --d
   -o "$OUT/sens-fisher-cuda.json"
 step sens-hessian-cuda "$PY" -m trtq sensitivity smollm2-135m --method hessian --device cuda --dtype float32 \
   -o "$OUT/sens-hessian-cuda.json"
+# The same two tables block by block (they must equal the two above within float rounding)
+step sens-fisher-seq-cuda "$PY" -m trtq sensitivity smollm2-135m --method fisher --sequential --device cuda \
+  --dtype bfloat16 -o "$OUT/sens-fisher-seq-cuda.json"
+step sens-hessian-seq-cuda "$PY" -m trtq sensitivity smollm2-135m --method hessian --sequential --device cuda \
+  --dtype float32 -o "$OUT/sens-hessian-seq-cuda.json"
 step profile-roofline "$PY" -m trtq profile smollm2-135m --backend roofline --gpu H100-SXM --tokens 1,16,2048 \
   -o "$OUT/profile-roofline.json"
 step profile-cuda "$PY" -m trtq profile smollm2-135m --backend cuda --gpu auto -o "$OUT/profile-cuda.json"
@@ -49,6 +54,7 @@ step eval-plan-cuda "$PY" -m trtq eval smollm2-135m --plan "$OUT/plan.yaml" --de
   -o "$OUT/eval-plan-cuda.json"
 step eval-checkpoint-cuda "$PY" -m trtq eval smollm2-135m --checkpoint "$OUT/engine" --device cuda \
   --dtype bfloat16 -o "$OUT/eval-checkpoint-cuda.json"
-step bench-scale "$PY" benchmarks/scale.py --device cuda --dtype bfloat16 --depths 8,32 --repeats 1 --moe-blocks 4 --samples 8 --seq-len 512
+step bench-scale "$PY" benchmarks/scale.py --device cuda --dtype bfloat16 --depths 8,32 --repeats 1 --moe-blocks 4 --samples 8 --seq-len 512 \
+  --modes output-whole,output-sequential,fisher-whole,fisher-sequential,hessian-sequential
 echo "failed steps: $failed" | tee -a "$OUT/summary.txt"
 exit "$failed"
