@@ -10,6 +10,10 @@ torch, transformers and ModelOpt's quantization and does nothing else. Modes:
     weight-sequential  trtq sensitivity --method weight --sequential  (one weight tensor at a time)
     fisher-whole, fisher-sequential, hessian-whole, hessian-sequential  the same for Fisher and Hessian
                        (the sequential ones give the whole-model table; Hessian with --hessian-probes probes)
+    quantize-whole     trtq quantize's library path on the loaded model: FP8, INT8-SQ and INT4-AWQ in turn
+                       over the groups, calibrated and exported (hf/ and trtllm/)
+    quantize-sequential the same plan with --sequential: blocks offloaded (to disk on a CPU), ModelOpt's
+                       layerwise calibration and streaming export (hf/ only)
 
 Models: seeded random Llama-shaped models built from a config (hidden 1024, intermediate 2816, vocab
 49152, tied embeddings; saved as safetensors in a temporary directory) at each of --depths, and one
@@ -41,7 +45,7 @@ from pathlib import Path
 
 FORMATS = "fp8,int8_sq,int4_awq"
 MODES = ("output-whole", "output-sequential", "weight-whole", "weight-sequential", "fisher-whole", "fisher-sequential",
-         "hessian-whole", "hessian-sequential")
+         "hessian-whole", "hessian-sequential", "quantize-whole", "quantize-sequential")
 LLAMA_1024 = dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=16, num_key_value_heads=16,
                   vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=2048)
 MIXTRAL_1024 = dict(hidden_size=1024, intermediate_size=1408, num_attention_heads=16, num_key_value_heads=8,
@@ -55,7 +59,9 @@ def child(args: argparse.Namespace) -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
-    if args.child != "floor":
+    if args.child.startswith("quantize-"):
+        quantize(args.model, args.child == "quantize-sequential", args)
+    elif args.child != "floor":
         from trtq.sensitivity.api import (
             checkpoint_dir_for,
             fisher_sensitivity,
@@ -89,6 +95,29 @@ def child(args: argparse.Namespace) -> None:
     cuda_peak = torch.cuda.max_memory_allocated() if args.device.startswith("cuda") else None
     print(json.dumps({"peak_rss_bytes": peak_rss_bytes(), "seconds": time.perf_counter() - started,
                       "cpu_seconds": usage.ru_utime + usage.ru_stime, "cuda_peak_bytes": cuda_peak}))
+
+
+def quantize(model: str, sequential: bool, args: argparse.Namespace) -> None:
+    """What `trtq quantize [--sequential]` does, on an assignment rotating FORMATS over the layer groups."""
+    from trtq.data import CALIBRATION_PATH, read_text_file, token_batches
+    from trtq.model.layers import build_layer_graph
+    from trtq.model.zoo import load_pretrained, resolve_model
+    from trtq.quantize.apply import export_checkpoint, quantize_model
+    from trtq.registry import get_format
+
+    resolved = resolve_model(model)
+    formats = [get_format(name) for name in FORMATS.split(",")]
+    assignment = {}
+    for index, group in enumerate(build_layer_graph(resolved).groups):
+        fmt = formats[index % len(formats)]
+        assignment.update({m: (fmt.name, fmt.group_size_for(group.in_features)) for m in group.members})
+    with tempfile.TemporaryDirectory() as work:
+        loaded, tokenizer = load_pretrained(resolved, dtype=args.dtype, device=args.device,
+                                            offload_folder=Path(work) / "offload" if sequential else None)
+        batches = token_batches(tokenizer, read_text_file(CALIBRATION_PATH), args.samples, args.seq_len, 0)
+        quantize_model(loaded, assignment, batches, layerwise=sequential)
+        out = export_checkpoint(loaded, tokenizer, assignment, Path(work) / "out")
+        assert (out / "hf" / "hf_quant_config.json").is_file()
 
 
 def peak_rss_bytes() -> int:

@@ -1,48 +1,18 @@
 """`trtq quantize` end to end on SmolLM2-135M: one mixed-precision plan quantized once (4 x 128
-calibration tokens) through the CLI, then its exported checkpoints read back and checked against the plan.
-
-About three minutes on 2 cores: model load, five formats calibrated in three stages, two exports.
+calibration tokens) through the CLI (the `exported` fixture, tests/quantize/conftest.py), then its exported
+checkpoints read back and checked against the plan.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-import pytest
-
-from tests.helpers.plans import plan_from_graph
-from trtq.artifacts import load_artifact, save_artifact
+from trtq.artifacts import load_artifact
 from trtq.artifacts.io import sha256_file
-from trtq.cli import main
 
-FORMATS = ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "bf16")
-KIND_OFFSET = {"qkv": 0, "o_proj": 1, "gate_up": 2, "down_proj": 3}
 # What ModelOpt's unified HF export writes for each trtq format.
 EXPORTED_ALGO = {"fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ"}
-
-
-def choose(index: int, name: str, kind: str) -> str:
-    block = int(re.search(r"layers\.(\d+)\.", name).group(1))
-    return FORMATS[(block + KIND_OFFSET[kind]) % len(FORMATS)]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, loads_smollm2):
-    from trtq.model.layers import build_layer_graph
-    from trtq.model.zoo import require_embedded_model
-
-    resolved = require_embedded_model()
-    plan = plan_from_graph(build_layer_graph(resolved), choose)
-    root = tmp_path_factory.mktemp("quantize")
-    plan_path = root / "plan.yaml"
-    save_artifact(plan, plan_path)
-    out = root / "engines" / "mixed"
-    code = main(["quantize", "smollm2-135m", "--plan", str(plan_path), "--calib-samples", "4",
-                 "--calib-seq-len", "128", "--seed", "3", "-o", str(out)])
-    assert code == 0
-    return plan, plan_path, out
 
 
 def test_export_holds_every_format_and_both_int4_group_sizes(exported):

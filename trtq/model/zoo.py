@@ -303,7 +303,7 @@ def _gguf_cache(gguf: Path) -> Path:
 
 
 # Bytes per element of the safetensors dtypes (the header's "dtype" field) and of config.json's torch_dtype.
-_DTYPE_BYTES = {
+DTYPE_BYTES = {
     "F64": 8,
     "F32": 4,
     "F16": 2,
@@ -348,7 +348,7 @@ def weight_parameters(resolved: ResolvedModel) -> int | None:
             total = None
         stored = resolved.config.get("torch_dtype") or resolved.config.get("dtype") or "bfloat16"
         if isinstance(total, int) and total > 0:
-            return total // _DTYPE_BYTES.get(str(stored), 2)
+            return total // DTYPE_BYTES.get(str(stored), 2)
     parameters = 0
     for path in sorted(directory.glob("*.safetensors")):
         for name, entry in _safetensors_header(path).items():
@@ -360,9 +360,16 @@ def weight_parameters(resolved: ResolvedModel) -> int | None:
     return parameters
 
 
-def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str = "cpu"):
+def load_pretrained(
+    resolved: ResolvedModel, dtype: str = "float32", device: str = "cpu", offload_folder: Path | None = None
+):
     """(model, tokenizer) on `device` in `dtype`, in eval mode. GGUF weights are dequantised once and
     cached as safetensors (loading a GGUF costs ~20 s, the cached copy ~1 s).
+
+    With `offload_folder`, the decoder blocks are offloaded by accelerate (to host RAM when `device` is a
+    GPU, else to disk in `offload_folder`) and only the rest of the model is placed on `device`: each
+    block comes onto the device when it runs (`block_offload_map`). ModelOpt's layerwise calibration and
+    streaming export work on such a model one block at a time.
 
     A model whose weights cannot fit in this machine's memory (or the device's) is refused before
     anything is read (trtq.model.device.require_memory)."""
@@ -380,11 +387,24 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str
             "with weights, e.g. smollm2-135m or a local directory with safetensors"
         )
     parameters = weight_parameters(resolved)
-    require_memory(resolved.name, parameters, dtype, device)
+    # Offloaded blocks wait in host RAM (or, on a CPU, partly there: ModelOpt keeps the blocks it
+    # rewrites in RAM), so the host check stays; the device needs one block.
+    require_memory(resolved.name, parameters, dtype, "cpu" if offload_folder is not None else device)
     torch_dtype = getattr(torch, dtype)
     directory = weights_directory(resolved)
     spread = None
-    if device == "cuda":  # every visible GPU: one when the model fits the first, else spread over them all
+    if offload_folder is not None:
+        execution = "cuda:0" if device == "cuda" else device
+        device_map = block_offload_map(directory, execution, "disk" if execution == "cpu" else "cpu")
+        model = AutoModelForCausalLM.from_pretrained(
+            str(directory),
+            dtype=torch_dtype,
+            use_safetensors=True,
+            device_map=device_map,
+            offload_folder=str(offload_folder),
+        )
+        device = "cpu"  # placed by the device map: nothing to move
+    elif device == "cuda":  # every visible GPU: one when the model fits the first, else spread over them all
         from trtq.model.device import _ELEMENT_BYTES, gpu_free_memory, gpu_memory_map
 
         need = (parameters or 0) * _ELEMENT_BYTES.get(dtype, 4)
@@ -398,7 +418,7 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str
         model = AutoModelForCausalLM.from_pretrained(
             str(directory), dtype=torch_dtype, use_safetensors=True, device_map="auto", max_memory=spread
         )
-    else:
+    elif offload_folder is None:
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, use_safetensors=True)
     if device != "cpu" and spread is None:
         try:
@@ -413,6 +433,44 @@ def load_pretrained(resolved: ResolvedModel, dtype: str = "float32", device: str
         model.config.architectures = [type(model).__name__]
     model.eval()
     return model, tokenizer
+
+
+def block_offload_map(directory: Path, execution: str, offload: str) -> dict[str, str]:
+    """accelerate device map of the model in `directory`: each decoder block (the family adapter's
+    block_path) on `offload` ("cpu" or "disk"), every other module, parameter and buffer on `execution`.
+    Built from the config on the meta device: nothing is read."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from trtq.model.families import adapter_for, generic_adapter
+
+    config = AutoConfig.from_pretrained(str(directory))
+    adapter = adapter_for(config.to_dict()) or generic_adapter(config.to_dict())
+    if adapter is None:
+        raise UnsupportedError(
+            f"{directory}: model_type {config.model_type!r} has no family adapter, so its decoder blocks are "
+            "unknown: it cannot be offloaded block by block (drop --sequential)"
+        )
+    with init_empty_weights():
+        skeleton = AutoModelForCausalLM.from_config(config)
+    device_map: dict[str, str] = {}
+
+    def place(module: Any, prefix: str) -> None:
+        for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            device_map[prefix + name] = execution
+        for name, child in module.named_children():
+            path = prefix + name
+            if path == adapter.block_path:
+                device_map.update({f"{path}.{index}": offload for index, _ in child.named_children()})
+            elif adapter.block_path.startswith(path + "."):
+                place(child, path + ".")
+            else:
+                device_map[path] = execution
+
+    place(skeleton, "")
+    if not any(where == offload for where in device_map.values()):
+        raise UnsupportedError(f"{directory}: no decoder blocks under {adapter.block_path}: nothing to offload")
+    return device_map
 
 
 def weights_directory(resolved: ResolvedModel) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -45,35 +46,47 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     text = read_text_file(text_path)
     check_plan_against_model(plan, resolved, plan_path)
 
+    from trtq.artifacts.paths import make_temp_beside
     from trtq.model.zoo import load_pretrained
     from trtq.quantize.apply import export_checkpoint, quantize_model
 
     console = stderr_console()
     started = time.perf_counter()
-    model, tokenizer = load_pretrained(resolved, dtype=placement.dtype, device=placement.device)
-    batches = token_batches(tokenizer, text, calib_samples, calib_seq_len, seed)
-    console.print(
-        f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
-        f"{len(resolved_plan.layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}"
-    )
-    started = time.perf_counter()
-    quantize_model(model, resolved_plan, batches)
-    console.print(f"quantized in {time.perf_counter() - started:.0f} s; exporting")
-    out = export_checkpoint(
-        model,
-        tokenizer,
-        resolved_plan,
-        output,
-        plan_path=plan_path,
-        model_name=resolved.name,
-        calibration={
-            "path": str(text_path),
-            "samples": calib_samples,
-            "seq_len": calib_seq_len,
-            "seed": seed,
-            **placement.as_settings(),
-        },
-    )
+    # --sequential: accelerate offloads the decoder blocks (to disk beside the output on a CPU) and
+    # ModelOpt calibrates and exports them one at a time.
+    offload = make_temp_beside(Path(output), directory=True) if request.sequential else None
+    try:
+        model, tokenizer = load_pretrained(
+            resolved, dtype=placement.dtype, device=placement.device, offload_folder=offload
+        )
+        batches = token_batches(tokenizer, text, calib_samples, calib_seq_len, seed)
+        console.print(
+            f"loaded {resolved.name} in {time.perf_counter() - started:.0f} s; calibrating "
+            f"{len(resolved_plan.layers)} layers on {calib_samples} x {calib_seq_len} tokens of {text_path.name}"
+            + (" one decoder block at a time" if offload else "")
+        )
+        started = time.perf_counter()
+        quantize_model(model, resolved_plan, batches, layerwise=request.sequential)
+        console.print(f"quantized in {time.perf_counter() - started:.0f} s; exporting")
+        out = export_checkpoint(
+            model,
+            tokenizer,
+            resolved_plan,
+            output,
+            plan_path=plan_path,
+            model_name=resolved.name,
+            calibration={
+                "path": str(text_path),
+                "samples": calib_samples,
+                "seq_len": calib_seq_len,
+                "seed": seed,
+                "sequential": request.sequential,
+                **placement.as_settings(),
+            },
+        )
+    finally:
+        if offload is not None:
+            shutil.rmtree(offload, ignore_errors=True)
     counts: dict[str, int] = {}
     for _, fmt, _ in resolved_plan.layers:
         counts[fmt.name] = counts.get(fmt.name, 0) + 1

@@ -25,6 +25,7 @@ from trtq.artifacts.plan import Plan
 from trtq.artifacts.quantize import LayerQuantization, QuantizerState, QuantizeSummary
 from trtq.errors import InputError, UnsupportedError, storage_errno, write_error
 from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
+from trtq.quantize.offload import is_offloaded, offloaded_calibration, offloaded_export, unquantized_tensors_to_bf16
 from trtq.quantize.quant_cfg import (
     INPUT_QUANTIZER,
     KV_CACHE_NEEDS_CUDA,
@@ -178,13 +179,33 @@ def forward_loop_over(batches: Any, batch_size: int = 4):
     return loop
 
 
-def quantize_model(model: Any, plan: PlanInput, calib_batches: Any, batch_size: int = 4) -> Any:
+def _stage_algorithm(algorithm: Any, layerwise: bool) -> Any:
+    """A calibration stage's ModelOpt algorithm, with layerwise (block by block) calibration when asked.
+
+    Only max calibration leaves the weights as they are: telling ModelOpt so spares it writing every
+    calibrated block back to its offload (which, for a disk-offloaded block, ModelOpt 0.47 keeps in RAM)."""
+    algorithm = copy.deepcopy(algorithm)
+    if not layerwise:
+        return algorithm
+    if isinstance(algorithm, str):
+        algorithm = {"method": algorithm}
+    algorithm["layerwise"] = {"enable": True, "calib_mutates_weights": algorithm.get("method", "max") != "max"}
+    return algorithm
+
+
+def quantize_model(
+    model: Any, plan: PlanInput, calib_batches: Any, batch_size: int = 4, *, layerwise: bool = False
+) -> Any:
     """Quantize `model` in place as the plan says (fake quantization) and return it.
 
     One `mtq.quantize` inserts and configures every quantizer from `build_quant_cfg(plan)`
     without calibrating; then each calibration algorithm the plan's formats use runs over
     only its own layers (SmoothQuant for int8_sq, AWQ-lite for INT4/W4A8, max for FP8),
     because one ModelOpt algorithm applied to a mixed model would treat every layer alike.
+
+    `layerwise`: each stage calibrates one decoder block at a time on its cached inputs (ModelOpt's
+    layerwise calibration; the inputs are the unquantized model's, as in a whole-model pass), so a
+    model whose blocks are offloaded (`load_pretrained(offload_folder=...)`) holds one block on the device.
     """
     import modelopt.torch.quantization as mtq
 
@@ -200,18 +221,18 @@ def quantize_model(model: Any, plan: PlanInput, calib_batches: Any, batch_size: 
     loop = forward_loop_over(calib_batches, batch_size)
     config = build_quant_cfg(plan, experts)
     model.eval()
-    with _quiet_modelopt():
+    with _quiet_modelopt(), offloaded_calibration() if layerwise else contextlib.nullcontext():
         mtq.quantize(model, config, forward_loop=None)
         for algorithm, layers in calibration_stages(plan):
             with _only_enabled(model, layers):
-                mtq.calibrate(model, algorithm=copy.deepcopy(algorithm), forward_loop=loop)
+                mtq.calibrate(model, algorithm=_stage_algorithm(algorithm, layerwise), forward_loop=loop)
         kv_quantizers = kv_cache_quantizers(model)
         if kv_quantizers:
             # The KV-cache scales (max calibration, as ModelOpt's KV presets), over the planned model.
             # Only the KV quantizers run here: a second max pass over the layers would overwrite the
             # AWQ/SmoothQuant calibration of their own stages.
             with _only_enabled(model, kv_quantizers):
-                mtq.calibrate(model, algorithm="max", forward_loop=loop)
+                mtq.calibrate(model, algorithm=_stage_algorithm("max", layerwise), forward_loop=loop)
     _check_applied(model, plan)
     return model
 
@@ -233,7 +254,8 @@ def _quiet_modelopt():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with contextlib.redirect_stdout(io.StringIO()):
+        # stderr too: its layerwise calibration draws a tqdm bar there
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             yield
 
 
@@ -337,6 +359,12 @@ def _export_trtllm(model: Any, directory: Path) -> str | None:
     import torch
     from modelopt.torch.export import export_tensorrt_llm_checkpoint
 
+    if is_offloaded(model):
+        return (
+            "no TensorRT-LLM checkpoint: the model was calibrated block by block (--sequential) and ModelOpt's "
+            "TensorRT-LLM exporter needs the whole model in memory; hf/ is the checkpoint (TensorRT-LLM's "
+            "PyTorch backend loads it)"
+        )
     model_type = getattr(model.config, "model_type", None)
     decoder_type = TRTLLM_DECODER_TYPES.get(model_type)
     if decoder_type is None:
@@ -366,9 +394,15 @@ def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
     if not getattr(model.config, "architectures", None):
         # A GGUF-loaded config has none and ModelOpt's export needs it.
         model.config.architectures = [type(model).__name__]
+    offloaded = is_offloaded(model)
     try:
         with _quiet_modelopt():
-            export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory)
+            if offloaded:  # ModelOpt's streaming export: one block in memory at a time
+                with offloaded_export():
+                    export_hf_checkpoint(model, dtype=torch.bfloat16, export_dir=directory)
+                unquantized_tensors_to_bf16(directory)
+            else:
+                export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory)
     except Exception as exc:  # a ModelOpt failure is this plan failing to export: one line
         if storage_errno(exc) is not None:  # ... unless the disk refused the write
             raise write_error(directory, exc) from None
@@ -406,6 +440,9 @@ def export_checkpoint(
     work.chmod(0o755)
     try:
         notes = []
+        # The calibrated quantizers, read before the export: the streaming export of an offloaded model
+        # rebuilds fused MoE experts in place.
+        layers = layer_summary(model, plan)
         _export_hf(model, tokenizer, work / "hf")
         trtllm_note = _export_trtllm(model, work / "trtllm")
         if trtllm_note:
@@ -432,6 +469,11 @@ def export_checkpoint(
                 f"calibrated on {calibration['device']} ({calibration.get('device_name')}) "
                 f"in {calibration.get('dtype')}"
             )
+        if calibration.get("sequential"):
+            notes.append(
+                "calibrated and exported one decoder block at a time (--sequential: ModelOpt's layerwise "
+                "calibration and streaming export of a block-offloaded model)"
+            )
         metadata = make_metadata(
             inputs=inputs, seed=calibration.get("seed"), notes=notes, versions={"nvidia-modelopt": modelopt.__version__}
         )
@@ -452,7 +494,7 @@ def export_checkpoint(
             kv_cache="not quantized (the plan does not quantize the KV cache)",
             hf_checkpoint="hf",
             trtllm_checkpoint=None if trtllm_note else "trtllm",
-            layers=layer_summary(model, plan),
+            layers=layers,
         )
         save_artifact(summary, work / "quantize_summary.json")
         # An existing output is swapped with the new tree in one atomic step, so the path never

@@ -21,7 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help=QuantizeRequest.model_fields["model"].description)
     add_options(
-        p, QuantizeRequest, "plan", "calib", "calib_samples", "calib_seq_len", "seed", "runtime", "device", "dtype"
+        p,
+        QuantizeRequest,
+        "plan",
+        "calib",
+        "calib_samples",
+        "calib_seq_len",
+        "seed",
+        "sequential",
+        "runtime",
+        "device",
+        "dtype",
     )
     p.add_argument("-o", "--output", required=True, type=output_dir, help="output directory, e.g. engines/NAME/")
     p.set_defaults(handler=run_quantize)

@@ -19,6 +19,11 @@ class CalibrationSettings(Request):
 class QuantizeRequest(CalibrationSettings, DeviceSettings):
     model: str = setting(..., "a model with weights: smollm2-135m or a local directory with safetensors")
     plan: str = setting(..., "plan.yaml from `trtq plan`")
+    sequential: bool = setting(
+        False,
+        "calibrate one decoder block at a time (ModelOpt's layerwise calibration) and export block by block: "
+        "the other blocks wait in host RAM (--device cuda) or on disk beside -o (cpu); writes hf/ only",
+    )
     runtime: str | None = setting(
         None,
         "TensorRT-LLM runtime the checkpoint is for (default: the plan's; a plan made for another runtime is refused)",
