@@ -11,7 +11,7 @@ torch, transformers and ModelOpt's quantization and does nothing else. Modes:
     fisher-whole, fisher-sequential, hessian-whole, hessian-sequential  the same for Fisher and Hessian
                        (the sequential ones give the whole-model table; Hessian with --hessian-probes probes)
     quantize-whole     trtq quantize's library path on the loaded model: FP8, INT8-SQ and INT4-AWQ in turn
-                       over the groups, calibrated and exported (hf/ and trtllm/)
+                       over the groups (MoE experts FP8), calibrated and exported (hf/ and trtllm/)
     quantize-sequential the same plan with --sequential: blocks offloaded (to disk on a CPU), ModelOpt's
                        layerwise calibration and streaming export (hf/ only)
 
@@ -109,7 +109,8 @@ def quantize(model: str, sequential: bool, args: argparse.Namespace) -> None:
     formats = [get_format(name) for name in FORMATS.split(",")]
     assignment = {}
     for index, group in enumerate(build_layer_graph(resolved).groups):
-        fmt = formats[index % len(formats)]
+        # ModelOpt calibrates fused experts by max only: experts in FP8
+        fmt = formats[0] if group.kind == "moe" else formats[index % len(formats)]
         assignment.update({m: (fmt.name, fmt.group_size_for(group.in_features)) for m in group.members})
     with tempfile.TemporaryDirectory() as work:
         loaded, tokenizer = load_pretrained(resolved, dtype=args.dtype, device=args.device,

@@ -50,11 +50,15 @@ step plan "$PY" -m trtq plan smollm2-135m --profile "$OUT/profile-roofline.json"
   --sensitivity "$OUT/sens-output-cuda.json" --gpu H100-SXM --budget decode@16=0.6 -o "$OUT/plan.yaml"
 step quantize-cuda "$PY" -m trtq quantize smollm2-135m --plan "$OUT/plan.yaml" --device cuda --dtype bfloat16 \
   -o "$OUT/engine"
+step quantize-seq-cuda "$PY" -m trtq quantize smollm2-135m --plan "$OUT/plan.yaml" --device cuda --dtype bfloat16 \
+  --sequential -o "$OUT/engine-seq"
+step eval-checkpoint-seq-cuda "$PY" -m trtq eval smollm2-135m --checkpoint "$OUT/engine-seq" --device cuda \
+  --dtype bfloat16 -o "$OUT/eval-checkpoint-seq-cuda.json"
 step eval-plan-cuda "$PY" -m trtq eval smollm2-135m --plan "$OUT/plan.yaml" --device cuda --dtype bfloat16 \
   -o "$OUT/eval-plan-cuda.json"
 step eval-checkpoint-cuda "$PY" -m trtq eval smollm2-135m --checkpoint "$OUT/engine" --device cuda \
   --dtype bfloat16 -o "$OUT/eval-checkpoint-cuda.json"
 step bench-scale "$PY" benchmarks/scale.py --device cuda --dtype bfloat16 --depths 8,32 --repeats 1 --moe-blocks 4 --samples 8 --seq-len 512 \
-  --modes output-whole,output-sequential,fisher-whole,fisher-sequential,hessian-sequential
+  --modes output-whole,output-sequential,fisher-whole,fisher-sequential,hessian-sequential,quantize-whole,quantize-sequential
 echo "failed steps: $failed" | tee -a "$OUT/summary.txt"
 exit "$failed"
