@@ -25,7 +25,13 @@ from trtq.artifacts.plan import Plan
 from trtq.artifacts.quantize import LayerQuantization, QuantizerState, QuantizeSummary
 from trtq.errors import InputError, UnsupportedError, storage_errno, write_error
 from trtq.model.families import TRTLLM_DECODER_TYPES  # noqa: E402  (per model_type, from the family adapters)
-from trtq.quantize.offload import is_offloaded, offloaded_calibration, offloaded_export, unquantized_tensors_to_bf16
+from trtq.quantize.offload import (
+    STREAMING_SHARD_SIZE,
+    is_offloaded,
+    offloaded_calibration,
+    offloaded_export,
+    unquantized_tensors_to_bf16,
+)
 from trtq.quantize.quant_cfg import (
     INPUT_QUANTIZER,
     KV_CACHE_NEEDS_CUDA,
@@ -399,7 +405,9 @@ def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
         with _quiet_modelopt():
             if offloaded:  # ModelOpt's streaming export: one block in memory at a time
                 with offloaded_export():
-                    export_hf_checkpoint(model, dtype=torch.bfloat16, export_dir=directory)
+                    export_hf_checkpoint(
+                        model, dtype=torch.bfloat16, export_dir=directory, max_shard_size=STREAMING_SHARD_SIZE
+                    )
                 unquantized_tensors_to_bf16(directory)
             else:
                 export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory)

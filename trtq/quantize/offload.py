@@ -30,6 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# The streaming export holds one shard in memory before writing it (ModelOpt's default: 10 GB), and the
+# bf16 rewrite reads one shard at a time: a smaller shard keeps the export's peak near one block and one shard.
+STREAMING_SHARD_SIZE = "2GB"
 # The tensors a checkpoint holds in the model's dtype (the exporters' scales are float32 by design).
 MODEL_DTYPE_TENSORS = ("weight", "bias", "pre_quant_scale")
 
