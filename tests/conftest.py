@@ -120,6 +120,32 @@ def smollm2_graph(smollm2_resolved):
     return build_layer_graph(smollm2_resolved)
 
 
+# The calibration of the shared mixed-precision export (`mixed_export`) and of the runs compared with it.
+MIXED_CALIBRATION = ["--calib-samples", "4", "--calib-seq-len", "128", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def mixed_plan(smollm2_graph, tmp_path_factory, loads_smollm2):
+    """(plan, plan.yaml): every format in every SmolLM2 block (tests.helpers.plans.mixed_choice)."""
+    from tests.helpers.plans import mixed_choice, plan_from_graph
+    from trtq.artifacts import save_artifact
+
+    plan = plan_from_graph(smollm2_graph, mixed_choice)
+    return plan, save_artifact(plan, tmp_path_factory.mktemp("mixed-plan") / "plan.yaml")
+
+
+@pytest.fixture(scope="session")
+def mixed_export(mixed_plan, tmp_path_factory):
+    """(plan, plan.yaml, engines/mixed): `trtq quantize` of the mixed plan through the CLI, once per run (about a
+    minute on 2 cores: five formats calibrated in three stages, two exports). Read-only: copy to change it."""
+    from trtq.cli import main
+
+    plan, plan_path = mixed_plan
+    out = tmp_path_factory.mktemp("quantize") / "engines" / "mixed"
+    assert main(["quantize", "smollm2-135m", "--plan", str(plan_path), *MIXED_CALIBRATION, "-o", str(out)]) == 0
+    return plan, plan_path, out
+
+
 @pytest.fixture(scope="session")
 def smollm2_model(smollm2_resolved):
     """(model, tokenizer): the real SmolLM2-135M in float32. Treat as read-only."""

@@ -33,9 +33,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.helpers.plans import plan_from_graph
-from tests.quantize.test_export import FORMATS, choose
-from trtq.artifacts import load_artifact, save_artifact
+from tests.conftest import MIXED_CALIBRATION
+from tests.helpers.plans import MIXED_FORMATS, plan_from_graph
+from trtq.artifacts import load_artifact
 from trtq.artifacts.eval import EvalResult
 from trtq.artifacts.io import sha256_file
 from trtq.cli import main
@@ -43,7 +43,7 @@ from trtq.errors import ArtifactError, UnsupportedError
 from trtq.eval import checkpoint as ckpt
 from trtq.sensitivity.quantizers import fp8_e4m3
 
-CALIB = ["--calib-samples", "4", "--calib-seq-len", "128", "--seed", "3"]
+CALIB = MIXED_CALIBRATION  # the shared export's: `eval --plan` re-makes it
 FAST_EVAL = ["--seq-len", "128", "--windows", "4"]
 ALGO = {"fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ"}
 BF16_ULP = 2.0 ** -8     # bf16 keeps 8 significant bits: one rounding moves a value by <= 2^-9 of it
@@ -54,12 +54,9 @@ FUSED_NORM = {"q_proj": "input_layernorm", "k_proj": "input_layernorm", "v_proj"
 # --- the shared export --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def exported(smollm2_graph, tmp_path_factory, loads_smollm2):
-    plan = plan_from_graph(smollm2_graph, choose)
-    root = tmp_path_factory.mktemp("checkpoint")
-    plan_path = save_artifact(plan, root / "plan.yaml")
-    out = root / "engines" / "mixed"
-    assert main(["quantize", "smollm2-135m", "--plan", str(plan_path), *CALIB, "-o", str(out)]) == 0
+def exported(mixed_export):
+    """The mixed plan `trtq quantize` exported (tests/conftest.py: the quantize tests read the same run)."""
+    plan, plan_path, out = mixed_export
     return SimpleNamespace(plan=plan, plan_path=plan_path, out=out)
 
 
@@ -421,7 +418,7 @@ def test_eval_checkpoint_scores_the_artifact(exported, fake_quantized, smollm2_m
     assert by_checkpoint.source == "checkpoint" and by_checkpoint.checkpoint == str(exported.out)
     assert by_checkpoint.plan == str(exported.out / "plan.yaml")
     assert by_checkpoint.plan_sha256 == sha256_file(exported.plan_path)
-    assert by_checkpoint.layer_formats == by_plan.layer_formats == {f: 42 for f in FORMATS}
+    assert by_checkpoint.layer_formats == by_plan.layer_formats == {f: 42 for f in MIXED_FORMATS}
     inputs = by_checkpoint.metadata.inputs
     for relative in ("hf/model.safetensors", "hf/hf_quant_config.json", "hf/config.json", "plan.yaml"):
         assert inputs[relative].sha256 == sha256_file(exported.out / relative), relative

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from trtq.artifacts import make_metadata
@@ -57,3 +58,13 @@ def plan_from_graph(graph: LayerGraph, choose: Callable[[int, str, str], str], m
         groups.append(group(g.name, list(g.members), fmt.name, fmt.group_size_for(g.in_features),
                             g.in_features, g.out_features, g.kind, g.block))
     return plan_of(groups, model or graph.model)
+
+
+# Every format in every SmolLM2 block, each kind on another one block by block (the shared `exported` plan).
+MIXED_FORMATS = ("fp8", "int8_sq", "int4_awq", "w4a8_awq", "bf16")
+_KIND_OFFSET = {"qkv": 0, "o_proj": 1, "gate_up": 2, "down_proj": 3}
+
+
+def mixed_choice(index: int, name: str, kind: str) -> str:
+    block = int(re.search(r"layers\.(\d+)\.", name).group(1))
+    return MIXED_FORMATS[(block + _KIND_OFFSET[kind]) % len(MIXED_FORMATS)]

@@ -1,5 +1,5 @@
 """`trtq quantize` end to end on SmolLM2-135M: one mixed-precision plan quantized once (4 x 128
-calibration tokens) through the CLI (the `exported` fixture, tests/quantize/conftest.py), then its exported
+calibration tokens) through the CLI (the `mixed_export` fixture, tests/conftest.py), then its exported
 checkpoints read back and checked against the plan.
 """
 
@@ -15,12 +15,12 @@ from trtq.artifacts.io import sha256_file
 EXPORTED_ALGO = {"fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ"}
 
 
-def test_export_holds_every_format_and_both_int4_group_sizes(exported):
+def test_export_holds_every_format_and_both_int4_group_sizes(mixed_export):
     """What ModelOpt wrote, not what the test asked for: every format, and both INT4 group sizes (64 where
     128 does not divide SmolLM2's 576-wide inputs), each on as many layers as the plan put there."""
     from collections import Counter
 
-    plan, _, out = exported
+    plan, _, out = mixed_export
     quantized = json.loads((out / "hf" / "hf_quant_config.json").read_text())["quantization"]["quantized_layers"]
     written = Counter((v["quant_algo"], v.get("group_size")) for v in quantized.values())
     assert set(written) == {("FP8", None), ("W8A8_SQ_PER_CHANNEL", None), ("W4A16_AWQ", 64), ("W4A16_AWQ", 128),
@@ -29,10 +29,10 @@ def test_export_holds_every_format_and_both_int4_group_sizes(exported):
     assert written == planned
 
 
-def test_hf_checkpoint_reloads_with_each_layer_as_planned(exported):
+def test_hf_checkpoint_reloads_with_each_layer_as_planned(mixed_export):
     from safetensors import safe_open
 
-    plan, _, out = exported
+    plan, _, out = mixed_export
     config = json.loads((out / "hf" / "hf_quant_config.json").read_text())["quantization"]
     assert config["quant_algo"] == "MIXED_PRECISION"
     assert config["kv_cache_quant_algo"] is None
@@ -69,8 +69,8 @@ TRTLLM_NAMES = {"qkv": ["attention.qkv"], "o_proj": ["attention.dense"], "gate_u
                 "down_proj": ["mlp.proj"]}
 
 
-def test_trtllm_checkpoint_is_mixed_precision_as_planned(exported):
-    plan, _, out = exported
+def test_trtllm_checkpoint_is_mixed_precision_as_planned(mixed_export):
+    plan, _, out = mixed_export
     config = json.loads((out / "trtllm" / "config.json").read_text())
     assert config["quantization"]["quant_algo"] == "MIXED_PRECISION"
     assert config["mapping"]["tp_size"] == 1 and config["mapping"]["pp_size"] == 1
@@ -85,11 +85,11 @@ def test_trtllm_checkpoint_is_mixed_precision_as_planned(exported):
     assert (out / "trtllm" / "rank0.safetensors").stat().st_size > 0
 
 
-def test_output_holds_plan_copy_and_summary(exported):
+def test_output_holds_plan_copy_and_summary(mixed_export):
     from trtq.data import calibration_text, text_sha256
     from trtq.artifacts.quantize import QuantizeSummary
 
-    plan, plan_path, out = exported
+    plan, plan_path, out = mixed_export
     assert sha256_file(out / "plan.yaml") == sha256_file(plan_path)
     summary = load_artifact(out / "quantize_summary.json", QuantizeSummary)
     assert summary.model == "smollm2-135m"

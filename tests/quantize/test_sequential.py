@@ -53,10 +53,10 @@ def assert_same_up_to_rounding(whole: dict[str, torch.Tensor], sequential: dict[
             assert ((expected.float() - got.float()).abs().max() / scale) < 0.02, name
 
 
-def test_smollm2_sequential_export_is_the_whole_models_up_to_rounding(exported, exported_sequentially):
+def test_smollm2_sequential_export_is_the_whole_models_up_to_rounding(mixed_export, exported_sequentially):
     """Five formats over all 30 blocks (q/k/v and gate/up fused in AWQ and SmoothQuant: the fusion ModelOpt's
     streaming export could not do on offloaded weights), through the CLI with --sequential."""
-    _, _, whole = exported
+    _, _, whole = mixed_export
     _, _, sequential = exported_sequentially
     read = lambda out, name: json.loads((out / "hf" / name).read_text())  # noqa: E731
     assert read(sequential, "hf_quant_config.json") == read(whole, "hf_quant_config.json")
@@ -64,11 +64,11 @@ def test_smollm2_sequential_export_is_the_whole_models_up_to_rounding(exported, 
     assert_same_up_to_rounding(tensors(whole / "hf"), tensors(sequential / "hf"))
 
 
-def test_sequential_output_says_what_it_did_and_leaves_nothing_beside(exported, exported_sequentially):
+def test_sequential_output_says_what_it_did_and_leaves_nothing_beside(mixed_export, exported_sequentially):
     from trtq.artifacts import load_artifact
     from trtq.artifacts.quantize import QuantizeSummary
 
-    _, _, whole = exported
+    _, _, whole = mixed_export
     plan, _, out = exported_sequentially
     summary = load_artifact(out / "quantize_summary.json", QuantizeSummary)
     assert any("one decoder block at a time" in note for note in summary.metadata.notes)
