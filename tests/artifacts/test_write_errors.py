@@ -228,6 +228,8 @@ def test_export_refused_by_the_disk_is_a_write_error_not_an_unsupported_model(tm
 
     monkeypatch.setattr(mte, "export_hf_checkpoint", full)
     monkeypatch.setattr(apply, "_bf16_copy", lambda model: model)
+    monkeypatch.setattr(apply, "layer_summary", lambda model, plan: [])  # read before the export
+    monkeypatch.setattr(apply, "is_offloaded", lambda model: False)
 
     class Config:
         architectures = ["LlamaForCausalLM"]
