@@ -14,6 +14,9 @@ torch, transformers and ModelOpt's quantization and does nothing else. Modes:
                        over the groups (MoE experts FP8), calibrated and exported (hf/ and trtllm/)
     quantize-sequential the same plan with --sequential: blocks offloaded (to disk on a CPU), ModelOpt's
                        layerwise calibration and streaming export (hf/ only)
+    eval-whole         trtq eval --checkpoint of that plan's export (made once per model, not measured): the
+                       reference loaded and the checkpoint rebuilt beside it, --samples windows of --seq-len
+    eval-sequential    the same with --sequential: both models one decoder block at a time
 
 Models: seeded random Llama-shaped models built from a config (hidden 1024, intermediate 2816, vocab
 49152, tied embeddings; saved as safetensors in a temporary directory) at each of --depths, and one
@@ -45,7 +48,8 @@ from pathlib import Path
 
 FORMATS = "fp8,int8_sq,int4_awq"
 MODES = ("output-whole", "output-sequential", "weight-whole", "weight-sequential", "fisher-whole", "fisher-sequential",
-         "hessian-whole", "hessian-sequential", "quantize-whole", "quantize-sequential")
+         "hessian-whole", "hessian-sequential", "quantize-whole", "quantize-sequential", "eval-whole",
+         "eval-sequential")
 LLAMA_1024 = dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=16, num_key_value_heads=16,
                   vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=2048)
 MIXTRAL_1024 = dict(hidden_size=1024, intermediate_size=1408, num_attention_heads=16, num_key_value_heads=8,
@@ -61,6 +65,14 @@ def child(args: argparse.Namespace) -> None:
 
     if args.child.startswith("quantize-"):
         quantize(args.model, args.child == "quantize-sequential", args)
+    elif args.child.startswith("eval-"):
+        from trtq.eval.gate import evaluate
+        from trtq.eval.request import EvalRequest
+
+        request = EvalRequest(model=args.model, checkpoint=args.checkpoint, seq_len=args.seq_len,
+                              windows=args.samples, max_ppl_increase=1e6, device=args.device, dtype=args.dtype,
+                              sequential=args.child == "eval-sequential")
+        assert evaluate(request).ppl_quant > 0
     elif args.child != "floor":
         from trtq.sensitivity.api import (
             checkpoint_dir_for,
@@ -117,7 +129,7 @@ def quantize(model: str, sequential: bool, args: argparse.Namespace) -> None:
                                             offload_folder=Path(work) / "offload" if sequential else None)
         batches = token_batches(tokenizer, read_text_file(CALIBRATION_PATH), args.samples, args.seq_len, 0)
         quantize_model(loaded, assignment, batches, layerwise=sequential)
-        out = export_checkpoint(loaded, tokenizer, assignment, Path(work) / "out")
+        out = export_checkpoint(loaded, tokenizer, assignment, Path(args.checkpoint or Path(work) / "out"))
         assert (out / "hf" / "hf_quant_config.json").is_file()
 
 
@@ -135,6 +147,7 @@ def measure(mode: str, model: str, args: argparse.Namespace, tokenizer: str | No
                "--seq-len", str(args.seq_len), "--device", args.device, "--dtype", args.dtype,
                "--hessian-probes", str(args.hessian_probes)]
     command += ["--tokenizer", tokenizer] if tokenizer else []
+    command += ["--checkpoint", args.checkpoint] if mode.startswith("eval-") else []
     runs = []
     for _ in range(args.repeats):
         result = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -215,6 +228,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: all)")
     parser.add_argument("--hessian-probes", type=int, default=2, help="Hutchinson probes of the hessian modes")
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)  # (internal) where quantize writes, eval reads
     parser.add_argument("--make", help=argparse.SUPPRESS)  # (internal) build a synthetic model at this path
     parser.add_argument("--make-blocks", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--moe", action="store_true", help=argparse.SUPPRESS)
@@ -247,6 +261,11 @@ def main() -> None:
             path = Path(tmp) / f"{'mixtral' if moe else 'llama'}-1024x{blocks}"
             subprocess.run([sys.executable, __file__, "--make", str(path), "--make-blocks", str(blocks),
                             "--tokenizer", tokenizer] + (["--moe"] if moe else []), check=True, capture_output=True)
+            args.checkpoint = str(path / "checkpoint") if any(m.startswith("eval-") for m in modes) else None
+            if args.checkpoint:  # the eval modes' checkpoint: the quantize modes' plan, exported once
+                subprocess.run([sys.executable, __file__, "--child", "quantize-whole", "--model", str(path),
+                                "--samples", str(args.samples), "--seq-len", str(args.seq_len), "--checkpoint",
+                                args.checkpoint], check=True, capture_output=True)
             for mode in modes:
                 m = measure(mode, str(path), args, tokenizer)
                 results[blocks, moe, mode] = m

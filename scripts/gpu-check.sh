@@ -54,11 +54,15 @@ step quantize-seq-cuda "$PY" -m trtq quantize smollm2-135m --plan "$OUT/plan.yam
   --sequential -o "$OUT/engine-seq"
 step eval-checkpoint-seq-cuda "$PY" -m trtq eval smollm2-135m --checkpoint "$OUT/engine-seq" --device cuda \
   --dtype bfloat16 -o "$OUT/eval-checkpoint-seq-cuda.json"
+step eval-checkpoint-streamed-cuda "$PY" -m trtq eval smollm2-135m --checkpoint "$OUT/engine-seq" --sequential \
+  --device cuda --dtype bfloat16 -o "$OUT/eval-checkpoint-streamed-cuda.json"
+step eval-plan-seq-cuda "$PY" -m trtq eval smollm2-135m --plan "$OUT/plan.yaml" --sequential --device cuda \
+  --dtype bfloat16 -o "$OUT/eval-plan-seq-cuda.json"
 step eval-plan-cuda "$PY" -m trtq eval smollm2-135m --plan "$OUT/plan.yaml" --device cuda --dtype bfloat16 \
   -o "$OUT/eval-plan-cuda.json"
 step eval-checkpoint-cuda "$PY" -m trtq eval smollm2-135m --checkpoint "$OUT/engine" --device cuda \
   --dtype bfloat16 -o "$OUT/eval-checkpoint-cuda.json"
 step bench-scale "$PY" benchmarks/scale.py --device cuda --dtype bfloat16 --depths 8,32 --repeats 1 --moe-blocks 4 --samples 8 --seq-len 512 \
-  --modes output-whole,output-sequential,fisher-whole,fisher-sequential,hessian-sequential,quantize-whole,quantize-sequential
+  --modes output-whole,output-sequential,fisher-whole,fisher-sequential,hessian-sequential,quantize-whole,quantize-sequential,eval-whole,eval-sequential
 echo "failed steps: $failed" | tee -a "$OUT/summary.txt"
 exit "$failed"

@@ -114,6 +114,14 @@ def smollm2_resolved():
 
 
 @pytest.fixture(scope="session")
+def tokenizer_dir(smollm2_resolved, loads_smollm2):
+    """SmolLM2's safetensors directory, with its tokenizer (the tiny test models borrow it)."""
+    from trtq.model.zoo import weights_directory
+
+    return weights_directory(smollm2_resolved)
+
+
+@pytest.fixture(scope="session")
 def smollm2_graph(smollm2_resolved):
     from trtq.model.layers import build_layer_graph
 

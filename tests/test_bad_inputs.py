@@ -369,6 +369,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("sensitivity weight --sequential with lm_head", ["sensitivity", "smollm2-135m", "--method", "weight",
                                                       "--sequential", "--include-lm-head", "-o", "{out}/s.json"],
      "drop --include-lm-head"),
+    ("eval --sequential --lm-eval", EVAL + ["--checkpoint", "{in}/existing-dir", "--sequential", "--lm-eval",
+                                            "trtq_devil_definitions"], "drop --sequential or --lm-eval"),
     ("sensitivity --score-batch with --method fisher", ["sensitivity", "smollm2-135m", "--method", "fisher",
                                                         "--score-batch", "2", "-o", "{out}/s.json"],
      "--score-batch applies to --method"),

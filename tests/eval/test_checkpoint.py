@@ -33,7 +33,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import MIXED_CALIBRATION
+from tests.eval.conftest import FAST_EVAL
+from tests.helpers.checkpoints import copy_checkpoint, edit_json, rewrite_weights
 from tests.helpers.plans import MIXED_FORMATS, plan_from_graph
 from trtq.artifacts import load_artifact
 from trtq.artifacts.eval import EvalResult
@@ -43,8 +44,6 @@ from trtq.errors import ArtifactError, UnsupportedError
 from trtq.eval import checkpoint as ckpt
 from trtq.sensitivity.quantizers import fp8_e4m3
 
-CALIB = MIXED_CALIBRATION  # the shared export's: `eval --plan` re-makes it
-FAST_EVAL = ["--seq-len", "128", "--windows", "4"]
 ALGO = {"fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ"}
 BF16_ULP = 2.0 ** -8     # bf16 keeps 8 significant bits: one rounding moves a value by <= 2^-9 of it
 FUSED_NORM = {"q_proj": "input_layernorm", "k_proj": "input_layernorm", "v_proj": "input_layernorm",
@@ -383,7 +382,7 @@ def test_fused_groups_are_resmoothed_by_the_export(exported, fake_quantized, smo
         assert ratio < (1.15 if shares == "fused" else 1.01), (fmt, shares, ratio)
 
 
-def test_eval_checkpoint_scores_the_artifact(exported, fake_quantized, smollm2_model, tmp_path, capsys):
+def test_eval_checkpoint_scores_the_artifact(exported, fake_quantized, plan_eval, smollm2_model, tmp_path, capsys):
     """Through the CLI: `--checkpoint` and `--plan` with the same plan and calibration, and the
     as-exported fake-quantized model (float32 arithmetic) scored on the same windows.
 
@@ -395,15 +394,12 @@ def test_eval_checkpoint_scores_the_artifact(exported, fake_quantized, smollm2_m
     from trtq.eval.perplexity import evenly_spaced_windows, perplexity
 
     out_checkpoint = tmp_path / "checkpoint.json"
-    code = main(["eval", "smollm2-135m", "--checkpoint", str(exported.out), *FAST_EVAL, "--max-ppl-increase", "1000",
+    code = main(["eval", "smollm2-135m", "--checkpoint", str(exported.out), *FAST_EVAL,
                  "--lm-eval", "trtq_devil_definitions", "--lm-eval-limit", "4", "-o", str(out_checkpoint)])
     err = capsys.readouterr().err
     assert code == 0, err
-    out_plan = tmp_path / "plan.json"
-    assert main(["eval", "smollm2-135m", "--plan", str(exported.plan_path), *FAST_EVAL, *CALIB,
-                 "--max-ppl-increase", "1000", "-o", str(out_plan)]) == 0
     by_checkpoint = load_artifact(out_checkpoint, EvalResult)
-    by_plan = load_artifact(out_plan, EvalResult)
+    by_plan = plan_eval  # the same plan file, calibration and windows (tests/eval/conftest.py)
     windows = evenly_spaced_windows(encode_text(smollm2_model[1], evaluation_text()), 128, 4)
     as_exported = perplexity(copy.deepcopy(fake_quantized.as_exported).float(), windows).ppl
     with capsys.disabled():
@@ -435,29 +431,6 @@ def run_eval(capsys, *argv):
     return code, capsys.readouterr().err
 
 
-def copy_checkpoint(exported, directory: Path) -> Path:
-    """A copy of the checkpoint's JSON and plan; the weights linked, not copied."""
-    shutil.copytree(exported.out, directory, ignore=shutil.ignore_patterns("*.safetensors", "trtllm"))
-    (directory / "hf" / "model.safetensors").symlink_to(exported.out / "hf" / "model.safetensors")
-    return directory
-
-
-def edit_json(path: Path, edit) -> None:
-    data = json.loads(path.read_text())
-    edit(data)
-    path.write_text(json.dumps(data))
-
-
-def rewrite_weights(directory: Path, edit) -> None:
-    from safetensors.torch import load_file, save_file
-
-    target = directory / "hf" / "model.safetensors"
-    tensors = load_file(str(target))
-    edit(tensors)
-    target.unlink()
-    save_file(tensors, str(target), metadata={"format": "pt"})
-
-
 TINY = ["--seq-len", "16", "--windows", "1"]
 
 
@@ -479,7 +452,7 @@ def test_missing_directory_and_directory_without_quant_config(tmp_path, capsys):
     (lambda q: q.pop("quantized_layers"), ArtifactError, "MIXED_PRECISION without a quantized_layers"),
 ])
 def test_malformed_quant_config_is_refused_before_the_model_loads(exported, tmp_path, capsys, edit, error, needle):
-    directory = copy_checkpoint(exported, tmp_path / "ckpt")
+    directory = copy_checkpoint(exported.out, tmp_path / "ckpt")
     edit_json(directory / "hf" / "hf_quant_config.json", lambda data: edit(data["quantization"]))
     with pytest.raises(error, match=re.escape(needle)):
         ckpt.open_checkpoint(directory)
@@ -488,11 +461,11 @@ def test_malformed_quant_config_is_refused_before_the_model_loads(exported, tmp_
 
 
 def test_checkpoint_of_another_model_is_refused(exported, tmp_path, capsys):
-    directory = copy_checkpoint(exported, tmp_path / "ckpt")
+    directory = copy_checkpoint(exported.out, tmp_path / "ckpt")
     edit_json(directory / "hf" / "config.json", lambda c: c.update(hidden_size=4096))
     code, err = run_eval(capsys, "--checkpoint", str(directory))
     assert code == 2 and err.count("\n") == 1 and "its config.json has hidden_size 4096" in err, err
-    directory = copy_checkpoint(exported, tmp_path / "ckpt2")
+    directory = copy_checkpoint(exported.out, tmp_path / "ckpt2")
     plan = (directory / "plan.yaml").read_text().replace("model: smollm2-135m", "model: llama-3.1-8b")
     (directory / "plan.yaml").write_text(plan)
     (directory / "quantize_summary.json").unlink()
@@ -524,7 +497,7 @@ def test_evaluating_on_the_calibration_text_is_refused(exported, capsys):
      "model.layers.0.self_attn.k_proj.k_scale is not a tensor of the model"),
 ])
 def test_missing_or_misshapen_tensors_are_refused(exported, smollm2_model, tmp_path, capsys, edit, needle):
-    directory = copy_checkpoint(exported, tmp_path / "ckpt")
+    directory = copy_checkpoint(exported.out, tmp_path / "ckpt")
     (directory / "hf" / "model.safetensors").unlink()
     shutil.copyfile(exported.out / "hf" / "model.safetensors", directory / "hf" / "model.safetensors")
     rewrite_weights(directory, edit)

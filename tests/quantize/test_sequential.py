@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.gating import requires_gpu
+from tests.helpers.tiny import TINY_LLAMA, TINY_MIXTRAL, assignment_for, save_tiny
 from trtq.errors import UnsupportedError
 
 
@@ -85,43 +86,6 @@ def test_sequential_output_says_what_it_did_and_leaves_nothing_beside(mixed_expo
     # the offload folder and the work directory went away
     assert sorted(p.name for p in out.parent.iterdir()) == ["mixed"]
     assert {p.name for p in out.iterdir()} == {"hf", "plan.yaml", "quantize_summary.json"}
-
-
-TINY_LLAMA = dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64, intermediate_size=128,
-                  num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, vocab_size=96,
-                  max_position_embeddings=64, tie_word_embeddings=False)
-TINY_MIXTRAL = dict(TINY_LLAMA, architectures=["MixtralForCausalLM"], model_type="mixtral", num_local_experts=4,
-                    num_experts_per_tok=2, intermediate_size=64)
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(smollm2_resolved, loads_smollm2):
-    from trtq.model.zoo import weights_directory
-
-    return weights_directory(smollm2_resolved)
-
-
-def save_tiny(path: Path, config: dict, tokenizer_dir: Path) -> Path:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    data = dict(config)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(data.pop("model_type"), **data))
-    model.save_pretrained(path, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(tokenizer_dir)).save_pretrained(path)
-    return path
-
-
-def assignment_for(path: Path, choose) -> dict[str, tuple[str, int | None]]:
-    from trtq.model.layers import build_layer_graph
-    from trtq.model.zoo import resolve_model
-    from trtq.registry import get_format
-
-    assignment = {}
-    for index, group in enumerate(build_layer_graph(resolve_model(str(path))).groups):
-        fmt = get_format(choose(index, group.kind))
-        assignment.update({m: (fmt.name, fmt.group_size_for(group.in_features)) for m in group.members})
-    return assignment
 
 
 def quantize_both_ways(path: Path, assignment, tmp: Path, device: str = "cpu"):

@@ -87,7 +87,14 @@ class Checkpoint:
 
     def layer_quant(self, name: str) -> LayerQuant | None:
         if self.quant_algo == "MIXED_PRECISION":
-            return self.layers.get(name)
+            # An entry names a module and covers what is under it: ModelOpt names a layer's routed experts once
+            # (model.layers.0.block_sparse_moe.experts) where they share a format, not per expert GEMM.
+            parts = name.split(".")
+            for end in range(len(parts), 0, -1):
+                found = self.layers.get(".".join(parts[:end]))
+                if found is not None:
+                    return found
+            return None
         if self.default is None or any(fnmatch.fnmatchcase(name, p) for p in self.exclude):
             return None
         return self.default
@@ -283,6 +290,8 @@ class CheckpointLinear(torch.nn.Module):
         """What the GEMM reads: the input times pre_quant_scale, quantized as the format's activations are."""
         if self.pre_quant_scale is not None:
             x = x * self.pre_quant_scale
+        if self.input_scale is not None and self.input_scale.device != x.device:
+            self.input_scale = self.input_scale.to(x.device)  # not a buffer (float32 kept): follows the input once
         return self.quant.fmt.quantize_checkpoint_input(x, self.input_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -326,12 +335,15 @@ class CheckpointExperts(torch.nn.Module):
 class _ExpertLayers:
     """Where a model's fused experts sit and what the checkpoint calls each expert's Linear layers."""
 
-    modules: dict[str, torch.nn.Module]  # model name of a fused experts module -> it
+    modules: dict[str, torch.nn.Module]  # name of a fused experts module (under the module searched) -> it
     layers: dict[str, list[tuple[str, int, int]]]  # that name -> [(checkpoint layer name, out, in)] per GEMM
     aliases: dict[str, str]  # model tensor name -> the checkpoint's (MoE blocks named otherwise on disk)
 
 
-def _expert_layers(model: torch.nn.Module, config: dict[str, Any], store: _TensorStore) -> _ExpertLayers:
+def _expert_layers(
+    module: torch.nn.Module, config: dict[str, Any], store: _TensorStore, prefix: str = ""
+) -> _ExpertLayers:
+    """The fused experts modules in `module` (named `prefix` + its name in the model)."""
     from trtq.model.families import adapter_for
 
     adapter = adapter_for(config)
@@ -341,13 +353,13 @@ def _expert_layers(model: torch.nn.Module, config: dict[str, Any], store: _Tenso
     gate, up, down = layout.checkpoint_expert_names
     mlp = layout.experts_path.rsplit(".", 1)[0]
     modules, layers = {}, {}
-    for name, module in model.named_modules():
-        if not name.endswith(f".{layout.experts_path}") or not hasattr(module, "gate_up_proj"):
+    for name, child in module.named_modules():
+        if not f"{prefix}{name}".endswith(f".{layout.experts_path}") or not hasattr(child, "gate_up_proj"):
             continue
-        experts, double_intermediate, hidden = module.gate_up_proj.shape
+        experts, double_intermediate, hidden = child.gate_up_proj.shape
         intermediate = double_intermediate // 2
-        base = f"{name[: -len(layout.experts_path)]}{layout.checkpoint_mlp}.experts"
-        modules[name] = module
+        base = f"{prefix}{name[: -len(layout.experts_path)]}{layout.checkpoint_mlp}.experts"
+        modules[name] = child
         layers[name] = [
             (f"{base}.{e}.{leaf}", out_features, in_features)
             for e in range(experts)
@@ -359,10 +371,11 @@ def _expert_layers(model: torch.nn.Module, config: dict[str, Any], store: _Tenso
         ]
     aliases = {}
     if layout.checkpoint_mlp != mlp:
-        for key in model.state_dict():
-            legacy = key.replace(f".{mlp}.", f".{layout.checkpoint_mlp}.", 1)
-            if key not in store and legacy in store:
-                aliases[key] = legacy
+        for key in module.state_dict():
+            full = f"{prefix}{key}"
+            legacy = full.replace(f".{mlp}.", f".{layout.checkpoint_mlp}.", 1)
+            if full not in store and legacy in store:
+                aliases[full] = legacy
     return _ExpertLayers(modules, layers, aliases)
 
 
@@ -374,8 +387,10 @@ def _rebuild_experts(
     source: Path,
     dtype: torch.dtype,
     counts: dict[str, int],
+    prefix: str = "",
 ) -> set[str]:
-    """Each fused experts module replaced by a CheckpointExperts; the tensor names it consumed."""
+    """Each fused experts module of `rebuilt` (named `prefix` + its name in the model) replaced by a
+    CheckpointExperts on the module's device; the checkpoint tensor names it consumed."""
     consumed: set[str] = set()
     for name, module in found.modules.items():
         gemms: list[torch.nn.Module] = []
@@ -406,9 +421,9 @@ def _rebuild_experts(
                 counts[quant.format] = counts.get(quant.format, 0) + 1
         experts = CheckpointExperts(module.act_fn, gemms[0::3], gemms[1::3], gemms[2::3])
         parent, _, child = name.rpartition(".")
-        setattr(rebuilt.get_submodule(parent), child, experts)
+        setattr(rebuilt.get_submodule(parent), child, experts.to(_device_of(module)))
         # its own tensor names, so the walk over the model's tensors counts them as loaded
-        consumed |= {f"{name}.{key}" for key in experts.state_dict()}
+        consumed |= {f"{prefix}{name}.{key}" for key in experts.state_dict()}
     return consumed
 
 
@@ -502,53 +517,89 @@ def _quantized_linear(
     return linear, {f"{name}.{part}" for part in tensors}
 
 
-def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype | None = None) -> LoadedCheckpoint:
-    """A copy of `model` (the reference: architecture only) with every tensor from the checkpoint.
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
-    `dtype` is the compute dtype (default float32, the reference model's: the checkpoint's
-    bf16 values are exact in it, so a difference from the reference is the artifact's, not
-    CPU bf16 arithmetic's); quantized layers dequantize once, at load, to that dtype.
-    """
-    dtype = dtype or torch.float32
-    store = _TensorStore(checkpoint.weight_files)
+
+def check_layers_exist(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
+    """Every layer a MIXED_PRECISION checkpoint quantizes is a Linear (or a routed expert's GEMM) of the model."""
+    if checkpoint.quant_algo != "MIXED_PRECISION":
+        return
+    linears = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    experts = _expert_layers(model, checkpoint.config, _TensorStore([]))
+    gemms = {layer for layers in experts.layers.values() for layer, _, _ in layers}
+    linears |= gemms | {gemm.rsplit(".", 2)[0] for gemm in gemms}  # each expert GEMM, and the experts module
+    strangers = [name for name in checkpoint.layers if name not in linears]
+    if strangers:
+        raise ArtifactError(
+            f"checkpoint {checkpoint.hf} quantizes {strangers[0]}, which is not a Linear layer "
+            f"of the model ({len(strangers)} such layers)"
+        )
+
+
+@dataclass
+class RebuiltPart:
+    """What rebuilding a module from the checkpoint consumed and found."""
+
+    consumed: set[str]  # checkpoint tensor names read into the module
+    counts: dict[str, int]  # trtq format -> Linear layers (expert GEMMs) in it
+    folded: list[str]  # AWQ layers whose pre_quant_scale ModelOpt folded into a norm
+    moe_layers: int  # fused experts modules rebuilt per expert
+
+
+def rebuild_from_checkpoint(
+    module: torch.nn.Module,
+    checkpoint: Checkpoint,
+    store: _TensorStore,
+    dtype: torch.dtype,
+    prefix: str = "",
+    head: torch.nn.Module | None = None,
+) -> RebuiltPart:
+    """`module` (named `prefix` + its name in the model; its parameters materialized, in `dtype`) given every
+    tensor from the checkpoint, in place: each quantized Linear becomes a CheckpointLinear and each fused
+    experts module a CheckpointExperts, on the device of what they replace; every other tensor is loaded as
+    exported. `head`: the model's output embeddings, a Linear counted only when quantized."""
     source = checkpoint.hf
-    rebuilt = copy.deepcopy(model).to(dtype)
-    rebuilt.eval()
-    modules = dict(rebuilt.named_modules())
+    modules = dict(module.named_modules())
     linears = {name: m for name, m in modules.items() if isinstance(m, torch.nn.Linear)}
-    experts = _expert_layers(rebuilt, checkpoint.config, store)
-    expert_layers = {layer for layers in experts.layers.values() for layer, _, _ in layers}
-    if checkpoint.quant_algo == "MIXED_PRECISION":
-        strangers = [name for name in checkpoint.layers if name not in linears and name not in expert_layers]
-        if strangers:
-            raise ArtifactError(
-                f"checkpoint {source} quantizes {strangers[0]}, which is not a Linear layer "
-                f"of the model ({len(strangers)} such layers)"
-            )
-    head = rebuilt.get_output_embeddings() if hasattr(rebuilt, "get_output_embeddings") else None
+    experts = _expert_layers(module, checkpoint.config, store, prefix)
     consumed: set[str] = set()
     counts: dict[str, int] = {}
     folded = []
-    for name, module in linears.items():
-        quant = checkpoint.layer_quant(name)
+    for name, linear_module in linears.items():
+        quant = checkpoint.layer_quant(f"{prefix}{name}")
         if quant is None:
             # The output head is no plan layer (trtq keeps it bf16): counted only when quantized.
-            if module is not head:
+            if linear_module is not head:
                 counts["bf16"] = counts.get("bf16", 0) + 1
             continue
-        linear, used = _quantized_linear(name, quant, module, store, source, dtype)
+        linear, used = _quantized_linear(f"{prefix}{name}", quant, linear_module, store, source, dtype)
         consumed |= used
         parent_name, _, child = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else rebuilt, child, linear)
+        setattr(modules[parent_name] if parent_name else module, child, linear.to(_device_of(linear_module)))
         counts[quant.format] = counts.get(quant.format, 0) + 1
         if quant.fmt.folds_pre_quant_scale and linear.pre_quant_scale is None:
-            folded.append(name)
-    consumed |= _rebuild_experts(rebuilt, experts, checkpoint, store, source, dtype, counts)
-    _load_unquantized(rebuilt, store, consumed, source, experts.aliases)
+            folded.append(f"{prefix}{name}")
+    consumed |= _rebuild_experts(module, experts, checkpoint, store, source, dtype, counts, prefix)
+    _load_unquantized(module, store, consumed, source, experts.aliases, prefix)
+    return RebuiltPart(consumed, counts, folded, len(experts.modules))
+
+
+def check_all_consumed(store: _TensorStore, consumed: set[str]) -> None:
+    """No checkpoint tensor left over: one the model has no place for is an error, not ignored."""
+    unknown = sorted(set(store.where) - consumed)
+    if unknown:
+        raise ArtifactError(
+            f"checkpoint tensor {unknown[0]} is not a tensor of the model or of a layer the "
+            f"config quantizes ({len(unknown)} such tensors)"
+        )
+
+
+def checkpoint_notes(
+    checkpoint: Checkpoint, counts: dict[str, int], moe_layers: int, folded: list[str], dtype: torch.dtype
+) -> list[str]:
     quantized = sum(n for fmt, n in counts.items() if fmt != "bf16")
-    per_expert = (
-        f", routed experts counted per expert GEMM ({len(experts.modules)} MoE layers)" if experts.modules else ""
-    )
+    per_expert = f", routed experts counted per expert GEMM ({moe_layers} MoE layers)" if moe_layers else ""
     notes = [
         f"quantized model: the exported checkpoint {checkpoint.root} ({quantized} "
         f"quantized Linear layers rebuilt from their packed weights and scales{per_expert}, every other tensor "
@@ -560,14 +611,39 @@ def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype
             f"{len(folded)} AWQ layers carry no pre_quant_scale: ModelOpt's export averaged it over the "
             "layers sharing an input and folded it into the preceding norm's weight, loaded as exported"
         )
-    return LoadedCheckpoint(rebuilt, counts, folded, notes)
+    return notes
+
+
+def load_checkpoint_model(checkpoint: Checkpoint, model: Any, dtype: torch.dtype | None = None) -> LoadedCheckpoint:
+    """A copy of `model` (the reference: architecture only) with every tensor from the checkpoint.
+
+    `dtype` is the compute dtype (default float32, the reference model's: the checkpoint's
+    bf16 values are exact in it, so a difference from the reference is the artifact's, not
+    CPU bf16 arithmetic's); quantized layers dequantize once, at load, to that dtype.
+    """
+    dtype = dtype or torch.float32
+    store = _TensorStore(checkpoint.weight_files)
+    rebuilt = copy.deepcopy(model).to(dtype)
+    rebuilt.eval()
+    check_layers_exist(checkpoint, rebuilt)
+    head = rebuilt.get_output_embeddings() if hasattr(rebuilt, "get_output_embeddings") else None
+    part = rebuild_from_checkpoint(rebuilt, checkpoint, store, dtype, head=head)
+    check_all_consumed(store, part.consumed)
+    notes = checkpoint_notes(checkpoint, part.counts, part.moe_layers, part.folded, dtype)
+    return LoadedCheckpoint(rebuilt, part.counts, part.folded, notes)
 
 
 def _load_unquantized(
-    model: torch.nn.Module, store: _TensorStore, consumed: set[str], source: Path, aliases: dict[str, str]
+    model: torch.nn.Module,
+    store: _TensorStore,
+    consumed: set[str],
+    source: Path,
+    aliases: dict[str, str],
+    prefix: str = "",
 ) -> None:
-    """Every other model tensor from the checkpoint: same name (or its alias on disk), same shape, a float dtype."""
-    state = model.state_dict(keep_vars=True)
+    """Every other tensor of `model` (named `prefix` + its name) from the checkpoint: same name (or its alias
+    on disk), same shape, a float dtype; `consumed` gains their names."""
+    state = {f"{prefix}{key}": value for key, value in model.state_dict(keep_vars=True).items()}
     loaded_storage = set()
     with torch.no_grad():
         for key, target in state.items():
@@ -593,9 +669,3 @@ def _load_unquantized(
             if target.data_ptr() in loaded_storage:
                 continue
             raise ArtifactError(f"checkpoint {source} lacks tensor {key}")
-    unknown = sorted(set(store.where) - consumed)
-    if unknown:
-        raise ArtifactError(
-            f"checkpoint tensor {unknown[0]} is not a tensor of the model or of a layer the "
-            f"config quantizes ({len(unknown)} such tensors)"
-        )

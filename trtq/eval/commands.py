@@ -1,5 +1,5 @@
-"""`trtq eval MODEL (--plan plan.yaml | --checkpoint DIR) [--text FILE] [--seq-len 512] [--max-ppl-increase 5]
-[--lm-eval TASKS]`."""
+"""`trtq eval MODEL (--plan plan.yaml | --checkpoint DIR) [--sequential] [--text FILE] [--seq-len 512]
+[--max-ppl-increase 5] [--lm-eval TASKS]`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_options(
         p,
         EvalRequest,
+        "sequential",
         "text",
         "seq_len",
         "windows",
@@ -61,7 +62,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     console = stderr_console()
     request = EvalRequest.from_args(args)
-    result = evaluate(request, progress=lambda message: console.print(message, highlight=False))
+    result = evaluate(
+        request, progress=lambda message: console.print(message, highlight=False), work_beside=args.output
+    )
     save_artifact(result, args.output)
     line = verdict(result)
     if result.passed:

@@ -20,7 +20,7 @@ from trtq.artifacts import load_artifact, make_metadata
 from trtq.artifacts.eval import EvalResult, TaskResult
 from trtq.artifacts.io import sha256_file
 from trtq.artifacts.plan import Plan
-from trtq.errors import InputError
+from trtq.errors import InputError, UnsupportedError
 from trtq.eval.request import EvalRequest
 
 
@@ -28,6 +28,8 @@ def check_request(request: EvalRequest) -> Any:
     """Everything cheap, before a model loads; the opened checkpoint (its JSON only), if one was named."""
     if (request.plan is None) == (request.checkpoint is None):
         raise InputError("trtq eval needs exactly one of --plan FILE or --checkpoint DIR")
+    if request.sequential and request.lm_eval:
+        raise InputError("--lm-eval runs the whole model loaded: drop --sequential or --lm-eval")
     from trtq.model.device import resolve_placement
 
     resolve_placement(request.device, request.dtype)
@@ -89,10 +91,11 @@ def quantized_copy(model: Any, plan: Plan, calib_batches: Any) -> tuple[Any, lis
     return quantized, notes
 
 
-def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, progress=None) -> EvalResult:
-    """Run the gate; the caller saves the artifact and turns `passed` into an exit code."""
-    import torch
-
+def evaluate(
+    request: EvalRequest, model: Any = None, tokenizer: Any = None, progress=None, work_beside: Path | None = None
+) -> EvalResult:
+    """Run the gate; the caller saves the artifact and turns `passed` into an exit code. `work_beside`: where
+    `--plan --sequential` puts its offload folder (beside this path; default the system's temporary directory)."""
     from trtq.data import CALIBRATION_PATH, EVALUATION_PATH, encode_text, read_text_file, text_sha256, token_batches
     from trtq.eval.lm_eval import degradation, evaluate_tasks, parse_task_spec
     from trtq.eval.perplexity import evenly_spaced_windows, perplexity, reference_perplexity
@@ -115,6 +118,17 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
         from trtq.quantize.api import check_plan_against_model
 
         check_plan_against_model(plan, resolved, request.plan)
+        if request.sequential:
+            from trtq.model.device import resolve_placement
+
+            _, substituted = split_plan(plan, resolve_placement(request.device, request.dtype).device != "cpu")
+            if substituted:
+                formats = "/".join(sorted({name.upper() for name, _ in substituted.values()}))
+                raise UnsupportedError(
+                    f"the plan has {len(substituted)} {formats} layers, which ModelOpt fake-quantizes on CUDA only "
+                    "(on a CPU trtq substitutes its reference weights into the loaded model): drop --sequential, "
+                    "or run on --device cuda"
+                )
     else:
         from trtq.eval.checkpoint import check_model_matches
 
@@ -131,6 +145,12 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
             f"the evaluation text {text_path} is the text {checkpoint.root} was calibrated on: score on other text"
         )
 
+    if request.sequential:
+        if model is not None:
+            raise InputError("trtq eval --sequential reads the weights itself: give no loaded model")
+        if checkpoint is not None:
+            return _sequential_checkpoint_eval(request, resolved, checkpoint, text_path, text, tokenizer, say)
+        return _sequential_plan_eval(request, resolved, plan, text_path, text, calib_path, calib_text, say, work_beside)
     if model is None or tokenizer is None:
         started = time.perf_counter()
         model, tokenizer = load_pretrained(resolved, dtype=request.dtype, device=request.device)
@@ -164,9 +184,6 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
     started = time.perf_counter()
     result = perplexity(quantized, windows)
     say(f"quantized perplexity {result.ppl:.3f} ({time.perf_counter() - started:.0f} s)")
-    increase = result.ppl / reference.ppl - 1.0
-    threshold = request.max_ppl_increase / 100.0
-    ppl_passed = increase <= threshold
 
     task_results = []
     if tasks:
@@ -194,19 +211,145 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
             )
     del quantized
 
-    notes.append(
-        f"reference: the unquantized model ({next(model.parameters()).dtype} on "
-        f"{next(model.parameters()).device}); "
-        f"windows: {reference.windows} non-overlapping, evenly spaced over the text"
-    )
+    parameter = next(model.parameters())
+    notes.append(_reference_note(f"{parameter.dtype} on {parameter.device}", reference.windows))
     if tasks:
         notes.append("lm-eval degradation = relative drop of the task metric, (reference - quantized) / reference")
     if checkpoint is None:
         inputs: dict[str, Any] = {"plan": request.plan, "text": text_path, "calib": calib_path}
+    else:
+        inputs = {"text": text_path}
+    return _result(
+        request, resolved, checkpoint, inputs, text_path, text, reference, result, counts, notes, task_results
+    )
+
+
+def _reference_note(placed: str, windows: int) -> str:
+    return (
+        f"reference: the unquantized model ({placed}); windows: {windows} non-overlapping, evenly spaced over the text"
+    )
+
+
+def _placed(placement) -> str:
+    return f"{placement.dtype} on {placement.device}, {placement.device_name}"
+
+
+def _sequential_checkpoint_eval(request, resolved, checkpoint, text_path, text, tokenizer, say) -> EvalResult:
+    """The checkpoint gate with one decoder block in memory at a time (trtq.eval.sequential)."""
+    from trtq.data import encode_text
+    from trtq.eval.perplexity import evenly_spaced_windows
+    from trtq.eval.sequential import sequential_checkpoint_scores
+    from trtq.model.device import resolve_placement
+    from trtq.model.zoo import weights_directory
+
+    placement = resolve_placement(request.device, request.dtype)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(weights_directory(resolved)))
+    windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
+    scores = sequential_checkpoint_scores(resolved, checkpoint, windows, placement.device, placement.dtype, say)
+    notes = scores.notes + [_reference_note(_placed(placement), scores.reference.windows)]
+    return _result(
+        request,
+        resolved,
+        checkpoint,
+        {"text": text_path},
+        text_path,
+        text,
+        scores.reference,
+        scores.quantized,
+        scores.layer_formats,
+        notes,
+        [],
+    )
+
+
+def _sequential_plan_eval(
+    request, resolved, plan, text_path, text, calib_path, calib_text, say, work_beside
+) -> EvalResult:
+    """The plan gate with the decoder blocks offloaded (to disk on a CPU, to host RAM with a GPU): the reference
+    scored through accelerate's offload hooks, then the same model quantized in place by ModelOpt's layerwise
+    calibration (one block at a time, as `trtq quantize --sequential` does) and scored again."""
+    import shutil
+    import tempfile
+
+    from trtq.artifacts.paths import make_temp_beside
+    from trtq.data import encode_text, token_batches
+    from trtq.eval.perplexity import evenly_spaced_windows, perplexity
+    from trtq.model.device import resolve_placement
+    from trtq.model.zoo import load_pretrained
+    from trtq.quantize.apply import quantize_model
+
+    placement = resolve_placement(request.device, request.dtype)
+    modelopt_layers, _ = split_plan(plan, placement.device != "cpu")
+    if work_beside is not None:
+        offload = make_temp_beside(Path(work_beside), directory=True)
+    else:
+        offload = Path(tempfile.mkdtemp(prefix="trtq-eval-offload-"))
+    try:
+        started = time.perf_counter()
+        model, tokenizer = load_pretrained(
+            resolved, dtype=placement.dtype, device=placement.device, offload_folder=offload
+        )
+        say(f"loaded {resolved.name} with its decoder blocks offloaded in {time.perf_counter() - started:.0f} s")
+        windows = evenly_spaced_windows(encode_text(tokenizer, text), request.seq_len, request.max_windows)
+        started = time.perf_counter()
+        reference = perplexity(model, windows)
+        say(
+            f"reference perplexity {reference.ppl:.3f} over {reference.windows} x {request.seq_len} tokens, "
+            f"one decoder block at a time ({time.perf_counter() - started:.0f} s)"
+        )
+        started = time.perf_counter()
+        if modelopt_layers:
+            batches = token_batches(tokenizer, calib_text, request.calib_samples, request.calib_seq_len, request.seed)
+            quantize_model(model, modelopt_layers, batches, layerwise=True)
+        say(f"quantized as {request.plan} one decoder block at a time in {time.perf_counter() - started:.0f} s")
+        started = time.perf_counter()
+        result = perplexity(model, windows)
+        say(f"quantized perplexity {result.ppl:.3f} ({time.perf_counter() - started:.0f} s)")
+    finally:
+        shutil.rmtree(offload, ignore_errors=True)
+    counts: dict[str, int] = {}
+    for fmt_name, _ in plan.layer_formats().values():
+        counts[fmt_name] = counts.get(fmt_name, 0) + 1
+    notes = [
+        f"{len(modelopt_layers)} layers fake-quantized by ModelOpt in place, calibrated one decoder block at a time "
+        "(layerwise calibration on each block's inputs from the unquantized model)",
+        f"block-sequential: the decoder blocks offloaded ({'host RAM' if placement.device != 'cpu' else 'disk'}), "
+        "one on the device at a time, for the reference and the quantized passes",
+        _reference_note(_placed(placement), reference.windows),
+    ]
+    return _result(
+        request,
+        resolved,
+        None,
+        {"plan": request.plan, "text": text_path, "calib": calib_path},
+        text_path,
+        text,
+        reference,
+        result,
+        counts,
+        notes,
+        [],
+    )
+
+
+def _result(
+    request, resolved, checkpoint, inputs, text_path, text, reference, result, counts, notes, task_results
+) -> EvalResult:
+    """The eval artifact: the two perplexities, the gate's verdict on them and the tasks, and what went in."""
+    import torch
+
+    from trtq.data import text_sha256
+
+    increase = result.ppl / reference.ppl - 1.0
+    threshold = request.max_ppl_increase / 100.0
+    if checkpoint is None:
         plan_path = request.plan
     else:
         # The checkpoint's files by their path under it, e.g. hf/model.safetensors, hf/hf_quant_config.json.
-        inputs = {"text": text_path, **checkpoint.input_files()}
+        inputs = {**inputs, **checkpoint.input_files()}
         plan_path = checkpoint.plan_path
     return EvalResult.create(
         metadata=make_metadata(
@@ -229,7 +372,7 @@ def evaluate(request: EvalRequest, model: Any = None, tokenizer: Any = None, pro
         ppl_quant=result.ppl,
         relative_increase=increase,
         threshold=threshold,
-        passed=ppl_passed and all(t.passed for t in task_results),
+        passed=increase <= threshold and all(t.passed for t in task_results),
         lm_eval=task_results,
         layer_formats=counts,
     )

@@ -16,6 +16,12 @@ class EvalRequest(CalibrationSettings, DeviceSettings):
     checkpoint: str | None = setting(
         None, "a checkpoint written by `trtq quantize` (engines/NAME, or its hf/ directory)", metavar="DIR"
     )
+    sequential: bool = setting(
+        False,
+        "one decoder block in memory at a time: --checkpoint streams the reference and the checkpoint from their "
+        "safetensors block by block; --plan offloads the blocks (host RAM on a GPU, disk beside -o on a CPU) and "
+        "calibrates layerwise, as quantize --sequential; no --lm-eval",
+    )
     text: str | None = setting(None, "UTF-8 evaluation text (default: the shipped evaluation text)", metavar="FILE")
     seq_len: int = setting(512, "tokens per window", ge=2, le=MAX_TOKENS)
     windows: int = setting(32, "windows scored, spread evenly over the text (0 = all)", ge=0, le=MAX_COUNT)

@@ -396,13 +396,22 @@ def load_pretrained(
     if offload_folder is not None:
         execution = "cuda:0" if device == "cuda" else device
         device_map = block_offload_map(directory, execution, "disk" if execution == "cpu" else "cpu")
-        model = AutoModelForCausalLM.from_pretrained(
-            str(directory),
-            dtype=torch_dtype,
-            use_safetensors=True,
-            device_map=device_map,
-            offload_folder=str(offload_folder),
-        )
+        import logging
+
+        # accelerate warns that offloaded parameters sit on the meta device: what was asked for, not news.
+        big_modeling = logging.getLogger("accelerate.big_modeling")
+        level = big_modeling.level
+        big_modeling.setLevel(logging.ERROR)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(directory),
+                dtype=torch_dtype,
+                use_safetensors=True,
+                device_map=device_map,
+                offload_folder=str(offload_folder),
+            )
+        finally:
+            big_modeling.setLevel(level)
         device = "cpu"  # placed by the device map: nothing to move
     elif device == "cuda":  # every visible GPU: one when the model fits the first, else spread over them all
         from trtq.model.device import _ELEMENT_BYTES, gpu_free_memory, gpu_memory_map

@@ -158,7 +158,7 @@ def _sequential_adapter(resolved, graph: LayerGraph):
     adapter = adapter_for(resolved.config)
     if adapter is None:
         raise UnsupportedError(
-            f"{resolved.name}: block-sequential sensitivity needs a family adapter "
+            f"{resolved.name}: block-sequential processing needs a family adapter "
             f"(model_type {resolved.config.get('model_type')!r} has none)"
         )
     if any(layer.block is None for layer in graph.layers):
@@ -173,7 +173,8 @@ class BlockStream:
     in memory); `block(b)` holds decoder block b in memory while open; `head_gradients` runs the
     final norm, lm_head and the model's own loss on the last block's outputs."""
 
-    def __init__(self, resolved, graph: LayerGraph, device: str, dtype: str):
+    def __init__(self, resolved, graph: LayerGraph, device: str, dtype: str, weights: Path | None = None):
+        """`weights`: the directory the tensors are read from (default: the model's own safetensors)."""
         from accelerate import init_empty_weights
         from transformers import AutoModelForCausalLM
 
@@ -183,7 +184,7 @@ class BlockStream:
         self.graph = graph
         self.device = device
         self.dtype = getattr(torch, dtype)
-        self.index = TensorIndex(weights_directory(resolved))
+        self.index = TensorIndex(weights if weights is not None else weights_directory(resolved))
         with init_empty_weights():
             self.model = AutoModelForCausalLM.from_config(hf_config(resolved), dtype=self.dtype)
         self.model.eval()
