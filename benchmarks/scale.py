@@ -129,7 +129,8 @@ def quantize(model: str, sequential: bool, args: argparse.Namespace) -> None:
                                             offload_folder=Path(work) / "offload" if sequential else None)
         batches = token_batches(tokenizer, read_text_file(CALIBRATION_PATH), args.samples, args.seq_len, 0)
         quantize_model(loaded, assignment, batches, layerwise=sequential)
-        out = export_checkpoint(loaded, tokenizer, assignment, Path(args.checkpoint or Path(work) / "out"))
+        out = export_checkpoint(loaded, tokenizer, assignment, Path(args.checkpoint or Path(work) / "out"),
+                                model_name=resolved.name)
         assert (out / "hf" / "hf_quant_config.json").is_file()
 
 

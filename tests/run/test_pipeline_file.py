@@ -45,6 +45,14 @@ def _minimal(**changes) -> dict:
     (_minimal(plan={"budgets": ["decode@16=0.5"], "mip_rel_gap": 2}), "plan: --mip-gap must be a number from 0"),
     (_minimal(plan={"budgets": ["decode@16=0.5"], "runtime": "trtllm@1.2"}), "runtime is set at the pipeline's top"),
     (_minimal(plan={"budgets": ["decode@16=0.5"], "pareto": 1}), "--pareto needs between 2"),
+    # compute: the device options of sensitivity, quantize and eval, declared once
+    (_minimal(compute={"device": "gpu"}), "not a device: 'gpu'"),
+    (_minimal(compute={"dtype": "int8"}), "dtype"),
+    (_minimal(compute={"sequentail": True}), "compute: ComputeSettings: unknown setting 'sequentail'"),
+    (_minimal(compute={"sequential": True}, quality={"lm_eval": {"hellaswag": 2}}),
+     "quality.lm_eval runs the whole model loaded: not with compute.sequential"),
+    (_minimal(compute={"sequential": True}, sensitivity={"method": "autoquantize"}),
+     "autoquantize (ModelOpt's search) loads the whole model: not with compute.sequential"),
 ])
 def test_bad_pipeline_is_one_line_and_exit_2(tmp_path, data, needle):
     path = tmp_path / "pipeline.yaml"

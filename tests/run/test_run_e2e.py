@@ -24,17 +24,20 @@ import yaml
 from trtq.artifacts import load_artifact
 from trtq.artifacts.eval import EvalResult
 from trtq.artifacts.plan import Plan
+from trtq.artifacts.quantize import QuantizeSummary
 from trtq.artifacts.run import Front, Selection
 from trtq.run.pipeline import load_pipeline
 from trtq.run.runner import Runner
 from trtq.run.stages import Context, eval_result_path, eval_settings_key, evaluate_plan, evaluation_plan_path, judge
 
 GPUS = ("H200", "B200")
-GATE = 10.0     # percent: on this tiny evaluation FP8 everywhere fails it and the front's middle plans pass
+# percent: on this tiny evaluation FP8 everywhere fails it and the front's middle plans pass (measured 2026-12-03,
+# transformers 5.24, ModelOpt 0.47: all-FP8 +9.6%, the H200 front's middle plans +5.7% to +8.3%)
+GATE = 9.0
 BUDGETS = ["decode@16=0.7", "prefill@2048=0.9"]
 
 
-def tiny_pipeline(path: Path, output: Path, budgets: list[str] = BUDGETS) -> Path:
+def tiny_pipeline(path: Path, output: Path, budgets: list[str] = BUDGETS, **sections) -> Path:
     data = {
         "schema_version": 1, "model": "smollm2-135m", "gpus": [{"name": g} for g in GPUS],
         "profile": {"backend": "roofline", "tokens": [16, 2048], "launch_cost_ns": 0},
@@ -43,6 +46,7 @@ def tiny_pipeline(path: Path, output: Path, budgets: list[str] = BUDGETS) -> Pat
         "quality": {"max_ppl_increase": GATE, "seq_len": 64, "windows": 2, "calib_samples": 2},
         "quantize": {"enabled": False},
         "output": str(output),
+        **sections,
     }
     path.write_text(yaml.safe_dump(data))
     return path
@@ -213,3 +217,38 @@ def test_ray_run_equals_local_run(first, tmp_path):
         for ea, eb in zip(ga.evaluations, gb.evaluations):
             # A Ray worker runs torch on its own thread count: sums in another order, the same to 1e-4.
             assert ea.passed == eb.passed and ea.relative_increase == pytest.approx(eb.relative_increase, abs=1e-4)
+
+
+def test_sequential_compute_selects_the_same_plans_holding_one_block(first, tmp_path, monkeypatch):
+    """compute.sequential: weight sensitivity tensor by tensor, every front plan measured with its blocks offloaded
+    and calibrated layerwise, the H200 plan quantized and its checkpoint scored block by block; the model is never
+    loaded whole (Context.model refuses here), and the answer is the loaded run's."""
+    _, first_out, _ = first
+
+    def no_whole_model(self):
+        raise AssertionError("compute.sequential loaded the whole model")
+
+    monkeypatch.setattr(Context, "model", no_whole_model)
+    pipeline = tiny_pipeline(tmp_path / "pipeline.yaml", tmp_path / "out", compute={"sequential": True},
+                             quantize={"enabled": True, "gpus": ["H200"]})
+    result = run(pipeline)
+    out = tmp_path / "out"
+    assert {s for s, _ in result.ran()} >= {"sensitivity", "front", "select", "quantize", "eval"}
+    assert chosen(out) == chosen(first_out)
+    first_ctx = Context(pipeline=load_pipeline(first[0]), root=first_out)
+    ctx = Context(pipeline=load_pipeline(pipeline), root=out)
+    assert eval_settings_key(ctx) != eval_settings_key(first_ctx)  # a measurement's key holds where it ran
+    measured = 0
+    for g in selection_of(out).gpus:
+        for e in g.evaluations:
+            streamed = load_artifact(eval_result_path(ctx, e.plan_hash, eval_settings_key(ctx)), EvalResult)
+            loaded = load_artifact(eval_result_path(first_ctx, e.plan_hash, eval_settings_key(first_ctx)), EvalResult)
+            assert streamed.ppl_quant == pytest.approx(loaded.ppl_quant, rel=2e-3), e.plan_hash
+            assert any("one decoder block at a time" in n for n in streamed.metadata.notes)
+            measured += 1
+    assert measured >= 2
+    summary = load_artifact(out / "quantize" / "H200" / "checkpoint" / "quantize_summary.json", QuantizeSummary)
+    assert any("one decoder block at a time" in n for n in summary.metadata.notes), summary.metadata.notes
+    checkpoint_eval = load_artifact(out / "eval" / "H200" / "eval.json", EvalResult)
+    assert checkpoint_eval.source == "checkpoint"
+    assert any("block-sequential" in n for n in checkpoint_eval.metadata.notes)

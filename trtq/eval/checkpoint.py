@@ -436,20 +436,22 @@ class LoadedCheckpoint:
 
 
 class _TensorStore:
-    """Every tensor of the checkpoint's safetensors files, read on demand (safetensors, never pickle)."""
+    """Every tensor of the checkpoint's safetensors files, read on demand (safetensors, never pickle).
+
+    Each read opens its file and closes it: a file held open keeps every page read through its memory map
+    resident, so a block-by-block pass would end holding the whole checkpoint."""
 
     def __init__(self, files: list[Path]) -> None:
         from safetensors import SafetensorError, safe_open
 
-        self._handles = {}
         self.where: dict[str, Path] = {}
         for path in files:
             try:
-                handle = safe_open(str(path), framework="pt")
+                with safe_open(str(path), framework="pt") as handle:
+                    keys = list(handle.keys())
             except (SafetensorError, OSError, ValueError) as exc:
                 raise ArtifactError(f"{path}: not a readable safetensors file: {exc}") from None
-            self._handles[path] = handle
-            for key in handle.keys():
+            for key in keys:
                 if key in self.where:
                     raise ArtifactError(f"tensor {key} is in both {self.where[key].name} and {path.name}")
                 self.where[key] = path
@@ -458,7 +460,10 @@ class _TensorStore:
         return key in self.where
 
     def get(self, key: str) -> torch.Tensor:
-        return self._handles[self.where[key]].get_tensor(key)
+        from safetensors import safe_open
+
+        with safe_open(str(self.where[key]), framework="pt") as handle:
+            return handle.get_tensor(key)
 
 
 def _dtype_name(tensor: torch.Tensor) -> str:

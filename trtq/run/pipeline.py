@@ -17,6 +17,8 @@ Layout (schema_version 1):
     sensitivity: {method: hessian, samples: 4, seq_len: 256, probes: 6}
     texts: {calibration: null, evaluation: null}   # UTF-8 files; null: the shipped texts
     quality: {max_ppl_increase: 5.0, seq_len: 256, windows: 16, calib_samples: 8, lm_eval: {}}
+    compute: {device: cpu, dtype: float32, sequential: false}   # where sensitivity, the evaluations, quantize
+                                        # and eval run the model; sequential: one decoder block in memory at a time
     quantize: {enabled: true, gpus: []} # [] = every GPU with a selected plan
     build: {enabled: true, backend: pytorch, tp: null, max_batch_size: null}
     bench: {enabled: true, concurrency: [1, 8, 32], isl: 1024, osl: 128}
@@ -34,9 +36,11 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 
 from trtq.artifacts.io import StrictModel, read_structured, validate_model
-from trtq.errors import ArtifactError, InputError
+from trtq.errors import InputError
+from trtq.model.device import DeviceSettings
 from trtq.plan.request import MAX_PARETO_POINTS, PlanRequest
 from trtq.run import STAGES  # noqa: F401  (the order of the stages, one definition)
+from trtq.settings import setting
 
 PIPELINE_SCHEMA_VERSION = 1
 
@@ -89,6 +93,17 @@ class TextSettings(StrictModel):
     evaluation: str | None = None  # null: the shipped evaluation text
 
 
+class ComputeSettings(DeviceSettings):
+    """Where the stages that run the model (sensitivity, the front's evaluations, quantize, eval) run it, and
+    whether they hold one decoder block at a time: the options of `trtq sensitivity`, `quantize` and `eval`."""
+
+    sequential: bool = setting(
+        False,
+        "one decoder block in memory at a time: sensitivity (weight, fisher, hessian) streams the safetensors, "
+        "quantize and the plan evaluations offload the blocks and calibrate layerwise, eval streams the checkpoint",
+    )
+
+
 class QualityGate(StrictModel):
     max_ppl_increase: float = Field(default=5.0, ge=0)  # percent over bf16 on the evaluation text
     seq_len: int = Field(default=512, ge=2)
@@ -132,6 +147,7 @@ class Pipeline(StrictModel):
     sensitivity: SensitivitySettings = SensitivitySettings()
     texts: TextSettings = TextSettings()
     quality: QualityGate = QualityGate()
+    compute: ComputeSettings = ComputeSettings()
     quantize: QuantizeSettings = QuantizeSettings()
     build: BuildSettings = BuildSettings()
     bench: BenchSettings = BenchSettings()
@@ -151,6 +167,9 @@ def _jsonable(value):
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
+REQUEST_SECTIONS = ("plan", "compute")
+
+
 def load_pipeline(path: str | Path) -> Pipeline:
     """Parse, validate and check a pipeline file against the registries; every failure is one line."""
     p = Path(path)
@@ -163,12 +182,16 @@ def load_pipeline(path: str | Path) -> Pipeline:
             f"{p}: pipeline schema_version {version!r} is not supported "
             f"(this trtq reads version {PIPELINE_SCHEMA_VERSION})"
         )
-    try:
-        pipeline = validate_model(Pipeline, data, f"pipeline file {p}")
-    except InputError as exc:
-        if isinstance(exc, ArtifactError):
-            raise
-        raise InputError(f"pipeline file {p}: plan: {exc}") from None  # PlanRequest's own checks, by option
+    # The sections that are a command's own request (`trtq plan`'s, the device options) check themselves and
+    # name the option; checked one by one first, so the error names its section.
+    for name in REQUEST_SECTIONS:
+        section = data.get(name)
+        if isinstance(section, dict):
+            try:
+                Pipeline.model_fields[name].annotation(**section)
+            except InputError as exc:
+                raise InputError(f"pipeline file {p}: {name}: {exc}") from None
+    pipeline = validate_model(Pipeline, data, f"pipeline file {p}")
     check_pipeline(pipeline, p)
     return pipeline
 
@@ -211,6 +234,15 @@ def check_pipeline(pipeline: Pipeline, where: Path | str = "pipeline") -> None:
         raise InputError(f"{where}: profile.tokens has no {', '.join(map(str, missing))}: the budgets need them")
     if pipeline.quality.lm_eval:
         parse_task_spec(",".join(f"{k}={v}" for k, v in pipeline.quality.lm_eval.items()))
+    # compute.device is checked against the machine where a stage runs it (a Ray worker may hold the GPU).
+    compute = pipeline.compute
+    if compute.sequential and pipeline.quality.lm_eval:
+        raise InputError(f"{where}: quality.lm_eval runs the whole model loaded: not with compute.sequential")
+    if compute.sequential and pipeline.sensitivity.method == "autoquantize":
+        raise InputError(
+            f"{where}: sensitivity.method autoquantize (ModelOpt's search) loads the whole model: not with "
+            "compute.sequential"
+        )
     for what, text in (
         ("texts.calibration", pipeline.texts.calibration),
         ("texts.evaluation", pipeline.texts.evaluation),

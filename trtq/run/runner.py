@@ -119,6 +119,7 @@ class Runner:
             return content_key(
                 stage=stage,
                 settings=p.sensitivity.model_dump(mode="json"),
+                compute=p.compute.model_dump(mode="json"),
                 calibration=self.ctx.calibration_sha(),
                 up=self._upstream(("layers", ALL)),
             )
@@ -134,6 +135,7 @@ class Runner:
             return content_key(
                 stage=stage,
                 quality=p.quality.model_dump(mode="json"),
+                compute=p.compute.model_dump(mode="json"),
                 texts=[self.ctx.evaluation_sha(), self.ctx.calibration_sha()],
                 prices={g.name: g.price_per_hour for g in p.gpus},
                 up=self._upstream(*[("front", g) for g in gpus]),
@@ -143,6 +145,7 @@ class Runner:
                 stage=stage,
                 gpu=unit,
                 quality=p.quality.model_dump(mode="json"),
+                compute=p.compute.model_dump(mode="json"),
                 calibration=self.ctx.calibration_sha(),
                 runtime=p.runtime,
                 plan=self.files.get(("select", ALL), {}).get(f"plan-{unit}.yaml"),
@@ -152,6 +155,7 @@ class Runner:
                 stage=stage,
                 gpu=unit,
                 quality=p.quality.model_dump(mode="json"),
+                compute=p.compute.model_dump(mode="json"),
                 evaluation=self.ctx.evaluation_sha(),
                 up=self._upstream(("quantize", unit)),
             )

@@ -96,7 +96,10 @@ class Context:
         if self._model is None:
             from trtq.model.zoo import load_pretrained, resolve_model
 
-            self._model = load_pretrained(resolve_model(self.pipeline.model))
+            compute = self.pipeline.compute
+            self._model = load_pretrained(
+                resolve_model(self.pipeline.model), dtype=compute.dtype, device=compute.device
+            )
         return self._model
 
     def __getstate__(self):
@@ -150,7 +153,7 @@ def run_sensitivity(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path]
     from trtq.sensitivity.api import compute_sensitivity
     from trtq.sensitivity.request import METHOD_SETTINGS, SensitivityRequest
 
-    s = ctx.pipeline.sensitivity
+    s, compute = ctx.pipeline.sensitivity, ctx.pipeline.compute
     # The settings the method reads (the request refuses the rest, as `trtq sensitivity` does).
     read = dict(samples=s.samples, seq_len=s.seq_len, calib=ctx.pipeline.texts.calibration, max_iterations=s.probes)
     request = SensitivityRequest.model_validate(
@@ -159,12 +162,25 @@ def run_sensitivity(ctx: Context, unit: str, out: Path, say) -> tuple[list[Path]
             method=s.method,
             formats=s.formats,
             seed=s.seed,
+            device=compute.device,
+            dtype=compute.dtype,
+            sequential=compute.sequential,
             **{k: v for k, v in read.items() if v is not None and s.method in METHOD_SETTINGS[k]},
         )
     )
-    model, tokenizer = ctx.model()
-    table = compute_sensitivity(request, model=model, tokenizer=tokenizer)
-    path = save_artifact(table, out / "sensitivity.json")
+    target = out / "sensitivity.json"
+    if compute.sequential:  # reads the weights itself, block by block, resumable from beside the output
+        from trtq.sensitivity.api import checkpoint_dir_for
+        from trtq.sensitivity.sequential import remove_checkpoint
+
+        checkpoint_dir = checkpoint_dir_for(str(target))
+        table = compute_sensitivity(request, checkpoint_dir=checkpoint_dir)
+    else:
+        model, tokenizer = ctx.model()
+        table = compute_sensitivity(request, model=model, tokenizer=tokenizer)
+    path = save_artifact(table, target)
+    if compute.sequential:
+        remove_checkpoint(checkpoint_dir)
     return [path], {"method": table.method, "rows": len(table.rows)}
 
 
@@ -299,6 +315,7 @@ def eval_settings_key(ctx: Context) -> str:
         lm_eval_limit=q.lm_eval_limit,
         evaluation=ctx.evaluation_sha(),
         calibration=ctx.calibration_sha(),
+        compute=ctx.pipeline.compute.model_dump(mode="json"),
     )[:12]
 
 
@@ -313,33 +330,44 @@ def evaluation_plan_path(ctx: Context, plan_hash: str) -> Path:
 def evaluate_plan(ctx: Context, plan_hash: str, settings_key: str) -> Path:
     """Measure one plan (ModelOpt fake quantization, trtq.eval.gate) and cache the EvalResult by plan hash."""
     from trtq.artifacts import save_artifact
-    from trtq.eval.gate import EvalRequest, evaluate
+    from trtq.eval.gate import EvalRequest
 
     target = eval_result_path(ctx, plan_hash, settings_key)
     if target.is_file():
         return target
     q, texts = ctx.pipeline.quality, ctx.pipeline.texts
-    model, tokenizer = ctx.model()
     lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
-    result = evaluate(
-        EvalRequest(
-            model=ctx.pipeline.model,
-            plan=str(evaluation_plan_path(ctx, plan_hash)),
-            text=texts.evaluation,
-            seq_len=q.seq_len,
-            windows=q.windows,
-            max_ppl_increase=q.max_ppl_increase,
-            lm_eval=lm_eval,
-            lm_eval_limit=q.lm_eval_limit,
-            calib=texts.calibration,
-            calib_samples=q.calib_samples,
-            calib_seq_len=q.seq_len,
-            seed=q.seed,
-        ),
-        model=model,
-        tokenizer=tokenizer,
+    request = EvalRequest(
+        model=ctx.pipeline.model,
+        plan=str(evaluation_plan_path(ctx, plan_hash)),
+        text=texts.evaluation,
+        seq_len=q.seq_len,
+        windows=q.windows,
+        max_ppl_increase=q.max_ppl_increase,
+        lm_eval=lm_eval,
+        lm_eval_limit=q.lm_eval_limit,
+        calib=texts.calibration,
+        calib_samples=q.calib_samples,
+        calib_seq_len=q.seq_len,
+        seed=q.seed,
+        **_compute(ctx),
     )
-    return save_artifact(result, target)
+    return save_artifact(_evaluate(ctx, request, target), target)
+
+
+def _compute(ctx: Context) -> dict:
+    """The pipeline's compute section, as the stage requests' device, dtype and sequential fields."""
+    return ctx.pipeline.compute.model_dump()
+
+
+def _evaluate(ctx: Context, request, beside: Path):
+    """`evaluate` on the pipeline's loaded model, or, with compute.sequential, on weights it reads itself."""
+    from trtq.eval.gate import evaluate
+
+    if request.sequential:
+        return evaluate(request, work_beside=beside)
+    model, tokenizer = ctx.model()
+    return evaluate(request, model=model, tokenizer=tokenizer)
 
 
 def judge(ctx: Context, result) -> tuple[bool, float | None]:
@@ -394,6 +422,7 @@ def run_quantize(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], di
         calib_samples=q.calib_samples,
         calib_seq_len=q.seq_len,
         seed=q.seed,
+        **_compute(ctx),
     )
     checkpoint = quantize_from_plan(request, out / "checkpoint")
     return [Path(checkpoint)], {}
@@ -402,28 +431,25 @@ def run_quantize(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], di
 def run_eval(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
     """The exported checkpoint itself, as shipped, against bf16 on the evaluation text."""
     from trtq.artifacts import save_artifact
-    from trtq.eval.gate import EvalRequest, evaluate, verdict
+    from trtq.eval.gate import EvalRequest, verdict
 
     checkpoint = ctx.checkpoint_dir(gpu)
     if not checkpoint.is_dir():
         raise Skip(f"{gpu} has no quantized checkpoint")
     q = ctx.pipeline.quality
     lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
-    model, tokenizer = ctx.model()
-    result = evaluate(
-        EvalRequest(
-            model=ctx.pipeline.model,
-            checkpoint=str(checkpoint),
-            text=ctx.pipeline.texts.evaluation,
-            seq_len=q.seq_len,
-            windows=q.windows,
-            max_ppl_increase=q.max_ppl_increase,
-            lm_eval=lm_eval,
-            lm_eval_limit=q.lm_eval_limit,
-        ),
-        model=model,
-        tokenizer=tokenizer,
+    request = EvalRequest(
+        model=ctx.pipeline.model,
+        checkpoint=str(checkpoint),
+        text=ctx.pipeline.texts.evaluation,
+        seq_len=q.seq_len,
+        windows=q.windows,
+        max_ppl_increase=q.max_ppl_increase,
+        lm_eval=lm_eval,
+        lm_eval_limit=q.lm_eval_limit,
+        **_compute(ctx),
     )
+    result = _evaluate(ctx, request, out / "eval.json")
     path = save_artifact(result, out / "eval.json")
     say(f"{gpu} checkpoint: {verdict(result)}")
     return [path], {"passed": result.passed, "relative_increase": result.relative_increase}
