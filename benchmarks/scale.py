@@ -25,6 +25,7 @@ varies from run to run (glibc's arenas, thread timing): each cell runs --repeats
 gives the largest and smallest peak and the median seconds.
 
     python benchmarks/scale.py [--depths 8,16,32] [--repeats 2] [--samples 2] [--seq-len 128] [--modes M,...]
+                               [--max-shard-size 256MB]  (the quantize modes' export files)
                                [--device cuda --dtype bfloat16]  (the GPU's peak memory too)
 
 Then a projection (arithmetic on the configs, labelled as such) of what block-sequential sensitivity
@@ -45,6 +46,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from trtq.options import parse_byte_size
 
 FORMATS = "fp8,int8_sq,int4_awq"
 MODES = ("output-whole", "output-sequential", "weight-whole", "weight-sequential", "fisher-whole", "fisher-sequential",
@@ -130,7 +133,7 @@ def quantize(model: str, sequential: bool, args: argparse.Namespace) -> None:
         batches = token_batches(tokenizer, read_text_file(CALIBRATION_PATH), args.samples, args.seq_len, 0)
         quantize_model(loaded, assignment, batches, layerwise=sequential)
         out = export_checkpoint(loaded, tokenizer, assignment, Path(args.checkpoint or Path(work) / "out"),
-                                model_name=resolved.name)
+                                model_name=resolved.name, max_shard_size=args.max_shard_size)
         assert (out / "hf" / "hf_quant_config.json").is_file()
 
 
@@ -147,6 +150,7 @@ def measure(mode: str, model: str, args: argparse.Namespace, tokenizer: str | No
     command = [sys.executable, __file__, "--child", mode, "--model", model, "--samples", str(args.samples),
                "--seq-len", str(args.seq_len), "--device", args.device, "--dtype", args.dtype,
                "--hessian-probes", str(args.hessian_probes)]
+    command += ["--max-shard-size", str(args.max_shard_size)] if args.max_shard_size else []
     command += ["--tokenizer", tokenizer] if tokenizer else []
     command += ["--checkpoint", args.checkpoint] if mode.startswith("eval-") else []
     runs = []
@@ -229,6 +233,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: all)")
     parser.add_argument("--hessian-probes", type=int, default=2, help="Hutchinson probes of the hessian modes")
+    parser.add_argument("--max-shard-size", type=parse_byte_size,
+                        help="quantize modes: the export's largest safetensors file (default: trtq quantize's)")
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)  # (internal) where quantize writes, eval reads
     parser.add_argument("--make", help=argparse.SUPPRESS)  # (internal) build a synthetic model at this path
     parser.add_argument("--make-blocks", type=int, help=argparse.SUPPRESS)

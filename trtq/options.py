@@ -104,3 +104,28 @@ def gpu_keyed(values: list[str] | None, option: str, expected: str, convert: Cal
         except ValueError as exc:
             raise InputError(f"bad {option} {value!r}: {exc}") from None
     return out
+
+
+_BYTE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
+
+def parse_byte_size(text: str) -> int:
+    """A size as Hugging Face's max_shard_size spells it: 5GB, 500MB, 2GiB or a number of bytes."""
+    import argparse
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", str(text), flags=re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (as 5GB, 500MB, 2GiB or bytes)")
+    return int(float(match.group(1)) * _BYTE_UNITS[(match.group(2) or "").upper()])

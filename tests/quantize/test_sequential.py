@@ -88,17 +88,17 @@ def test_sequential_output_says_what_it_did_and_leaves_nothing_beside(mixed_expo
     assert {p.name for p in out.iterdir()} == {"hf", "plan.yaml", "quantize_summary.json"}
 
 
-def quantize_both_ways(path: Path, assignment, tmp: Path, device: str = "cpu"):
+def quantize_both_ways(path: Path, assignment, tmp: Path, device: str = "cpu", ways=(False, True), **export_options):
     from trtq.model.zoo import load_pretrained, resolve_model
     from trtq.quantize.apply import export_checkpoint, quantize_model
 
     batches = torch.randint(0, 96, (4, 16), generator=torch.Generator().manual_seed(1))
     outputs = []
-    for sequential in (False, True):
+    for sequential in ways:
         model, tokenizer = load_pretrained(resolve_model(str(path)), device=device,
                                            offload_folder=tmp / f"offload-{sequential}" if sequential else None)
         quantize_model(model, assignment, batches, layerwise=sequential)
-        outputs.append(export_checkpoint(model, tokenizer, assignment, tmp / f"out-{sequential}"))
+        outputs.append(export_checkpoint(model, tokenizer, assignment, tmp / f"out-{sequential}", **export_options))
     return outputs
 
 
@@ -111,6 +111,38 @@ def test_tiny_mixtral_experts_quantize_sequentially(tmp_path, tokenizer_dir):
     for expert in range(TINY_MIXTRAL["num_local_experts"]):  # per expert, as Mixtral checkpoints name them
         assert written[f"model.layers.2.block_sparse_moe.experts.{expert}.w2.weight"].dtype == torch.float8_e4m3fn
     assert_same_up_to_rounding(tensors(whole / "hf"), written)
+
+
+def test_max_shard_size_splits_both_exports_and_eval_reads_the_shards(tmp_path, tokenizer_dir):
+    """--max-shard-size: files of at most that size (plus one tensor) with their index, whole model and
+    sequential alike; the sharded checkpoints score as one file does, loaded and block by block."""
+    from trtq.eval.checkpoint import load_checkpoint_model, open_checkpoint
+    from trtq.eval.perplexity import perplexity
+    from trtq.eval.sequential import sequential_checkpoint_scores
+    from trtq.model.zoo import load_pretrained, resolve_model
+
+    config = dict(TINY_LLAMA, hidden_size=256, intermediate_size=512)  # ~4 MB in bf16
+    path = save_tiny(tmp_path / "llama", config, tokenizer_dir)
+    assignment = assignment_for(path, lambda i, kind: ("fp8", "int4_awq", "bf16")[i % 3])
+    shard = 1 << 20
+    whole, sequential = quantize_both_ways(path, assignment, tmp_path, max_shard_size=shard)
+    (single,) = quantize_both_ways(path, assignment, tmp_path / "one", ways=(False,))
+    windows = torch.randint(0, 96, (2, 16), generator=torch.Generator().manual_seed(2))
+    reference, _ = load_pretrained(resolve_model(str(path)))
+    one_file = perplexity(load_checkpoint_model(open_checkpoint(single), reference).model, windows).ppl
+    for out in (whole, sequential):
+        files = sorted((out / "hf").glob("*.safetensors"))
+        index = json.loads((out / "hf" / "model.safetensors.index.json").read_text())
+        assert len(files) >= 3 and set(index["weight_map"].values()) == {f.name for f in files}, files
+        largest_tensor = max(t.numel() * t.element_size() for t in tensors(out / "hf").values())
+        assert all(f.stat().st_size <= shard + largest_tensor + (64 << 10) for f in files)
+        checkpoint = open_checkpoint(out)
+        loaded = perplexity(load_checkpoint_model(checkpoint, reference).model, windows).ppl
+        streamed = sequential_checkpoint_scores(resolve_model(str(path)), checkpoint, windows, "cpu", "float32",
+                                                lambda message: None).quantized.ppl
+        assert streamed == pytest.approx(loaded, rel=1e-5)
+        if out == whole:
+            assert loaded == pytest.approx(one_file, rel=1e-6)
 
 
 def test_rewritten_blocks_go_back_to_disk_not_ram(tmp_path, tokenizer_dir):

@@ -80,3 +80,21 @@ def test_plan_section_is_the_plan_request():
     assert (request.runtime, request.pareto, request.mip_rel_gap, request.tp, request.node_limit) == (
         "trtllm@1.2", None, 0.01, 2, 50)
     assert request.workload == "isl=128,osl=16" and request.slos == ["ttft=200ms"]
+
+
+def test_compute_device_the_machine_lacks_is_one_line_where_the_model_first_runs(tmp_path):
+    """compute.device is checked where a stage runs the model (a Ray worker may hold the GPU): one line, exit 2."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: nothing to refuse")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(_minimal(compute={"device": "cuda", "dtype": "bfloat16"},
+                                            sensitivity={"method": "weight", "formats": "bf16,fp8"},
+                                            output=str(tmp_path / "out"))))
+    done = subprocess.run([sys.executable, "-m", "trtq", "run", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert last.startswith("trtq: error: --device cuda: CUDA is not available"), done.stderr
+    assert not (tmp_path / "out" / "sensitivity" / "all" / "sensitivity.json").exists()

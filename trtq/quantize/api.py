@@ -75,6 +75,7 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
             output,
             plan_path=plan_path,
             model_name=resolved.name,
+            max_shard_size=request.max_shard_size,
             calibration={
                 "path": str(text_path),
                 "samples": calib_samples,

@@ -393,7 +393,9 @@ def _export_trtllm(model: Any, directory: Path) -> str | None:
     return None
 
 
-def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
+def _export_hf(model: Any, tokenizer: Any, directory: Path, max_shard_size: int | None = None) -> None:
+    """hf/: ModelOpt's unified checkpoint in bf16, files of at most `max_shard_size` bytes (default: ModelOpt's
+    10GB; STREAMING_SHARD_SIZE for an offloaded model, whose export buffers one file)."""
     import torch
     from modelopt.torch.export import export_hf_checkpoint
 
@@ -406,11 +408,15 @@ def _export_hf(model: Any, tokenizer: Any, directory: Path) -> None:
             if offloaded:  # ModelOpt's streaming export: one block in memory at a time
                 with offloaded_export():
                     export_hf_checkpoint(
-                        model, dtype=torch.bfloat16, export_dir=directory, max_shard_size=STREAMING_SHARD_SIZE
+                        model,
+                        dtype=torch.bfloat16,
+                        export_dir=directory,
+                        max_shard_size=max_shard_size or STREAMING_SHARD_SIZE,
                     )
                 unquantized_tensors_to_bf16(directory)
             else:
-                export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory)
+                shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+                export_hf_checkpoint(_bf16_copy(model), dtype=torch.bfloat16, export_dir=directory, **shards)
     except Exception as exc:  # a ModelOpt failure is this plan failing to export: one line
         if storage_errno(exc) is not None:  # ... unless the disk refused the write
             raise write_error(directory, exc) from None
@@ -429,6 +435,7 @@ def export_checkpoint(
     calibration: dict[str, Any] | None = None,
     model_name: str | None = None,
     overwrite: bool = True,
+    max_shard_size: int | None = None,
 ) -> Path:
     """Write out_dir/{hf/, trtllm/, plan.yaml, quantize_summary.json}; return out_dir.
 
@@ -451,7 +458,7 @@ def export_checkpoint(
         # The calibrated quantizers, read before the export: the streaming export of an offloaded model
         # rebuilds fused MoE experts in place.
         layers = layer_summary(model, plan)
-        _export_hf(model, tokenizer, work / "hf")
+        _export_hf(model, tokenizer, work / "hf", max_shard_size)
         trtllm_note = _export_trtllm(model, work / "trtllm")
         if trtllm_note:
             notes.append(trtllm_note)

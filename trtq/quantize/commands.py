@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "calib_seq_len",
         "seed",
         "sequential",
+        "max_shard_size",
         "runtime",
         "device",
         "dtype",

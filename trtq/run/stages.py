@@ -94,11 +94,13 @@ class Context:
     def model(self):
         """(model, tokenizer), loaded once per process (a Ray worker keeps its own)."""
         if self._model is None:
+            from trtq.model.device import resolve_placement
             from trtq.model.zoo import load_pretrained, resolve_model
 
-            compute = self.pipeline.compute
+            # Checked here, where the stage runs (a Ray worker may hold the GPU the head node lacks).
+            placement = resolve_placement(self.pipeline.compute.device, self.pipeline.compute.dtype)
             self._model = load_pretrained(
-                resolve_model(self.pipeline.model), dtype=compute.dtype, device=compute.device
+                resolve_model(self.pipeline.model), dtype=placement.dtype, device=placement.device
             )
         return self._model
 
