@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,57 @@ def is_offloaded(model: Any) -> bool:
     from modelopt.torch.quantization.utils.core_utils import has_accelerate_offload
 
     return bool(has_accelerate_offload(model))
+
+
+def _to_bf16(name: str, dtype: str) -> bool:
+    return dtype == "F32" and name.rsplit(".", 1)[-1] in MODEL_DTYPE_TENSORS
+
+
+def _data_bytes(shard: Path) -> int:
+    """The bytes of tensor data in a safetensors file (what the shard index's total_size counts)."""
+    with open(shard, "rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+    return shard.stat().st_size - 8 - header_size
+
+
+def _rewrite_in_bf16(shard: Path) -> int:
+    """`shard` with its float32 weights, biases and pre_quant_scales in bf16, written one tensor at a time in
+    the safetensors layout (8-byte header size, JSON header, the tensors' bytes in header order: the larger
+    elements first, so every tensor stays aligned to its element size), each read with the file opened anew:
+    a file held open would keep every page read through its memory map resident. Returns the data bytes."""
+    import torch
+    from safetensors import safe_open
+
+    from trtq.artifacts.io import atomic_path
+    from trtq.model.zoo import DTYPE_BYTES
+
+    with safe_open(str(shard), framework="pt") as handle:
+        metadata = handle.metadata()
+        parts = {
+            name: (handle.get_slice(name).get_dtype(), handle.get_slice(name).get_shape()) for name in handle.keys()
+        }
+    written = {name: ("BF16" if _to_bf16(name, dtype) else dtype, shape) for name, (dtype, shape) in parts.items()}
+    order = sorted(written, key=lambda name: (-DTYPE_BYTES[written[name][0]], name))
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name in order:
+        dtype, shape = written[name]
+        size = math.prod(shape) * DTYPE_BYTES[dtype]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with atomic_path(shard) as tmp, open(tmp, "wb") as out:
+        out.write(len(encoded).to_bytes(8, "little"))
+        out.write(encoded)
+        for name in order:
+            with safe_open(str(shard), framework="pt") as handle:
+                tensor = handle.get_tensor(name)
+            if written[name][0] != parts[name][0]:
+                tensor = tensor.to(torch.bfloat16)
+            out.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            del tensor
+    return offset
 
 
 @contextlib.contextmanager
@@ -129,35 +179,19 @@ def offloaded_export() -> Iterator[None]:
 def unquantized_tensors_to_bf16(directory: Path) -> None:
     """The streaming export writes unquantized weights in the dtype the model calibrated in (float32 on a
     CPU); write them in bf16, as the whole-model export and TensorRT-LLM do, and say so in config.json and
-    the shard index. One shard in memory at a time, each rewritten beside itself and renamed over it."""
-    import torch
+    the shard index. Each shard is rewritten beside itself one tensor at a time and renamed over it."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     from trtq.artifacts.io import atomic_write_text
-    from trtq.model.zoo import DTYPE_BYTES
-
-    def cast(name: str, dtype: str) -> bool:
-        return dtype == "F32" and name.rsplit(".", 1)[-1] in MODEL_DTYPE_TENSORS
 
     total_bytes = 0
     for shard in sorted(directory.glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as handle:
-            metadata = handle.metadata() or {"format": "pt"}
             dtypes = {name: handle.get_slice(name).get_dtype() for name in handle.keys()}
-            for name, dtype in dtypes.items():
-                elements = math.prod(handle.get_slice(name).get_shape())
-                total_bytes += elements * (DTYPE_BYTES["BF16"] if cast(name, dtype) else DTYPE_BYTES[dtype])
-            if not any(cast(name, dtype) for name, dtype in dtypes.items()):
-                continue
-            tensors = {
-                name: handle.get_tensor(name).to(torch.bfloat16) if cast(name, dtype) else handle.get_tensor(name)
-                for name, dtype in dtypes.items()
-            }
-        rewritten = shard.with_name(f".{shard.name}.tmp")
-        save_file(tensors, str(rewritten), metadata=metadata)
-        os.replace(rewritten, shard)
-        del tensors
+        if any(_to_bf16(name, dtype) for name, dtype in dtypes.items()):
+            total_bytes += _rewrite_in_bf16(shard)
+        else:
+            total_bytes += _data_bytes(shard)
     index_path = directory / "model.safetensors.index.json"
     if index_path.is_file():
         index = json.loads(index_path.read_text())
