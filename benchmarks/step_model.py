@@ -81,7 +81,7 @@ def main() -> int:
     models = {"llama-3.1-8b": MODELS["llama-3.1-8b"]} if args.quick else MODELS
     workloads = WORKLOADS[::3] if args.quick else WORKLOADS
     start = time.perf_counter()
-    ratios_tp, devs, rows, gaps = [], [], [], []
+    ratios_tp, devs, gaps = [], [], []
     header = (f"{'model':14} {'gpu':8} {'tp':>2} {'fmt':5} {'isl':>6} {'osl':>5} | {'aic tok/s':>9} {'trtq tok/s':>10} "
               f"{'ratio':>6} | {'bs':>4} {'ctx':>6} | {'TTFT aic':>9} {'trtq':>9} | {'TPOT aic':>8} {'trtq':>8}")
     print(header)

@@ -10,10 +10,8 @@ import sys
 import pytest
 
 from trtq.artifacts import make_metadata, save_artifact
-from trtq.artifacts.plan import GroupChoice, Plan, SolverInfo, Totals
 from trtq.cli import main
 from trtq.model.zoo import resolve_model
-from trtq.predict.architecture import decoder_architecture
 
 KEYS = ("ttft_ms", "tpot_ms", "output_tokens_per_s", "concurrency", "max_concurrency",
         "measured_share", "interpolated_share", "extrapolated_share", "modelled_share")

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 
 from trtq.artifacts.eval import EvalResult
 from trtq.artifacts.io import make_metadata, save_artifact, sha256_file
