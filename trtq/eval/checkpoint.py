@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -546,10 +546,18 @@ def check_layers_exist(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
 class RebuiltPart:
     """What rebuilding a module from the checkpoint consumed and found."""
 
-    consumed: set[str]  # checkpoint tensor names read into the module
-    counts: dict[str, int]  # trtq format -> Linear layers (expert GEMMs) in it
-    folded: list[str]  # AWQ layers whose pre_quant_scale ModelOpt folded into a norm
-    moe_layers: int  # fused experts modules rebuilt per expert
+    consumed: set[str] = field(default_factory=set)  # checkpoint tensor names read into the module
+    counts: dict[str, int] = field(default_factory=dict)  # trtq format -> Linear layers (expert GEMMs) in it
+    folded: list[str] = field(default_factory=list)  # AWQ layers whose pre_quant_scale ModelOpt folded into a norm
+    moe_layers: int = 0  # fused experts modules rebuilt per expert
+
+    def add(self, part: RebuiltPart) -> None:
+        """`part`'s findings added to these (a model rebuilt one block at a time)."""
+        self.consumed |= part.consumed
+        for fmt, n in part.counts.items():
+            self.counts[fmt] = self.counts.get(fmt, 0) + n
+        self.folded += part.folded
+        self.moe_layers += part.moe_layers
 
 
 def rebuild_from_checkpoint(

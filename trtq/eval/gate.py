@@ -174,9 +174,7 @@ def evaluate(
         started = time.perf_counter()
         calib_batches = token_batches(tokenizer, calib_text, request.calib_samples, request.calib_seq_len, request.seed)
         quantized, notes = quantized_copy(model, plan, calib_batches)
-        counts: dict[str, int] = {}
-        for fmt_name, _ in plan.layer_formats().values():
-            counts[fmt_name] = counts.get(fmt_name, 0) + 1
+        counts = _layer_counts(plan)
         say(f"quantized as {request.plan} in {time.perf_counter() - started:.0f} s")
     else:
         quantized, notes, counts = loaded.model, loaded.notes, loaded.layer_formats
@@ -222,6 +220,13 @@ def evaluate(
     return _result(
         request, resolved, checkpoint, inputs, text_path, text, reference, result, counts, notes, task_results
     )
+
+
+def _layer_counts(plan: Plan) -> dict[str, int]:
+    """trtq format -> the plan's layers in it."""
+    from trtq.plan.summary import format_counts
+
+    return dict(format_counts(plan))
 
 
 def _reference_note(placed: str, windows: int) -> str:
@@ -271,23 +276,16 @@ def _sequential_plan_eval(
     """The plan gate with the decoder blocks offloaded (to disk on a CPU, to host RAM with a GPU): the reference
     scored through accelerate's offload hooks, then the same model quantized in place by ModelOpt's layerwise
     calibration (one block at a time, as `trtq quantize --sequential` does) and scored again."""
-    import shutil
-    import tempfile
-
-    from trtq.artifacts.paths import make_temp_beside
     from trtq.data import encode_text, token_batches
     from trtq.eval.perplexity import evenly_spaced_windows, perplexity
     from trtq.model.device import resolve_placement
     from trtq.model.zoo import load_pretrained
     from trtq.quantize.apply import quantize_model
+    from trtq.quantize.offload import offload_directory
 
     placement = resolve_placement(request.device, request.dtype)
     modelopt_layers, _ = split_plan(plan, placement.device != "cpu")
-    if work_beside is not None:
-        offload = make_temp_beside(Path(work_beside), directory=True)
-    else:
-        offload = Path(tempfile.mkdtemp(prefix="trtq-eval-offload-"))
-    try:
+    with offload_directory(work_beside) as offload:
         started = time.perf_counter()
         model, tokenizer = load_pretrained(
             resolved, dtype=placement.dtype, device=placement.device, offload_folder=offload
@@ -308,11 +306,7 @@ def _sequential_plan_eval(
         started = time.perf_counter()
         result = perplexity(model, windows)
         say(f"quantized perplexity {result.ppl:.3f} ({time.perf_counter() - started:.0f} s)")
-    finally:
-        shutil.rmtree(offload, ignore_errors=True)
-    counts: dict[str, int] = {}
-    for fmt_name, _ in plan.layer_formats().values():
-        counts[fmt_name] = counts.get(fmt_name, 0) + 1
+    counts = _layer_counts(plan)
     notes = [
         f"{len(modelopt_layers)} layers fake-quantized by ModelOpt in place, calibrated one decoder block at a time "
         "(layerwise calibration on each block's inputs from the unquantized model)",

@@ -17,7 +17,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -25,6 +25,7 @@ from trtq.artifacts.layers import LayerGraph
 from trtq.errors import UnsupportedError
 from trtq.eval.checkpoint import (
     Checkpoint,
+    RebuiltPart,
     _TensorStore,
     check_all_consumed,
     check_layers_exist,
@@ -60,14 +61,6 @@ def _through_block(stream: BlockStream, b: int, hidden: list[torch.Tensor], bloc
         return [block_output(block(h, **kw)).detach() for h, kw in zip(hidden, block_kwargs)]
 
 
-@dataclass
-class _Rebuilt:
-    consumed: set[str] = field(default_factory=set)
-    counts: dict[str, int] = field(default_factory=dict)
-    folded: list[str] = field(default_factory=list)
-    moe_layers: int = 0
-
-
 class CheckpointBlockStream(BlockStream):
     """The reference's skeleton with the checkpoint's tensors: block b rebuilt from them while open."""
 
@@ -83,7 +76,7 @@ class CheckpointBlockStream(BlockStream):
                 f"checkpoint {checkpoint.root} quantizes the output head {head_name}: --sequential rebuilds the "
                 "decoder blocks only; drop --sequential"
             )
-        self.rebuilt = _Rebuilt()
+        self.rebuilt = RebuiltPart()
         # What the embeddings and head pass reads from the checkpoint (a tied head is read once, as its embedding).
         blocks = f"{self.adapter.block_path}."
         self.rebuilt.consumed |= {
@@ -99,18 +92,10 @@ class CheckpointBlockStream(BlockStream):
         for name, parameter in list(block.named_parameters()):
             empty = torch.empty(parameter.shape, dtype=self.dtype, device=self.device)
             set_module_tensor_to_device(block, name, self.device, value=empty)
-        part = rebuild_from_checkpoint(block, self.checkpoint, self.store, self.dtype, prefix)
-        self.rebuilt.consumed |= part.consumed
-        for fmt, n in part.counts.items():
-            self.rebuilt.counts[fmt] = self.rebuilt.counts.get(fmt, 0) + n
-        self.rebuilt.folded += part.folded
-        self.rebuilt.moe_layers += part.moe_layers
+        self.rebuilt.add(rebuild_from_checkpoint(block, self.checkpoint, self.store, self.dtype, prefix))
         block.eval()
         try:
-            layers = self.graph.model_copy(
-                update={"layers": [layer for layer in self.graph.layers if layer.block == b]}
-            )
-            yield block, {f"{prefix}{name}": m for name, m in block.named_modules() if name}, layers
+            yield block, {f"{prefix}{name}": m for name, m in block.named_modules() if name}, self.block_layers(b)
         finally:
             del block
             release_freed_memory()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import time
 from pathlib import Path
 
@@ -46,16 +46,15 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
     text = read_text_file(text_path)
     check_plan_against_model(plan, resolved, plan_path)
 
-    from trtq.artifacts.paths import make_temp_beside
     from trtq.model.zoo import load_pretrained
     from trtq.quantize.apply import export_checkpoint, quantize_model
+    from trtq.quantize.offload import offload_directory
 
     console = stderr_console()
     started = time.perf_counter()
     # --sequential: accelerate offloads the decoder blocks (to disk beside the output on a CPU) and
     # ModelOpt calibrates and exports them one at a time.
-    offload = make_temp_beside(Path(output), directory=True) if request.sequential else None
-    try:
+    with offload_directory(output) if request.sequential else contextlib.nullcontext() as offload:
         model, tokenizer = load_pretrained(
             resolved, dtype=placement.dtype, device=placement.device, offload_folder=offload
         )
@@ -85,9 +84,6 @@ def quantize_from_plan(request: QuantizeRequest, output: str | Path) -> Path:
                 **placement.as_settings(),
             },
         )
-    finally:
-        if offload is not None:
-            shutil.rmtree(offload, ignore_errors=True)
     counts: dict[str, int] = {}
     for _, fmt, _ in resolved_plan.layers:
         counts[fmt.name] = counts.get(fmt.name, 0) + 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,22 @@ from typing import Any
 STREAMING_SHARD_SIZE = "2GB"
 # The tensors a checkpoint holds in the model's dtype (the exporters' scales are float32 by design).
 MODEL_DTYPE_TENSORS = ("weight", "bias", "pre_quant_scale")
+
+
+@contextlib.contextmanager
+def offload_directory(beside: str | os.PathLike[str] | None) -> Iterator[Path]:
+    """A temporary folder for accelerate's disk offload beside `beside` (the run's output; None: the system's
+    temporary directory), removed afterwards whatever happens."""
+    import shutil
+    import tempfile
+
+    from trtq.artifacts.paths import make_temp_beside
+
+    folder = make_temp_beside(Path(beside), directory=True) if beside is not None else Path(tempfile.mkdtemp())
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_offloaded(model: Any) -> bool:

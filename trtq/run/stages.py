@@ -332,27 +332,18 @@ def evaluation_plan_path(ctx: Context, plan_hash: str) -> Path:
 def evaluate_plan(ctx: Context, plan_hash: str, settings_key: str) -> Path:
     """Measure one plan (ModelOpt fake quantization, trtq.eval.gate) and cache the EvalResult by plan hash."""
     from trtq.artifacts import save_artifact
-    from trtq.eval.gate import EvalRequest
 
     target = eval_result_path(ctx, plan_hash, settings_key)
     if target.is_file():
         return target
-    q, texts = ctx.pipeline.quality, ctx.pipeline.texts
-    lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
-    request = EvalRequest(
-        model=ctx.pipeline.model,
+    q = ctx.pipeline.quality
+    request = _eval_request(
+        ctx,
         plan=str(evaluation_plan_path(ctx, plan_hash)),
-        text=texts.evaluation,
-        seq_len=q.seq_len,
-        windows=q.windows,
-        max_ppl_increase=q.max_ppl_increase,
-        lm_eval=lm_eval,
-        lm_eval_limit=q.lm_eval_limit,
-        calib=texts.calibration,
+        calib=ctx.pipeline.texts.calibration,
         calib_samples=q.calib_samples,
         calib_seq_len=q.seq_len,
         seed=q.seed,
-        **_compute(ctx),
     )
     return save_artifact(_evaluate(ctx, request, target), target)
 
@@ -360,6 +351,25 @@ def evaluate_plan(ctx: Context, plan_hash: str, settings_key: str) -> Path:
 def _compute(ctx: Context) -> dict:
     """The pipeline's compute section, as the stage requests' device, dtype and sequential fields."""
     return ctx.pipeline.compute.model_dump()
+
+
+def _eval_request(ctx: Context, **source):
+    """`trtq eval`'s request for the pipeline's quality gate, texts and compute section; `source`: the plan
+    (and its calibration) or the checkpoint."""
+    from trtq.eval.gate import EvalRequest
+
+    q = ctx.pipeline.quality
+    return EvalRequest(
+        model=ctx.pipeline.model,
+        text=ctx.pipeline.texts.evaluation,
+        seq_len=q.seq_len,
+        windows=q.windows,
+        max_ppl_increase=q.max_ppl_increase,
+        lm_eval=",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None,
+        lm_eval_limit=q.lm_eval_limit,
+        **_compute(ctx),
+        **source,
+    )
 
 
 def _evaluate(ctx: Context, request, beside: Path):
@@ -433,25 +443,12 @@ def run_quantize(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], di
 def run_eval(ctx: Context, gpu: str, out: Path, say) -> tuple[list[Path], dict]:
     """The exported checkpoint itself, as shipped, against bf16 on the evaluation text."""
     from trtq.artifacts import save_artifact
-    from trtq.eval.gate import EvalRequest, verdict
+    from trtq.eval.gate import verdict
 
     checkpoint = ctx.checkpoint_dir(gpu)
     if not checkpoint.is_dir():
         raise Skip(f"{gpu} has no quantized checkpoint")
-    q = ctx.pipeline.quality
-    lm_eval = ",".join(f"{k}={v}" for k, v in q.lm_eval.items()) or None
-    request = EvalRequest(
-        model=ctx.pipeline.model,
-        checkpoint=str(checkpoint),
-        text=ctx.pipeline.texts.evaluation,
-        seq_len=q.seq_len,
-        windows=q.windows,
-        max_ppl_increase=q.max_ppl_increase,
-        lm_eval=lm_eval,
-        lm_eval_limit=q.lm_eval_limit,
-        **_compute(ctx),
-    )
-    result = _evaluate(ctx, request, out / "eval.json")
+    result = _evaluate(ctx, _eval_request(ctx, checkpoint=str(checkpoint)), out / "eval.json")
     path = save_artifact(result, out / "eval.json")
     say(f"{gpu} checkpoint: {verdict(result)}")
     return [path], {"passed": result.passed, "relative_increase": result.relative_increase}

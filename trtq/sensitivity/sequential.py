@@ -219,6 +219,10 @@ class BlockStream:
             _release_parameters(embeddings)
         return [h for h, _ in captured], [_to(kwargs, self.device) for _, kwargs in captured]
 
+    def block_layers(self, b: int) -> LayerGraph:
+        """The graph of block b's layers alone."""
+        return self.graph.model_copy(update={"layers": [layer for layer in self.graph.layers if layer.block == b]})
+
     @contextlib.contextmanager
     def block(self, b: int) -> Iterator[tuple[torch.nn.Module, dict[str, torch.nn.Module], LayerGraph]]:
         """Block b read into memory: (the block, its modules by full name, the graph of its layers alone)."""
@@ -226,9 +230,8 @@ class BlockStream:
         prefix = f"{self.adapter.block_path}.{b}."
         self.index.load(block, prefix, self.device, self.dtype, self.adapter.moe)
         modules = {f"{prefix}{name}": m for name, m in block.named_modules() if name}
-        layers = self.graph.model_copy(update={"layers": [layer for layer in self.graph.layers if layer.block == b]})
         try:
-            yield block, modules, layers
+            yield block, modules, self.block_layers(b)
         finally:
             _release_parameters(block)
             release_freed_memory()  # the block's pages back to the system: peak RSS flat in depth
